@@ -1,0 +1,7 @@
+//! epsim: a discrete-event simulator of rack-scale Mixture-of-Experts LLM inference.
+//!
+//! Layers, each using only those listed before it: [`engine`] (time, events, random
+//! streams), [`input`] (YAML with located, collected diagnostics), [`hardware`] (GPU specs),
+//! [`topology`] (the graph of GPUs, switches, NICs, CPUs and links).
+
+pub mod engine;
