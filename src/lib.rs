@@ -5,3 +5,4 @@
 //! [`topology`] (the graph of GPUs, switches, NICs, CPUs and links).
 
 pub mod engine;
+pub mod input;
