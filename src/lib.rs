@@ -6,3 +6,4 @@
 
 pub mod engine;
 pub mod input;
+pub mod hardware;

@@ -1,0 +1,188 @@
+//! GPU specifications: peak dense tensor throughput per data type, HBM capacity and
+//! bandwidth, NVLink bandwidth. One YAML file per GPU under `topologies/gpus/`, named after
+//! the spec (`b200-gb200.yaml` holds `name: b200-gb200`); topologies refer to them by name.
+
+use crate::input::{self, At, Diagnostics, Problem};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One GPU model. Rates are per GPU; NVLink is per direction.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSpec {
+    pub name: String,
+    /// Free text: what the part is and where its numbers come from.
+    #[serde(default)]
+    pub description: String,
+    /// HBM capacity as the vendor states it, in GB (1e9 bytes).
+    pub hbm_gb: f64,
+    /// Capacity usable by applications, in GiB (2^30 bytes), where a source gives it.
+    #[serde(default)]
+    pub hbm_usable_gib: Option<f64>,
+    /// Peak HBM bandwidth, TB/s (1e12 bytes per second).
+    pub hbm_bandwidth_tb_s: f64,
+    /// Peak dense (not 2:4 sparse) tensor throughput, TFLOP/s.
+    pub dense_tflops: DenseTflops,
+    /// NVLink bandwidth per direction, summed over the GPU's links, GB/s.
+    pub nvlink_gb_s: f64,
+    /// Streaming multiprocessors.
+    pub sms: u32,
+}
+
+/// Peak dense tensor throughput per data type, TFLOP/s; `None` where the GPU has no such
+/// tensor-core format (Hopper has no FP4).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseTflops {
+    #[serde(default)]
+    pub fp4: Option<f64>,
+    pub fp8: f64,
+    pub bf16: f64,
+}
+
+/// The raw file: like [`GpuSpec`] but with positions, so range checks can point at lines.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuSpecFile {
+    name: At<String>,
+    #[serde(default)]
+    description: String,
+    hbm_gb: At<f64>,
+    #[serde(default)]
+    hbm_usable_gib: Option<At<f64>>,
+    hbm_bandwidth_tb_s: At<f64>,
+    dense_tflops: DenseTflopsFile,
+    nvlink_gb_s: At<f64>,
+    sms: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenseTflopsFile {
+    #[serde(default)]
+    fp4: Option<At<f64>>,
+    fp8: At<f64>,
+    bf16: At<f64>,
+}
+
+/// The file that holds spec `name` in directory `dir`.
+pub fn spec_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.yaml"))
+}
+
+/// Names of the specs in `dir` (file stems of `*.yaml`), sorted; empty if unreadable.
+pub fn available_specs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            (path.extension()? == "yaml").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Reads and checks one spec file; every problem is reported at once.
+pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
+    let raw: GpuSpecFile = input::read_yaml(file)?;
+    let mut diags = Diagnostics::new();
+    let mut positive = |path: &str, v: &At<f64>| {
+        if !(v.value.is_finite() && v.value > 0.0) {
+            diags.push(
+                file,
+                Problem::new(v.loc, path, format!("must be a number > 0, got {}", v.value)),
+            );
+        }
+    };
+    positive("hbm_gb", &raw.hbm_gb);
+    positive("hbm_bandwidth_tb_s", &raw.hbm_bandwidth_tb_s);
+    positive("nvlink_gb_s", &raw.nvlink_gb_s);
+    positive("dense_tflops.fp8", &raw.dense_tflops.fp8);
+    positive("dense_tflops.bf16", &raw.dense_tflops.bf16);
+    if let Some(fp4) = &raw.dense_tflops.fp4 {
+        positive("dense_tflops.fp4", fp4);
+    }
+    if let Some(usable) = &raw.hbm_usable_gib {
+        positive("hbm_usable_gib", usable);
+    }
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if raw.name.value != stem {
+        diags.push(
+            file,
+            Problem::new(
+                raw.name.loc,
+                "name",
+                format!(
+                    "the spec is named `{}` but its file is `{stem}.yaml`; topologies find specs by file name",
+                    raw.name.value
+                ),
+            ),
+        );
+    }
+    diags.into_result(GpuSpec {
+        name: raw.name.value,
+        description: raw.description,
+        hbm_gb: raw.hbm_gb.value,
+        hbm_usable_gib: raw.hbm_usable_gib.map(|v| v.value),
+        hbm_bandwidth_tb_s: raw.hbm_bandwidth_tb_s.value,
+        dense_tflops: DenseTflops {
+            fp4: raw.dense_tflops.fp4.map(|v| v.value),
+            fp8: raw.dense_tflops.fp8.value,
+            bf16: raw.dense_tflops.bf16.value,
+        },
+        nvlink_gb_s: raw.nvlink_gb_s.value,
+        sms: raw.sms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/gpus")
+    }
+
+    #[test]
+    fn every_shipped_spec_loads() {
+        let names = available_specs(&shipped_dir());
+        assert!(names.len() >= 5, "{names:?}");
+        for name in names {
+            let spec = load_spec(&spec_path(&shipped_dir(), &name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(spec.name, name);
+        }
+    }
+
+    #[test]
+    fn shipped_figures_match_the_reference_table() {
+        let load = |n: &str| load_spec(&spec_path(&shipped_dir(), n)).unwrap();
+        let b200 = load("b200-gb200");
+        assert_eq!(b200.nvlink_gb_s, 900.0);
+        assert_eq!(b200.dense_tflops.fp4, Some(10_000.0));
+        assert_eq!(b200.hbm_bandwidth_tb_s, 8.0);
+        let h800 = load("h800-sxm");
+        assert_eq!(h800.nvlink_gb_s, 200.0);
+        assert_eq!(h800.dense_tflops.fp4, None);
+        assert_eq!(load("h100-sxm").nvlink_gb_s, 450.0);
+        assert_eq!(load("h200-sxm").hbm_gb, 141.0);
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(
+            &file,
+            "name: other\nhbm_gb: 0\nhbm_bandwidth_tb_s: -1\ndense_tflops: {fp8: 1, bf16: -5}\nnvlink_gb_s: 900\nsms: 1\n",
+        )
+        .unwrap();
+        let err = load_spec(&file).unwrap_err().to_string();
+        for needle in ["1:7: name", "2:9: hbm_gb: must be a number > 0, got 0", "3:21: hbm_bandwidth_tb_s", "4:30: dense_tflops.bf16: must be a number > 0, got -5"] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+}
