@@ -5,5 +5,6 @@
 //! [`topology`] (the graph of GPUs, switches, NICs, CPUs and links).
 
 pub mod engine;
-pub mod input;
 pub mod hardware;
+pub mod input;
+pub mod topology;

@@ -93,7 +93,11 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
         if !(v.value.is_finite() && v.value > 0.0) {
             diags.push(
                 file,
-                Problem::new(v.loc, path, format!("must be a number > 0, got {}", v.value)),
+                Problem::new(
+                    v.loc,
+                    path,
+                    format!("must be a number > 0, got {}", v.value),
+                ),
             );
         }
     };
@@ -108,7 +112,10 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
     if let Some(usable) = &raw.hbm_usable_gib {
         positive("hbm_usable_gib", usable);
     }
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     if raw.name.value != stem {
         diags.push(
             file,
@@ -181,7 +188,12 @@ mod tests {
         )
         .unwrap();
         let err = load_spec(&file).unwrap_err().to_string();
-        for needle in ["1:7: name", "2:9: hbm_gb: must be a number > 0, got 0", "3:21: hbm_bandwidth_tb_s", "4:30: dense_tflops.bf16: must be a number > 0, got -5"] {
+        for needle in [
+            "1:7: name",
+            "2:9: hbm_gb: must be a number > 0, got 0",
+            "3:21: hbm_bandwidth_tb_s",
+            "4:30: dense_tflops.bf16: must be a number > 0, got -5",
+        ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
     }

@@ -1,0 +1,727 @@
+//! From a topology file to a validated graph: parameters, GPU specs, generators, explicit
+//! nodes and links, then whole-graph checks. Every problem is collected, none stops the
+//! others, and each points at the file, line and column it comes from.
+
+use super::schema::{
+    Count, CpuAttach, Fabric, LinkDecl, LinkSpec, LinksPerSwitch, NodeDecl, ScaleOut,
+    ScaleUpDomain, TopologyFile,
+};
+use super::{LinkKind, NodeKind, TopoLink, TopoNode, Topology};
+use crate::hardware::{self, GpuSpec};
+use crate::input::{self, At, Diagnostics, Loc, Problem, Recover};
+use petgraph::graph::{NodeIndex, UnGraph};
+use petgraph::unionfind::UnionFind;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Generators refuse to build more links than this: a typo such as `gpus: 7200000` should
+/// be an error, not an out-of-memory crash. (Two NVL72 racks have ~3,000 links.)
+const MAX_LINKS: u64 = 5_000_000;
+
+/// Loads a topology with its parameters at their defaults.
+pub fn load(file: &Path) -> Result<Topology, Diagnostics> {
+    load_with(file, &BTreeMap::new())
+}
+
+/// Loads a topology with parameters overridden (`--set nodes=8`). Values come as text, so
+/// that a value of the wrong type is reported like any other input problem.
+pub fn load_with(
+    file: &Path,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Topology, Diagnostics> {
+    let raw: TopologyFile = input::read_yaml(file)?;
+    let spec_dir = file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(raw.gpu_specs.as_deref().unwrap_or("gpus"));
+    let mut b = Builder::new(file, spec_dir);
+    b.parameters(&raw.parameters, overrides);
+    for (i, domain) in raw.scale_up.iter().enumerate() {
+        if let Recover(Some(domain)) = domain {
+            b.scale_up(domain, i);
+        }
+    }
+    if let Some(scale_out) = &raw.scale_out {
+        b.scale_out(scale_out);
+    }
+    for (i, node) in raw.nodes.iter().enumerate() {
+        if let Recover(Some(node)) = node {
+            b.explicit_node(node, i);
+        }
+    }
+    for (i, link) in raw.links.iter().enumerate() {
+        if let Recover(Some(link)) = link {
+            b.explicit_link(link, i);
+        }
+    }
+    b.check_nvlink_against_specs();
+    b.check_gpus_reach_each_other();
+    b.finish(raw.name, raw.description)
+}
+
+struct Builder<'f> {
+    file: &'f Path,
+    diags: Diagnostics,
+    params: BTreeMap<String, u64>,
+    graph: UnGraph<TopoNode, TopoLink>,
+    by_id: BTreeMap<String, NodeIndex>,
+    /// Where each node was declared (its generator's position for generated nodes).
+    origin: Vec<Loc>,
+    gpus: Vec<NodeIndex>,
+    /// Index of each GPU within its scale-up domain (its rail), parallel to `gpus`.
+    local_index: Vec<Option<usize>>,
+    spec_dir: PathBuf,
+    /// Specs by name; `None` for one that failed to load (already reported).
+    specs: BTreeMap<String, Option<GpuSpec>>,
+    links_made: u64,
+}
+
+impl<'f> Builder<'f> {
+    fn new(file: &'f Path, spec_dir: PathBuf) -> Self {
+        Builder {
+            file,
+            diags: Diagnostics::new(),
+            params: BTreeMap::new(),
+            graph: UnGraph::default(),
+            by_id: BTreeMap::new(),
+            origin: Vec::new(),
+            gpus: Vec::new(),
+            local_index: Vec::new(),
+            spec_dir,
+            specs: BTreeMap::new(),
+            links_made: 0,
+        }
+    }
+
+    fn problem(&mut self, loc: Loc, path: impl Into<String>, message: impl Into<String>) {
+        self.diags.push(self.file, Problem::new(loc, path, message));
+    }
+
+    fn parameters(
+        &mut self,
+        declared: &BTreeMap<String, At<u64>>,
+        overrides: &BTreeMap<String, String>,
+    ) {
+        self.params = declared.iter().map(|(k, v)| (k.clone(), v.value)).collect();
+        for (name, text) in overrides {
+            if !declared.contains_key(name) {
+                let known = if declared.is_empty() {
+                    "it declares none".to_owned()
+                } else {
+                    format!(
+                        "it declares {}",
+                        declared
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                self.diags.push_file(
+                    self.file,
+                    format!("--set {name}={text}: the topology has no parameter `{name}`; {known}"),
+                );
+                continue;
+            }
+            match text.trim().parse::<u64>() {
+                Ok(v) => {
+                    self.params.insert(name.clone(), v);
+                }
+                Err(_) => self.diags.push_file(
+                    self.file,
+                    format!("--set {name}={text}: parameter `{name}` takes a whole number >= 0, not \"{text}\""),
+                ),
+            }
+        }
+    }
+
+    /// The value of a count; `None` (after reporting) for an undeclared parameter.
+    fn count(&mut self, c: &At<Count>, path: &str) -> Option<u64> {
+        match &c.value {
+            Count::Literal(v) => Some(*v),
+            Count::Parameter(name) => match self.params.get(name) {
+                Some(v) => Some(*v),
+                None => {
+                    let declared: Vec<String> =
+                        self.params.keys().map(|k| format!("`${k}`")).collect();
+                    let hint = if declared.is_empty() {
+                        "the file declares no `parameters`".to_owned()
+                    } else {
+                        format!("declared: {}", declared.join(", "))
+                    };
+                    self.problem(c.loc, path, format!("unknown parameter `${name}`; {hint}"));
+                    None
+                }
+            },
+        }
+    }
+
+    /// At least `min`, else a problem; `None` when absent or invalid.
+    fn count_at_least(&mut self, c: &At<Count>, path: &str, min: u64) -> Option<u64> {
+        let v = self.count(c, path)?;
+        if v < min {
+            self.problem(c.loc, path, format!("must be at least {min}, got {v}"));
+            return None;
+        }
+        Some(v)
+    }
+
+    /// Makes sure spec `name` is loaded; reports an unknown or broken spec at `name.loc`.
+    fn require_spec(&mut self, name: &At<String>, path: &str) {
+        if self.specs.contains_key(&name.value) {
+            return;
+        }
+        let spec_file = hardware::spec_path(&self.spec_dir, &name.value);
+        let loaded = if spec_file.is_file() {
+            match hardware::load_spec(&spec_file) {
+                Ok(spec) => Some(spec),
+                Err(e) => {
+                    self.problem(
+                        name.loc,
+                        path,
+                        format!("GPU spec `{}` is invalid (see below)", name.value),
+                    );
+                    self.diags.append(e);
+                    None
+                }
+            }
+        } else {
+            let available = hardware::available_specs(&self.spec_dir);
+            let listing = if available.is_empty() {
+                format!("no spec files in {}", self.spec_dir.display())
+            } else {
+                format!(
+                    "available in {}: {}",
+                    self.spec_dir.display(),
+                    available.join(", ")
+                )
+            };
+            self.problem(
+                name.loc,
+                path,
+                format!("unknown GPU spec `{}`; {listing}", name.value),
+            );
+            None
+        };
+        self.specs.insert(name.value.clone(), loaded);
+    }
+
+    fn link_from_spec(
+        &mut self,
+        spec: &LinkSpec,
+        kind: LinkKind,
+        lanes: u32,
+        path: &str,
+    ) -> TopoLink {
+        self.check_bandwidth(&spec.bandwidth_gb_s, &format!("{path}.bandwidth_gb_s"));
+        let latency_ns = self.latency(spec.latency_ns.as_ref(), &format!("{path}.latency_ns"));
+        TopoLink {
+            kind,
+            lanes,
+            lane_gb_s: spec.bandwidth_gb_s.value,
+            latency_ns,
+            sharing: spec.sharing.unwrap_or_default(),
+        }
+    }
+
+    fn check_bandwidth(&mut self, bw: &At<f64>, path: &str) {
+        if !(bw.value.is_finite() && bw.value > 0.0) {
+            self.problem(
+                bw.loc,
+                path,
+                format!(
+                    "bandwidth must be a number > 0 (GB/s per direction), got {}",
+                    bw.value
+                ),
+            );
+        }
+    }
+
+    fn latency(&mut self, latency: Option<&At<f64>>, path: &str) -> f64 {
+        let Some(latency) = latency else { return 0.0 };
+        if !(latency.value.is_finite() && latency.value >= 0.0) {
+            self.problem(
+                latency.loc,
+                path,
+                format!("latency must be a number >= 0 (ns), got {}", latency.value),
+            );
+        }
+        latency.value
+    }
+
+    fn add_node(
+        &mut self,
+        id: String,
+        kind: NodeKind,
+        gpu_spec: Option<String>,
+        loc: Loc,
+        path: &str,
+    ) -> Option<NodeIndex> {
+        if let Some(&existing) = self.by_id.get(&id) {
+            let first = self.origin[existing.index()];
+            self.problem(
+                loc,
+                path,
+                format!(
+                    "duplicate node id `{id}`: already declared at line {}",
+                    first.line
+                ),
+            );
+            return None;
+        }
+        let index = self.graph.add_node(TopoNode {
+            id: id.clone(),
+            kind,
+            gpu_spec,
+        });
+        self.by_id.insert(id, index);
+        self.origin.push(loc);
+        Some(index)
+    }
+
+    fn add_gpu(
+        &mut self,
+        id: String,
+        spec: &str,
+        loc: Loc,
+        path: &str,
+        local_index: Option<usize>,
+    ) -> Option<NodeIndex> {
+        let index = self.add_node(id, NodeKind::Gpu, Some(spec.to_owned()), loc, path)?;
+        self.gpus.push(index);
+        self.local_index.push(local_index);
+        Some(index)
+    }
+
+    fn add_link(&mut self, a: NodeIndex, b: NodeIndex, link: TopoLink) {
+        self.links_made += 1;
+        self.graph.add_edge(a, b, link);
+    }
+
+    /// Reports (and refuses) a generator that would push the graph past [`MAX_LINKS`].
+    fn within_size_limit(&mut self, new_links: u64, loc: Loc, path: &str) -> bool {
+        if self.links_made.saturating_add(new_links) > MAX_LINKS {
+            self.problem(loc, path, format!("this would create {new_links} links; epsim accepts at most {MAX_LINKS} in one topology"));
+            return false;
+        }
+        true
+    }
+
+    fn scale_up(&mut self, domain: &At<ScaleUpDomain>, index: usize) {
+        let path = format!("scale_up[{index}]");
+        let d = &domain.value;
+        let count = match &d.count {
+            Some(c) => self.count_at_least(c, &format!("{path}.count"), 1),
+            None => Some(1),
+        };
+        let gpus = self.count_at_least(&d.gpus, &format!("{path}.gpus"), 1);
+        let chips = self.count(&d.switch_chips, &format!("{path}.switch_chips"));
+        self.require_spec(&d.gpu, &format!("{path}.gpu"));
+        let lanes = chips.and_then(|chips| self.lanes_per_chip(d, chips, &path));
+        let link = self.link_from_spec(&d.link, LinkKind::Nvlink, 1, &format!("{path}.link"));
+        let cpus = d
+            .cpus
+            .as_ref()
+            .and_then(|c| gpus.and_then(|g| self.cpu_attach(c, g, &path)));
+        let (Some(count), Some(gpus), Some(lanes)) = (count, gpus, lanes) else {
+            return;
+        };
+        let per_replica = gpus * (lanes.len() as u64 + 1) + cpus.as_ref().map_or(0, |_| gpus);
+        if !self.within_size_limit(count.saturating_mul(per_replica), domain.loc, &path) {
+            return;
+        }
+        for replica in 0..count {
+            let prefix = if count == 1 {
+                d.name.value.clone()
+            } else {
+                format!("{}{replica}", d.name.value)
+            };
+            let gpu_ids: Vec<Option<NodeIndex>> = (0..gpus as usize)
+                .map(|i| {
+                    self.add_gpu(
+                        format!("{prefix}/gpu{i}"),
+                        &d.gpu.value,
+                        domain.loc,
+                        &path,
+                        Some(i),
+                    )
+                })
+                .collect();
+            for (chip, &chip_lanes) in lanes.iter().enumerate() {
+                let Some(switch) = self.add_node(
+                    format!("{prefix}/nvsw{chip}"),
+                    NodeKind::Nvswitch,
+                    None,
+                    domain.loc,
+                    &path,
+                ) else {
+                    continue;
+                };
+                for gpu in gpu_ids.iter().flatten() {
+                    self.add_link(
+                        *gpu,
+                        switch,
+                        TopoLink {
+                            lanes: chip_lanes,
+                            ..link.clone()
+                        },
+                    );
+                }
+            }
+            if let Some((per_cpu, cpu_link)) = &cpus {
+                for (c, group) in gpu_ids.chunks(*per_cpu as usize).enumerate() {
+                    let Some(cpu) = self.add_node(
+                        format!("{prefix}/cpu{c}"),
+                        NodeKind::Cpu,
+                        None,
+                        domain.loc,
+                        &path,
+                    ) else {
+                        continue;
+                    };
+                    for gpu in group.iter().flatten() {
+                        self.add_link(cpu, *gpu, cpu_link.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lanes from each GPU to each switch chip.
+    fn lanes_per_chip(&mut self, d: &ScaleUpDomain, chips: u64, path: &str) -> Option<Vec<u32>> {
+        let path = format!("{path}.links_per_switch");
+        let lanes = match d.links_per_switch.as_ref() {
+            None => vec![1; chips as usize],
+            Some(At {
+                value: LinksPerSwitch::Same(n),
+                ..
+            }) => vec![*n; chips.min(MAX_LINKS) as usize],
+            Some(At {
+                value: LinksPerSwitch::PerChip(list),
+                loc,
+            }) => {
+                if list.len() as u64 != chips {
+                    self.problem(
+                        *loc,
+                        &path,
+                        format!("lists {} chips but switch_chips is {chips}", list.len()),
+                    );
+                    return None;
+                }
+                list.clone()
+            }
+        };
+        if let Some(zero) = lanes.iter().position(|&l| l == 0) {
+            let loc = d.links_per_switch.as_ref().map_or(d.name.loc, |l| l.loc);
+            self.problem(
+                loc,
+                &path,
+                format!("every chip needs at least 1 link per GPU (chip {zero} has 0)"),
+            );
+            return None;
+        }
+        Some(lanes)
+    }
+
+    fn cpu_attach(&mut self, c: &CpuAttach, gpus: u64, path: &str) -> Option<(u64, TopoLink)> {
+        let per_cpu_path = format!("{path}.cpus.gpus_per_cpu");
+        let per_cpu = self.count_at_least(&c.gpus_per_cpu, &per_cpu_path, 1)?;
+        let link = self.link_from_spec(&c.link, LinkKind::C2c, 1, &format!("{path}.cpus.link"));
+        if gpus % per_cpu != 0 {
+            self.problem(
+                c.gpus_per_cpu.loc,
+                &per_cpu_path,
+                format!("{gpus} GPUs do not divide into groups of {per_cpu}"),
+            );
+            return None;
+        }
+        Some((per_cpu, link))
+    }
+
+    fn scale_out(&mut self, so: &At<ScaleOut>) {
+        let path = "scale_out";
+        let host = self.link_from_spec(
+            &so.value.host_link,
+            LinkKind::Pcie,
+            1,
+            "scale_out.host_link",
+        );
+        let port = self.link_from_spec(
+            &so.value.nic_link,
+            LinkKind::Network,
+            1,
+            "scale_out.nic_link",
+        );
+        if !self.within_size_limit(3 * self.gpus.len() as u64, so.loc, path) {
+            return;
+        }
+        let fabric = so.value.fabric;
+        if fabric == Fabric::RailOptimized && self.local_index.iter().any(Option::is_none) {
+            self.problem(so.loc, path, "a rail_optimized fabric needs every GPU in a scale_up domain (rails follow the GPU's index in its domain)");
+            return;
+        }
+        let nics: Vec<(NodeIndex, Option<usize>)> = self
+            .gpus
+            .clone()
+            .into_iter()
+            .zip(self.local_index.clone())
+            .filter_map(|(gpu, local)| {
+                let gpu_id = self.graph[gpu].id.clone();
+                let nic_id = match gpu_id.rsplit_once("/gpu") {
+                    Some((prefix, i)) => format!("{prefix}/nic{i}"),
+                    None => format!("{gpu_id}.nic"),
+                };
+                let nic = self.add_node(nic_id, NodeKind::Nic, None, so.loc, path)?;
+                self.add_link(gpu, nic, host.clone());
+                Some((nic, local))
+            })
+            .collect();
+        match fabric {
+            Fabric::NonBlocking => {
+                let Some(switch) =
+                    self.add_node("fabric".into(), NodeKind::Switch, None, so.loc, path)
+                else {
+                    return;
+                };
+                for (nic, _) in nics {
+                    self.add_link(nic, switch, port.clone());
+                }
+            }
+            Fabric::RailOptimized => {
+                let rails = nics
+                    .iter()
+                    .filter_map(|(_, l)| *l)
+                    .max()
+                    .map_or(0, |m| m + 1);
+                let Some(spine) =
+                    self.add_node("spine".into(), NodeKind::Switch, None, so.loc, path)
+                else {
+                    return;
+                };
+                for rail in 0..rails {
+                    let Some(rail_switch) =
+                        self.add_node(format!("rail{rail}"), NodeKind::Switch, None, so.loc, path)
+                    else {
+                        continue;
+                    };
+                    let members: Vec<NodeIndex> = nics
+                        .iter()
+                        .filter(|(_, l)| *l == Some(rail))
+                        .map(|(n, _)| *n)
+                        .collect();
+                    let uplink_lanes = u32::try_from(members.len()).unwrap_or(u32::MAX);
+                    for nic in members {
+                        self.add_link(nic, rail_switch, port.clone());
+                    }
+                    self.add_link(
+                        rail_switch,
+                        spine,
+                        TopoLink {
+                            lanes: uplink_lanes,
+                            ..port.clone()
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn explicit_node(&mut self, node: &At<NodeDecl>, index: usize) {
+        let path = format!("nodes[{index}]");
+        let n = &node.value;
+        match (n.kind, &n.gpu) {
+            (NodeKind::Gpu, Some(spec)) => {
+                self.require_spec(spec, &format!("{path}.gpu"));
+                self.add_gpu(n.id.value.clone(), &spec.value, n.id.loc, &path, None);
+            }
+            (NodeKind::Gpu, None) => {
+                self.problem(node.loc, &path, "a gpu node needs `gpu: <spec name>`");
+            }
+            (_, Some(spec)) => {
+                self.problem(
+                    spec.loc,
+                    format!("{path}.gpu"),
+                    "only gpu nodes take a `gpu` spec",
+                );
+            }
+            (kind, None) => {
+                self.add_node(n.id.value.clone(), kind, None, n.id.loc, &path);
+            }
+        }
+    }
+
+    fn explicit_link(&mut self, link: &At<LinkDecl>, index: usize) {
+        let path = format!("links[{index}]");
+        let l = &link.value;
+        let a = self.endpoint(&l.a, &format!("{path}.a"));
+        let b = self.endpoint(&l.b, &format!("{path}.b"));
+        self.check_bandwidth(&l.bandwidth_gb_s, &format!("{path}.bandwidth_gb_s"));
+        let latency_ns = self.latency(l.latency_ns.as_ref(), &format!("{path}.latency_ns"));
+        let lanes = l.lanes.as_ref().map_or(1, |lanes| lanes.value);
+        if lanes == 0 {
+            let loc = l.lanes.as_ref().map_or(link.loc, |x| x.loc);
+            self.problem(loc, format!("{path}.lanes"), "a link needs at least 1 lane");
+        }
+        let (Some(a), Some(b)) = (a, b) else { return };
+        if a == b {
+            self.problem(
+                link.loc,
+                &path,
+                format!("the link joins `{}` to itself", l.a.value),
+            );
+            return;
+        }
+        let kind = match l
+            .kind
+            .or_else(|| infer_kind(self.graph[a].kind, self.graph[b].kind))
+        {
+            Some(kind) => kind,
+            None => {
+                let (ka, kb) = (self.graph[a].kind, self.graph[b].kind);
+                self.problem(link.loc, &path, format!("cannot tell the link kind between a {ka:?} and a {kb:?}; set `kind` (nvlink, c2c, pcie or network)").to_lowercase());
+                return;
+            }
+        };
+        self.add_link(
+            a,
+            b,
+            TopoLink {
+                kind,
+                lanes,
+                lane_gb_s: l.bandwidth_gb_s.value,
+                latency_ns,
+                sharing: l.sharing.unwrap_or_default(),
+            },
+        );
+    }
+
+    fn endpoint(&mut self, id: &At<String>, path: &str) -> Option<NodeIndex> {
+        let found = self.by_id.get(&id.value).copied();
+        if found.is_none() {
+            self.problem(id.loc, path, format!("no node with id `{}`", id.value));
+        }
+        found
+    }
+
+    /// A GPU cannot have more NVLink bandwidth than its spec says it has.
+    fn check_nvlink_against_specs(&mut self) {
+        let mut over: BTreeMap<Loc, (String, f64, String, f64, usize)> = BTreeMap::new();
+        for (&gpu, &loc) in self
+            .gpus
+            .iter()
+            .zip(self.gpus.iter().map(|g| &self.origin[g.index()]))
+        {
+            let node = &self.graph[gpu];
+            let Some(Some(spec)) = node.gpu_spec.as_ref().and_then(|s| self.specs.get(s)) else {
+                continue;
+            };
+            let have: f64 = self
+                .graph
+                .edges(gpu)
+                .map(|e| e.weight())
+                .filter(|l| l.kind == LinkKind::Nvlink)
+                .map(TopoLink::bandwidth_gb_s)
+                .sum();
+            if have > spec.nvlink_gb_s * (1.0 + 1e-9) {
+                over.entry(loc)
+                    .or_insert_with(|| {
+                        (
+                            node.id.clone(),
+                            have,
+                            spec.name.clone(),
+                            spec.nvlink_gb_s,
+                            0,
+                        )
+                    })
+                    .4 += 1;
+            }
+        }
+        for (loc, (id, have, spec, allowed, n)) in over {
+            let others = if n > 1 {
+                format!(" (and {} more GPUs declared here)", n - 1)
+            } else {
+                String::new()
+            };
+            self.problem(loc, "", format!("GPU `{id}`{others} has {have} GB/s of NVLink per direction, more than its spec `{spec}` allows ({allowed} GB/s)"));
+        }
+    }
+
+    /// Every GPU must reach every other through some path of links.
+    fn check_gpus_reach_each_other(&mut self) {
+        let Some(&first) = self.gpus.first() else {
+            self.problem(
+                Loc { line: 1, column: 1 },
+                "",
+                "the topology has no GPUs: add a `scale_up` domain or `gpu` nodes",
+            );
+            return;
+        };
+        let mut components = UnionFind::<usize>::new(self.graph.node_count());
+        for edge in self.graph.raw_edges() {
+            components.union(edge.source().index(), edge.target().index());
+        }
+        let main = components.find(first.index());
+        let mut islands: BTreeMap<usize, Vec<NodeIndex>> = BTreeMap::new();
+        for &gpu in &self.gpus {
+            let root = components.find(gpu.index());
+            if root != main {
+                islands.entry(root).or_default().push(gpu);
+            }
+        }
+        let mut reports: Vec<(Loc, String)> = islands
+            .values()
+            .map(|island| {
+                let head = island[0];
+                let others = if island.len() > 1 {
+                    format!(
+                        " (nor can the {} other GPUs joined to it)",
+                        island.len() - 1
+                    )
+                } else {
+                    String::new()
+                };
+                (
+                    self.origin[head.index()],
+                    format!(
+                        "GPU `{}` cannot reach GPU `{}`: no path of links joins them{others}",
+                        self.graph[head].id, self.graph[first].id
+                    ),
+                )
+            })
+            .collect();
+        reports.sort();
+        for (loc, message) in reports {
+            self.problem(loc, "", message);
+        }
+    }
+
+    fn finish(self, name: String, description: String) -> Result<Topology, Diagnostics> {
+        let gpu_specs = self
+            .specs
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        self.diags.into_result(Topology {
+            name,
+            description,
+            parameters: self.params,
+            graph: self.graph,
+            gpus: self.gpus,
+            gpu_specs,
+            by_id: self.by_id,
+        })
+    }
+}
+
+/// The usual kind of a link between two kinds of node, when the file does not say.
+fn infer_kind(a: NodeKind, b: NodeKind) -> Option<LinkKind> {
+    use NodeKind::{Cpu, Gpu, Nic, Nvswitch, Switch};
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    match (a, b) {
+        (Gpu, Gpu) | (Gpu, Nvswitch) | (Nvswitch, Nvswitch) => Some(LinkKind::Nvlink),
+        (Gpu, Cpu) | (Cpu, Cpu) => Some(LinkKind::C2c),
+        (Gpu, Nic) | (Nic, Cpu) => Some(LinkKind::Pcie),
+        (Nic, Nic) | (Nic, Switch) | (Switch, Switch) => Some(LinkKind::Network),
+        _ => None,
+    }
+}

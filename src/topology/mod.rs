@@ -1,0 +1,116 @@
+//! The hardware graph: GPUs, NVLink switch chips, NICs, CPUs and network switches, joined
+//! by full-duplex links. Loaded from YAML (`topologies/*.yaml`), where compact generators
+//! (a scale-up domain, a scale-out fabric) stand beside explicit node and link lists.
+
+mod build;
+mod export;
+mod schema;
+mod summary;
+
+pub use build::{load, load_with};
+pub use export::to_dot;
+pub use summary::Summary;
+
+use crate::hardware::GpuSpec;
+use petgraph::graph::{NodeIndex, UnGraph};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Gpu,
+    /// An NVLink switch chip.
+    Nvswitch,
+    Nic,
+    Cpu,
+    /// A scale-out network switch (InfiniBand or Ethernet).
+    Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    Nvlink,
+    /// NVLink-C2C between a Grace CPU and its GPUs.
+    C2c,
+    Pcie,
+    /// InfiniBand or Ethernet.
+    Network,
+}
+
+/// How concurrent flows share a link.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    /// Flows divide the link's bandwidth (max-min fair).
+    #[default]
+    Shared,
+    /// Every flow gets the full bandwidth (a non-blocking crossbar).
+    Fatpipe,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopoNode {
+    /// Unique id, such as `rack/gpu3` or `fabric`.
+    pub id: String,
+    pub kind: NodeKind,
+    /// The GPU spec name, for GPUs.
+    pub gpu_spec: Option<String>,
+}
+
+/// A full-duplex link: `bandwidth_gb_s()` in each direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopoLink {
+    pub kind: LinkKind,
+    /// Physical links bundled into this edge.
+    pub lanes: u32,
+    /// Per physical link, per direction, GB/s (1e9 bytes per second).
+    pub lane_gb_s: f64,
+    pub latency_ns: f64,
+    pub sharing: Sharing,
+}
+
+impl TopoLink {
+    /// Per direction, all lanes together, GB/s.
+    pub fn bandwidth_gb_s(&self) -> f64 {
+        f64::from(self.lanes) * self.lane_gb_s
+    }
+}
+
+/// A loaded, validated topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub name: String,
+    pub description: String,
+    /// Parameter values in effect (defaults with overrides applied).
+    pub parameters: BTreeMap<String, u64>,
+    pub graph: UnGraph<TopoNode, TopoLink>,
+    /// GPUs in rank order: generated domains first, in file order, then explicit GPUs.
+    pub gpus: Vec<NodeIndex>,
+    /// The specs of the GPUs present, by name.
+    pub gpu_specs: BTreeMap<String, GpuSpec>,
+    by_id: BTreeMap<String, NodeIndex>,
+}
+
+impl Topology {
+    pub fn node(&self, id: &str) -> Option<NodeIndex> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn count(&self, kind: NodeKind) -> usize {
+        self.graph.node_weights().filter(|n| n.kind == kind).count()
+    }
+
+    /// NVLink bandwidth leaving `gpu`, per direction, summed over its NVLink links, GB/s.
+    pub fn nvlink_gb_s(&self, gpu: NodeIndex) -> f64 {
+        self.graph
+            .edges(gpu)
+            .map(|e| e.weight())
+            .filter(|l| l.kind == LinkKind::Nvlink)
+            .map(TopoLink::bandwidth_gb_s)
+            .sum()
+    }
+}
