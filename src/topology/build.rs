@@ -427,7 +427,7 @@ impl<'f> Builder<'f> {
         let per_cpu_path = format!("{path}.cpus.gpus_per_cpu");
         let per_cpu = self.count_at_least(&c.gpus_per_cpu, &per_cpu_path, 1)?;
         let link = self.link_from_spec(&c.link, LinkKind::C2c, 1, &format!("{path}.cpus.link"));
-        if gpus % per_cpu != 0 {
+        if !gpus.is_multiple_of(per_cpu) {
             self.problem(
                 c.gpus_per_cpu.loc,
                 &per_cpu_path,
