@@ -135,29 +135,43 @@ pub(super) enum Count {
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A bad count is recorded and absorbed (see `input::Recover`), so the rest of its
+        // domain is still checked; the placeholder cannot escape, as a recorded problem
+        // fails the whole file.
+        let checked = Recover::<StrictCount>::deserialize(deserializer)?;
+        Ok(checked.0.map_or(Count::Literal(0), |c| c.0))
+    }
+}
+
+struct StrictCount(Count);
+
+impl<'de> Deserialize<'de> for StrictCount {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct CountVisitor;
         impl Visitor<'_> for CountVisitor {
-            type Value = Count;
+            type Value = StrictCount;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a whole number >= 0 or a `$parameter`")
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
-                Ok(Count::Literal(v))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrictCount, E> {
+                Ok(StrictCount(Count::Literal(v)))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrictCount, E> {
                 u64::try_from(v)
-                    .map(Count::Literal)
+                    .map(|v| StrictCount(Count::Literal(v)))
                     .map_err(|_| E::custom(format!("expected a whole number >= 0, found {v}")))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrictCount, E> {
                 match v.strip_prefix('$') {
-                    Some(name) if !name.is_empty() => Ok(Count::Parameter(name.to_owned())),
+                    Some(name) if !name.is_empty() => {
+                        Ok(StrictCount(Count::Parameter(name.to_owned())))
+                    }
                     _ => Err(E::custom(format!(
                         "expected a whole number or a `$parameter`, found the string \"{v}\""
                     ))),
                 }
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<StrictCount, E> {
                 Err(E::custom(format!("expected a whole number, found {v}")))
             }
         }

@@ -1,0 +1,500 @@
+//! The `epsim` command line, run as a user would.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn epsim() -> Command {
+    Command::cargo_bin("epsim").expect("the epsim binary is built")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn topo_json(file: &str, extra: &[&str]) -> serde_json::Value {
+    let out = epsim()
+        .args([
+            "topo",
+            "show",
+            repo(file).to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .args(extra)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("topo show --format json prints one JSON object")
+}
+
+#[test]
+fn nvl72_counts() {
+    let j = topo_json("topologies/gb200-nvl72.yaml", &[]);
+    assert_eq!(j["gpus"], 72);
+    assert_eq!(j["nvswitch_chips"], 18);
+    assert_eq!(j["nvlink_links"], 1296);
+    assert_eq!(j["per_gpu_nvlink_gb_s"], 900.0);
+    assert_eq!(j["nics"], 72);
+    assert_eq!(j["cpus"], 36);
+}
+
+#[test]
+fn counts_of_every_shipped_topology() {
+    // (file, gpus, nvswitch chips, NVLink links, NVLink GB/s per GPU per direction, NICs, CPUs)
+    let expected = [
+        (
+            "topologies/gb200-nvl72x2.yaml",
+            144,
+            36,
+            2592,
+            900.0,
+            144,
+            72,
+        ),
+        ("topologies/hgx-h100x8.yaml", 8, 4, 144, 450.0, 8, 0),
+        ("topologies/h800-cluster.yaml", 32, 16, 256, 200.0, 32, 0),
+    ];
+    for (file, gpus, chips, links, gb_s, nics, cpus) in expected {
+        let j = topo_json(file, &[]);
+        assert_eq!(j["gpus"], gpus, "{file}");
+        assert_eq!(j["nvswitch_chips"], chips, "{file}");
+        assert_eq!(j["nvlink_links"], links, "{file}");
+        assert_eq!(j["per_gpu_nvlink_gb_s"], gb_s, "{file}");
+        assert_eq!(j["per_gpu_nvlink_gb_s_max"], gb_s, "{file}");
+        assert_eq!(j["nics"], nics, "{file}");
+        assert_eq!(j["cpus"], cpus, "{file}");
+    }
+}
+
+#[test]
+fn parameters_can_be_overridden() {
+    let j = topo_json("topologies/h800-cluster.yaml", &["--set", "nodes=18"]);
+    assert_eq!(j["gpus"], 144);
+    assert_eq!(j["parameters"]["nodes"], 18);
+    let two_racks = topo_json("topologies/gb200-nvl72.yaml", &["--set", "racks=2"]);
+    let shipped = topo_json("topologies/gb200-nvl72x2.yaml", &[]);
+    for field in [
+        "gpus",
+        "nvswitch_chips",
+        "nvlink_links",
+        "nics",
+        "cpus",
+        "links_by_kind",
+    ] {
+        assert_eq!(two_racks[field], shipped[field], "{field}");
+    }
+}
+
+#[test]
+fn text_summary_is_readable() {
+    epsim()
+        .args([
+            "topo",
+            "show",
+            repo("topologies/gb200-nvl72.yaml").to_str().unwrap(),
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "GPUs:              72 (72 x b200-gb200)",
+        ))
+        .stdout(predicate::str::contains(
+            "NVLink per GPU:    900 GB/s per direction",
+        ));
+}
+
+#[test]
+fn dot_output_is_a_well_formed_graph() {
+    let out = epsim()
+        .args([
+            "topo",
+            "show",
+            repo("topologies/hgx-h100x8.yaml").to_str().unwrap(),
+            "--format",
+            "dot",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let dot = String::from_utf8(out).unwrap();
+    assert!(dot.starts_with("graph \"hgx-h100x8\" {"));
+    assert!(dot.trim_end().ends_with('}'));
+    let declared: Vec<&str> = dot.lines().filter(|l| l.contains("[shape=")).collect();
+    let edges: Vec<&str> = dot.lines().filter(|l| l.contains(" -- ")).collect();
+    assert_eq!(
+        declared.len(),
+        8 + 4 + 8 + 1,
+        "GPUs, switch chips, NICs, fabric"
+    );
+    assert_eq!(
+        edges.len(),
+        8 * 4 + 8 + 8,
+        "GPU-chip bundles, GPU-NIC, NIC-fabric"
+    );
+    assert!(dot.contains("\"node/gpu0\" -- \"node/nvsw0\" [style=solid, label=\"5 x 25 GB/s\"]"));
+    // Where Graphviz is installed (CI installs it), it must accept the file.
+    if let Ok(mut child) = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dot.as_bytes())
+            .unwrap();
+        let result = child.wait_with_output().unwrap();
+        assert!(
+            result.status.success(),
+            "dot rejected the graph: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(String::from_utf8_lossy(&result.stdout).contains("<svg"));
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install Graphviz to check DOT output"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_every_shipped_file() {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in ["topologies", "topologies/gpus"] {
+        for entry in std::fs::read_dir(repo(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 9);
+    let assert = epsim().arg("validate").args(&files).assert().success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        files.len()
+    );
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for args in [
+        vec!["--help"],
+        vec!["topo", "show", "--help"],
+        vec!["validate", "--help"],
+    ] {
+        epsim()
+            .args(&args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example"));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    epsim().arg("frobnicate").assert().code(2);
+    epsim().args(["topo", "show"]).assert().code(2);
+    epsim()
+        .args(["topo", "show", "x.yaml", "--format", "png"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("possible values: text, json, dot"));
+    epsim()
+        .args(["topo", "show", "x.yaml", "--set", "nodes"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("expected NAME=VALUE"));
+}
+
+#[test]
+fn missing_file_is_bad_input() {
+    epsim()
+        .args(["topo", "show", "does/not/exist.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "does/not/exist.yaml: cannot read the file",
+        ));
+}
+
+#[test]
+fn bad_parameter_overrides_are_bad_input() {
+    let file = repo("topologies/h800-cluster.yaml");
+    epsim()
+        .args([
+            "topo",
+            "show",
+            file.to_str().unwrap(),
+            "--set",
+            "nodes=four",
+            "--set",
+            "racks=2",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "parameter `nodes` takes a whole number >= 0, not \"four\"",
+        ))
+        .stderr(predicate::str::contains(
+            "no parameter `racks`; it declares `nodes`",
+        ));
+}
+
+/// A small valid topology to break in one place per case: one 4-GPU domain and scale-out.
+const BASE: &str = "\
+name: tiny
+gpu_specs: GPU_SPECS
+scale_up:
+  - name: rack
+    gpus: 4
+    gpu: b200-gb200
+    switch_chips: 2
+    link:
+      bandwidth_gb_s: 50
+scale_out:
+  host_link: {bandwidth_gb_s: 63}
+  nic_link: {bandwidth_gb_s: 50}
+  fabric: non_blocking
+";
+
+/// Writes `yaml` (with GPU_SPECS pointing at the shipped specs) and runs `validate` and
+/// `topo show` on it; both must exit 2 without a panic, and stderr must contain each of
+/// `expected` (a "file:line:col" position and the message).
+fn assert_rejected(name: &str, yaml: &str, expected: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{name}.yaml"));
+    let specs = repo("topologies/gpus");
+    std::fs::write(&file, yaml.replace("GPU_SPECS", specs.to_str().unwrap())).unwrap();
+    for args in [vec!["validate"], vec!["topo", "show"]] {
+        let assert = epsim().args(&args).arg(&file).assert().code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        assert!(!stderr.contains("panicked"), "{name}: panic:\n{stderr}");
+        assert!(stderr.starts_with("error: "), "{name}:\n{stderr}");
+        for want in expected {
+            let want = want.replace("FILE", file.to_str().unwrap());
+            assert!(
+                stderr.contains(&want),
+                "{name}: expected {want:?} in:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.yaml");
+    let specs = repo("topologies/gpus");
+    std::fs::write(&file, BASE.replace("GPU_SPECS", specs.to_str().unwrap())).unwrap();
+    epsim().arg("validate").arg(&file).assert().success();
+}
+
+#[test]
+fn truncated_yaml() {
+    assert_rejected(
+        "truncated",
+        "name: tiny\nscale_up:\n  - name: rack\n    gpus: [4, 5\n",
+        &["FILE:", "invalid YAML"],
+    );
+}
+
+#[test]
+fn not_yaml_at_all() {
+    assert_rejected(
+        "binary",
+        "\u{1}\u{2}PNG\n\t\t: : ]]\n",
+        &["FILE:", "invalid YAML"],
+    );
+    assert_rejected(
+        "scalar",
+        "just a sentence, not a topology\n",
+        &["FILE:1:1: expected a mapping with fields `name`"],
+    );
+}
+
+#[test]
+fn empty_file() {
+    assert_rejected("empty", "", &["FILE:1:1: the file is empty"]);
+    assert_rejected(
+        "comments",
+        "# nothing here\n\n",
+        &["FILE:1:1: the file is empty"],
+    );
+}
+
+#[test]
+fn wrong_types() {
+    let yaml = BASE
+        .replace("gpus: 4", "gpus: four")
+        .replace("bandwidth_gb_s: 50\n", "bandwidth_gb_s: fast\n");
+    assert_rejected(
+        "types",
+        &yaml,
+        &[
+            "FILE:5:11: scale_up[0].gpus: expected a whole number or a `$parameter`, found the string \"four\"",
+            "FILE:9:23: scale_up[0].link.bandwidth_gb_s: expected a number, found the string \"fast\"",
+        ],
+    );
+}
+
+#[test]
+fn parameter_of_the_wrong_type() {
+    let yaml = BASE.replace("scale_up:", "parameters:\n  racks: two\nscale_up:");
+    assert_rejected(
+        "param-type",
+        &yaml,
+        &["FILE:4:10: parameters.racks: expected a whole number >= 0, found the string \"two\""],
+    );
+    let undeclared = BASE.replace("gpus: 4", "gpus: $gpus_per_rack");
+    assert_rejected(
+        "param-unknown",
+        &undeclared,
+        &[
+            "FILE:5:11: scale_up[0].gpus: unknown parameter `$gpus_per_rack`; the file declares no `parameters`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let yaml = BASE.replace("bandwidth_gb_s: 50\n", "bandwith_gb_s: 50\n");
+    assert_rejected(
+        "unknown-field",
+        &yaml,
+        &[
+            "FILE:9:7: scale_up[0].link.bandwith_gb_s: unknown field `bandwith_gb_s` (did you mean `bandwidth_gb_s`?)",
+            "FILE:9:7: scale_up[0].link: missing field `bandwidth_gb_s`",
+        ],
+    );
+}
+
+#[test]
+fn dangling_link() {
+    let yaml = format!("{BASE}links:\n  - {{a: rack/gpu0, b: rack/gpu9, bandwidth_gb_s: 50}}\n");
+    assert_rejected(
+        "dangling",
+        &yaml,
+        &["FILE:15:23: links[0].b: no node with id `rack/gpu9`"],
+    );
+}
+
+#[test]
+fn zero_and_negative_bandwidth() {
+    let yaml = BASE
+        .replace("bandwidth_gb_s: 50\n", "bandwidth_gb_s: 0\n")
+        .replace("{bandwidth_gb_s: 63}", "{bandwidth_gb_s: -63}");
+    assert_rejected(
+        "zero-bw",
+        &yaml,
+        &[
+            "FILE:9:23: scale_up[0].link.bandwidth_gb_s: bandwidth must be a number > 0 (GB/s per direction), got 0",
+            "FILE:11:31: scale_out.host_link.bandwidth_gb_s: bandwidth must be a number > 0 (GB/s per direction), got -63",
+        ],
+    );
+}
+
+#[test]
+fn disconnected_gpu() {
+    let yaml = format!("{BASE}nodes:\n  - {{id: lonely, kind: gpu, gpu: b200-gb200}}\n");
+    // Without scale_out, an explicit GPU with no links is an island.
+    assert_rejected("island", &yaml.replace("scale_out:\n  host_link: {bandwidth_gb_s: 63}\n  nic_link: {bandwidth_gb_s: 50}\n  fabric: non_blocking\n", ""), &["FILE:11:10: GPU `lonely` cannot reach GPU `rack/gpu0`: no path of links joins them"]);
+    let no_switches = BASE.replace("switch_chips: 2", "switch_chips: 0").replace("scale_out:\n  host_link: {bandwidth_gb_s: 63}\n  nic_link: {bandwidth_gb_s: 50}\n  fabric: non_blocking\n", "");
+    assert_rejected(
+        "no-switches",
+        &no_switches,
+        &["FILE:4:5: GPU `rack/gpu1` cannot reach GPU `rack/gpu0`: no path of links joins them"],
+    );
+}
+
+#[test]
+fn duplicate_id() {
+    let yaml = format!(
+        "{BASE}nodes:\n  - {{id: rack/gpu2, kind: nic}}\n  - {{id: extra, kind: switch}}\n  - {{id: extra, kind: switch}}\n"
+    );
+    assert_rejected(
+        "duplicate",
+        &yaml,
+        &[
+            "FILE:15:10: nodes[0]: duplicate node id `rack/gpu2`: already declared at line 4",
+            "FILE:17:10: nodes[2]: duplicate node id `extra`: already declared at line 16",
+        ],
+    );
+}
+
+#[test]
+fn unknown_gpu_spec() {
+    let yaml = BASE.replace("gpu: b200-gb200", "gpu: b300");
+    assert_rejected(
+        "spec",
+        &yaml,
+        &[
+            "FILE:6:10: scale_up[0].gpu: unknown GPU spec `b300`; available in",
+            "b200-gb200, b200-hgx, h100-sxm, h200-sxm, h800-sxm",
+        ],
+    );
+}
+
+#[test]
+fn nvlink_beyond_the_gpu_spec() {
+    let yaml = BASE
+        .replace("gpu: b200-gb200", "gpu: h800-sxm")
+        .replace("bandwidth_gb_s: 50\n", "bandwidth_gb_s: 150\n");
+    assert_rejected(
+        "nvlink",
+        &yaml,
+        &[
+            "FILE:4:5: GPU `rack/gpu0` (and 3 more GPUs declared here) has 300 GB/s of NVLink per direction, more than its spec `h800-sxm` allows (200 GB/s)",
+        ],
+    );
+}
+
+#[test]
+fn every_problem_in_a_file_is_reported_at_once() {
+    let yaml = "\
+name: many
+gpu_specs: GPU_SPECS
+colour: green
+scale_up:
+  - name: rack
+    gpus: 4
+    gpu: b300
+    switch_chips: 2
+    link: {bandwidth_gb_s: 0}
+nodes:
+  - {id: rack/gpu0, kind: gpu, gpu: h100-sxm}
+links:
+  - {a: rack/gpu0, b: nowhere, bandwidth_gb_s: 5}
+  - {a: rack/gpu1, b: rack/gpu1, bandwidth_gb_s: 5}
+";
+    // The unknown field is structural, so it is reported alone first...
+    assert_rejected(
+        "many-structural",
+        yaml,
+        &["FILE:3:1: colour: unknown field `colour`"],
+    );
+    // ...and once the structure is sound, every semantic problem at once.
+    assert_rejected(
+        "many",
+        &yaml.replace("colour: green\n", ""),
+        &[
+            "5 problems in the input",
+            "FILE:6:10: scale_up[0].gpu: unknown GPU spec `b300`",
+            "FILE:8:28: scale_up[0].link.bandwidth_gb_s: bandwidth must be a number > 0",
+            "FILE:10:10: nodes[0]: duplicate node id `rack/gpu0`",
+            "FILE:12:23: links[0].b: no node with id `nowhere`",
+            "FILE:13:5: links[1]: the link joins `rack/gpu1` to itself",
+        ],
+    );
+}
