@@ -180,3 +180,25 @@ fn emit(text: &str) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn assignments_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_assignment("nodes=4"),
+            Ok(("nodes".into(), "4".into()))
+        );
+        assert_eq!(parse_assignment("x=a=b"), Ok(("x".into(), "a=b".into())));
+        assert!(parse_assignment("nodes").is_err());
+        assert!(parse_assignment("=4").is_err());
+    }
+}

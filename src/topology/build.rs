@@ -41,13 +41,14 @@ pub fn load_with(
             b.scale_up(domain, i);
         }
     }
-    if let Some(scale_out) = &raw.scale_out {
-        b.scale_out(scale_out);
-    }
     for (i, node) in raw.nodes.iter().enumerate() {
         if let Recover(Some(node)) = node {
             b.explicit_node(node, i);
         }
+    }
+    // After every GPU exists, so each gets a NIC; before explicit links, so they can name NICs.
+    if let Some(scale_out) = &raw.scale_out {
+        b.scale_out(scale_out);
     }
     for (i, link) in raw.links.iter().enumerate() {
         if let Recover(Some(link)) = link {
@@ -649,6 +650,9 @@ impl<'f> Builder<'f> {
     /// Every GPU must reach every other through some path of links.
     fn check_gpus_reach_each_other(&mut self) {
         let Some(&first) = self.gpus.first() else {
+            if !self.diags.is_empty() {
+                return; // Broken domains or nodes explain the missing GPUs already.
+            }
             self.problem(
                 Loc { line: 1, column: 1 },
                 "",
@@ -723,5 +727,211 @@ fn infer_kind(a: NodeKind, b: NodeKind) -> Option<LinkKind> {
         (Gpu, Nic) | (Nic, Cpu) => Some(LinkKind::Pcie),
         (Nic, Nic) | (Nic, Switch) | (Switch, Switch) => Some(LinkKind::Network),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Summary;
+
+    /// Writes `yaml` to a temporary file whose GPU specs are the shipped ones, and loads it.
+    fn load_text(yaml: &str, overrides: &[(&str, &str)]) -> Result<Topology, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.yaml");
+        let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/gpus");
+        std::fs::write(&file, yaml.replace("GPU_SPECS", specs.to_str().unwrap())).unwrap();
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_with(&file, &overrides)
+    }
+
+    fn messages(result: Result<Topology, Diagnostics>) -> String {
+        result.expect_err("should be rejected").to_string()
+    }
+
+    const TWO_NODES: &str = "\
+name: two
+gpu_specs: GPU_SPECS
+parameters: {nodes: 2}
+scale_up:
+  - {name: node, count: $nodes, gpus: 4, gpu: h800-sxm, switch_chips: 2, links_per_switch: 4, link: {bandwidth_gb_s: 25}}
+scale_out:
+  host_link: {bandwidth_gb_s: 63}
+  nic_link: {bandwidth_gb_s: 50, latency_ns: 600}
+  fabric: FABRIC
+";
+
+    #[test]
+    fn rail_optimised_fabric_has_a_switch_per_rail_and_a_spine() {
+        let topo = load_text(&TWO_NODES.replace("FABRIC", "rail_optimized"), &[]).unwrap();
+        assert_eq!(topo.count(NodeKind::Switch), 4 + 1, "4 rails + spine");
+        let rail2 = topo.node("rail2").unwrap();
+        let members: Vec<&str> = topo
+            .graph
+            .neighbors(rail2)
+            .map(|n| topo.graph[n].id.as_str())
+            .collect();
+        assert!(
+            members.contains(&"node0/nic2") && members.contains(&"node1/nic2"),
+            "{members:?}"
+        );
+        let spine = topo.node("spine").unwrap();
+        let uplink = topo
+            .graph
+            .edges_connecting(rail2, spine)
+            .next()
+            .unwrap()
+            .weight();
+        assert_eq!(
+            uplink.lanes, 2,
+            "one uplink lane per NIC on the rail: non-blocking"
+        );
+        assert_eq!(uplink.bandwidth_gb_s(), 100.0);
+        assert_eq!(uplink.latency_ns, 600.0);
+    }
+
+    #[test]
+    fn non_blocking_fabric_joins_every_nic_to_one_switch() {
+        let topo = load_text(
+            &TWO_NODES.replace("FABRIC", "non_blocking"),
+            &[("nodes", "3")],
+        )
+        .unwrap();
+        let fabric = topo.node("fabric").unwrap();
+        assert_eq!(topo.graph.neighbors(fabric).count(), 12);
+        assert_eq!(topo.gpus.len(), 12);
+        assert_eq!(
+            topo.graph[topo.gpus[4]].id, "node1/gpu0",
+            "GPUs in rank order"
+        );
+        assert_eq!(topo.nvlink_gb_s(topo.gpus[0]), 200.0);
+    }
+
+    #[test]
+    fn explicit_nodes_and_links_alone_make_a_topology() {
+        let yaml = "\
+name: pair
+gpu_specs: GPU_SPECS
+nodes:
+  - {id: a, kind: gpu, gpu: h100-sxm}
+  - {id: b, kind: gpu, gpu: h100-sxm}
+  - {id: host, kind: cpu}
+links:
+  - {a: a, b: b, bandwidth_gb_s: 25, lanes: 18, latency_ns: 500}
+  - {a: a, b: host, bandwidth_gb_s: 32, kind: pcie}
+  - {a: host, b: b, bandwidth_gb_s: 32, kind: pcie, sharing: fatpipe}
+";
+        let topo = load_text(yaml, &[]).unwrap();
+        let (a, b, host) = (
+            topo.node("a").unwrap(),
+            topo.node("b").unwrap(),
+            topo.node("host").unwrap(),
+        );
+        let direct = topo.graph.edges_connecting(a, b).next().unwrap().weight();
+        assert_eq!(
+            (direct.kind, direct.bandwidth_gb_s(), direct.latency_ns),
+            (LinkKind::Nvlink, 450.0, 500.0)
+        );
+        let pcie = topo
+            .graph
+            .edges_connecting(host, b)
+            .next()
+            .unwrap()
+            .weight();
+        assert_eq!(
+            (pcie.kind, pcie.sharing),
+            (LinkKind::Pcie, super::super::Sharing::Fatpipe)
+        );
+        assert_eq!(Summary::of(&topo).nvlink_links, 18);
+    }
+
+    #[test]
+    fn domain_shape_problems() {
+        let yaml = "\
+name: bad
+gpu_specs: GPU_SPECS
+scale_up:
+  - name: r
+    gpus: 6
+    gpu: b200-gb200
+    switch_chips: 3
+    links_per_switch: [1, 1]
+    link: {bandwidth_gb_s: 50, latency_ns: -1}
+    cpus: {gpus_per_cpu: 4, link: {bandwidth_gb_s: 450}}
+  - {name: s, count: 0, gpus: 0, gpu: b200-gb200, switch_chips: 1, link: {bandwidth_gb_s: 50}}
+";
+        let text = messages(load_text(yaml, &[]));
+        for needle in [
+            "8:23: scale_up[0].links_per_switch: lists 2 chips but switch_chips is 3",
+            "9:44: scale_up[0].link.latency_ns: latency must be a number >= 0 (ns), got -1",
+            "10:26: scale_up[0].cpus.gpus_per_cpu: 6 GPUs do not divide into groups of 4",
+            "11:22: scale_up[1].count: must be at least 1, got 0",
+            "11:31: scale_up[1].gpus: must be at least 1, got 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_not_allocated() {
+        let yaml = "\
+name: huge
+gpu_specs: GPU_SPECS
+scale_up:
+  - {name: r, count: 100000, gpus: 72, gpu: b200-gb200, switch_chips: 18, link: {bandwidth_gb_s: 50}}
+";
+        let text = messages(load_text(yaml, &[]));
+        assert!(
+            text.contains(
+                "4:5: scale_up[0]: this would create 136800000 links; epsim accepts at most 5000000"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rails_need_domain_gpus_and_kinds_must_be_inferable() {
+        let yaml = "\
+name: mixed
+gpu_specs: GPU_SPECS
+nodes:
+  - {id: g, kind: gpu, gpu: h100-sxm}
+  - {id: sw, kind: nvswitch}
+  - {id: n, kind: nic}
+  - {id: c, kind: cpu, gpu: h100-sxm}
+  - {id: h, kind: gpu}
+links:
+  - {a: g, b: sw, bandwidth_gb_s: 25, lanes: 0}
+  - {a: sw, b: n, bandwidth_gb_s: 25}
+scale_out:
+  host_link: {bandwidth_gb_s: 63}
+  nic_link: {bandwidth_gb_s: 50}
+  fabric: rail_optimized
+";
+        let text = messages(load_text(yaml, &[]));
+        for needle in [
+            "7:29: nodes[3].gpu: only gpu nodes take a `gpu` spec",
+            "8:5: nodes[4]: a gpu node needs `gpu: <spec name>`",
+            "10:46: links[0].lanes: a link needs at least 1 lane",
+            "11:5: links[1]: cannot tell the link kind between a nvswitch and a nic; set `kind`",
+            "13:3: scale_out: a rail_optimized fabric needs every gpu in a scale_up domain",
+        ] {
+            assert!(
+                text.to_lowercase().contains(&needle.to_lowercase()),
+                "missing {needle:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_topology_needs_gpus() {
+        let text = messages(load_text(
+            "name: none\nnodes:\n  - {id: s, kind: switch}\n",
+            &[],
+        ));
+        assert!(text.contains("1:1: the topology has no GPUs"), "{text}");
     }
 }
