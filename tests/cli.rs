@@ -137,7 +137,7 @@ fn dot_output_is_a_well_formed_graph() {
         "GPU-chip bundles, GPU-NIC, NIC-fabric"
     );
     assert!(dot.contains("\"node/gpu0\" -- \"node/nvsw0\" [style=solid, label=\"5 x 25 GB/s\"]"));
-    // Where Graphviz is installed (CI installs it), it must accept the file.
+    // Where Graphviz is installed, it must accept the file.
     if let Ok(mut child) = std::process::Command::new("dot")
         .arg("-Tsvg")
         .stdin(std::process::Stdio::piped())
@@ -160,9 +160,10 @@ fn dot_output_is_a_well_formed_graph() {
         );
         assert!(String::from_utf8_lossy(&result.stdout).contains("<svg"));
     } else {
+        // .ci/run installs Graphviz and sets this, so CI always renders the graph.
         assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install Graphviz to check DOT output"
+            std::env::var_os("EPSIM_REQUIRE_DOT").is_none(),
+            "EPSIM_REQUIRE_DOT is set but Graphviz's `dot` cannot be run"
         );
     }
 }
@@ -375,7 +376,6 @@ fn unknown_field() {
         &yaml,
         &[
             "FILE:9:7: scale_up[0].link.bandwith_gb_s: unknown field `bandwith_gb_s` (did you mean `bandwidth_gb_s`?)",
-            "FILE:9:7: scale_up[0].link: missing field `bandwidth_gb_s`",
         ],
     );
 }

@@ -57,7 +57,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, Vec<Problem>> {
         path: String::new(),
     };
     let result = T::deserialize(de.clone()).map_err(|e| de.settle(e));
-    let mut problems = sink.0.into_inner();
+    let mut problems = sink.problems.into_inner();
     problems.sort();
     problems.dedup();
     match result {
@@ -90,7 +90,12 @@ const RECOVER_MARKER: &str = "$epsim::Recover";
 const RECORDED: &str = "$epsim: problem recorded";
 
 #[derive(Default)]
-struct Sink(RefCell<Vec<Problem>>);
+struct Sink {
+    problems: RefCell<Vec<Problem>>,
+    /// (mapping position, field) for each "did you mean `field`?" given: that field's
+    /// "missing field" report would only repeat the suggestion.
+    suggested: RefCell<Vec<(Loc, &'static str)>>,
+}
 
 /// The error travelling through serde. Almost always `Recorded`: the detail is in the sink.
 #[derive(Debug)]
@@ -174,7 +179,7 @@ impl<'a> NodeDe<'a> {
 
     fn record_at(&self, loc: Loc, message: String) {
         self.sink
-            .0
+            .problems
             .borrow_mut()
             .push(Problem::new(loc, self.path.clone(), message));
     }
@@ -187,7 +192,16 @@ impl<'a> NodeDe<'a> {
     fn settle(&self, e: DeError) -> DeError {
         match e.kind {
             DeErrorKind::Recorded => {}
-            DeErrorKind::MissingField(field) => self.record(format!("missing field `{field}`")),
+            DeErrorKind::MissingField(field) => {
+                let explained = self
+                    .sink
+                    .suggested
+                    .borrow()
+                    .contains(&(self.node.loc, field));
+                if !explained {
+                    self.record(format!("missing field `{field}`"));
+                }
+            }
             DeErrorKind::Message(m) => self.record(m),
         }
         DeError::recorded()
@@ -520,6 +534,13 @@ impl<'a> MapDe<'a> {
         for (key, value) in all {
             match fields {
                 Some(known) if !known.contains(&key.name.as_str()) => {
+                    if let Some(field) = closest(&key.name, known) {
+                        parent
+                            .sink
+                            .suggested
+                            .borrow_mut()
+                            .push((parent.node.loc, field));
+                    }
                     parent
                         .child(value, &key.name)
                         .record_at(key.loc, unknown_name_message("field", &key.name, known));
@@ -730,14 +751,20 @@ fn quote_list(names: &[&str]) -> String {
         .join(", ")
 }
 
-/// "unknown field `bandwith_gb_s` (did you mean `bandwidth_gb_s`?); expected one of ...".
-fn unknown_name_message(what: &str, name: &str, known: &[&str]) -> String {
-    let suggestion = known
+/// The known name a typo most likely meant: within 2 edits, or a quarter of its length.
+fn closest(name: &str, known: &[&'static str]) -> Option<&'static str> {
+    known
         .iter()
         .map(|k| (edit_distance(name, k), *k))
         .filter(|&(d, k)| d <= 2.max(k.len() / 4))
         .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .map(|(_, k)| k)
+}
+
+/// "unknown field `bandwith_gb_s` (did you mean `bandwidth_gb_s`?); expected one of ...".
+fn unknown_name_message(what: &str, name: &str, known: &[&'static str]) -> String {
+    let suggestion = closest(name, known)
+        .map(|k| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default();
     format!(
         "unknown {what} `{name}`{suggestion}; expected one of {}",
@@ -837,7 +864,6 @@ links:
             got,
             vec![
                 "2:1: colour: unknown field `colour`; expected one of `name`, `links`",
-                "4:5: links[0]: missing field `bandwidth_gb_s`",
                 "4:20: links[0].bandwith_gb_s: unknown field `bandwith_gb_s` (did you mean `bandwidth_gb_s`?); expected one of `a`, `b`, `bandwidth_gb_s`, `lanes`, `sharing`",
                 "5:36: links[1].bandwidth_gb_s: expected a number, found the string \"fast\"",
                 "5:49: links[1].lanes: -1 is out of range for u32 (0 to 4294967295)",
@@ -855,6 +881,20 @@ links:
             vec![
                 "1:7: name: expected a string, found the integer 72",
                 "2:8: links: expected a list, found a mapping",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_reported_unless_a_suggestion_explains_them() {
+        let got = problems_of::<Doc>(
+            "name: x\nlinks:\n  - {a: g0, b: s0}\n  - {a: g0, b: s0, bandwidht_gb_s: 1}\n",
+        );
+        assert_eq!(
+            got,
+            vec![
+                "3:5: links[0]: missing field `bandwidth_gb_s`",
+                "4:20: links[1].bandwidht_gb_s: unknown field `bandwidht_gb_s` (did you mean `bandwidth_gb_s`?); expected one of `a`, `b`, `bandwidth_gb_s`, `lanes`, `sharing`",
             ]
         );
     }
