@@ -299,6 +299,24 @@ impl<'f> Builder<'f> {
         self.graph.add_edge(a, b, link);
     }
 
+    /// Adds a hub node (switch chip, CPU, network switch) and one `link` from each member
+    /// to it; `None` (after reporting) when the hub's id is taken.
+    fn add_hub(
+        &mut self,
+        id: String,
+        kind: NodeKind,
+        members: &[NodeIndex],
+        link: &TopoLink,
+        loc: Loc,
+        path: &str,
+    ) -> Option<NodeIndex> {
+        let hub = self.add_node(id, kind, None, loc, path)?;
+        for &member in members {
+            self.add_link(member, hub, link.clone());
+        }
+        Some(hub)
+    }
+
     /// Reports (and refuses) a generator that would push the graph past [`MAX_LINKS`].
     fn within_size_limit(&mut self, new_links: u64, loc: Loc, path: &str) -> bool {
         if self.links_made.saturating_add(new_links) > MAX_LINKS {
@@ -337,52 +355,32 @@ impl<'f> Builder<'f> {
             } else {
                 format!("{}{replica}", d.name.value)
             };
-            let gpu_ids: Vec<Option<NodeIndex>> = (0..gpus as usize)
-                .map(|i| {
-                    self.add_gpu(
-                        format!("{prefix}/gpu{i}"),
-                        &d.gpu.value,
-                        domain.loc,
-                        &path,
-                        Some(i),
-                    )
+            // A GPU whose id is taken is reported and left out; the load fails anyway.
+            let gpu_ids: Vec<NodeIndex> = (0..gpus as usize)
+                .filter_map(|i| {
+                    let id = format!("{prefix}/gpu{i}");
+                    self.add_gpu(id, &d.gpu.value, domain.loc, &path, Some(i))
                 })
                 .collect();
             for (chip, &chip_lanes) in lanes.iter().enumerate() {
-                let Some(switch) = self.add_node(
-                    format!("{prefix}/nvsw{chip}"),
+                let chip_link = TopoLink {
+                    lanes: chip_lanes,
+                    ..link.clone()
+                };
+                let id = format!("{prefix}/nvsw{chip}");
+                self.add_hub(
+                    id,
                     NodeKind::Nvswitch,
-                    None,
+                    &gpu_ids,
+                    &chip_link,
                     domain.loc,
                     &path,
-                ) else {
-                    continue;
-                };
-                for gpu in gpu_ids.iter().flatten() {
-                    self.add_link(
-                        *gpu,
-                        switch,
-                        TopoLink {
-                            lanes: chip_lanes,
-                            ..link.clone()
-                        },
-                    );
-                }
+                );
             }
             if let Some((per_cpu, cpu_link)) = &cpus {
                 for (c, group) in gpu_ids.chunks(*per_cpu as usize).enumerate() {
-                    let Some(cpu) = self.add_node(
-                        format!("{prefix}/cpu{c}"),
-                        NodeKind::Cpu,
-                        None,
-                        domain.loc,
-                        &path,
-                    ) else {
-                        continue;
-                    };
-                    for gpu in group.iter().flatten() {
-                        self.add_link(cpu, *gpu, cpu_link.clone());
-                    }
+                    let id = format!("{prefix}/cpu{c}");
+                    self.add_hub(id, NodeKind::Cpu, group, cpu_link, domain.loc, &path);
                 }
             }
         }
@@ -479,14 +477,8 @@ impl<'f> Builder<'f> {
             .collect();
         match fabric {
             Fabric::NonBlocking => {
-                let Some(switch) =
-                    self.add_node("fabric".into(), NodeKind::Switch, None, so.loc, path)
-                else {
-                    return;
-                };
-                for (nic, _) in nics {
-                    self.add_link(nic, switch, port.clone());
-                }
+                let all: Vec<NodeIndex> = nics.iter().map(|(n, _)| *n).collect();
+                self.add_hub("fabric".into(), NodeKind::Switch, &all, &port, so.loc, path);
             }
             Fabric::RailOptimized => {
                 let rails = nics
@@ -500,28 +492,23 @@ impl<'f> Builder<'f> {
                     return;
                 };
                 for rail in 0..rails {
-                    let Some(rail_switch) =
-                        self.add_node(format!("rail{rail}"), NodeKind::Switch, None, so.loc, path)
-                    else {
-                        continue;
-                    };
                     let members: Vec<NodeIndex> = nics
                         .iter()
                         .filter(|(_, l)| *l == Some(rail))
                         .map(|(n, _)| *n)
                         .collect();
-                    let uplink_lanes = u32::try_from(members.len()).unwrap_or(u32::MAX);
-                    for nic in members {
-                        self.add_link(nic, rail_switch, port.clone());
-                    }
-                    self.add_link(
-                        rail_switch,
-                        spine,
-                        TopoLink {
-                            lanes: uplink_lanes,
-                            ..port.clone()
-                        },
-                    );
+                    let id = format!("rail{rail}");
+                    let Some(rail_switch) =
+                        self.add_hub(id, NodeKind::Switch, &members, &port, so.loc, path)
+                    else {
+                        continue;
+                    };
+                    // Non-blocking: as much uplink as the rail's NICs bring.
+                    let uplink = TopoLink {
+                        lanes: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                        ..port.clone()
+                    };
+                    self.add_link(rail_switch, spine, uplink);
                 }
             }
         }
