@@ -6,7 +6,7 @@ use super::schema::{
     Count, CpuAttach, Fabric, LinkDecl, LinkSpec, LinksPerSwitch, NodeDecl, ScaleOut,
     ScaleUpDomain, TopologyFile,
 };
-use super::{LinkKind, NodeKind, TopoLink, TopoNode, Topology};
+use super::{LinkKind, NodeKind, TopoLink, TopoNode, Topology, nvlink_gb_s};
 use crate::hardware::{self, GpuSpec};
 use crate::input::{self, At, Diagnostics, Loc, Problem, Recover};
 use petgraph::graph::{NodeIndex, UnGraph};
@@ -594,22 +594,13 @@ impl<'f> Builder<'f> {
     /// A GPU cannot have more NVLink bandwidth than its spec says it has.
     fn check_nvlink_against_specs(&mut self) {
         let mut over: BTreeMap<Loc, (String, f64, String, f64, usize)> = BTreeMap::new();
-        for (&gpu, &loc) in self
-            .gpus
-            .iter()
-            .zip(self.gpus.iter().map(|g| &self.origin[g.index()]))
-        {
+        for &gpu in &self.gpus {
+            let loc = self.origin[gpu.index()];
             let node = &self.graph[gpu];
             let Some(Some(spec)) = node.gpu_spec.as_ref().and_then(|s| self.specs.get(s)) else {
                 continue;
             };
-            let have: f64 = self
-                .graph
-                .edges(gpu)
-                .map(|e| e.weight())
-                .filter(|l| l.kind == LinkKind::Nvlink)
-                .map(TopoLink::bandwidth_gb_s)
-                .sum();
+            let have = nvlink_gb_s(&self.graph, gpu);
             if have > spec.nvlink_gb_s * (1.0 + 1e-9) {
                 over.entry(loc)
                     .or_insert_with(|| {

@@ -104,13 +104,17 @@ impl Topology {
         self.graph.node_weights().filter(|n| n.kind == kind).count()
     }
 
-    /// NVLink bandwidth leaving `gpu`, per direction, summed over its NVLink links, GB/s.
+    /// NVLink bandwidth of `gpu`, per direction, summed over its NVLink links, GB/s.
     pub fn nvlink_gb_s(&self, gpu: NodeIndex) -> f64 {
-        self.graph
-            .edges(gpu)
-            .map(|e| e.weight())
-            .filter(|l| l.kind == LinkKind::Nvlink)
-            .map(TopoLink::bandwidth_gb_s)
-            .sum()
+        nvlink_gb_s(&self.graph, gpu)
     }
+}
+
+fn nvlink_gb_s(graph: &UnGraph<TopoNode, TopoLink>, node: NodeIndex) -> f64 {
+    graph
+        .edges(node)
+        .map(|e| e.weight())
+        .filter(|l| l.kind == LinkKind::Nvlink)
+        .map(TopoLink::bandwidth_gb_s)
+        .sum()
 }

@@ -49,11 +49,8 @@ impl Summary {
             gpu_models,
             nvswitch_chips: topo.count(NodeKind::Nvswitch),
             nvlink_links: links_by_kind.get(&LinkKind::Nvlink).copied().unwrap_or(0),
-            per_gpu_nvlink_gb_s: per_gpu
-                .iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min)
-                .min(f64::MAX),
+            // A loaded topology has at least one GPU, so the minimum is finite.
+            per_gpu_nvlink_gb_s: per_gpu.iter().copied().fold(f64::INFINITY, f64::min),
             per_gpu_nvlink_gb_s_max: per_gpu.iter().copied().fold(0.0, f64::max),
             nics: topo.count(NodeKind::Nic),
             cpus: topo.count(NodeKind::Cpu),
