@@ -7,4 +7,5 @@
 pub mod engine;
 pub mod hardware;
 pub mod input;
+pub mod model;
 pub mod topology;

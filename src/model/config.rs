@@ -1,0 +1,235 @@
+//! A MoE model's architecture as read from `models/*.yaml`: enough structure to count the
+//! parameters of each component and the KV cache per token.
+
+use super::precision::Precision;
+use crate::input::{self, At, Diagnostics, Problem};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub description: String,
+    pub vocab_size: u64,
+    pub hidden_size: u64,
+    /// Transformer layers, dense and MoE (the MTP module not included).
+    pub layers: u64,
+    /// The first `dense_layers` layers have a dense FFN instead of experts.
+    pub dense_layers: u64,
+    pub dense_intermediate_size: u64,
+    pub tie_embeddings: bool,
+    pub attention: Attention,
+    pub moe: Moe,
+    /// Multi-token-prediction modules (each one MoE transformer layer plus a projection).
+    pub mtp_modules: u64,
+    /// Precisions of the released checkpoint.
+    pub native_precision: NativePrecision,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Attention {
+    /// Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one compressed
+    /// latent plus the decoupled RoPE key per token per layer, shared by all heads.
+    Mla {
+        heads: u64,
+        /// 0 when queries are not low-rank compressed.
+        q_lora_rank: u64,
+        kv_lora_rank: u64,
+        qk_nope_head_dim: u64,
+        qk_rope_head_dim: u64,
+        v_head_dim: u64,
+    },
+    /// Grouped-query attention (MHA when `kv_heads == heads`).
+    Gqa {
+        heads: u64,
+        kv_heads: u64,
+        head_dim: u64,
+        /// RMS norms on queries and keys per head (Qwen3).
+        #[serde(default)]
+        qk_norm: bool,
+        #[serde(default)]
+        sliding_window: Option<SlidingWindow>,
+    },
+}
+
+/// Some layers attend only to the last `tokens` tokens, so they cache no more than that.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlidingWindow {
+    pub tokens: u64,
+    /// How many of the layers use the window.
+    pub layers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moe {
+    pub routed_experts: u64,
+    pub experts_per_token: u64,
+    #[serde(default)]
+    pub shared_experts: u64,
+    pub expert_intermediate_size: u64,
+    /// Expert groups for group-limited routing (1 = none).
+    #[serde(default = "one")]
+    pub groups: u64,
+    /// Groups a token may choose its experts from.
+    #[serde(default = "one")]
+    pub groups_per_token: u64,
+    pub scoring: Scoring,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    Softmax,
+    Sigmoid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativePrecision {
+    /// Routed and shared expert weights.
+    pub experts: Precision,
+    /// Attention and dense FFN weights.
+    pub other: Precision,
+}
+
+/// The file as written, with positions for the checks made after parsing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    vocab_size: At<u64>,
+    hidden_size: At<u64>,
+    layers: At<u64>,
+    #[serde(default)]
+    dense_layers: Option<At<u64>>,
+    #[serde(default)]
+    dense_intermediate_size: u64,
+    tie_embeddings: bool,
+    attention: At<Attention>,
+    moe: At<Moe>,
+    #[serde(default)]
+    mtp_modules: u64,
+    native_precision: NativePrecision,
+}
+
+/// Reads and checks a model file, reporting every problem at once.
+pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
+    let raw: ModelFile = input::read_yaml(file)?;
+    let mut diags = Diagnostics::new();
+    let mut check = |ok: bool, loc, path: &str, message: String| {
+        if !ok {
+            diags.push(file, Problem::new(loc, path, message));
+        }
+    };
+    for (path, v) in [
+        ("vocab_size", &raw.vocab_size),
+        ("hidden_size", &raw.hidden_size),
+        ("layers", &raw.layers),
+    ] {
+        check(v.value > 0, v.loc, path, "must be at least 1".into());
+    }
+    let dense_layers = raw.dense_layers.as_ref().map_or(0, |d| d.value);
+    if let Some(d) = &raw.dense_layers {
+        check(
+            d.value <= raw.layers.value,
+            d.loc,
+            "dense_layers",
+            format!(
+                "{} dense layers but only {} layers",
+                d.value, raw.layers.value
+            ),
+        );
+        check(
+            d.value == 0 || raw.dense_intermediate_size > 0,
+            d.loc,
+            "dense_intermediate_size",
+            "dense layers need a dense_intermediate_size".into(),
+        );
+    }
+    let m = &raw.moe.value;
+    let moe_loc = raw.moe.loc;
+    check(
+        m.routed_experts > 0 && m.expert_intermediate_size > 0,
+        moe_loc,
+        "moe",
+        "needs routed_experts and expert_intermediate_size >= 1".into(),
+    );
+    check(
+        (1..=m.routed_experts).contains(&m.experts_per_token),
+        moe_loc,
+        "moe.experts_per_token",
+        format!(
+            "must be 1 to routed_experts ({}), got {}",
+            m.routed_experts, m.experts_per_token
+        ),
+    );
+    check(
+        m.groups >= 1 && m.routed_experts.is_multiple_of(m.groups.max(1)),
+        moe_loc,
+        "moe.groups",
+        format!(
+            "{} experts do not divide into {} groups",
+            m.routed_experts, m.groups
+        ),
+    );
+    check(
+        (1..=m.groups).contains(&m.groups_per_token),
+        moe_loc,
+        "moe.groups_per_token",
+        format!(
+            "must be 1 to groups ({}), got {}",
+            m.groups, m.groups_per_token
+        ),
+    );
+    if let Attention::Gqa {
+        heads,
+        kv_heads,
+        sliding_window,
+        ..
+    } = &raw.attention.value
+    {
+        check(
+            *kv_heads >= 1 && heads.is_multiple_of((*kv_heads).max(1)),
+            raw.attention.loc,
+            "attention.kv_heads",
+            format!("{heads} query heads do not divide into {kv_heads} KV heads"),
+        );
+        if let Some(w) = sliding_window {
+            check(
+                w.layers <= raw.layers.value && w.tokens > 0,
+                raw.attention.loc,
+                "attention.sliding_window",
+                format!("needs tokens >= 1 and layers <= {}", raw.layers.value),
+            );
+        }
+    }
+    diags.into_result(ModelConfig {
+        name: raw.name,
+        description: raw.description,
+        vocab_size: raw.vocab_size.value,
+        hidden_size: raw.hidden_size.value,
+        layers: raw.layers.value,
+        dense_layers,
+        dense_intermediate_size: raw.dense_intermediate_size,
+        tie_embeddings: raw.tie_embeddings,
+        attention: raw.attention.value,
+        moe: raw.moe.value,
+        mtp_modules: raw.mtp_modules,
+        native_precision: raw.native_precision,
+    })
+}
+
+impl ModelConfig {
+    pub fn moe_layers(&self) -> u64 {
+        self.layers - self.dense_layers
+    }
+}

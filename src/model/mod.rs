@@ -1,0 +1,12 @@
+//! MoE model configurations (`models/*.yaml`), their parameters per component, number
+//! formats, and the memory plan of a deployment.
+
+mod config;
+mod params;
+pub mod precision;
+
+pub use config::{
+    Attention, ModelConfig, Moe, NativePrecision, Scoring, SlidingWindow, load_model,
+};
+pub use params::{ComponentParams, ModelParams};
+pub use precision::{Precision, Usage};
