@@ -3,13 +3,15 @@
 //! Exit codes: 0 success; 1 the job failed; 2 bad usage or bad input (every problem in the
 //! input is printed, each with file, line and column).
 
-use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use epsim::input::{self, Diagnostics};
-use epsim::topology::{self, Summary};
+mod cli;
+
+use clap::{Parser, Subcommand};
+use cli::memory::{DeploymentArgs, TableFormat};
+use cli::output::UsageError;
+use cli::topo::TopoFormat;
+use epsim::input::Diagnostics;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -41,6 +43,22 @@ enum Command {
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
         set: Vec<(String, String)>,
     },
+    /// Plan one GPU's memory: weights by class, activation reserve, KV cache, requests
+    #[command(
+        after_help = "Examples:\n  epsim memory --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1\n  epsim memory --model qwen3-235b-a22b --gpu h100-sxm --ep 8 --attention tp:8 --format json\n\nA deployment that cannot work (slots that do not divide over EP, a model that does not\nfit) is an error saying why and by how much, with exit code 2."
+    )]
+    Memory {
+        #[command(flatten)]
+        deployment: DeploymentArgs,
+        /// Input (prompt) tokens per request
+        #[arg(long, default_value_t = 1024)]
+        isl: u64,
+        /// Output tokens per request
+        #[arg(long, default_value_t = 1024)]
+        osl: u64,
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,22 +70,12 @@ enum TopoCommand {
     Show {
         /// Topology file (YAML)
         file: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = TopoFormat::Text)]
+        format: TopoFormat,
         /// Override a topology parameter (repeatable)
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
         set: Vec<(String, String)>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// A human summary
-    Text,
-    /// One JSON object with the counts
-    Json,
-    /// Graphviz DOT
-    Dot,
 }
 
 fn parse_assignment(text: &str) -> Result<(String, String), String> {
@@ -98,6 +106,9 @@ fn main() -> ExitCode {
             if let Some(diags) = e.downcast_ref::<Diagnostics>() {
                 eprintln!("error: {diags}");
                 ExitCode::from(2)
+            } else if e.downcast_ref::<UsageError>().is_some() {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
             } else {
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)
@@ -109,76 +120,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Topo(TopoCommand::Show { file, format, set }) => {
-            let topo = topology::load_with(&file, &overrides(set))?;
-            let text = match format {
-                Format::Text => Summary::of(&topo).to_string(),
-                Format::Json => {
-                    let json = serde_json::to_string_pretty(&Summary::of(&topo))
-                        .context("writing JSON")?;
-                    json + "\n"
-                }
-                Format::Dot => topology::to_dot(&topo),
-            };
-            emit(&text)?;
-            Ok(ExitCode::SUCCESS)
+            cli::topo::show(&file, format, &overrides(set))
         }
-        Command::Validate { files, set } => validate(&files, &overrides(set)),
+        Command::Validate { files, set } => cli::topo::validate(&files, &overrides(set)),
+        Command::Memory {
+            deployment,
+            isl,
+            osl,
+            format,
+        } => cli::memory::run(&deployment, isl, osl, format),
     }
 }
 
 fn overrides(set: Vec<(String, String)>) -> BTreeMap<String, String> {
     set.into_iter().collect()
-}
-
-/// Checks every file, printing one line per valid file and every problem of the others.
-fn validate(files: &[PathBuf], overrides: &BTreeMap<String, String>) -> anyhow::Result<ExitCode> {
-    let mut all = Diagnostics::new();
-    let mut report = String::new();
-    for file in files {
-        match validate_one(file, overrides) {
-            Ok(what) => report.push_str(&format!("ok: {} ({what})\n", file.display())),
-            Err(diags) => all.append(diags),
-        }
-    }
-    emit(&report)?;
-    if all.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(all.into())
-    }
-}
-
-fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<String, Diagnostics> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let mut d = Diagnostics::new();
-        d.push_file(file, format!("cannot read the file: {e}"));
-        d
-    })?;
-    let root = input::parse_tree(file, &text)?;
-    if is_gpu_spec(&root) {
-        let spec = epsim::hardware::load_spec(file)?;
-        Ok(format!("GPU spec {}", spec.name))
-    } else {
-        let topo = topology::load_with(file, overrides)?;
-        Ok(format!("topology {}: {} GPUs", topo.name, topo.gpus.len()))
-    }
-}
-
-/// A GPU spec file has `hbm_gb`; anything else is read as a topology.
-fn is_gpu_spec(root: &input::Node) -> bool {
-    match &root.value {
-        input::Value::Map(entries) => entries.iter().any(|(k, _)| k.name == "hbm_gb"),
-        _ => false,
-    }
-}
-
-/// Writes to stdout; a closed pipe (`epsim ... | head`) is not an error.
-fn emit(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ fn dot_output_is_a_well_formed_graph() {
 #[test]
 fn validate_accepts_every_shipped_file() {
     let mut files: Vec<PathBuf> = Vec::new();
-    for dir in ["topologies", "topologies/gpus"] {
+    for dir in ["topologies", "topologies/gpus", "models"] {
         for entry in std::fs::read_dir(repo(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
@@ -179,7 +179,7 @@ fn validate_accepts_every_shipped_file() {
             }
         }
     }
-    assert!(files.len() >= 9);
+    assert!(files.len() >= 14);
     let assert = epsim().arg("validate").args(&files).assert().success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert_eq!(
@@ -497,4 +497,119 @@ links:
             "FILE:13:5: links[1]: the link joins `rack/gpu1` to itself",
         ],
     );
+}
+
+fn memory_json(args: &[&str]) -> serde_json::Value {
+    let out = epsim()
+        .current_dir(repo(""))
+        .arg("memory")
+        .args(args)
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("memory --format json prints one JSON object")
+}
+
+#[test]
+fn memory_plan_for_deepseek_on_gb200() {
+    let common = [
+        "--model",
+        "deepseek-r1",
+        "--gpu",
+        "b200-gb200",
+        "--weights",
+        "nvfp4",
+        "--mtp",
+        "1",
+    ];
+    let ep8 = memory_json(&[&common[..], &["--ep", "8"]].concat());
+    let ep32 = memory_json(&[&common[..], &["--ep", "32", "--slots", "288"]].concat());
+    for field in [
+        "weights_gib_per_gpu",
+        "kv_gib_per_gpu",
+        "kv_tokens_per_gpu",
+        "max_requests_per_gpu",
+    ] {
+        assert!(ep8[field].is_number() && ep32[field].is_number(), "{field}");
+    }
+    assert_eq!(ep8["experts_per_gpu_per_layer"], 32);
+    assert_eq!(ep32["experts_per_gpu_per_layer"], 9);
+    let (w8, w32) = (
+        ep8["weights_gib_per_gpu"].as_f64().unwrap(),
+        ep32["weights_gib_per_gpu"].as_f64().unwrap(),
+    );
+    assert!(
+        w8 > 2.0 * w32 - 10.0 && w8 < 70.0 && w32 < 35.0,
+        "{w8} {w32}"
+    );
+    assert!(ep32["max_requests_per_gpu"].as_f64() > ep8["max_requests_per_gpu"].as_f64());
+}
+
+#[test]
+fn memory_by_path_and_with_tensor_parallel_attention() {
+    let model = repo("models/qwen3-235b-a22b.yaml");
+    let gpu = repo("topologies/gpus/h200-sxm.yaml");
+    let j = memory_json(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--gpu",
+        gpu.to_str().unwrap(),
+        "--ep",
+        "8",
+        "--attention",
+        "tp:8",
+    ]);
+    assert_eq!(j["attention"], "tp:8");
+    assert_eq!(j["expert_precision"], "bf16");
+}
+
+#[test]
+fn memory_rejects_impossible_deployments() {
+    let run = |args: &[&str]| {
+        epsim()
+            .current_dir(repo(""))
+            .arg("memory")
+            .args(args)
+            .assert()
+            .code(2)
+    };
+    run(&["--model", "deepseek-r1", "--gpu", "h100-sxm", "--ep", "8"])
+        .stderr(predicate::str::contains(
+            "needs 93.9 GiB per GPU for weights at EP 8",
+        ))
+        .stderr(predicate::str::contains("the GPU (h100-sxm) has 74.5 GiB"));
+    run(&[
+        "--model",
+        "deepseek-r1",
+        "--gpu",
+        "b200-gb200",
+        "--ep",
+        "32",
+        "--slots",
+        "300",
+    ])
+    .stderr(predicate::str::contains(
+        "300 slots do not divide over EP 32 (12 left over); use 288 or 320",
+    ));
+    run(&["--model", "deepseek-r2", "--gpu", "b200-gb200", "--ep", "8"]).stderr(
+        predicate::str::contains(
+            "no model named `deepseek-r2`; models has: deepseek-r1, gpt-oss-120b, kimi-k2",
+        ),
+    );
+    run(&["--model", "deepseek-r1", "--gpu", "b300", "--ep", "8"])
+        .stderr(predicate::str::contains("no GPU spec named `b300`"));
+    run(&[
+        "--model",
+        "deepseek-r1",
+        "--gpu",
+        "b200-gb200",
+        "--ep",
+        "8",
+        "--attention",
+        "tp:0",
+    ])
+    .stderr(predicate::str::contains("expected dp or tp:N with N >= 1"));
 }

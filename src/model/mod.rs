@@ -10,3 +10,4 @@ pub use config::{
 };
 pub use params::{ComponentParams, ModelParams};
 pub use precision::{Precision, Usage};
+pub mod memory;

@@ -1,0 +1,43 @@
+//! Finding models and GPU specs by name (`--model deepseek-r1`) or by path.
+
+use super::output::UsageError;
+use epsim::hardware::{self, GpuSpec};
+use epsim::model::{self, ModelConfig};
+use std::path::{Path, PathBuf};
+
+/// A name is looked up as `<dir>/<name>.yaml`; anything that looks like a path is used as is.
+fn resolve(what: &str, name: &str, dir: &Path, flag: &str) -> anyhow::Result<PathBuf> {
+    let as_path = Path::new(name);
+    if name.ends_with(".yaml") || name.contains('/') {
+        return Ok(as_path.to_owned());
+    }
+    let file = dir.join(format!("{name}.yaml"));
+    if file.is_file() {
+        return Ok(file);
+    }
+    let available = hardware::available_specs(dir);
+    let listing = if available.is_empty() {
+        format!("{} has no {what} files (set {flag})", dir.display())
+    } else {
+        format!("{} has: {}", dir.display(), available.join(", "))
+    };
+    Err(UsageError(format!("no {what} named `{name}`; {listing}")).into())
+}
+
+pub fn model(name: &str, dir: &Path) -> anyhow::Result<ModelConfig> {
+    Ok(model::load_model(&resolve(
+        "model",
+        name,
+        dir,
+        "--models-dir",
+    )?)?)
+}
+
+pub fn gpu(name: &str, dir: &Path) -> anyhow::Result<GpuSpec> {
+    Ok(hardware::load_spec(&resolve(
+        "GPU spec",
+        name,
+        dir,
+        "--gpus-dir",
+    )?)?)
+}

@@ -1,0 +1,82 @@
+//! `epsim topo show` and `epsim validate`.
+
+use super::output::{emit, json};
+use clap::ValueEnum;
+use epsim::input::{self, Diagnostics};
+use epsim::topology::{self, Summary};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopoFormat {
+    /// A human summary
+    Text,
+    /// One JSON object with the counts
+    Json,
+    /// Graphviz DOT
+    Dot,
+}
+
+pub fn show(
+    file: &Path,
+    format: TopoFormat,
+    overrides: &BTreeMap<String, String>,
+) -> anyhow::Result<ExitCode> {
+    let topo = topology::load_with(file, overrides)?;
+    let text = match format {
+        TopoFormat::Text => Summary::of(&topo).to_string(),
+        TopoFormat::Json => json(&Summary::of(&topo))?,
+        TopoFormat::Dot => topology::to_dot(&topo),
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks every file, printing one line per valid file and every problem of the others.
+pub fn validate(
+    files: &[PathBuf],
+    overrides: &BTreeMap<String, String>,
+) -> anyhow::Result<ExitCode> {
+    let mut all = Diagnostics::new();
+    let mut report = String::new();
+    for file in files {
+        match validate_one(file, overrides) {
+            Ok(what) => report.push_str(&format!("ok: {} ({what})\n", file.display())),
+            Err(diags) => all.append(diags),
+        }
+    }
+    emit(&report)?;
+    if all.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(all.into())
+    }
+}
+
+fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<String, Diagnostics> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        let mut d = Diagnostics::new();
+        d.push_file(file, format!("cannot read the file: {e}"));
+        d
+    })?;
+    let root = input::parse_tree(file, &text)?;
+    if has_field(&root, "hbm_gb") {
+        let spec = epsim::hardware::load_spec(file)?;
+        Ok(format!("GPU spec {}", spec.name))
+    } else if has_field(&root, "moe") {
+        let model = epsim::model::load_model(file)?;
+        Ok(format!("model {}", model.name))
+    } else {
+        let topo = topology::load_with(file, overrides)?;
+        Ok(format!("topology {}: {} GPUs", topo.name, topo.gpus.len()))
+    }
+}
+
+/// Files are told apart by a field only their kind has.
+fn has_field(root: &input::Node, field: &str) -> bool {
+    match &root.value {
+        input::Value::Map(entries) => entries.iter().any(|(k, _)| k.name == field),
+        _ => false,
+    }
+}
