@@ -171,7 +171,12 @@ fn dot_output_is_a_well_formed_graph() {
 #[test]
 fn validate_accepts_every_shipped_file() {
     let mut files: Vec<PathBuf> = Vec::new();
-    for dir in ["topologies", "topologies/gpus", "models"] {
+    for dir in [
+        "topologies",
+        "topologies/gpus",
+        "topologies/gpus/families",
+        "models",
+    ] {
         for entry in std::fs::read_dir(repo(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
@@ -179,7 +184,7 @@ fn validate_accepts_every_shipped_file() {
             }
         }
     }
-    assert!(files.len() >= 14);
+    assert!(files.len() >= 16);
     let assert = epsim().arg("validate").args(&files).assert().success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert_eq!(

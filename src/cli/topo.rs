@@ -64,6 +64,9 @@ fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<Str
     if has_field(&root, "hbm_gb") {
         let spec = epsim::hardware::load_spec(file)?;
         Ok(format!("GPU spec {}", spec.name))
+    } else if has_field(&root, "gemm_peak_fraction") {
+        let family = epsim::hardware::load_family(file)?;
+        Ok(format!("GPU family {}", family.name))
     } else if has_field(&root, "moe") {
         let model = epsim::model::load_model(file)?;
         Ok(format!("model {}", model.name))

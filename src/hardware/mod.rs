@@ -1,6 +1,8 @@
 //! GPU specifications: peak dense tensor throughput per data type, HBM capacity and
-//! bandwidth, NVLink bandwidth. One YAML file per GPU under `topologies/gpus/`, named after
-//! the spec (`b200-gb200.yaml` holds `name: b200-gb200`); topologies refer to them by name.
+//! bandwidth, NVLink bandwidth, and the achieved fractions of those peaks. One YAML file per
+//! GPU under `topologies/gpus/`, named after the spec (`b200-gb200.yaml` holds
+//! `name: b200-gb200`); topologies refer to them by name. Achieved fractions are shared by
+//! a GPU family (`topologies/gpus/families/hopper.yaml`), so one calibration serves all.
 
 use crate::input::{self, At, Diagnostics, Problem};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,26 @@ pub struct GpuSpec {
     pub nvlink_gb_s: f64,
     /// Streaming multiprocessors.
     pub sms: u32,
+    /// Achieved fractions of peak, from the GPU's family file.
+    pub efficiency: Efficiency,
+}
+
+/// What kernels achieve of the peaks, for one GPU family.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Efficiency {
+    /// The family's name (`hopper`, `blackwell`).
+    pub name: String,
+    /// Large GEMMs, as a fraction of the dense tensor peak of their data type.
+    pub gemm_peak_fraction: f64,
+    /// Attention arithmetic, as a fraction of the BF16 dense peak.
+    pub attention_peak_fraction: f64,
+    /// Memory-bound kernels, as a fraction of peak HBM bandwidth.
+    pub hbm_fraction: f64,
+    /// Token rows per MMA tile: a GEMM's rows are padded up to a multiple of this.
+    pub mma_tile_rows: u32,
+    /// Fixed cost per decode iteration, microseconds.
+    pub iteration_overhead_us: f64,
 }
 
 /// Peak dense tensor throughput per data type, TFLOP/s; `None` where the GPU has no such
@@ -54,6 +76,8 @@ struct GpuSpecFile {
     dense_tflops: DenseTflopsFile,
     nvlink_gb_s: At<f64>,
     sms: u32,
+    /// Family file in `families/` beside the spec.
+    family: At<String>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +136,7 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
     if let Some(usable) = &raw.hbm_usable_gib {
         positive("hbm_usable_gib", usable);
     }
+    let efficiency = load_family_of(file, &raw.family, &mut diags);
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -129,6 +154,9 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
             ),
         );
     }
+    let Some(efficiency) = efficiency else {
+        return Err(diags.into_error());
+    };
     diags.into_result(GpuSpec {
         name: raw.name.value,
         description: raw.description,
@@ -142,7 +170,65 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
         },
         nvlink_gb_s: raw.nvlink_gb_s.value,
         sms: raw.sms,
+        efficiency,
     })
+}
+
+/// The family file a spec names, reporting a missing or invalid one at the `family` field.
+fn load_family_of(
+    spec_file: &Path,
+    family: &At<String>,
+    diags: &mut Diagnostics,
+) -> Option<Efficiency> {
+    let dir = spec_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("families");
+    let file = dir.join(format!("{}.yaml", family.value));
+    if !file.is_file() {
+        let known = available_specs(&dir).join(", ");
+        diags.push(
+            spec_file,
+            Problem::new(
+                family.loc,
+                "family",
+                format!("no family file {} (known: {known})", file.display()),
+            ),
+        );
+        return None;
+    }
+    match load_family(&file) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            diags.append(e);
+            None
+        }
+    }
+}
+
+/// Reads and checks a family file of achieved fractions.
+pub fn load_family(file: &Path) -> Result<Efficiency, Diagnostics> {
+    let e: Efficiency = input::read_yaml(file)?;
+    let mut diags = Diagnostics::new();
+    for (name, v) in [
+        ("gemm_peak_fraction", e.gemm_peak_fraction),
+        ("attention_peak_fraction", e.attention_peak_fraction),
+        ("hbm_fraction", e.hbm_fraction),
+    ] {
+        if !(v > 0.0 && v <= 1.0) {
+            diags.push_file(
+                file,
+                format!("{name}: must be a fraction in (0, 1], got {v}"),
+            );
+        }
+    }
+    if e.mma_tile_rows == 0 {
+        diags.push_file(file, "mma_tile_rows: must be at least 1");
+    }
+    if !(e.iteration_overhead_us.is_finite() && e.iteration_overhead_us >= 0.0) {
+        diags.push_file(file, "iteration_overhead_us: must be a number >= 0");
+    }
+    diags.into_result(e)
 }
 
 #[cfg(test)]
@@ -176,6 +262,14 @@ mod tests {
         assert_eq!(h800.dense_tflops.fp4, None);
         assert_eq!(load("h100-sxm").nvlink_gb_s, 450.0);
         assert_eq!(load("h200-sxm").hbm_gb, 141.0);
+        assert_eq!(h800.efficiency.name, "hopper");
+        assert!((h800.efficiency.gemm_peak_fraction * h800.dense_tflops.fp8 - 1350.0).abs() < 10.0);
+        assert_eq!(
+            load("h100-sxm").efficiency,
+            h800.efficiency,
+            "one curve set per family"
+        );
+        assert_eq!(b200.efficiency.name, "blackwell");
     }
 
     #[test]
@@ -184,7 +278,7 @@ mod tests {
         let file = dir.path().join("bad.yaml");
         std::fs::write(
             &file,
-            "name: other\nhbm_gb: 0\nhbm_bandwidth_tb_s: -1\ndense_tflops: {fp8: 1, bf16: -5}\nnvlink_gb_s: 900\nsms: 1\n",
+            "name: other\nhbm_gb: 0\nhbm_bandwidth_tb_s: -1\ndense_tflops: {fp8: 1, bf16: -5}\nnvlink_gb_s: 900\nsms: 1\nfamily: volta\n",
         )
         .unwrap();
         let err = load_spec(&file).unwrap_err().to_string();
@@ -193,6 +287,7 @@ mod tests {
             "2:9: hbm_gb: must be a number > 0, got 0",
             "3:21: hbm_bandwidth_tb_s",
             "4:30: dense_tflops.bf16: must be a number > 0, got -5",
+            "7:9: family: no family file",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }

@@ -106,14 +106,19 @@ impl Diagnostics {
     }
 
     /// `Ok(value)` when nothing was found, otherwise every problem, in file and line order.
-    pub fn into_result<T>(mut self, value: T) -> Result<T, Diagnostics> {
+    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
         if self.items.is_empty() {
             Ok(value)
         } else {
-            self.items.sort();
-            self.items.dedup();
-            Err(self)
+            Err(self.into_error())
         }
+    }
+
+    /// The problems, in file and line order, once each.
+    pub fn into_error(mut self) -> Diagnostics {
+        self.items.sort();
+        self.items.dedup();
+        self
     }
 }
 
