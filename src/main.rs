@@ -33,7 +33,7 @@ enum Command {
     Topo(TopoCommand),
     /// Check input files and report every problem in them
     #[command(
-        after_help = "Example:\n  epsim validate topologies/*.yaml topologies/gpus/*.yaml\n\nTopology files and GPU spec files are told apart by their fields.\nExit code 0 when every file is valid, 2 otherwise (every problem is printed)."
+        after_help = "Example:\n  epsim validate topologies/*.yaml topologies/gpus/*.yaml models/*.yaml\n\nTopologies, GPU specs, GPU families and models are told apart by their fields.\nExit code 0 when every file is valid, 2 otherwise (every problem is printed)."
     )]
     Validate {
         /// Files to check
