@@ -4,6 +4,7 @@
 //! streams), [`input`] (YAML with located, collected diagnostics), [`hardware`] (GPU specs),
 //! [`topology`] (the graph of GPUs, switches, NICs, CPUs and links).
 
+pub mod cost;
 pub mod engine;
 pub mod hardware;
 pub mod input;

@@ -59,6 +59,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
+    /// Time one decode iteration of one rank, by op class
+    #[command(
+        after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n\nBalanced routing; compute only until the communication model prices dispatch and combine."
+    )]
+    Step {
+        #[command(flatten)]
+        deployment: DeploymentArgs,
+        /// Requests in the rank's attention group (one GPU with DP attention)
+        #[arg(long)]
+        batch: u64,
+        /// Context tokens per request
+        #[arg(long)]
+        context: u64,
+        /// Chance an MTP draft token is accepted (reference: DeepSeek reports 80-90%)
+        #[arg(long, default_value_t = epsim::cost::step::DEFAULT_MTP_ACCEPTANCE)]
+        mtp_acceptance: f64,
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +148,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             osl,
             format,
         } => cli::memory::run(&deployment, isl, osl, format),
+        Command::Step {
+            deployment,
+            batch,
+            context,
+            mtp_acceptance,
+            format,
+        } => cli::step::run(&cli::step::StepArgs {
+            deployment: &deployment,
+            batch,
+            context,
+            acceptance: mtp_acceptance,
+            format,
+        }),
     }
 }
 

@@ -618,3 +618,104 @@ fn memory_rejects_impossible_deployments() {
     ])
     .stderr(predicate::str::contains("expected dp or tp:N with N >= 1"));
 }
+
+fn step_json(args: &[&str]) -> serde_json::Value {
+    let out = epsim()
+        .current_dir(repo(""))
+        .arg("step")
+        .args(args)
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("step --format json prints one JSON object")
+}
+
+#[test]
+fn step_breakdown_ep8_vs_ep32() {
+    let common = [
+        "--model",
+        "deepseek-r1",
+        "--gpu",
+        "b200-gb200",
+        "--weights",
+        "nvfp4",
+        "--mtp",
+        "1",
+        "--batch",
+        "32",
+        "--context",
+        "2048",
+    ];
+    let ep8 = step_json(&[&common[..], &["--ep", "8"]].concat());
+    let ep32 = step_json(&[&common[..], &["--ep", "32", "--slots", "288"]].concat());
+    assert_eq!(ep8["communication_modelled"], false);
+    let us = |j: &serde_json::Value, class: &str| j["classes"][class]["us"].as_f64().unwrap();
+    let shares: f64 = [
+        "attention",
+        "dense_gemm",
+        "moe_group_gemm",
+        "dispatch",
+        "combine",
+        "other",
+    ]
+    .iter()
+    .map(|c| ep8["classes"][*c]["share"].as_f64().unwrap())
+    .sum();
+    assert!((shares - 1.0).abs() < 1e-9);
+    assert_eq!(us(&ep8, "dispatch"), 0.0);
+    assert!(us(&ep32, "moe_group_gemm") < us(&ep8, "moe_group_gemm") / 3.0);
+    assert_eq!(us(&ep32, "attention"), us(&ep8, "attention"));
+    assert!(ep32["output_tok_s_per_gpu"].as_f64() > ep8["output_tok_s_per_gpu"].as_f64());
+    assert_eq!(ep8["experts_per_gpu"], 32);
+    assert_eq!(ep32["tokens_per_expert"].as_array().unwrap().len(), 9);
+}
+
+#[test]
+fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
+    epsim()
+        .current_dir(repo(""))
+        .args([
+            "step",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "8",
+            "--weights",
+            "nvfp4",
+            "--batch",
+            "5000",
+            "--context",
+            "8192",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "compute only: dispatch and combine",
+        ))
+        .stdout(predicate::str::contains("warning: the KV cache holds only"));
+    epsim()
+        .current_dir(repo(""))
+        .args([
+            "step",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "8",
+            "--batch",
+            "0",
+            "--context",
+            "10",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--batch and --context must be at least 1",
+        ));
+}

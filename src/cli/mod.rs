@@ -3,4 +3,5 @@
 pub mod lookup;
 pub mod memory;
 pub mod output;
+pub mod step;
 pub mod topo;

@@ -1,0 +1,171 @@
+//! `epsim step`: the time of one decode iteration of one rank, by op class.
+
+use super::memory::{DeploymentArgs, TableFormat};
+use super::output::{UsageError, emit, json};
+use epsim::cost::compute::OpCost;
+use epsim::cost::step::{self, OpClass, StepCost, StepLoad};
+use epsim::model::memory;
+use std::fmt::Write;
+use std::process::ExitCode;
+
+pub struct StepArgs<'a> {
+    pub deployment: &'a DeploymentArgs,
+    pub batch: u64,
+    pub context: u64,
+    pub acceptance: f64,
+    pub format: TableFormat,
+}
+
+/// Dispatch and combine wait for the communication model.
+const COMMUNICATION_NOTE: &str =
+    "compute only: dispatch and combine (the MoE all-to-all) are not modelled yet";
+
+pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
+    let (model, gpu, deployment) = a.deployment.resolve()?;
+    if a.batch == 0 || a.context == 0 {
+        return Err(UsageError("--batch and --context must be at least 1".into()).into());
+    }
+    if !(0.0..=1.0).contains(&a.acceptance) {
+        return Err(UsageError(format!(
+            "--mtp-acceptance must be in [0, 1], got {}",
+            a.acceptance
+        ))
+        .into());
+    }
+    // The same checks as the memory plan (slots, EP, fit), and how many requests fit.
+    let plan = memory::plan(&model, &gpu, &deployment, a.context, 0)
+        .map_err(|e| UsageError(format!("this deployment cannot work:\n  {e}")))?;
+    let load = StepLoad {
+        batch: a.batch,
+        context: a.context,
+        mtp: a.deployment.mtp,
+    };
+    let cost = step::decode_step(&model, &gpu, &deployment, &load);
+    let total = cost.total();
+    let tokens = step::tokens_per_step(load.mtp, a.acceptance);
+    let tok_s_per_user = tokens / total.seconds;
+    let requests_fit = plan.max_requests;
+    let text = match a.format {
+        TableFormat::Json => json(&serde_json::json!({
+            "model": model.name,
+            "gpu": gpu.name,
+            "ep": deployment.ep,
+            "slots": deployment.slots,
+            "experts_per_gpu": cost.experts_per_gpu,
+            "batch": a.batch,
+            "context": a.context,
+            "mtp": load.mtp,
+            "mtp_acceptance": a.acceptance,
+            "expert_precision": deployment.expert_precision,
+            "step_us": total.seconds * 1e6,
+            "classes": classes_json(&cost),
+            "communication_modelled": false,
+            "tokens_per_expert": cost.tokens_per_expert,
+            "tokens_per_step_per_request": tokens,
+            "tok_s_per_user": tok_s_per_user,
+            "output_tok_s_per_gpu": tok_s_per_user * a.batch as f64,
+            "kv_requests_that_fit": requests_fit,
+            "kv_fits": a.batch as f64 <= requests_fit,
+        }))?,
+        TableFormat::Table => {
+            let mut t = String::new();
+            let tpe = &cost.tokens_per_expert;
+            let _ = writeln!(
+                t,
+                "{} on {}: EP {} ({} slots, {} experts per GPU), batch {} x context {}, MTP {}, experts {}",
+                model.name,
+                gpu.name,
+                deployment.ep,
+                deployment.slots,
+                cost.experts_per_gpu,
+                a.batch,
+                a.context,
+                load.mtp,
+                deployment.expert_precision
+            );
+            let _ = writeln!(t, "one decode iteration of one rank ({COMMUNICATION_NOTE})");
+            let _ = writeln!(
+                t,
+                "  {:<15} {:>10} {:>7} {:>12} {:>10}  bound",
+                "op class", "time us", "share", "HBM GB", "TFLOP"
+            );
+            for class in OpClass::ALL {
+                let c = cost.by_class[&class];
+                if matches!(class, OpClass::Dispatch | OpClass::Combine) {
+                    let _ = writeln!(t, "  {:<15} {:>10}", class.label(), "-");
+                    continue;
+                }
+                let _ = writeln!(t, "  {}", row(class.label(), &c, total.seconds, bound(&c)));
+            }
+            // A sum of memory- and compute-bound ops has no single bound.
+            let _ = writeln!(t, "  {}", row("total", &total, total.seconds, ""));
+            let _ = writeln!(
+                t,
+                "  routed tokens per local expert per MoE layer: {} to {} (balanced routing)",
+                tpe.iter().min().unwrap_or(&0),
+                tpe.iter().max().unwrap_or(&0)
+            );
+            let _ = writeln!(
+                t,
+                "  {:.2} tokens per request per step (MTP {}, acceptance {}): {:.0} tok/s per user, {:.0} output tok/s per GPU",
+                tokens,
+                load.mtp,
+                a.acceptance,
+                tok_s_per_user,
+                tok_s_per_user * a.batch as f64
+            );
+            if (a.batch as f64) > requests_fit {
+                let _ = writeln!(
+                    t,
+                    "  warning: the KV cache holds only {requests_fit:.0} requests of {} tokens per GPU, not {}",
+                    a.context, a.batch
+                );
+            }
+            t
+        }
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(label: &str, c: &OpCost, total: f64, bound: &str) -> String {
+    format!(
+        "{:<15} {:>10.1} {:>6.1}% {:>12.3} {:>10.3}  {bound}",
+        label,
+        c.seconds * 1e6,
+        100.0 * c.seconds / total,
+        c.bytes / 1e9,
+        c.flops / 1e12,
+    )
+}
+
+fn bound(c: &OpCost) -> &'static str {
+    match (c.seconds == 0.0, c.memory_bound()) {
+        (true, _) => "",
+        (false, true) => "memory",
+        (false, false) => "compute",
+    }
+}
+
+fn classes_json(cost: &StepCost) -> serde_json::Value {
+    let total = cost.total().seconds;
+    let mut map = serde_json::Map::new();
+    for class in OpClass::ALL {
+        let c = cost.by_class[&class];
+        let key = serde_json::to_value(class)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        map.insert(
+            key,
+            serde_json::json!({
+                "us": c.seconds * 1e6,
+                "share": if total > 0.0 { c.seconds / total } else { 0.0 },
+                "hbm_gb": c.bytes / 1e9,
+                "tflop": c.flops / 1e12,
+                "memory_bound": c.seconds > 0.0 && c.memory_bound(),
+            }),
+        );
+    }
+    serde_json::Value::Object(map)
+}

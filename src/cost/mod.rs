@@ -1,0 +1,5 @@
+//! Pure cost functions: how long ops take on the hardware. Compute (roofline GEMMs,
+//! GroupGEMM, attention) and, with the communication issue, the network.
+
+pub mod compute;
+pub mod step;
