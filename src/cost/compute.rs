@@ -170,6 +170,45 @@ impl<'a> Roofline<'a> {
     }
 }
 
+impl Roofline<'_> {
+    /// Prefill attention of one full-attention layer for a chunk of `chunk` new tokens after
+    /// `prefix` tokens already in the cache (chunked prefill; `prefix` = 0 for a whole
+    /// prompt), over `1/tp` of the heads. Causal: new token i attends to `prefix + i + 1`
+    /// tokens, so FLOPs grow with the square of the length. MLA runs uncompressed here
+    /// (per-head 192-wide keys, 128-wide values), as prefill kernels do.
+    pub fn prefill_attention(
+        &self,
+        model: &ModelConfig,
+        chunk: u64,
+        prefix: u64,
+        kv: Precision,
+        tp: u64,
+    ) -> OpCost {
+        let (c, p) = (chunk as f64, prefix as f64);
+        let pairs = c * p + c * (c + 1.0) / 2.0;
+        let (heads, qk, v) = match model.attention {
+            Attention::Mla {
+                heads,
+                qk_nope_head_dim,
+                qk_rope_head_dim,
+                v_head_dim,
+                ..
+            } => (heads, qk_nope_head_dim + qk_rope_head_dim, v_head_dim),
+            Attention::Gqa {
+                heads, head_dim, ..
+            } => (heads, head_dim, head_dim),
+        };
+        let flops = 2.0 * (heads as f64 / tp as f64) * (qk + v) as f64 * pairs;
+        // Read the prefix's cache, write the chunk's.
+        let bytes = kv.bytes(
+            (p + c) * model.kv_elements_per_token_per_layer() as f64,
+            Usage::KvCache,
+        );
+        let peak = self.gpu.dense_tflops.bf16 * 1e12 * self.gpu.efficiency.attention_peak_fraction;
+        self.roofline(bytes, flops, flops / peak)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +286,28 @@ mod tests {
         // Two experts' weights in NVFP4: 2 x 44.04M params x 0.5625 B.
         let weights = 2.0 * 3.0 * 7168.0 * 2048.0 * 0.5625;
         assert!(busy.bytes > weights && busy.bytes < weights * 1.01);
+    }
+
+    #[test]
+    fn prefill_attention_is_quadratic_and_chunking_conserves_work() {
+        let b200 = gpu("b200-gb200");
+        let ds = load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/deepseek-r1.yaml"))
+            .unwrap();
+        let r = Roofline::new(&b200);
+        let whole = |n| r.prefill_attention(&ds, n, 0, Precision::Fp8, 1);
+        let ratio = whole(8192).flops / whole(4096).flops;
+        assert!((ratio - 4.0).abs() < 0.01, "{ratio}");
+        assert!(!whole(8192).memory_bound());
+        // Four chunks of 2,048 do the same arithmetic as one prompt of 8,192.
+        let chunked: f64 = (0..4)
+            .map(|i| {
+                r.prefill_attention(&ds, 2048, 2048 * i, Precision::Fp8, 1)
+                    .flops
+            })
+            .sum();
+        assert!((chunked / whole(8192).flops - 1.0).abs() < 1e-12);
+        // 128 heads x (192 + 128) x 2 per (query, key) pair.
+        assert_eq!(whole(1).flops, 2.0 * 128.0 * 320.0);
     }
 
     #[test]

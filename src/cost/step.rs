@@ -197,15 +197,7 @@ impl Step<'_> {
         for (n, k) in attention_projections(model, self.tp) {
             c.add(OpClass::DenseGemm, r.gemm(m, n, k, d.other_precision));
         }
-        let attention = r.decode_attention(
-            model,
-            self.load.batch,
-            self.load.context,
-            queries,
-            d.kv_precision,
-            self.tp,
-        );
-        c.add(OpClass::Attention, attention);
+        c.add(OpClass::Attention, self.attention(queries));
         // Two RMS norms, each reading and writing the hidden state.
         let hidden_bytes = Precision::Bf16.bytes((m * h) as f64, Usage::Activations);
         c.add(OpClass::Other, r.memory_pass(4.0 * hidden_bytes));
@@ -235,6 +227,25 @@ impl Step<'_> {
             }
         }
         c
+    }
+
+    /// Decode attention of one layer, averaged over the model's layers: sliding-window layers
+    /// (gpt-oss) read no more than their window of each request's cache.
+    fn attention(&self, queries: u64) -> OpCost {
+        let (full, windowed, window) = self.model.attention_layer_split();
+        let at = |context: u64| {
+            self.roofline.decode_attention(
+                self.model,
+                self.load.batch,
+                context,
+                queries,
+                self.d.kv_precision,
+                self.tp,
+            )
+        };
+        let mut cost = at(self.load.context).times(full as f64);
+        cost += at(self.load.context.min(window)).times(windowed as f64);
+        cost.times(1.0 / self.model.layers as f64)
     }
 
     /// The LM head over `m` tokens, then sampling, which reads the FP32 logits once.
@@ -413,6 +424,41 @@ mod tests {
         };
         assert_eq!(attention(64, 2048), 2.0 * attention(32, 2048));
         assert_eq!(attention(32, 4096), 2.0 * attention(32, 2048));
+    }
+
+    #[test]
+    fn sliding_window_layers_read_only_their_window() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let oss = load_model(&root.join("models/gpt-oss-120b.yaml")).unwrap();
+        let h200 = load_spec(&spec_path(&root.join("topologies/gpus"), "h200-sxm")).unwrap();
+        let d = Deployment {
+            ep: 8,
+            slots: 128,
+            expert_precision: Precision::Mxfp4,
+            other_precision: Precision::Bf16,
+            mtp: false,
+            ..setup(8, 256).2
+        };
+        let bytes = |context| {
+            decode_step(
+                &oss,
+                &h200,
+                &d,
+                &StepLoad {
+                    batch: 16,
+                    context,
+                    mtp: 0,
+                },
+            )
+            .by_class[&OpClass::Attention]
+                .bytes
+        };
+        // 18 full layers grow with the context; 18 windowed layers stop at 128 tokens.
+        let per_token_layer = 2.0 * 8.0 * 64.0;
+        assert!(
+            (bytes(4096) - 16.0 * per_token_layer * (18.0 * 4096.0 + 18.0 * 128.0)).abs() < 1.0
+        );
+        assert!((bytes(100) - 16.0 * per_token_layer * 36.0 * 100.0).abs() < 1.0);
     }
 
     #[test]

@@ -137,8 +137,9 @@ impl ModelConfig {
         }
     }
 
-    /// Layers whose KV cache grows with the context, and layers capped at a window.
-    fn kv_layers(&self) -> (u64, u64, u64) {
+    /// Layers that attend to the whole context, layers that attend to a sliding window,
+    /// and the window's length in tokens (0 when there is none).
+    pub fn attention_layer_split(&self) -> (u64, u64, u64) {
         match &self.attention {
             Attention::Gqa {
                 sliding_window: Some(w),
@@ -166,7 +167,7 @@ impl ModelConfig {
     /// KV-cache elements held for one request of `context` tokens, over `extra_layers`
     /// full-attention layers on top of the model's own (an MTP module adds one).
     pub fn kv_elements(&self, context: u64, extra_layers: u64) -> f64 {
-        let (full, windowed, window) = self.kv_layers();
+        let (full, windowed, window) = self.attention_layer_split();
         let per_layer = self.kv_elements_per_token_per_layer() as f64;
         per_layer
             * ((full + extra_layers) as f64 * context as f64
