@@ -129,14 +129,15 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn row(label: &str, c: &OpCost, total: f64, bound: &str) -> String {
-    format!(
+    let line = format!(
         "{:<15} {:>10.1} {:>6.1}% {:>12.3} {:>10.3}  {bound}",
         label,
         c.seconds * 1e6,
         100.0 * c.seconds / total,
         c.bytes / 1e9,
         c.flops / 1e12,
-    )
+    );
+    line.trim_end().to_owned()
 }
 
 fn bound(c: &OpCost) -> &'static str {
