@@ -9,4 +9,5 @@ pub mod engine;
 pub mod hardware;
 pub mod input;
 pub mod model;
+pub mod moe;
 pub mod topology;

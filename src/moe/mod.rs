@@ -1,0 +1,4 @@
+//! Expert routing and placement: which experts a batch's tokens go to, which GPU holds each
+//! expert, and how placement is re-planned (EPLB).
+
+pub mod eplb;
