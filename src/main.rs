@@ -59,6 +59,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
+    /// Place experts into slots with DeepSeek's EPLB (hierarchical or global policy)
+    #[command(
+        after_help = "Example:\n  echo '{\"weight\": [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86]], \"num_replicas\": 16, \"num_groups\": 4, \"num_nodes\": 2, \"num_gpus\": 8}' | epsim eplb --input -\n\nInput: {\"weight\": [[load per expert] per layer], \"num_replicas\", \"num_groups\", \"num_nodes\", \"num_gpus\"}.\nOutput: one JSON object {\"policy\", \"phy2log\", \"logcnt\", \"phyrank\", \"log2phy\"}; bad input exits 2."
+    )]
+    Eplb {
+        /// JSON load profile, or - for standard input
+        #[arg(long)]
+        input: PathBuf,
+    },
     /// Time one decode iteration of one rank, by op class
     #[command(
         after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n\nBalanced routing; compute only until the communication model prices dispatch and combine."
@@ -148,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             osl,
             format,
         } => cli::memory::run(&deployment, isl, osl, format),
+        Command::Eplb { input } => cli::eplb::run(&input),
         Command::Step {
             deployment,
             batch,

@@ -719,3 +719,54 @@ fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
             "--batch and --context must be at least 1",
         ));
 }
+
+#[test]
+fn eplb_reproduces_every_reference_vector() {
+    let text = std::fs::read_to_string(repo("../shared/reference/eplb-vectors.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for case in doc["cases"].as_array().unwrap() {
+        let file = dir.path().join("input.json");
+        std::fs::write(&file, case["inputs"].to_string()).unwrap();
+        let out = epsim()
+            .args(["eplb", "--input"])
+            .arg(&file)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for field in ["policy", "phy2log", "logcnt", "phyrank", "log2phy"] {
+            assert_eq!(
+                got[field], case["expected"][field],
+                "{}: {field}",
+                case["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn eplb_rejects_bad_input_with_exit_2() {
+    let run = |json: &str| {
+        epsim()
+            .args(["eplb", "--input", "-"])
+            .write_stdin(json.to_owned())
+            .assert()
+            .code(2)
+    };
+    run(r#"{"weight": [[1, 2], [3]], "num_replicas": 3, "num_groups": 1, "num_nodes": 1, "num_gpus": 2}"#)
+        .stderr(predicate::str::contains("weight[1] has 1 experts, weight[0] has 2"))
+        .stderr(predicate::str::contains("3 replicas do not divide over 2 GPUs"));
+    run(r#"{"weight": [[1, -2]], "num_replicas": 2, "num_groups": 1, "num_nodes": 1, "num_gpus": 1}"#)
+        .stderr(predicate::str::contains("weight[0][1] = -2: loads must be finite and >= 0"));
+    run(r#"{"weight": [[1, 2]], "num_replicas": 2"#).stderr(predicate::str::contains("<stdin>:1:"));
+    run(r#"{"weights": [[1, 2]], "num_replicas": 2, "num_groups": 1, "num_nodes": 1, "num_gpus": 1}"#)
+        .stderr(predicate::str::contains("unknown field `weights`"));
+    epsim()
+        .args(["eplb", "--input", "nope.json"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nope.json: cannot read the file"));
+}

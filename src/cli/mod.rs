@@ -1,5 +1,6 @@
 //! The subcommands, one module each; `main.rs` only parses and dispatches.
 
+pub mod eplb;
 pub mod lookup;
 pub mod memory;
 pub mod output;
