@@ -2,3 +2,5 @@
 //! expert, and how placement is re-planned (EPLB).
 
 pub mod eplb;
+pub mod popularity;
+pub mod routing;

@@ -1,0 +1,319 @@
+//! How many of an iteration's tokens go to each expert of a layer.
+//!
+//! The model: each token picks `groups_per_token` distinct groups, then `k /
+//! groups_per_token` distinct experts inside each, so its k experts are distinct and come
+//! from at most `groups_per_token` groups (DeepSeek: 8 experts from at most 4 of 8 groups).
+//! Distinct picks are made by splitting the candidates into as many *choice subsets* as
+//! picks, each of about equal popularity, and picking one candidate from each subset in
+//! proportion to popularity. The counts of a whole batch are then sums of independent
+//! multinomials, which [`Router::sample`] draws with conditional binomials in O(experts),
+//! whatever the number of tokens; [`Router::sample_per_token`] draws token by token from the
+//! same model, as the reference the aggregate sampler is tested against.
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution};
+
+/// One layer's routing model, built from its expert probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Router {
+    /// Choice subsets over groups: (group, probability within its subset).
+    group_subsets: Vec<Vec<(usize, f64)>>,
+    /// Per group, choice subsets over its experts: (expert, probability within subset).
+    expert_subsets: Vec<Vec<Vec<(usize, f64)>>>,
+    experts: usize,
+}
+
+/// A routing shape the model cannot express.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct RoutingError(String);
+
+impl Router {
+    /// `popularity[e]` for every expert; experts are in `groups` contiguous groups; each
+    /// token takes `top_k` experts from at most `groups_per_token` groups.
+    pub fn new(
+        popularity: &[f64],
+        top_k: usize,
+        groups: usize,
+        groups_per_token: usize,
+    ) -> Result<Router, RoutingError> {
+        let experts = popularity.len();
+        if groups == 0 || !experts.is_multiple_of(groups) {
+            return Err(RoutingError(format!(
+                "{experts} experts do not divide into {groups} groups"
+            )));
+        }
+        if groups_per_token == 0
+            || groups_per_token > groups
+            || !top_k.is_multiple_of(groups_per_token)
+        {
+            return Err(RoutingError(format!(
+                "top-{top_k} from {groups_per_token} of {groups} groups needs 1 <= groups per token <= groups, dividing top-k"
+            )));
+        }
+        let group_size = experts / groups;
+        let per_group = top_k / groups_per_token;
+        if per_group > group_size {
+            return Err(RoutingError(format!(
+                "{per_group} experts per chosen group, but groups have only {group_size}"
+            )));
+        }
+        let group_mass: Vec<f64> = (0..groups)
+            .map(|g| {
+                popularity[g * group_size..(g + 1) * group_size]
+                    .iter()
+                    .sum()
+            })
+            .collect();
+        let group_ids: Vec<usize> = (0..groups).collect();
+        Ok(Router {
+            group_subsets: choice_subsets(&group_ids, &group_mass, groups_per_token),
+            expert_subsets: (0..groups)
+                .map(|g| {
+                    let ids: Vec<usize> = (g * group_size..(g + 1) * group_size).collect();
+                    choice_subsets(
+                        &ids,
+                        &popularity[g * group_size..(g + 1) * group_size],
+                        per_group,
+                    )
+                })
+                .collect(),
+            experts,
+        })
+    }
+
+    /// Tokens per expert for `tokens` tokens: O(experts), exactly `tokens x top_k` in all.
+    pub fn sample(&self, tokens: u64, rng: &mut ChaCha8Rng) -> Vec<u64> {
+        let mut per_group = vec![0u64; self.expert_subsets.len()];
+        for subset in &self.group_subsets {
+            multinomial(tokens, subset, rng, |g, n| per_group[g] += n);
+        }
+        let mut counts = vec![0u64; self.experts];
+        for (g, subsets) in self.expert_subsets.iter().enumerate() {
+            for subset in subsets {
+                multinomial(per_group[g], subset, rng, |e, n| counts[e] += n);
+            }
+        }
+        counts
+    }
+
+    /// The same model drawn token by token (for tests; O(tokens x top_k x experts)).
+    pub fn sample_per_token(&self, tokens: u64, rng: &mut ChaCha8Rng) -> Vec<u64> {
+        let mut counts = vec![0u64; self.experts];
+        for _ in 0..tokens {
+            for group_subset in &self.group_subsets {
+                let g = categorical(group_subset, rng);
+                for subset in &self.expert_subsets[g] {
+                    counts[categorical(subset, rng)] += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// Splits candidates into `picks` subsets of about equal mass: heaviest first (ties by
+/// index), dealt back and forth (0, 1, .., n-1, n-1, .., 0, ..). Each member carries its
+/// probability within its subset.
+fn choice_subsets(ids: &[usize], mass: &[f64], picks: usize) -> Vec<Vec<(usize, f64)>> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| mass[b].total_cmp(&mass[a]));
+    let mut subsets: Vec<Vec<usize>> = vec![Vec::new(); picks];
+    for (i, &c) in order.iter().enumerate() {
+        let round = i / picks;
+        let slot = if round % 2 == 0 {
+            i % picks
+        } else {
+            picks - 1 - i % picks
+        };
+        subsets[slot].push(c);
+    }
+    subsets
+        .into_iter()
+        .map(|members| {
+            let total: f64 = members.iter().map(|&c| mass[c]).sum();
+            members
+                .iter()
+                .map(|&c| {
+                    // A subset with no mass at all picks uniformly.
+                    let p = if total > 0.0 {
+                        mass[c] / total
+                    } else {
+                        1.0 / members.len() as f64
+                    };
+                    (ids[c], p)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `n` draws over a subset, as conditional binomials: member i gets Bin(left, p_i / mass
+/// left); the last member takes what is left, so the total is exactly `n`.
+fn multinomial(
+    n: u64,
+    subset: &[(usize, f64)],
+    rng: &mut ChaCha8Rng,
+    mut add: impl FnMut(usize, u64),
+) {
+    let mut left = n;
+    let mut mass_left = 1.0;
+    for (i, &(id, p)) in subset.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let take = if i + 1 == subset.len() {
+            left
+        } else {
+            let q = (p / mass_left).clamp(0.0, 1.0);
+            Binomial::new(left, q).map_or(0, |b| b.sample(rng))
+        };
+        add(id, take);
+        left -= take;
+        mass_left -= p;
+    }
+}
+
+fn categorical(subset: &[(usize, f64)], rng: &mut ChaCha8Rng) -> usize {
+    let mut u: f64 = rng.random();
+    for &(id, p) in subset {
+        if u < p {
+            return id;
+        }
+        u -= p;
+    }
+    subset.last().map_or(0, |&(id, _)| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RandomStreams;
+    use crate::moe::popularity::Popularity;
+    use proptest::prelude::*;
+
+    fn deepseek_like(seed: u64) -> Router {
+        let mut rng = RandomStreams::new(seed).stream("popularity");
+        let p = Popularity::Dirichlet { concentration: 0.5 }.draw(64, &mut rng);
+        Router::new(&p, 8, 8, 4).unwrap()
+    }
+
+    #[test]
+    fn every_token_gets_top_k_distinct_experts_from_few_groups() {
+        // Per token, one expert from each (group subset x expert subset): 4 groups x 2.
+        let r = deepseek_like(1);
+        assert_eq!(r.group_subsets.len(), 4);
+        assert!(r.expert_subsets.iter().all(|s| s.len() == 2));
+        let mut rng = RandomStreams::new(2).stream("routing");
+        let counts = r.sample_per_token(1, &mut rng);
+        assert_eq!(counts.iter().sum::<u64>(), 8);
+        assert!(counts.iter().all(|&c| c <= 1), "distinct experts");
+        let groups_used = (0..8)
+            .filter(|g| counts[g * 8..(g + 1) * 8].iter().any(|&c| c > 0))
+            .count();
+        assert!(groups_used <= 4);
+    }
+
+    /// Per-expert (mean, variance) over `batches` draws of `tokens` tokens.
+    fn moments(batches: usize, mut draw: impl FnMut() -> Vec<u64>) -> Vec<(f64, f64)> {
+        let draws: Vec<Vec<u64>> = (0..batches).map(|_| draw()).collect();
+        (0..draws[0].len())
+            .map(|e| {
+                let xs: Vec<f64> = draws.iter().map(|d| d[e] as f64).collect();
+                let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                let var =
+                    xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
+                (mean, var)
+            })
+            .collect()
+    }
+
+    /// Experts whose means or variances differ by more than 5 standard errors.
+    fn disagreeing(a: &[(f64, f64)], b: &[(f64, f64)], n: f64) -> Vec<usize> {
+        (0..a.len())
+            .filter(|&e| {
+                let ((ma, va), (mb, vb)) = (a[e], b[e]);
+                let se_mean = ((va + vb) / n).sqrt().max(1e-9);
+                // A sample variance's variance is ~ 2 var^2 / n for near-normal counts and
+                // ~ var / n for rare ones (mostly 0, sometimes 1); two samples, twice that.
+                let v = (va + vb) / 2.0;
+                let se_var = (2.0 * (2.0 * v * v + v) / n).sqrt().max(1e-9);
+                (ma - mb).abs() >= 5.0 * se_mean || (va - vb).abs() >= 5.0 * se_var
+            })
+            .collect()
+    }
+
+    /// The aggregate sampler against the per-token one: per-expert means and variances over
+    /// many batches agree within statistical tolerance.
+    #[test]
+    fn aggregate_sampling_matches_per_token_sampling() {
+        let r = deepseek_like(3);
+        let (batches, tokens) = (3000, 48);
+        let mut agg_rng = RandomStreams::new(4).stream("aggregate");
+        let mut tok_rng = RandomStreams::new(4).stream("per-token");
+        let agg = moments(batches, || r.sample(tokens, &mut agg_rng));
+        let tok = moments(batches, || r.sample_per_token(tokens, &mut tok_rng));
+        assert_eq!(disagreeing(&agg, &tok, batches as f64), Vec::<usize>::new());
+    }
+
+    /// The check has power: a sampler that ignores that a token's experts are distinct
+    /// (one multinomial of tokens x top-k over all experts) fails it.
+    #[test]
+    fn the_check_catches_a_sampler_that_ignores_distinct_choices() {
+        let r = deepseek_like(3);
+        let (batches, tokens) = (3000, 48);
+        // Each expert's share of all picks, as the per-token model makes them.
+        let mut share = vec![0.0; 64];
+        for g in &r.group_subsets {
+            for &(group, pg) in g {
+                for subset in &r.expert_subsets[group] {
+                    for &(e, pe) in subset {
+                        share[e] += pg * pe / 8.0;
+                    }
+                }
+            }
+        }
+        let naive = vec![(0..64).map(|e| (e, share[e])).collect::<Vec<_>>()];
+        let mut naive_rng = RandomStreams::new(4).stream("naive");
+        let mut tok_rng = RandomStreams::new(4).stream("per-token");
+        let wrong = moments(batches, || {
+            let mut c = vec![0u64; 64];
+            multinomial(tokens * 8, &naive[0], &mut naive_rng, |e, n| c[e] += n);
+            c
+        });
+        let tok = moments(batches, || r.sample_per_token(tokens, &mut tok_rng));
+        assert!(!disagreeing(&wrong, &tok, batches as f64).is_empty());
+    }
+
+    #[test]
+    fn shapes_the_model_cannot_take() {
+        let p = vec![1.0 / 12.0; 12];
+        assert!(
+            Router::new(&p, 8, 5, 1).is_err(),
+            "groups must divide experts"
+        );
+        assert!(
+            Router::new(&p, 6, 4, 4).is_err(),
+            "groups per token must divide top-k"
+        );
+        assert!(
+            Router::new(&p, 8, 4, 2).is_err(),
+            "4 picks from groups of 3"
+        );
+        assert!(Router::new(&p, 2, 1, 1).is_ok());
+    }
+
+    proptest! {
+        /// Tokens per expert sum to tokens x top-k, and no expert gets more than every token.
+        #[test]
+        fn counts_are_conserved(seed in 0u64..1000, tokens in 0u64..5000, skew in 0.05f64..5.0) {
+            let mut rng = RandomStreams::new(seed).stream("popularity");
+            let p = Popularity::Dirichlet { concentration: skew }.draw(256, &mut rng);
+            let r = Router::new(&p, 8, 8, 4).unwrap();
+            let counts = r.sample(tokens, &mut rng);
+            prop_assert_eq!(counts.iter().sum::<u64>(), tokens * 8);
+            prop_assert!(counts.iter().all(|&c| c <= tokens));
+        }
+    }
+}
