@@ -122,7 +122,7 @@ fn choice_subsets(ids: &[usize], mass: &[f64], picks: usize) -> Vec<Vec<(usize, 
     let mut subsets: Vec<Vec<usize>> = vec![Vec::new(); picks];
     for (i, &c) in order.iter().enumerate() {
         let round = i / picks;
-        let slot = if round % 2 == 0 {
+        let slot = if round.is_multiple_of(2) {
             i % picks
         } else {
             picks - 1 - i % picks
