@@ -274,12 +274,12 @@ mod tests {
                 }
             }
         }
-        let naive = vec![(0..64).map(|e| (e, share[e])).collect::<Vec<_>>()];
+        let naive: Vec<(usize, f64)> = (0..64).map(|e| (e, share[e])).collect();
         let mut naive_rng = RandomStreams::new(4).stream("naive");
         let mut tok_rng = RandomStreams::new(4).stream("per-token");
         let wrong = moments(batches, || {
             let mut c = vec![0u64; 64];
-            multinomial(tokens * 8, &naive[0], &mut naive_rng, |e, n| c[e] += n);
+            multinomial(tokens * 8, &naive, &mut naive_rng, |e, n| c[e] += n);
             c
         });
         let tok = moments(batches, || r.sample_per_token(tokens, &mut tok_rng));
