@@ -2,5 +2,7 @@
 //! expert, and how placement is re-planned (EPLB).
 
 pub mod eplb;
+pub mod imbalance;
+pub mod placement;
 pub mod popularity;
 pub mod routing;

@@ -71,6 +71,13 @@ impl fmt::Display for Popularity {
     }
 }
 
+impl serde::Serialize for Popularity {
+    /// As written on the command line (`zipf:1.2`).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl Popularity {
     /// One layer's expert probabilities (summing to 1), drawn from `rng`.
     pub fn draw(&self, experts: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {

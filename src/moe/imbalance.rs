@@ -1,0 +1,399 @@
+//! Expert load imbalance over many iterations: route each iteration's tokens, place them
+//! with a policy (no EPLB, static EPLB from a warm-up profile, or online EPLB), and measure
+//! what TensorRT-LLM and SGLang report per layer: the rank imbalance (max - mean)/mean and
+//! the balancedness mean/max of tokens per rank.
+
+use super::placement::{Placement, PlacementError, ReplicaSplit};
+use super::popularity::{Drifting, Popularity};
+use super::routing::Router;
+use crate::engine::RandomStreams;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EplbMode {
+    /// Contiguous placement: expert e on rank e / (experts / EP).
+    None,
+    /// DeepSeek's EPLB, planned once from the warm-up iterations' counts.
+    Static,
+    /// DeepSeek's EPLB, re-planned while serving.
+    Online,
+}
+
+/// How online EPLB gathers statistics, re-plans and moves weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "style")]
+pub enum OnlineStyle {
+    /// SGLang / vLLM: every `every` iterations, all layers from the counts of the last
+    /// `window` iterations; weights move GPU to GPU over NVLink and serving waits.
+    Periodic { every: u64, window: u64 },
+    /// TensorRT-LLM: `layers_per_iteration` layers re-planned each iteration, round robin,
+    /// from counts decayed by `decay` per iteration (reset when the layer is re-planned);
+    /// weights are copied from host memory in the background.
+    Layerwise {
+        layers_per_iteration: usize,
+        decay: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImbalanceSetup {
+    pub layers: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub groups: usize,
+    pub groups_per_token: usize,
+    pub ep: usize,
+    pub slots: usize,
+    pub eplb: EplbMode,
+    pub online: OnlineStyle,
+    pub popularity: Popularity,
+    /// Iterations over which the popularity drifts from one draw to the next (0 = fixed).
+    pub drift_period: u64,
+    /// Tokens each rank sends into every MoE layer per iteration.
+    pub tokens_per_rank: u64,
+    pub iterations: u64,
+    /// Iterations routed before measuring: the static plan's profile.
+    pub warmup: u64,
+    pub split: ReplicaSplit,
+    pub seed: u64,
+    /// Bytes of one expert's weights, to price migrations.
+    pub expert_bytes: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LayerStats {
+    pub mean_rank_imbalance: f64,
+    pub max_rank_imbalance: f64,
+    pub mean_balancedness: f64,
+    /// (max - mean) / mean of tokens per expert.
+    pub mean_expert_imbalance: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImbalanceReport {
+    pub layers: Vec<LayerStats>,
+    pub mean_rank_imbalance: f64,
+    pub mean_balancedness: f64,
+    pub mean_expert_imbalance: f64,
+    /// Layer re-plans during the measured iterations (online EPLB).
+    pub layer_replans: u64,
+    /// Slots whose expert changed, over all re-plans and ranks.
+    pub migrated_slots: u64,
+    pub migrated_gib: f64,
+    /// The most any one rank received in one re-plan event (what a blocking move waits for).
+    pub max_rank_migration_gib: f64,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
+    let streams = RandomStreams::new(s.seed);
+    let mut popularity = Drifting::new(
+        s.popularity.clone(),
+        s.layers,
+        s.experts,
+        s.drift_period,
+        streams.stream("popularity"),
+    );
+    let mut rng = streams.stream("routing");
+    let tokens = s.tokens_per_rank * s.ep as u64;
+    if s.eplb == EplbMode::None && s.slots != s.experts {
+        return Err(PlacementError(format!(
+            "{} slots for {} experts: redundant slots need EPLB (static or online)",
+            s.slots, s.experts
+        )));
+    }
+    let route = |iteration: u64,
+                 popularity: &mut Drifting,
+                 rng: &mut rand_chacha::ChaCha8Rng|
+     -> Result<Vec<Vec<u64>>, PlacementError> {
+        popularity
+            .at(iteration)
+            .iter()
+            .map(|p| {
+                let router = Router::new(p, s.top_k, s.groups, s.groups_per_token)
+                    .map_err(|e| PlacementError(e.to_string()))?;
+                Ok(router.sample(tokens, rng))
+            })
+            .collect()
+    };
+
+    let mut profile = vec![vec![0.0; s.experts]; s.layers];
+    for it in 0..s.warmup {
+        for (sum, counts) in profile
+            .iter_mut()
+            .zip(route(it, &mut popularity, &mut rng)?)
+        {
+            add_counts(sum, &counts, 1.0);
+        }
+    }
+    let mut placement = match s.eplb {
+        EplbMode::None => Placement::contiguous(s.layers, s.experts, s.ep)?,
+        EplbMode::Static | EplbMode::Online => Placement::eplb(&profile, s.slots, s.groups, s.ep)?,
+    };
+
+    let mut online = OnlineState::new(s);
+    let mut sums = vec![LayerStats::default(); s.layers];
+    let mut report = ImbalanceReport {
+        layers: Vec::new(),
+        mean_rank_imbalance: 0.0,
+        mean_balancedness: 0.0,
+        mean_expert_imbalance: 0.0,
+        layer_replans: 0,
+        migrated_slots: 0,
+        migrated_gib: 0.0,
+        max_rank_migration_gib: 0.0,
+    };
+    for step in 0..s.iterations {
+        let counts = route(s.warmup + step, &mut popularity, &mut rng)?;
+        for (layer, c) in counts.iter().enumerate() {
+            let loads = placement.rank_loads(layer, c, s.split);
+            let (imbalance, balancedness) = spread(&loads);
+            let expert_counts: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+            let stats = &mut sums[layer];
+            stats.mean_rank_imbalance += imbalance;
+            stats.max_rank_imbalance = stats.max_rank_imbalance.max(imbalance);
+            stats.mean_balancedness += balancedness;
+            stats.mean_expert_imbalance += spread(&expert_counts).0;
+        }
+        if s.eplb == EplbMode::Online {
+            online.observe(step, &counts, &mut placement, s, &mut report)?;
+        }
+    }
+    let n = s.iterations.max(1) as f64;
+    report.layers = sums
+        .into_iter()
+        .map(|l| LayerStats {
+            mean_rank_imbalance: l.mean_rank_imbalance / n,
+            max_rank_imbalance: l.max_rank_imbalance,
+            mean_balancedness: l.mean_balancedness / n,
+            mean_expert_imbalance: l.mean_expert_imbalance / n,
+        })
+        .collect();
+    let layers = report.layers.len().max(1) as f64;
+    report.mean_rank_imbalance = report
+        .layers
+        .iter()
+        .map(|l| l.mean_rank_imbalance)
+        .sum::<f64>()
+        / layers;
+    report.mean_balancedness = report
+        .layers
+        .iter()
+        .map(|l| l.mean_balancedness)
+        .sum::<f64>()
+        / layers;
+    report.mean_expert_imbalance = report
+        .layers
+        .iter()
+        .map(|l| l.mean_expert_imbalance)
+        .sum::<f64>()
+        / layers;
+    report.migrated_gib = report.migrated_slots as f64 * s.expert_bytes / GIB;
+    Ok(report)
+}
+
+/// (max - mean) / mean and mean / max; a layer with no tokens is perfectly balanced.
+fn spread(loads: &[f64]) -> (f64, f64) {
+    let max = loads.iter().copied().fold(0.0, f64::max);
+    let mean = loads.iter().sum::<f64>() / loads.len().max(1) as f64;
+    if max <= 0.0 {
+        (0.0, 1.0)
+    } else {
+        ((max - mean) / mean, mean / max)
+    }
+}
+
+fn add_counts(sum: &mut [f64], counts: &[u64], scale: f64) {
+    for (s, &c) in sum.iter_mut().zip(counts) {
+        *s = *s * scale + c as f64;
+    }
+}
+
+/// Statistics and schedule of online EPLB.
+struct OnlineState {
+    /// Per layer: decayed counts (layerwise), or the window's iterations (periodic).
+    decayed: Vec<Vec<f64>>,
+    window: std::collections::VecDeque<Vec<Vec<u64>>>,
+    next_layer: usize,
+}
+
+impl OnlineState {
+    fn new(s: &ImbalanceSetup) -> Self {
+        OnlineState {
+            decayed: vec![vec![0.0; s.experts]; s.layers],
+            window: std::collections::VecDeque::new(),
+            next_layer: 0,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        step: u64,
+        counts: &[Vec<u64>],
+        placement: &mut Placement,
+        s: &ImbalanceSetup,
+        report: &mut ImbalanceReport,
+    ) -> Result<(), PlacementError> {
+        let layers: Vec<usize> = match s.online {
+            OnlineStyle::Periodic { every, window } => {
+                self.window.push_back(counts.to_vec());
+                while self.window.len() as u64 > window.max(1) {
+                    self.window.pop_front();
+                }
+                if (step + 1) % every.max(1) != 0 {
+                    return Ok(());
+                }
+                for (layer, load) in self.decayed.iter_mut().enumerate() {
+                    load.iter_mut().for_each(|x| *x = 0.0);
+                    for past in &self.window {
+                        add_counts(load, &past[layer], 1.0);
+                    }
+                }
+                (0..s.layers).collect()
+            }
+            OnlineStyle::Layerwise {
+                layers_per_iteration,
+                decay,
+            } => {
+                for (load, c) in self.decayed.iter_mut().zip(counts) {
+                    add_counts(load, c, decay);
+                }
+                let chosen = (0..layers_per_iteration.min(s.layers))
+                    .map(|i| (self.next_layer + i) % s.layers)
+                    .collect();
+                self.next_layer = (self.next_layer + layers_per_iteration) % s.layers.max(1);
+                chosen
+            }
+        };
+        let mut received = vec![0usize; s.ep];
+        for layer in layers {
+            let plan = Placement::eplb(
+                std::slice::from_ref(&self.decayed[layer]),
+                s.slots,
+                s.groups,
+                s.ep,
+            )?;
+            let (aligned, changed) = placement.align_layer(layer, plan.phy2log(0).to_vec());
+            placement.set_layer(layer, aligned);
+            for (r, c) in changed.iter().enumerate() {
+                received[r] += c;
+            }
+            report.layer_replans += 1;
+            report.migrated_slots += changed.iter().sum::<usize>() as u64;
+            if matches!(s.online, OnlineStyle::Layerwise { .. }) {
+                self.decayed[layer].iter_mut().for_each(|x| *x = 0.0);
+            }
+        }
+        let worst = received.iter().copied().max().unwrap_or(0) as f64 * s.expert_bytes / GIB;
+        report.max_rank_migration_gib = report.max_rank_migration_gib.max(worst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(eplb: EplbMode, popularity: Popularity) -> ImbalanceSetup {
+        ImbalanceSetup {
+            layers: 4,
+            experts: 64,
+            top_k: 8,
+            groups: 8,
+            groups_per_token: 4,
+            ep: 8,
+            slots: if eplb == EplbMode::None { 64 } else { 72 },
+            eplb,
+            online: OnlineStyle::Layerwise {
+                layers_per_iteration: 1,
+                decay: 0.95,
+            },
+            popularity,
+            drift_period: 0,
+            tokens_per_rank: 256,
+            iterations: 40,
+            warmup: 20,
+            split: ReplicaSplit::Even,
+            seed: 7,
+            expert_bytes: 1e6,
+        }
+    }
+
+    #[test]
+    fn uniform_popularity_is_nearly_balanced() {
+        let r = simulate(&setup(EplbMode::None, Popularity::Uniform)).unwrap();
+        assert!(r.mean_rank_imbalance < 0.15, "{}", r.mean_rank_imbalance);
+        assert!(r.mean_balancedness > 0.85);
+        assert_eq!(r.layers.len(), 4);
+    }
+
+    #[test]
+    fn eplb_reduces_skewed_imbalance() {
+        let skew = Popularity::Dirichlet { concentration: 0.3 };
+        let none = simulate(&setup(EplbMode::None, skew.clone())).unwrap();
+        let fixed = simulate(&setup(EplbMode::Static, skew.clone())).unwrap();
+        let online = simulate(&setup(EplbMode::Online, skew)).unwrap();
+        assert!(
+            none.mean_rank_imbalance > 2.0 * fixed.mean_rank_imbalance,
+            "{} vs {}",
+            none.mean_rank_imbalance,
+            fixed.mean_rank_imbalance
+        );
+        assert!(online.mean_rank_imbalance < none.mean_rank_imbalance);
+        assert_eq!(fixed.migrated_slots, 0, "a static plan never moves weights");
+        assert_eq!(online.layer_replans, 40, "one layer per iteration");
+        // Imbalance and balancedness describe the same spread.
+        for l in &none.layers {
+            assert!(l.mean_balancedness <= 1.0 && l.mean_rank_imbalance >= 0.0);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_report() {
+        let s = setup(EplbMode::Online, Popularity::Calibrated);
+        assert_eq!(simulate(&s).unwrap(), simulate(&s).unwrap());
+        let other = ImbalanceSetup {
+            seed: 8,
+            ..s.clone()
+        };
+        assert_ne!(simulate(&s).unwrap(), simulate(&other).unwrap());
+    }
+
+    #[test]
+    fn drifting_popularity_makes_online_beat_static() {
+        let drifting = |eplb| ImbalanceSetup {
+            drift_period: 30,
+            iterations: 120,
+            online: OnlineStyle::Periodic {
+                every: 10,
+                window: 10,
+            },
+            ..setup(eplb, Popularity::Dirichlet { concentration: 0.3 })
+        };
+        let fixed = simulate(&drifting(EplbMode::Static)).unwrap();
+        let online = simulate(&drifting(EplbMode::Online)).unwrap();
+        assert!(
+            online.mean_rank_imbalance < fixed.mean_rank_imbalance,
+            "{} vs {}",
+            online.mean_rank_imbalance,
+            fixed.mean_rank_imbalance
+        );
+        assert!(online.migrated_slots > 0 && online.max_rank_migration_gib > 0.0);
+    }
+
+    #[test]
+    fn redundant_slots_need_eplb() {
+        let s = ImbalanceSetup {
+            slots: 72,
+            ..setup(EplbMode::None, Popularity::Uniform)
+        };
+        assert!(
+            simulate(&s)
+                .unwrap_err()
+                .0
+                .contains("redundant slots need EPLB")
+        );
+    }
+}
