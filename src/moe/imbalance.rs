@@ -242,7 +242,7 @@ impl OnlineState {
                 while self.window.len() as u64 > window.max(1) {
                     self.window.pop_front();
                 }
-                if (step + 1) % every.max(1) != 0 {
+                if !(step + 1).is_multiple_of(every.max(1)) {
                     return Ok(());
                 }
                 for (layer, load) in self.decayed.iter_mut().enumerate() {

@@ -129,7 +129,7 @@ impl Placement {
         let per_rank = self.slots_per_rank();
         let old = &self.phy2log[layer];
         let mut changed = vec![0; self.ranks];
-        for rank in 0..self.ranks {
+        for (rank, changed) in changed.iter_mut().enumerate() {
             let range = rank * per_rank..(rank + 1) * per_rank;
             let mut incoming: Vec<usize> = new[range.clone()].to_vec();
             let mut aligned: Vec<Option<usize>> = vec![None; per_rank];
@@ -143,7 +143,7 @@ impl Placement {
             for (i, slot) in aligned.iter_mut().enumerate() {
                 if slot.is_none() {
                     *slot = newcomers.next();
-                    changed[rank] += 1;
+                    *changed += 1;
                     debug_assert!(slot.is_some(), "rank {rank} slot {i}");
                 }
             }
