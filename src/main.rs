@@ -68,6 +68,11 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Expert load imbalance per layer over many iterations, without or with EPLB
+    #[command(
+        after_help = "Examples:\n  epsim imbalance --model deepseek-r1 --ep 32\n  epsim imbalance --model deepseek-r1 --ep 32 --slots 288 --eplb online --format json\n  epsim imbalance --model deepseek-r1 --ep 64 --slots 320 --eplb static --popularity zipf:1.0 --format csv\n\nRank imbalance is (max - mean)/mean of tokens per rank (TensorRT-LLM's imbalance ratio);\nbalancedness is mean/max (SGLang's)."
+    )]
+    Imbalance(cli::imbalance::ImbalanceArgs),
     /// Time one decode iteration of one rank, by op class
     #[command(
         after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n\nBalanced routing; compute only until the communication model prices dispatch and combine."
@@ -158,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => cli::memory::run(&deployment, isl, osl, format),
         Command::Eplb { input } => cli::eplb::run(&input),
+        Command::Imbalance(args) => cli::imbalance::run(&args),
         Command::Step {
             deployment,
             batch,

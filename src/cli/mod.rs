@@ -1,6 +1,7 @@
 //! The subcommands, one module each; `main.rs` only parses and dispatches.
 
 pub mod eplb;
+pub mod imbalance;
 pub mod lookup;
 pub mod memory;
 pub mod output;

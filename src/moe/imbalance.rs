@@ -383,6 +383,32 @@ mod tests {
         assert!(online.migrated_slots > 0 && online.max_rank_migration_gib > 0.0);
     }
 
+    /// The calibrated popularity reproduces DeepSeek-R1's measured imbalance at EP32
+    /// without EPLB (1.56 on average; a shorter run here, so a wider band).
+    #[test]
+    fn calibrated_popularity_matches_the_measured_ep32_imbalance() {
+        let s = ImbalanceSetup {
+            layers: 58,
+            experts: 256,
+            ep: 32,
+            slots: 256,
+            iterations: 40,
+            warmup: 0,
+            ..setup(EplbMode::None, Popularity::Calibrated)
+        };
+        let r = simulate(&s).unwrap();
+        assert!(
+            (1.3..1.85).contains(&r.mean_rank_imbalance),
+            "{}",
+            r.mean_rank_imbalance
+        );
+        assert!(
+            (9.0..16.0).contains(&r.mean_expert_imbalance),
+            "{}",
+            r.mean_expert_imbalance
+        );
+    }
+
     #[test]
     fn redundant_slots_need_eplb() {
         let s = ImbalanceSetup {
