@@ -770,3 +770,120 @@ fn eplb_rejects_bad_input_with_exit_2() {
         .code(2)
         .stderr(predicate::str::contains("nope.json: cannot read the file"));
 }
+
+fn imbalance_json(args: &[&str]) -> serde_json::Value {
+    let out = epsim()
+        .current_dir(repo(""))
+        .arg("imbalance")
+        .args(args)
+        .args(["--format", "json", "--iterations", "30", "--warmup", "20"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("imbalance --format json prints one JSON object")
+}
+
+#[test]
+fn imbalance_with_and_without_eplb() {
+    let none = imbalance_json(&["--model", "deepseek-r1", "--ep", "32"]);
+    let fixed = imbalance_json(&[
+        "--model",
+        "deepseek-r1",
+        "--ep",
+        "32",
+        "--slots",
+        "288",
+        "--eplb",
+        "static",
+    ]);
+    let online = imbalance_json(&[
+        "--model",
+        "deepseek-r1",
+        "--ep",
+        "32",
+        "--slots",
+        "288",
+        "--eplb",
+        "online",
+    ]);
+    let mean = |j: &serde_json::Value| j["mean_rank_imbalance"].as_f64().unwrap();
+    assert!(mean(&none) > 1.0, "{}", mean(&none));
+    assert!(mean(&fixed) < 0.2 && mean(&online) < 0.3);
+    assert!(fixed["mean_balancedness"].as_f64() > none["mean_balancedness"].as_f64());
+    assert_eq!(none["layers"].as_array().unwrap().len(), 58);
+    assert!(online["layer_replans"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn imbalance_is_deterministic_and_writes_csv() {
+    let run = |seed: &str| {
+        epsim()
+            .current_dir(repo(""))
+            .args([
+                "imbalance",
+                "--model",
+                "mixtral-8x7b",
+                "--ep",
+                "4",
+                "--iterations",
+                "20",
+                "--format",
+                "csv",
+                "--seed",
+                seed,
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    };
+    let a = run("3");
+    assert_eq!(a, run("3"), "same seed, same bytes");
+    assert_ne!(a, run("4"));
+    let text = String::from_utf8(a).unwrap();
+    assert!(text.starts_with(
+        "layer,mean_rank_imbalance,max_rank_imbalance,mean_balancedness,mean_expert_imbalance\n"
+    ));
+    assert_eq!(text.lines().count(), 1 + 32);
+}
+
+#[test]
+fn imbalance_rejects_impossible_setups() {
+    let run = |args: &[&str]| {
+        epsim()
+            .current_dir(repo(""))
+            .arg("imbalance")
+            .args(args)
+            .assert()
+            .code(2)
+    };
+    run(&["--model", "deepseek-r1", "--ep", "72"])
+        .stderr(predicate::str::contains("use EPLB (static or online)"));
+    run(&["--model", "deepseek-r1", "--ep", "32", "--slots", "288"])
+        .stderr(predicate::str::contains("redundant slots need EPLB"));
+    run(&[
+        "--model",
+        "deepseek-r1",
+        "--ep",
+        "32",
+        "--slots",
+        "300",
+        "--eplb",
+        "static",
+    ])
+    .stderr(predicate::str::contains(
+        "300 replicas do not divide over 32 GPUs",
+    ));
+    run(&[
+        "--model",
+        "deepseek-r1",
+        "--ep",
+        "8",
+        "--popularity",
+        "pareto:2",
+    ])
+    .stderr(predicate::str::contains("unknown popularity"));
+}
