@@ -54,7 +54,7 @@ fn routing_iteration(c: &mut Criterion) {
         b.iter(|| {
             p.iter()
                 .map(|p| Router::new(black_box(p), 8, 8, 4).expect("shape"))
-                .count()
+                .collect::<Vec<_>>()
         })
     });
 }
