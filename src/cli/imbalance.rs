@@ -8,6 +8,7 @@ use epsim::model::{Precision, Usage};
 use epsim::moe::imbalance::{self, EplbMode, ImbalanceReport, ImbalanceSetup, OnlineStyle};
 use epsim::moe::placement::ReplicaSplit;
 use epsim::moe::popularity::Popularity;
+use epsim::moe::replay::Recording;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,13 @@ pub struct ImbalanceArgs {
     /// Expert popularity: uniform, zipf:S, dirichlet:A or calibrated
     #[arg(long, default_value = "calibrated", value_parser = parse_popularity)]
     popularity: Popularity,
+    /// Replay recorded counts (CSV: iteration,layer,expert,tokens) instead of --popularity
+    #[arg(long, conflicts_with = "popularity")]
+    replay: Option<PathBuf>,
+    /// Plan static EPLB from this load profile (JSON: {"weight": [[tokens per expert] per
+    /// MoE layer]}) instead of the warm-up iterations
+    #[arg(long)]
+    profile: Option<PathBuf>,
     /// Iterations over which popularity drifts to a new draw (0 = it never changes)
     #[arg(long, default_value_t = 0)]
     drift_period: u64,
@@ -87,6 +95,25 @@ fn parse_popularity(text: &str) -> Result<Popularity, String> {
     text.parse()
 }
 
+/// `{"weight": [[...]]}`, as `epsim eplb` takes (other fields are ignored).
+fn read_profile(file: &std::path::Path) -> anyhow::Result<Vec<Vec<f64>>> {
+    #[derive(serde::Deserialize)]
+    struct Profile {
+        weight: Vec<Vec<f64>>,
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| UsageError(format!("{}: cannot read the file: {e}", file.display())))?;
+    let p: Profile = serde_json::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "{}:{}:{}: {e}",
+            file.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Ok(p.weight)
+}
+
 pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
     let model = lookup::model(&a.model, &a.models_dir)?;
     let m = &model.moe;
@@ -97,10 +124,17 @@ pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("--decay must be in (0, 1], got {}", a.decay)).into());
     }
     let slots = a.slots.unwrap_or(m.routed_experts as usize);
+    let (layers, experts) = (model.moe_layers() as usize, m.routed_experts as usize);
+    let replay = a
+        .replay
+        .as_deref()
+        .map(|f| Recording::read(f, layers, experts))
+        .transpose()?;
+    let profile = a.profile.as_deref().map(read_profile).transpose()?;
     let precision = a.weights.unwrap_or(model.native_precision.experts);
     let setup = ImbalanceSetup {
-        layers: model.moe_layers() as usize,
-        experts: m.routed_experts as usize,
+        layers,
+        experts,
         top_k: m.experts_per_token as usize,
         groups: m.groups as usize,
         groups_per_token: m.groups_per_token as usize,
@@ -118,6 +152,8 @@ pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
             },
         },
         popularity: a.popularity.clone(),
+        replay,
+        profile,
         drift_period: a.drift_period,
         tokens_per_rank: a.batch,
         iterations: a.iterations,

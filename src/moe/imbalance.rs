@@ -5,6 +5,7 @@
 
 use super::placement::{Placement, PlacementError, ReplicaSplit};
 use super::popularity::{Drifting, Popularity};
+use super::replay::Recording;
 use super::routing::Router;
 use crate::engine::RandomStreams;
 use serde::Serialize;
@@ -48,6 +49,12 @@ pub struct ImbalanceSetup {
     pub eplb: EplbMode,
     pub online: OnlineStyle,
     pub popularity: Popularity,
+    /// Recorded counts to replay instead of drawing from `popularity`.
+    #[serde(skip)]
+    pub replay: Option<Recording>,
+    /// A load profile `[layer][expert]` for static EPLB instead of the warm-up's counts.
+    #[serde(skip)]
+    pub profile: Option<Vec<Vec<f64>>>,
     /// Iterations over which the popularity drifts from one draw to the next (0 = fixed).
     pub drift_period: u64,
     /// Tokens each rank sends into every MoE layer per iteration.
@@ -104,19 +111,19 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
             s.slots, s.experts
         )));
     }
-    let route = |iteration: u64,
-                 popularity: &mut Drifting,
-                 rng: &mut rand_chacha::ChaCha8Rng|
-     -> Result<Vec<Vec<u64>>, PlacementError> {
-        popularity
-            .at(iteration)
+    let route = |iteration: u64, popularity: &mut Drifting, rng: &mut rand_chacha::ChaCha8Rng| {
+        let probabilities = match &s.replay {
+            Some(recording) => recording.at(iteration).to_vec(),
+            None => popularity.at(iteration),
+        };
+        probabilities
             .iter()
             .map(|p| {
                 let router = Router::new(p, s.top_k, s.groups, s.groups_per_token)
                     .map_err(|e| PlacementError(e.to_string()))?;
                 Ok(router.sample(tokens, rng))
             })
-            .collect()
+            .collect::<Result<Vec<Vec<u64>>, PlacementError>>()
     };
 
     let mut profile = vec![vec![0.0; s.experts]; s.layers];
@@ -130,7 +137,16 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
     }
     let mut placement = match s.eplb {
         EplbMode::None => Placement::contiguous(s.layers, s.experts, s.ep)?,
-        EplbMode::Static | EplbMode::Online => Placement::eplb(&profile, s.slots, s.groups, s.ep)?,
+        EplbMode::Static | EplbMode::Online => {
+            let profile = s.profile.as_ref().unwrap_or(&profile);
+            if profile.len() != s.layers || profile.iter().any(|l| l.len() != s.experts) {
+                return Err(PlacementError(format!(
+                    "the load profile must have {} layers of {} experts",
+                    s.layers, s.experts
+                )));
+            }
+            Placement::eplb(profile, s.slots, s.groups, s.ep)?
+        }
     };
 
     let mut online = OnlineState::new(s);
@@ -311,6 +327,8 @@ mod tests {
                 decay: 0.95,
             },
             popularity,
+            replay: None,
+            profile: None,
             drift_period: 0,
             tokens_per_rank: 256,
             iterations: 40,
@@ -406,6 +424,59 @@ mod tests {
             (9.0..16.0).contains(&r.mean_expert_imbalance),
             "{}",
             r.mean_expert_imbalance
+        );
+    }
+
+    #[test]
+    fn a_profile_from_a_file_plans_static_eplb() {
+        let mut load = vec![vec![1.0; 64]; 4];
+        for layer in &mut load {
+            for hot in layer.iter_mut().take(8) {
+                *hot = 100.0;
+            }
+        }
+        let s = ImbalanceSetup {
+            profile: Some(load),
+            warmup: 0,
+            ..setup(EplbMode::Static, Popularity::Uniform)
+        };
+        assert!(simulate(&s).is_ok());
+        let bad = ImbalanceSetup {
+            profile: Some(vec![vec![1.0; 3]]),
+            ..s
+        };
+        assert!(
+            simulate(&bad)
+                .unwrap_err()
+                .0
+                .contains("must have 4 layers of 64 experts")
+        );
+    }
+
+    #[test]
+    fn replayed_counts_drive_the_routing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.csv");
+        // Every layer: tokens spread over the experts of groups 0-3, which contiguous
+        // placement puts on ranks 0-3. Each token takes 2 experts from each of 4 groups, so
+        // ranks 0-3 get twice the mean and ranks 4-7 nothing: (max - mean)/mean = 1.
+        let mut text = String::from("layer,expert,tokens\n");
+        for layer in 0..4 {
+            for e in 0..32 {
+                text.push_str(&format!("{layer},{e},10\n"));
+            }
+        }
+        std::fs::write(&file, text).unwrap();
+        let replay = Recording::read(&file, 4, 64).unwrap();
+        let s = ImbalanceSetup {
+            replay: Some(replay),
+            ..setup(EplbMode::None, Popularity::Uniform)
+        };
+        let r = simulate(&s).unwrap();
+        assert!(
+            (r.mean_rank_imbalance - 1.0).abs() < 1e-9,
+            "{}",
+            r.mean_rank_imbalance
         );
     }
 

@@ -5,4 +5,5 @@ pub mod eplb;
 pub mod imbalance;
 pub mod placement;
 pub mod popularity;
+pub mod replay;
 pub mod routing;

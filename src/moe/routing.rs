@@ -9,6 +9,10 @@
 //! multinomials, which [`Router::sample`] draws with conditional binomials in O(experts),
 //! whatever the number of tokens; [`Router::sample_per_token`] draws token by token from the
 //! same model, as the reference the aggregate sampler is tested against.
+//!
+//! A limit of this model: a token spreads its experts evenly over exactly
+//! `groups_per_token` groups (DeepSeek: 2 in each of 4), so one group never gets more than
+//! `k / groups_per_token` of a token's experts, where a real router may concentrate more.
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
