@@ -5,8 +5,9 @@ use super::lookup;
 use super::output::{UsageError, emit, json};
 use clap::{Args, ValueEnum};
 use epsim::model::{Precision, Usage};
-use epsim::moe::imbalance::{self, EplbMode, ImbalanceReport, ImbalanceSetup, OnlineStyle};
+use epsim::moe::imbalance::{self, EplbMode, ImbalanceReport, ImbalanceSetup};
 use epsim::moe::placement::ReplicaSplit;
+use epsim::moe::policy::OnlineStyle;
 use epsim::moe::popularity::Popularity;
 use epsim::moe::replay::Recording;
 use std::fmt::Write;
@@ -78,6 +79,12 @@ pub struct ImbalanceArgs {
     /// Periodic online EPLB: iterations of counts a re-plan looks at (SGLang: 1000)
     #[arg(long, default_value_t = 1000)]
     window: u64,
+    /// Blocking migration: NVLink into one GPU, GB/s per direction (GB200: 900)
+    #[arg(long, default_value_t = 900.0)]
+    nvlink_gb_s: f64,
+    /// Background migration: host-to-GPU copy, GB/s per direction (GB200 NVLink-C2C: 450)
+    #[arg(long, default_value_t = 450.0)]
+    host_copy_gb_s: f64,
     #[arg(long, value_enum, default_value_t = ReplicaSplit::Even)]
     split: ReplicaSplit,
     #[arg(long, default_value_t = 1)]
@@ -120,6 +127,9 @@ pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
     if a.ep == 0 || a.iterations == 0 {
         return Err(UsageError("--ep and --iterations must be at least 1".into()).into());
     }
+    if !(a.nvlink_gb_s > 0.0 && a.host_copy_gb_s > 0.0) {
+        return Err(UsageError("--nvlink-gb-s and --host-copy-gb-s must be > 0".into()).into());
+    }
     if !(a.decay > 0.0 && a.decay <= 1.0) {
         return Err(UsageError(format!("--decay must be in (0, 1], got {}", a.decay)).into());
     }
@@ -161,6 +171,8 @@ pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
         split: a.split,
         seed: a.seed,
         expert_bytes: precision.bytes(model.expert_params(), Usage::Weights),
+        nvlink_gb_s: a.nvlink_gb_s,
+        host_copy_gb_s: a.host_copy_gb_s,
     };
     let report = imbalance::simulate(&setup)
         .map_err(|e| UsageError(format!("this setup cannot run:\n  {e}")))?;
@@ -176,6 +188,8 @@ pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
             "migrated_slots": report.migrated_slots,
             "migrated_gib": report.migrated_gib,
             "max_rank_migration_gib": report.max_rank_migration_gib,
+            "blocking_stall_ms": report.blocking_stall_ms,
+            "max_background_copy_ms": report.max_background_copy_ms,
             "first_moe_layer": first_moe_layer,
             "layers": report.layers,
         }))?,
@@ -269,6 +283,11 @@ fn table(model: &str, s: &ImbalanceSetup, r: &ImbalanceReport, first_layer: usiz
             t,
             "  migration: {} layer re-plans, {} slots changed ({:.2} GiB); at most {:.3} GiB into one rank at once",
             r.layer_replans, r.migrated_slots, r.migrated_gib, r.max_rank_migration_gib
+        );
+        let _ = writeln!(
+            t,
+            "  migration time: {:.1} ms of blocked serving (GPU to GPU); longest background copy {:.2} ms per iteration (host)",
+            r.blocking_stall_ms, r.max_background_copy_ms
         );
     }
     t

@@ -3,7 +3,10 @@
 //! what TensorRT-LLM and SGLang report per layer: the rank imbalance (max - mean)/mean and
 //! the balancedness mean/max of tokens per rank.
 
-use super::placement::{Placement, PlacementError, ReplicaSplit};
+use super::placement::{PlacementError, ReplicaSplit};
+use super::policy::{
+    NoEplb, OnlineEplb, OnlineStyle, PlacementPolicy, Shape, StaticEplb, Transport, add_counts,
+};
 use super::popularity::{Drifting, Popularity};
 use super::replay::Recording;
 use super::routing::Router;
@@ -19,22 +22,6 @@ pub enum EplbMode {
     Static,
     /// DeepSeek's EPLB, re-planned while serving.
     Online,
-}
-
-/// How online EPLB gathers statistics, re-plans and moves weights.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "style")]
-pub enum OnlineStyle {
-    /// SGLang / vLLM: every `every` iterations, all layers from the counts of the last
-    /// `window` iterations; weights move GPU to GPU over NVLink and serving waits.
-    Periodic { every: u64, window: u64 },
-    /// TensorRT-LLM: `layers_per_iteration` layers re-planned each iteration, round robin,
-    /// from counts decayed by `decay` per iteration (reset when the layer is re-planned);
-    /// weights are copied from host memory in the background.
-    Layerwise {
-        layers_per_iteration: usize,
-        decay: f64,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,6 +53,10 @@ pub struct ImbalanceSetup {
     pub seed: u64,
     /// Bytes of one expert's weights, to price migrations.
     pub expert_bytes: f64,
+    /// NVLink bandwidth into one GPU, per direction, for blocking GPU-to-GPU migration.
+    pub nvlink_gb_s: f64,
+    /// Host-to-GPU copy bandwidth, per direction, for background migration.
+    pub host_copy_gb_s: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -90,6 +81,11 @@ pub struct ImbalanceReport {
     pub migrated_gib: f64,
     /// The most any one rank received in one re-plan event (what a blocking move waits for).
     pub max_rank_migration_gib: f64,
+    /// Serving time lost to blocking migrations (GPU to GPU over NVLink), in all.
+    pub blocking_stall_ms: f64,
+    /// The longest background copy of one iteration's re-plans (host over NVLink-C2C),
+    /// which must stay below the iteration time to stay hidden.
+    pub max_background_copy_ms: f64,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -105,12 +101,6 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
     );
     let mut rng = streams.stream("routing");
     let tokens = s.tokens_per_rank * s.ep as u64;
-    if s.eplb == EplbMode::None && s.slots != s.experts {
-        return Err(PlacementError(format!(
-            "{} slots for {} experts: redundant slots need EPLB (static or online)",
-            s.slots, s.experts
-        )));
-    }
     let route = |iteration: u64, popularity: &mut Drifting, rng: &mut rand_chacha::ChaCha8Rng| {
         let probabilities = match &s.replay {
             Some(recording) => recording.at(iteration).to_vec(),
@@ -135,21 +125,9 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
             add_counts(sum, &counts, 1.0);
         }
     }
-    let mut placement = match s.eplb {
-        EplbMode::None => Placement::contiguous(s.layers, s.experts, s.ep)?,
-        EplbMode::Static | EplbMode::Online => {
-            let profile = s.profile.as_ref().unwrap_or(&profile);
-            if profile.len() != s.layers || profile.iter().any(|l| l.len() != s.experts) {
-                return Err(PlacementError(format!(
-                    "the load profile must have {} layers of {} experts",
-                    s.layers, s.experts
-                )));
-            }
-            Placement::eplb(profile, s.slots, s.groups, s.ep)?
-        }
-    };
+    let mut policy = policy_for(s);
+    let mut placement = policy.initial(&profile)?;
 
-    let mut online = OnlineState::new(s);
     let mut sums = vec![LayerStats::default(); s.layers];
     let mut report = ImbalanceReport {
         layers: Vec::new(),
@@ -160,6 +138,8 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
         migrated_slots: 0,
         migrated_gib: 0.0,
         max_rank_migration_gib: 0.0,
+        blocking_stall_ms: 0.0,
+        max_background_copy_ms: 0.0,
     };
     for step in 0..s.iterations {
         let counts = route(s.warmup + step, &mut popularity, &mut rng)?;
@@ -173,8 +153,21 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
             stats.mean_balancedness += balancedness;
             stats.mean_expert_imbalance += spread(&expert_counts).0;
         }
-        if s.eplb == EplbMode::Online {
-            online.observe(step, &counts, &mut placement, s, &mut report)?;
+        if let Some(m) = policy.observe(&counts, &mut placement)? {
+            let most =
+                m.changed_slots_per_rank.iter().copied().max().unwrap_or(0) as f64 * s.expert_bytes;
+            report.layer_replans += m.layers_replanned as u64;
+            report.migrated_slots += m.changed_slots_per_rank.iter().sum::<usize>() as u64;
+            report.max_rank_migration_gib = report.max_rank_migration_gib.max(most / GIB);
+            match m.transport {
+                Transport::NvlinkBlocking => {
+                    report.blocking_stall_ms += most / (s.nvlink_gb_s * 1e9) * 1e3
+                }
+                Transport::HostBackground => {
+                    let ms = most / (s.host_copy_gb_s * 1e9) * 1e3;
+                    report.max_background_copy_ms = report.max_background_copy_ms.max(ms);
+                }
+            }
         }
     }
     let n = s.iterations.max(1) as f64;
@@ -221,90 +214,21 @@ fn spread(loads: &[f64]) -> (f64, f64) {
     }
 }
 
-fn add_counts(sum: &mut [f64], counts: &[u64], scale: f64) {
-    for (s, &c) in sum.iter_mut().zip(counts) {
-        *s = *s * scale + c as f64;
-    }
-}
-
-/// Statistics and schedule of online EPLB.
-struct OnlineState {
-    /// Per layer: decayed counts (layerwise), or the window's iterations (periodic).
-    decayed: Vec<Vec<f64>>,
-    window: std::collections::VecDeque<Vec<Vec<u64>>>,
-    next_layer: usize,
-}
-
-impl OnlineState {
-    fn new(s: &ImbalanceSetup) -> Self {
-        OnlineState {
-            decayed: vec![vec![0.0; s.experts]; s.layers],
-            window: std::collections::VecDeque::new(),
-            next_layer: 0,
-        }
-    }
-
-    fn observe(
-        &mut self,
-        step: u64,
-        counts: &[Vec<u64>],
-        placement: &mut Placement,
-        s: &ImbalanceSetup,
-        report: &mut ImbalanceReport,
-    ) -> Result<(), PlacementError> {
-        let layers: Vec<usize> = match s.online {
-            OnlineStyle::Periodic { every, window } => {
-                self.window.push_back(counts.to_vec());
-                while self.window.len() as u64 > window.max(1) {
-                    self.window.pop_front();
-                }
-                if !(step + 1).is_multiple_of(every.max(1)) {
-                    return Ok(());
-                }
-                for (layer, load) in self.decayed.iter_mut().enumerate() {
-                    load.iter_mut().for_each(|x| *x = 0.0);
-                    for past in &self.window {
-                        add_counts(load, &past[layer], 1.0);
-                    }
-                }
-                (0..s.layers).collect()
-            }
-            OnlineStyle::Layerwise {
-                layers_per_iteration,
-                decay,
-            } => {
-                for (load, c) in self.decayed.iter_mut().zip(counts) {
-                    add_counts(load, c, decay);
-                }
-                let chosen = (0..layers_per_iteration.min(s.layers))
-                    .map(|i| (self.next_layer + i) % s.layers)
-                    .collect();
-                self.next_layer = (self.next_layer + layers_per_iteration) % s.layers.max(1);
-                chosen
-            }
-        };
-        let mut received = vec![0usize; s.ep];
-        for layer in layers {
-            let plan = Placement::eplb(
-                std::slice::from_ref(&self.decayed[layer]),
-                s.slots,
-                s.groups,
-                s.ep,
-            )?;
-            let (aligned, changed) = placement.align_layer(layer, plan.phy2log(0).to_vec());
-            placement.set_layer(layer, aligned);
-            for (r, c) in changed.iter().enumerate() {
-                received[r] += c;
-            }
-            report.layer_replans += 1;
-            report.migrated_slots += changed.iter().sum::<usize>() as u64;
-            if matches!(s.online, OnlineStyle::Layerwise { .. }) {
-                self.decayed[layer].iter_mut().for_each(|x| *x = 0.0);
-            }
-        }
-        let worst = received.iter().copied().max().unwrap_or(0) as f64 * s.expert_bytes / GIB;
-        report.max_rank_migration_gib = report.max_rank_migration_gib.max(worst);
-        Ok(())
+fn policy_for(s: &ImbalanceSetup) -> Box<dyn PlacementPolicy> {
+    let shape = Shape {
+        layers: s.layers,
+        experts: s.experts,
+        slots: s.slots,
+        groups: s.groups,
+        ranks: s.ep,
+    };
+    match s.eplb {
+        EplbMode::None => Box::new(NoEplb(shape)),
+        EplbMode::Static => Box::new(StaticEplb {
+            shape,
+            profile: s.profile.clone(),
+        }),
+        EplbMode::Online => Box::new(OnlineEplb::new(shape, s.online)),
     }
 }
 
@@ -336,6 +260,8 @@ mod tests {
             split: ReplicaSplit::Even,
             seed: 7,
             expert_bytes: 1e6,
+            nvlink_gb_s: 900.0,
+            host_copy_gb_s: 450.0,
         }
     }
 
@@ -362,6 +288,12 @@ mod tests {
         assert!(online.mean_rank_imbalance < none.mean_rank_imbalance);
         assert_eq!(fixed.migrated_slots, 0, "a static plan never moves weights");
         assert_eq!(online.layer_replans, 40, "one layer per iteration");
+        assert_eq!(
+            online.blocking_stall_ms, 0.0,
+            "layerwise copies run in the background"
+        );
+        let expected = online.max_rank_migration_gib * GIB / 450e9 * 1e3;
+        assert!((online.max_background_copy_ms - expected).abs() < 1e-9);
         // Imbalance and balancedness describe the same spread.
         for l in &none.layers {
             assert!(l.mean_balancedness <= 1.0 && l.mean_rank_imbalance >= 0.0);
@@ -399,6 +331,8 @@ mod tests {
             fixed.mean_rank_imbalance
         );
         assert!(online.migrated_slots > 0 && online.max_rank_migration_gib > 0.0);
+        assert!(online.blocking_stall_ms > 0.0, "periodic re-plans block");
+        assert_eq!(online.max_background_copy_ms, 0.0);
     }
 
     /// The calibrated popularity reproduces DeepSeek-R1's measured imbalance at EP32

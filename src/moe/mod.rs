@@ -4,6 +4,7 @@
 pub mod eplb;
 pub mod imbalance;
 pub mod placement;
+pub mod policy;
 pub mod popularity;
 pub mod replay;
 pub mod routing;
