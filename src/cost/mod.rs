@@ -2,4 +2,5 @@
 //! GroupGEMM, attention) and, with the communication issue, the network.
 
 pub mod compute;
+pub mod network;
 pub mod step;

@@ -1,0 +1,198 @@
+//! Routes over the topology: a flow from one node to another spreads evenly over every
+//! shortest path (ECMP), such as the 18 switch chips of an NVL72. A bundled link (lanes > 1)
+//! is one path: equal shares per edge, not per lane. Traffic transits only
+//! switches and NICs, never another GPU or a CPU: GPU-to-GPU bytes do not detour through a
+//! Grace's C2C links just because that path is as short.
+
+use crate::topology::{NodeKind, Topology};
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use std::collections::VecDeque;
+
+/// A direction of a link: resource `2 * edge` runs from the edge's source to its target,
+/// `2 * edge + 1` back.
+pub type ResourceId = usize;
+
+/// The share of a flow's bytes crossing each directed link.
+pub type Route = Vec<(ResourceId, f64)>;
+
+fn can_transit(kind: NodeKind) -> bool {
+    matches!(kind, NodeKind::Nvswitch | NodeKind::Switch | NodeKind::Nic)
+}
+
+/// Hop distance and number of shortest paths from `from` to every node, moving only
+/// through transit nodes.
+fn shortest_paths(topo: &Topology, from: NodeIndex) -> (Vec<u32>, Vec<f64>) {
+    let n = topo.graph.node_count();
+    let (mut dist, mut count) = (vec![u32::MAX; n], vec![0.0; n]);
+    dist[from.index()] = 0;
+    count[from.index()] = 1.0;
+    let mut queue = VecDeque::from([from]);
+    while let Some(u) = queue.pop_front() {
+        if u != from && !can_transit(topo.graph[u].kind) {
+            continue;
+        }
+        for edge in topo.graph.edges(u) {
+            let v = edge.target();
+            let v = if v == u { edge.source() } else { v };
+            let next = dist[u.index()] + 1;
+            if dist[v.index()] == u32::MAX {
+                dist[v.index()] = next;
+                queue.push_back(v);
+            }
+            if dist[v.index()] == next {
+                count[v.index()] += count[u.index()];
+            }
+        }
+    }
+    (dist, count)
+}
+
+/// Routes of every node to every other, from one breadth-first search per node.
+pub struct Router<'a> {
+    topo: &'a Topology,
+    from: Vec<Option<(Vec<u32>, Vec<f64>)>>,
+}
+
+impl<'a> Router<'a> {
+    pub fn new(topo: &'a Topology) -> Self {
+        Router {
+            topo,
+            from: vec![None; topo.graph.node_count()],
+        }
+    }
+
+    fn search(&mut self, node: NodeIndex) -> &(Vec<u32>, Vec<f64>) {
+        let topo = self.topo;
+        self.from[node.index()].get_or_insert_with(|| shortest_paths(topo, node))
+    }
+
+    /// The ECMP route from `src` to `dst`; empty when they are the same node, `None` when
+    /// no path joins them. A directed link u->v carries the share of shortest paths through
+    /// it: paths(src, u) x paths(v, dst) / paths(src, dst).
+    pub fn route(&mut self, src: NodeIndex, dst: NodeIndex) -> Option<Route> {
+        if src == dst {
+            return Some(Vec::new());
+        }
+        let (ds, cs) = self.search(src).clone();
+        let (dd, cd) = self.search(dst).clone();
+        let total = ds[dst.index()];
+        if total == u32::MAX {
+            return None;
+        }
+        let paths = cs[dst.index()];
+        let mut route = Vec::new();
+        for edge in self.topo.graph.edge_references() {
+            let (a, b) = (edge.source(), edge.target());
+            for (u, v, resource) in [
+                (a, b, 2 * edge.id().index()),
+                (b, a, 2 * edge.id().index() + 1),
+            ] {
+                let transit_ok =
+                    |x: NodeIndex| x == src || x == dst || can_transit(self.topo.graph[x].kind);
+                if ds[u.index()] == u32::MAX
+                    || dd[v.index()] == u32::MAX
+                    || !transit_ok(u)
+                    || !transit_ok(v)
+                {
+                    continue;
+                }
+                // `u` must be left toward dst, and `v` entered from src's side.
+                if (u == dst) || (v == src) {
+                    continue;
+                }
+                if ds[u.index()] + 1 + dd[v.index()] == total {
+                    route.push((resource, cs[u.index()] * cd[v.index()] / paths));
+                }
+            }
+        }
+        Some(route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn topo(name: &str) -> Topology {
+        crate::topology::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("topologies/{name}.yaml")),
+        )
+        .unwrap()
+    }
+
+    /// Flow conservation: out of src and into dst sum to 1; at every other node what comes
+    /// in goes out.
+    fn assert_conserves(t: &Topology, src: NodeIndex, dst: NodeIndex, route: &Route) {
+        let mut net = vec![0.0; t.graph.node_count()];
+        for &(r, share) in route {
+            let e = t
+                .graph
+                .edge_endpoints(petgraph::graph::EdgeIndex::new(r / 2))
+                .unwrap();
+            let (u, v) = if r % 2 == 0 { e } else { (e.1, e.0) };
+            net[u.index()] -= share;
+            net[v.index()] += share;
+        }
+        for (i, x) in net.iter().enumerate() {
+            let expected = if i == src.index() {
+                -1.0
+            } else if i == dst.index() {
+                1.0
+            } else {
+                0.0
+            };
+            assert!(
+                (x - expected).abs() < 1e-12,
+                "node {} net {x}",
+                t.graph[NodeIndex::new(i)].id
+            );
+        }
+    }
+
+    #[test]
+    fn nvl72_spreads_over_all_18_switch_chips() {
+        let t = topo("gb200-nvl72");
+        let mut r = Router::new(&t);
+        let (a, b) = (t.gpus[0], t.gpus[1]);
+        let route = r.route(a, b).unwrap();
+        assert_eq!(route.len(), 36, "18 chips x (up, down)");
+        assert!(route.iter().all(|&(_, s)| (s - 1.0 / 18.0).abs() < 1e-12));
+        assert_conserves(&t, a, b, &route);
+        // GPUs 0 and 1 share a Grace CPU, but traffic does not transit it.
+        assert!(route.iter().all(
+            |&(res, _)| t.graph[petgraph::graph::EdgeIndex::new(res / 2)].kind
+                == crate::topology::LinkKind::Nvlink
+        ));
+    }
+
+    #[test]
+    fn h800_nodes_talk_over_nics_and_the_fabric() {
+        let t = topo("h800-cluster");
+        let mut r = Router::new(&t);
+        let (a, b) = (t.gpus[0], t.gpus[8]);
+        let route = r.route(a, b).unwrap();
+        assert_conserves(&t, a, b, &route);
+        assert_eq!(
+            route.len(),
+            4,
+            "GPU->NIC, NIC->fabric, fabric->NIC, NIC->GPU"
+        );
+        let inside = r.route(t.gpus[0], t.gpus[3]).unwrap();
+        assert_conserves(&t, t.gpus[0], t.gpus[3], &inside);
+        assert_eq!(inside.len(), 8, "4 NVSwitch chips, up and down");
+    }
+
+    #[test]
+    fn hgx_shares_follow_links_per_chip() {
+        // 5, 4, 4, 5 links to the 4 chips: equal-cost paths are per chip here (one bundled
+        // edge each), so each chip carries a quarter.
+        let t = topo("hgx-h100x8");
+        let mut r = Router::new(&t);
+        let route = r.route(t.gpus[0], t.gpus[7]).unwrap();
+        assert_conserves(&t, t.gpus[0], t.gpus[7], &route);
+        assert!(route.iter().all(|&(_, s)| (s - 0.25).abs() < 1e-12));
+        assert_eq!(r.route(t.gpus[2], t.gpus[2]).unwrap(), Vec::new());
+    }
+}
