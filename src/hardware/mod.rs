@@ -49,6 +49,8 @@ pub struct Efficiency {
     pub mma_tile_rows: u32,
     /// Fixed cost per decode iteration, microseconds.
     pub iteration_overhead_us: f64,
+    /// Achieved fraction of NVLink bandwidth for all-to-all traffic.
+    pub nvlink_efficiency: f64,
 }
 
 /// Peak dense tensor throughput per data type, TFLOP/s; `None` where the GPU has no such
@@ -214,6 +216,7 @@ pub fn load_family(file: &Path) -> Result<Efficiency, Diagnostics> {
         ("gemm_peak_fraction", e.gemm_peak_fraction),
         ("attention_peak_fraction", e.attention_peak_fraction),
         ("hbm_fraction", e.hbm_fraction),
+        ("nvlink_efficiency", e.nvlink_efficiency),
     ] {
         if !(v > 0.0 && v <= 1.0) {
             diags.push_file(

@@ -55,9 +55,12 @@ pub fn load_with(
             b.explicit_link(link, i);
         }
     }
+    if let Some(c) = &raw.collectives {
+        b.check_collectives(c);
+    }
     b.check_nvlink_against_specs();
     b.check_gpus_reach_each_other();
-    b.finish(raw.name, raw.description)
+    b.finish(raw.name, raw.description, raw.collectives.map(|c| c.value))
 }
 
 struct Builder<'f> {
@@ -677,7 +680,35 @@ impl<'f> Builder<'f> {
         }
     }
 
-    fn finish(self, name: String, description: String) -> Result<Topology, Diagnostics> {
+    fn check_collectives(&mut self, c: &At<super::Collectives>) {
+        let v = &c.value;
+        if !(v.network_efficiency > 0.0 && v.network_efficiency <= 1.0) {
+            self.problem(
+                c.loc,
+                "collectives.network_efficiency",
+                format!("must be in (0, 1], got {}", v.network_efficiency),
+            );
+        }
+        for (name, x) in [
+            ("dispatch_latency_us", v.dispatch_latency_us),
+            ("combine_latency_us", v.combine_latency_us),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                self.problem(
+                    c.loc,
+                    format!("collectives.{name}"),
+                    format!("must be a number >= 0, got {x}"),
+                );
+            }
+        }
+    }
+
+    fn finish(
+        self,
+        name: String,
+        description: String,
+        collectives: Option<super::Collectives>,
+    ) -> Result<Topology, Diagnostics> {
         let gpu_specs = self
             .specs
             .into_iter()
@@ -690,6 +721,7 @@ impl<'f> Builder<'f> {
             graph: self.graph,
             gpus: self.gpus,
             gpu_specs,
+            collectives,
             by_id: self.by_id,
         })
     }

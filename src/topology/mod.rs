@@ -52,6 +52,47 @@ pub enum Sharing {
     Fatpipe,
 }
 
+/// MoE all-to-all kernels, which move different bytes over different links.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum A2aAlgorithm {
+    /// Every rank writes straight to every rank holding one of a token's experts, once per
+    /// rank (the one-sided NVLink kernels inside an NVL72).
+    Direct,
+    /// DeepEP's normal kernels: a token crosses the network once per destination node, to
+    /// the GPU of the same local index, which forwards it over NVLink.
+    Hierarchical,
+    /// DeepEP's decode kernels: one copy per token and expert, straight to the destination,
+    /// no forwarding.
+    LowLatency,
+}
+
+/// How collectives run on this hardware.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collectives {
+    /// The all-to-all kernel production systems use here.
+    pub algorithm: A2aAlgorithm,
+    /// Achieved fraction of NIC bandwidth for all-to-all traffic.
+    pub network_efficiency: f64,
+    /// Fixed cost of one dispatch (kernel, barrier), microseconds.
+    pub dispatch_latency_us: f64,
+    /// Fixed cost of one combine, microseconds.
+    pub combine_latency_us: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopoNode {
     /// Unique id, such as `rack/gpu3` or `fabric`.
@@ -92,6 +133,8 @@ pub struct Topology {
     pub gpus: Vec<NodeIndex>,
     /// The specs of the GPUs present, by name.
     pub gpu_specs: BTreeMap<String, GpuSpec>,
+    /// How collectives run here, when the file says.
+    pub collectives: Option<Collectives>,
     by_id: BTreeMap<String, NodeIndex>,
 }
 

@@ -27,6 +27,9 @@ pub(super) struct TopologyFile {
     pub nodes: Vec<Recover<At<NodeDecl>>>,
     #[serde(default)]
     pub links: Vec<Recover<At<LinkDecl>>>,
+    /// How collectives run on this hardware (the all-to-all kernel, measured floors).
+    #[serde(default)]
+    pub collectives: Option<At<super::Collectives>>,
 }
 
 /// "N GPUs, each with L links to each of M switch chips", replicated `count` times.

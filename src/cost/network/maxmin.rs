@@ -128,18 +128,47 @@ impl FlowSet {
         id
     }
 
+    /// Adds many flows and solves once (a collective's flows all start together).
+    pub fn add_all(&mut self, routes: Vec<Vec<(usize, f64)>>) -> Vec<usize> {
+        let first = self.flows.len();
+        for (id, route) in (first..).zip(routes) {
+            for &(r, _) in &route {
+                if self.resources[r].shared {
+                    self.users[r].push(id);
+                }
+            }
+            self.flows.push(Some(route));
+            self.rates.push(0.0);
+        }
+        let ids: Vec<usize> = (first..self.flows.len()).collect();
+        self.resolve_touched(ids.clone());
+        ids
+    }
+
     pub fn remove(&mut self, id: usize) {
-        let Some(route) = self.flows[id].take() else {
-            return;
-        };
-        self.rates[id] = 0.0;
+        self.remove_all(&[id]);
+    }
+
+    /// Removes flows and re-solves, once, the components they leave behind.
+    pub fn remove_all(&mut self, ids: &[usize]) {
         let mut neighbours = Vec::new();
-        for &(r, _) in &route {
-            if self.resources[r].shared {
-                self.users[r].retain(|&f| f != id);
-                neighbours.extend(self.users[r].iter().copied());
+        for &id in ids {
+            let Some(route) = self.flows[id].take() else {
+                continue;
+            };
+            self.rates[id] = 0.0;
+            for &(r, _) in &route {
+                if self.resources[r].shared {
+                    self.users[r].retain(|&f| f != id);
+                    neighbours.extend(self.users[r].iter().copied());
+                }
             }
         }
+        self.resolve_touched(neighbours);
+    }
+
+    /// Re-solves the components of the given flows, each once.
+    fn resolve_touched(&mut self, mut neighbours: Vec<usize>) {
         neighbours.sort_unstable();
         neighbours.dedup();
         let mut done = vec![false; self.flows.len()];
@@ -192,12 +221,17 @@ impl FlowSet {
     }
 
     fn solve(&mut self, component: &[usize]) {
-        let routes: Vec<&[(usize, f64)]> = component
+        let live: Vec<usize> = component
+            .iter()
+            .copied()
+            .filter(|&f| self.flows[f].is_some())
+            .collect();
+        let routes: Vec<&[(usize, f64)]> = live
             .iter()
             .filter_map(|&f| self.flows[f].as_deref())
             .collect();
         let rates = max_min(&self.resources, &routes);
-        for (&f, r) in component.iter().zip(rates) {
+        for (f, r) in live.into_iter().zip(rates) {
             self.rates[f] = r;
         }
     }
