@@ -8,3 +8,4 @@ pub mod policy;
 pub mod popularity;
 pub mod replay;
 pub mod routing;
+pub mod traffic;

@@ -106,14 +106,23 @@ impl Router {
     pub fn sample_per_token(&self, tokens: u64, rng: &mut ChaCha8Rng) -> Vec<u64> {
         let mut counts = vec![0u64; self.experts];
         for _ in 0..tokens {
-            for group_subset in &self.group_subsets {
-                let g = categorical(group_subset, rng);
-                for subset in &self.expert_subsets[g] {
-                    counts[categorical(subset, rng)] += 1;
-                }
+            for e in self.pick(rng) {
+                counts[e] += 1;
             }
         }
         counts
+    }
+
+    /// One token's experts (distinct; when the all-to-all needs to know who goes where).
+    pub fn pick(&self, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let mut experts = Vec::new();
+        for group_subset in &self.group_subsets {
+            let g = categorical(group_subset, rng);
+            for subset in &self.expert_subsets[g] {
+                experts.push(categorical(subset, rng));
+            }
+        }
+        experts
     }
 }
 

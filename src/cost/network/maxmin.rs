@@ -14,78 +14,79 @@ pub struct Resource {
 
 /// Rates for `flows` (each a list of (resource, share of the flow's rate)), max-min fair.
 /// A flow that crosses no resource has no limit: its rate is infinite.
+///
+/// Every flow not yet frozen has the same rate, the current *level*, so each round only
+/// needs per-resource sums of the active flows' shares (kept up to date as flows freeze):
+/// a solve costs O(rounds x (resources + flows) + total route length).
 pub fn max_min(resources: &[Resource], flows: &[&[(usize, f64)]]) -> Vec<f64> {
-    let mut rate = vec![0.0; flows.len()];
-    let mut frozen: Vec<bool> = flows.iter().map(|f| f.is_empty()).collect();
+    let mut rate = vec![f64::INFINITY; flows.len()];
+    let mut active: Vec<bool> = flows.iter().map(|f| !f.is_empty()).collect();
+    let mut users: Vec<Vec<(usize, f64)>> = vec![Vec::new(); resources.len()];
+    let mut weight = vec![0.0; resources.len()];
+    // A flow's own limit from fat pipes: capacity / share, the smallest over its route.
+    let mut own_cap = vec![f64::INFINITY; flows.len()];
     for (i, f) in flows.iter().enumerate() {
-        if f.is_empty() {
-            rate[i] = f64::INFINITY;
+        for &(r, share) in *f {
+            if resources[r].shared {
+                users[r].push((i, share));
+                weight[r] += share;
+            } else if share > 0.0 {
+                own_cap[i] = own_cap[i].min(resources[r].capacity / share);
+            }
         }
     }
     let mut left: Vec<f64> = resources.iter().map(|r| r.capacity).collect();
-    let mut weight = vec![0.0; resources.len()];
-    loop {
-        weight.iter_mut().for_each(|w| *w = 0.0);
-        let mut any = false;
-        for (i, f) in flows.iter().enumerate() {
-            if frozen[i] {
-                continue;
-            }
-            any = true;
-            for &(r, share) in *f {
-                weight[r] += share;
-            }
-        }
-        if !any {
-            return rate;
-        }
-        // The largest equal increase every active flow can take.
+    let mut level = 0.0;
+    let mut remaining = active.iter().filter(|&&a| a).count();
+    while remaining > 0 {
         let mut step = f64::INFINITY;
         for (r, res) in resources.iter().enumerate() {
-            if res.shared && weight[r] > 0.0 {
+            if res.shared && weight[r] > 1e-15 {
                 step = step.min(left[r].max(0.0) / weight[r]);
             }
         }
-        for (i, f) in flows.iter().enumerate() {
-            if frozen[i] {
-                continue;
-            }
-            for &(r, share) in *f {
-                if !resources[r].shared && share > 0.0 {
-                    step = step.min(resources[r].capacity / share - rate[i]);
-                }
+        for (i, &a) in active.iter().enumerate() {
+            if a {
+                step = step.min(own_cap[i] - level);
             }
         }
         let step = step.max(0.0);
-        for (i, f) in flows.iter().enumerate() {
-            if !frozen[i] {
-                rate[i] += step;
-                for &(r, share) in *f {
-                    if resources[r].shared {
-                        left[r] -= step * share;
-                    }
+        if !step.is_finite() {
+            break;
+        }
+        level += step;
+        for (r, res) in resources.iter().enumerate() {
+            if res.shared && weight[r] > 1e-15 {
+                left[r] -= step * weight[r];
+            }
+        }
+        // Freeze flows held by a full shared link or by their own fat-pipe limit.
+        let mut freeze = Vec::new();
+        for (r, res) in resources.iter().enumerate() {
+            if res.shared && weight[r] > 1e-15 && left[r] <= 1e-12 * res.capacity {
+                freeze.extend(users[r].iter().map(|&(i, _)| i).filter(|&i| active[i]));
+            }
+        }
+        for (i, &a) in active.iter().enumerate() {
+            if a && own_cap[i] <= level * (1.0 + 1e-12) {
+                freeze.push(i);
+            }
+        }
+        for i in freeze {
+            if !active[i] {
+                continue;
+            }
+            active[i] = false;
+            remaining -= 1;
+            rate[i] = level;
+            for &(r, share) in flows[i] {
+                if resources[r].shared {
+                    weight[r] -= share;
                 }
             }
         }
-        // Freeze every flow held by a full shared link or its own fat-pipe limit.
-        let full = |r: usize| left[r] <= 1e-12 * resources[r].capacity;
-        for (i, f) in flows.iter().enumerate() {
-            if frozen[i] {
-                continue;
-            }
-            let held = f.iter().any(|&(r, share)| {
-                share > 0.0
-                    && if resources[r].shared {
-                        full(r)
-                    } else {
-                        rate[i] * share >= resources[r].capacity * (1.0 - 1e-12)
-                    }
-            });
-            if held {
-                frozen[i] = true;
-            }
-        }
     }
+    rate
 }
 
 /// Flows with their rates, re-solved incrementally: adding or removing a flow re-solves

@@ -1,0 +1,517 @@
+//! Communication costs of collectives over the topology: the MoE all-to-all (dispatch and
+//! combine) under each kernel algorithm, KV-cache transfer, and ring all-reduce /
+//! all-gather / reduce-scatter. A collective becomes *legs* (bytes from one GPU to
+//! another), priced either by the general flow solver (`network::transfer`) or by the fast
+//! path: the busiest port's bytes over its achieved bandwidth, plus the collective's fixed
+//! latency. Ports are each GPU's NVLink (all its links together), its host link to its NIC,
+//! and the NIC's network link, each way.
+
+use super::network::transfer::{self, Transfer};
+use super::network::{LinkEfficiency, resources};
+use crate::topology::{A2aAlgorithm, LinkKind, NodeKind, Topology};
+use petgraph::graph::NodeIndex;
+use petgraph::unionfind::UnionFind;
+use petgraph::visit::EdgeRef;
+use std::collections::BTreeMap;
+
+/// The GPUs of an expert-parallel group and where each sits.
+#[derive(Debug, Clone)]
+pub struct EpGroup<'a> {
+    pub topo: &'a Topology,
+    pub ranks: Vec<NodeIndex>,
+    /// Per rank: its NVLink domain (GPUs joined by NVLink, through switch chips).
+    domain: Vec<usize>,
+    /// Per rank: its position among the group's ranks in its domain.
+    local: Vec<usize>,
+    /// Per domain: the group's ranks in it, in rank order.
+    members: BTreeMap<usize, Vec<usize>>,
+}
+
+impl<'a> EpGroup<'a> {
+    pub fn new(topo: &'a Topology, ranks: Vec<NodeIndex>) -> Self {
+        let mut uf = UnionFind::<usize>::new(topo.graph.node_count());
+        for e in topo.graph.edge_references() {
+            if e.weight().kind == LinkKind::Nvlink {
+                uf.union(e.source().index(), e.target().index());
+            }
+        }
+        let domain: Vec<usize> = ranks.iter().map(|g| uf.find(g.index())).collect();
+        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut local = Vec::with_capacity(ranks.len());
+        for (r, &d) in domain.iter().enumerate() {
+            let m = members.entry(d).or_default();
+            local.push(m.len());
+            m.push(r);
+        }
+        EpGroup {
+            topo,
+            ranks,
+            domain,
+            local,
+            members,
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.ranks.len()
+    }
+
+    /// NVLink domains the group spans.
+    pub fn domains(&self) -> usize {
+        self.members.len()
+    }
+
+    fn same_domain(&self, a: NodeIndex, b: NodeIndex) -> bool {
+        let rank = |g: NodeIndex| self.ranks.iter().position(|&r| r == g);
+        match (rank(a), rank(b)) {
+            (Some(x), Some(y)) => self.domain[x] == self.domain[y],
+            _ => false,
+        }
+    }
+
+    /// The rank in `domain` that relays for rank `src` (same local index, wrapping).
+    fn relay(&self, src: usize, domain: usize) -> usize {
+        let m = &self.members[&domain];
+        m[self.local[src] % m.len()]
+    }
+
+    fn nic_of(&self, gpu: NodeIndex) -> Option<(NodeIndex, f64, f64)> {
+        // (NIC, host link GB/s, NIC network GB/s)
+        self.topo.graph.edges(gpu).find_map(|e| {
+            let nic = if e.target() == gpu {
+                e.source()
+            } else {
+                e.target()
+            };
+            (self.topo.graph[nic].kind == NodeKind::Nic).then(|| {
+                let network: f64 = self
+                    .topo
+                    .graph
+                    .edges(nic)
+                    .filter(|l| l.weight().kind == LinkKind::Network)
+                    .map(|l| l.weight().bandwidth_gb_s())
+                    .sum();
+                (nic, e.weight().bandwidth_gb_s(), network)
+            })
+        })
+    }
+}
+
+/// For each source rank, each token's destination ranks, one entry per expert (a rank
+/// holding two of the token's experts appears twice).
+pub type Destinations = Vec<Vec<Vec<usize>>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Tokens go out to their experts' ranks.
+    Dispatch,
+    /// Expert outputs come back (the reverse legs).
+    Combine,
+}
+
+/// Bytes moved from GPU to GPU, summed per ordered pair.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Legs(BTreeMap<(NodeIndex, NodeIndex), f64>);
+
+impl Legs {
+    fn add(&mut self, from: NodeIndex, to: NodeIndex, bytes: f64) {
+        if from != to && bytes > 0.0 {
+            *self.0.entry((from, to)).or_insert(0.0) += bytes;
+        }
+    }
+
+    fn reversed(&self) -> Legs {
+        Legs(self.0.iter().map(|(&(a, b), &x)| ((b, a), x)).collect())
+    }
+
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.0
+            .iter()
+            .map(|(&(src, dst), &bytes)| Transfer { src, dst, bytes })
+            .collect()
+    }
+
+    /// Bytes leaving each of `gpus`.
+    pub fn sent_by(&self, gpus: &[NodeIndex]) -> Vec<f64> {
+        gpus.iter()
+            .map(|g| {
+                self.0
+                    .iter()
+                    .filter(|((a, _), _)| a == g)
+                    .map(|(_, b)| b)
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// The legs of one all-to-all phase.
+pub fn all_to_all_legs(
+    group: &EpGroup,
+    destinations: &Destinations,
+    algorithm: A2aAlgorithm,
+    bytes_per_token: f64,
+    phase: Phase,
+) -> Legs {
+    let mut legs = Legs::default();
+    let r = &group.ranks;
+    for (src, tokens) in destinations.iter().enumerate() {
+        for token in tokens {
+            match algorithm {
+                A2aAlgorithm::LowLatency => {
+                    for &dst in token {
+                        legs.add(r[src], r[dst], bytes_per_token);
+                    }
+                }
+                A2aAlgorithm::Direct => {
+                    for dst in distinct(token) {
+                        legs.add(r[src], r[dst], bytes_per_token);
+                    }
+                }
+                A2aAlgorithm::Hierarchical => {
+                    // Once per destination domain over the network, to the relay of the
+                    // same local index, which forwards over NVLink once per GPU.
+                    let mut by_domain: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+                    for dst in distinct(token) {
+                        by_domain.entry(group.domain[dst]).or_default().push(dst);
+                    }
+                    for (domain, dsts) in by_domain {
+                        let relay = if domain == group.domain[src] {
+                            src
+                        } else {
+                            group.relay(src, domain)
+                        };
+                        legs.add(r[src], r[relay], bytes_per_token);
+                        for dst in dsts {
+                            legs.add(r[relay], r[dst], bytes_per_token);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match phase {
+        Phase::Dispatch => legs,
+        Phase::Combine => legs.reversed(),
+    }
+}
+
+fn distinct(token: &[usize]) -> Vec<usize> {
+    let mut d = token.to_vec();
+    d.sort_unstable();
+    d.dedup();
+    d
+}
+
+/// Per-port byte totals, and the fast-path time: the busiest port's bytes over its achieved
+/// bandwidth. Same-domain legs use NVLink ports; others leave through the source GPU's host
+/// link and NIC and enter through the destination's.
+pub fn fast_path_seconds(
+    group: &EpGroup,
+    legs: &Legs,
+    efficiency: LinkEfficiency,
+) -> Result<f64, String> {
+    // (node, outgoing?, port kind) -> (bytes, bytes per second)
+    let mut ports: BTreeMap<(NodeIndex, bool, u8), (f64, f64)> = BTreeMap::new();
+    let topo = group.topo;
+    let mut add = |node: NodeIndex, out: bool, kind: u8, bytes: f64, rate: f64| {
+        let p = ports.entry((node, out, kind)).or_insert((0.0, rate));
+        p.0 += bytes;
+    };
+    for (&(a, b), &bytes) in &legs.0 {
+        if group.same_domain(a, b) {
+            add(
+                a,
+                true,
+                0,
+                bytes,
+                topo.nvlink_gb_s(a) * 1e9 * efficiency.nvlink,
+            );
+            add(
+                b,
+                false,
+                0,
+                bytes,
+                topo.nvlink_gb_s(b) * 1e9 * efficiency.nvlink,
+            );
+        } else {
+            for (gpu, out) in [(a, true), (b, false)] {
+                let (nic, host, net) = group.nic_of(gpu).ok_or_else(|| {
+                    format!(
+                        "{} has no NIC to reach another NVLink domain",
+                        topo.graph[gpu].id
+                    )
+                })?;
+                add(gpu, out, 1, bytes, host * 1e9);
+                add(nic, out, 2, bytes, net * 1e9 * efficiency.network);
+            }
+        }
+    }
+    Ok(ports
+        .values()
+        .map(|&(bytes, rate)| bytes / rate)
+        .fold(0.0, f64::max))
+}
+
+/// The general solver's time: every leg a flow over its ECMP route, max-min fair, run to
+/// completion; the last one's arrival.
+pub fn solver_seconds(
+    group: &EpGroup,
+    legs: &Legs,
+    efficiency: LinkEfficiency,
+) -> Result<f64, String> {
+    let res = resources(group.topo, efficiency);
+    let done = transfer::simulate(group.topo, &res, &legs.transfers())?;
+    Ok(done.into_iter().fold(0.0, f64::max))
+}
+
+/// Ring all-reduce over `ranks` of `bytes` per rank: each rank sends 2 (n - 1) / n of it to
+/// its ring neighbour. (All-gather and reduce-scatter send (n - 1) / n.)
+pub fn ring_legs(ranks: &[NodeIndex], bytes: f64, collective: Ring) -> Legs {
+    let n = ranks.len();
+    let mut legs = Legs::default();
+    if n < 2 {
+        return legs;
+    }
+    let factor = match collective {
+        Ring::AllReduce => 2.0 * (n - 1) as f64 / n as f64,
+        Ring::AllGather | Ring::ReduceScatter => (n - 1) as f64 / n as f64,
+    };
+    for i in 0..n {
+        legs.add(ranks[i], ranks[(i + 1) % n], bytes * factor);
+    }
+    legs
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ring {
+    AllReduce,
+    AllGather,
+    ReduceScatter,
+}
+
+/// A request's KV cache from prefill GPUs to decode GPUs: each prefill GPU holds an equal
+/// share and sends it to the decode GPU of the same position (wrapping).
+pub fn kv_transfer_legs(prefill: &[NodeIndex], decode: &[NodeIndex], bytes: f64) -> Legs {
+    let mut legs = Legs::default();
+    if prefill.is_empty() || decode.is_empty() {
+        return legs;
+    }
+    let share = bytes / prefill.len() as f64;
+    for (i, &p) in prefill.iter().enumerate() {
+        legs.add(p, decode[i % decode.len()], share);
+    }
+    legs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RandomStreams;
+    use crate::model::{Precision, Usage};
+    use crate::moe::traffic::destinations;
+    use std::path::Path;
+
+    fn topo(name: &str) -> Topology {
+        crate::topology::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("topologies/{name}.yaml")),
+        )
+        .unwrap()
+    }
+
+    const EFF: LinkEfficiency = LinkEfficiency {
+        nvlink: 0.78,
+        network: 0.86,
+    };
+
+    fn a2a<'a>(
+        t: &'a Topology,
+        ep: usize,
+        tokens: usize,
+        routing: &str,
+        algorithm: A2aAlgorithm,
+        precision: Precision,
+        phase: Phase,
+    ) -> (Legs, EpGroup<'a>) {
+        let group = EpGroup::new(t, t.gpus[..ep].to_vec());
+        let mut rng = RandomStreams::new(1).stream("routing");
+        let d = destinations(&routing.parse().unwrap(), ep, tokens, 256, 8, &mut rng).unwrap();
+        let bytes = precision.bytes(7168.0, Usage::Activations);
+        (all_to_all_legs(&group, &d, algorithm, bytes, phase), group)
+    }
+
+    /// Reference section 2 (TensorRT-LLM tech blog 18): GB200, EP8, 2,048 tokens per rank,
+    /// hidden 7,168, top-8: BF16 dispatch 311.8 us, combine 322.6 us, NVFP4 dispatch
+    /// 101.7 us; floors 19 / 31 us (section 1). The NVLink efficiency comes from H800
+    /// measurements, so these are predictions, not fits.
+    #[test]
+    fn predicts_the_gb200_calibration_points() {
+        let t = topo("gb200-nvl72");
+        let c = t.collectives.clone().unwrap();
+        let time = |precision, phase, latency_us: f64| {
+            let (legs, group) = a2a(
+                &t,
+                8,
+                2048,
+                "spread",
+                A2aAlgorithm::Direct,
+                precision,
+                phase,
+            );
+            (
+                latency_us + fast_path_seconds(&group, &legs, EFF).unwrap() * 1e6,
+                legs,
+                group,
+            )
+        };
+        let (dispatch, legs, group) = time(Precision::Bf16, Phase::Dispatch, c.dispatch_latency_us);
+        let (combine, ..) = time(Precision::Bf16, Phase::Combine, c.combine_latency_us);
+        let (nvfp4, ..) = time(Precision::Nvfp4, Phase::Dispatch, c.dispatch_latency_us);
+        for (got, measured) in [(dispatch, 311.8), (combine, 322.6), (nvfp4, 101.7)] {
+            assert!(
+                (got / measured - 1.0).abs() < 0.02,
+                "{got:.1} us vs measured {measured}"
+            );
+        }
+        // Every token reaches all 8 ranks, 7 of them remote.
+        let sent = legs.sent_by(&group.ranks);
+        assert!(sent.iter().all(|&b| b == 2048.0 * 7.0 * 14_336.0));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_solver() {
+        let t = topo("gb200-nvl72");
+        // EP72 too in `cargo bench --bench network` (the exact solver takes seconds there).
+        for (ep, routing) in [(8, "spread"), (32, "uniform")] {
+            let (legs, group) = a2a(
+                &t,
+                ep,
+                64,
+                routing,
+                A2aAlgorithm::Direct,
+                Precision::Fp8,
+                Phase::Dispatch,
+            );
+            let fast = fast_path_seconds(&group, &legs, EFF).unwrap();
+            let solver = solver_seconds(&group, &legs, EFF).unwrap();
+            assert!(
+                fast <= solver * (1.0 + 1e-9),
+                "the fast path is a lower bound: {fast} vs {solver}"
+            );
+            assert!(
+                solver / fast < 1.10,
+                "EP{ep} {routing}: solver {solver} vs fast {fast}"
+            );
+        }
+        let h = topo("h800-cluster");
+        for algorithm in [
+            A2aAlgorithm::Hierarchical,
+            A2aAlgorithm::LowLatency,
+            A2aAlgorithm::Direct,
+        ] {
+            let (legs, group) = a2a(
+                &h,
+                16,
+                64,
+                "uniform",
+                algorithm,
+                Precision::Fp8,
+                Phase::Dispatch,
+            );
+            let fast = fast_path_seconds(&group, &legs, EFF).unwrap();
+            let solver = solver_seconds(&group, &legs, EFF).unwrap();
+            assert!(
+                fast <= solver * (1.0 + 1e-9) && solver / fast < 1.10,
+                "{algorithm:?}: {solver} vs {fast}"
+            );
+        }
+    }
+
+    #[test]
+    fn hierarchical_crosses_the_network_once_per_node() {
+        let h = topo("h800-cluster");
+        let network_bytes = |algorithm| {
+            let (legs, group) = a2a(
+                &h,
+                32,
+                128,
+                "uniform",
+                algorithm,
+                Precision::Fp8,
+                Phase::Dispatch,
+            );
+            legs.0
+                .iter()
+                .filter(|((a, b), _)| !group.same_domain(*a, *b))
+                .map(|(_, x)| x)
+                .sum::<f64>()
+        };
+        let (hier, low, direct) = (
+            network_bytes(A2aAlgorithm::Hierarchical),
+            network_bytes(A2aAlgorithm::LowLatency),
+            network_bytes(A2aAlgorithm::Direct),
+        );
+        assert!(hier < direct && direct <= low, "{hier} {direct} {low}");
+        let group = EpGroup::new(&h, h.gpus[..32].to_vec());
+        assert_eq!(group.domains(), 4);
+    }
+
+    #[test]
+    fn bytes_are_conserved_across_phases_and_algorithms() {
+        let t = topo("gb200-nvl72");
+        let (dispatch, group) = a2a(
+            &t,
+            16,
+            100,
+            "uniform",
+            A2aAlgorithm::LowLatency,
+            Precision::Bf16,
+            Phase::Dispatch,
+        );
+        let (combine, _) = a2a(
+            &t,
+            16,
+            100,
+            "uniform",
+            A2aAlgorithm::LowLatency,
+            Precision::Bf16,
+            Phase::Combine,
+        );
+        let total = |l: &Legs| l.0.values().sum::<f64>();
+        assert_eq!(total(&dispatch), total(&combine));
+        // Per (token, expert) minus the ones that stay home: 16 x 100 x 8 copies at most.
+        let copies = total(&dispatch) / 14_336.0;
+        assert!(copies <= 16.0 * 100.0 * 8.0 && copies > 16.0 * 100.0 * 8.0 * 0.85);
+        assert_eq!(group.size(), 16);
+    }
+
+    #[test]
+    fn ring_collectives_and_kv_transfer() {
+        let t = topo("hgx-h100x8");
+        let ring = ring_legs(&t.gpus, 8e6, Ring::AllReduce);
+        assert!(
+            ring.sent_by(&t.gpus)
+                .iter()
+                .all(|&b| (b - 14e6).abs() < 1e-6),
+            "2 (n-1)/n of 8 MB"
+        );
+        let gather = ring_legs(&t.gpus, 8e6, Ring::AllGather);
+        assert!(
+            gather
+                .sent_by(&t.gpus)
+                .iter()
+                .all(|&b| (b - 7e6).abs() < 1e-6)
+        );
+        assert_eq!(
+            ring_legs(&t.gpus[..1], 8e6, Ring::ReduceScatter),
+            Legs::default()
+        );
+        let group = EpGroup::new(&t, t.gpus.clone());
+        // One ring step over NVLink: 14 MB at 450 GB/s x 0.78.
+        let s = fast_path_seconds(&group, &ring, EFF).unwrap();
+        assert!((s - 14e6 / (450e9 * 0.78)).abs() < 1e-12);
+        let kv = kv_transfer_legs(&t.gpus[..2], &t.gpus[4..8], 1e9);
+        assert_eq!(kv.transfers().len(), 2);
+        assert_eq!(kv.sent_by(&t.gpus[..2]), vec![5e8, 5e8]);
+    }
+}
