@@ -59,6 +59,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
+    /// Price the MoE all-to-all (dispatch and combine) over a topology
+    #[command(
+        after_help = "Examples:\n  epsim a2a --topology topologies/gb200-nvl72.yaml --ep 8,16,32,64,72 --tokens-per-rank 1,128,2048\n  epsim a2a --topology topologies/gb200-nvl72.yaml --ep 8 --tokens-per-rank 2048 --dtype bf16 --routing spread\n  epsim a2a --topology topologies/h800-cluster.yaml --ep 8,16,32 --tokens-per-rank 128 --algorithm low-latency --format csv\n\nEP ranks are the first N GPUs of the topology unless --ranks says otherwise, so EP16 on\nh800-cluster.yaml spans two nodes. Routing is sampled with --seed: output is deterministic."
+    )]
+    A2a(cli::a2a::A2aArgs),
     /// Place experts into slots with DeepSeek's EPLB (hierarchical or global policy)
     #[command(
         after_help = "Example:\n  echo '{\"weight\": [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86]], \"num_replicas\": 16, \"num_groups\": 4, \"num_nodes\": 2, \"num_gpus\": 8}' | epsim eplb --input -\n\nInput: {\"weight\": [[load per expert] per layer], \"num_replicas\", \"num_groups\", \"num_nodes\", \"num_gpus\"}.\nOutput: one JSON object {\"policy\", \"phy2log\", \"logcnt\", \"phyrank\", \"log2phy\"}; bad input exits 2."
@@ -162,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             osl,
             format,
         } => cli::memory::run(&deployment, isl, osl, format),
+        Command::A2a(args) => cli::a2a::run(&args),
         Command::Eplb { input } => cli::eplb::run(&input),
         Command::Imbalance(args) => cli::imbalance::run(&args),
         Command::Step {

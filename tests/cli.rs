@@ -887,3 +887,172 @@ fn imbalance_rejects_impossible_setups() {
     ])
     .stderr(predicate::str::contains("unknown popularity"));
 }
+
+#[test]
+fn a2a_reproduces_the_gb200_calibration_point_and_writes_csv() {
+    let out = epsim()
+        .args([
+            "a2a",
+            "--topology",
+            repo("topologies/gb200-nvl72.yaml").to_str().unwrap(),
+        ])
+        .args([
+            "--ep",
+            "8",
+            "--tokens-per-rank",
+            "1,2048",
+            "--dtype",
+            "bf16",
+            "--routing",
+            "spread",
+            "--format",
+            "csv",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    for column in [
+        "ep",
+        "tokens_per_rank",
+        "dtype",
+        "dispatch_us",
+        "combine_us",
+        "bytes_per_rank",
+        "dispatch_gb_s",
+        "combine_gb_s",
+    ] {
+        assert!(
+            header.split(',').any(|c| c == column),
+            "{column} in {header}"
+        );
+    }
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let col = |name: &str| header.split(',').position(|c| c == name).unwrap();
+    let dispatch: f64 = rows[1][col("dispatch_us")].parse().unwrap();
+    let combine: f64 = rows[1][col("combine_us")].parse().unwrap();
+    assert!(
+        (dispatch / 311.8 - 1.0).abs() < 0.02 && (combine / 322.6 - 1.0).abs() < 0.02,
+        "{dispatch} {combine}"
+    );
+    let floor: f64 = rows[0][col("dispatch_us")].parse().unwrap();
+    assert!((floor - 19.0).abs() < 1.0);
+}
+
+#[test]
+fn a2a_crosses_the_network_beyond_one_nvlink_domain() {
+    let json = |topology: &str, ep: &str, extra: &[&str]| -> serde_json::Value {
+        let out = epsim()
+            .args([
+                "a2a",
+                "--topology",
+                repo(topology).to_str().unwrap(),
+                "--ep",
+                ep,
+                "--tokens-per-rank",
+                "128",
+                "--format",
+                "json",
+            ])
+            .args(extra)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).unwrap()
+    };
+    let h800 = json("topologies/h800-cluster.yaml", "8,16", &[]);
+    assert_eq!(h800[0]["nvlink_domains"], 1);
+    assert_eq!(h800[1]["nvlink_domains"], 2);
+    assert_eq!(h800[1]["algorithm"], "hierarchical");
+    assert!(h800[1]["dispatch_us"].as_f64() > h800[0]["dispatch_us"].as_f64());
+    // Ranks chosen across both nodes make EP8 cross the network too.
+    let split = json(
+        "topologies/h800-cluster.yaml",
+        "8",
+        &["--ranks", "0-3,8-11"],
+    );
+    assert_eq!(split[0]["nvlink_domains"], 2);
+    let racks = json("topologies/gb200-nvl72x2.yaml", "72,144", &[]);
+    assert_eq!(
+        (
+            racks[0]["nvlink_domains"].as_u64(),
+            racks[1]["nvlink_domains"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    // Same seed, same numbers; the flow solver agrees with the fast path here.
+    let fast = json(
+        "topologies/h800-cluster.yaml",
+        "16",
+        &["--algorithm", "low-latency"],
+    );
+    assert_eq!(
+        fast,
+        json(
+            "topologies/h800-cluster.yaml",
+            "16",
+            &["--algorithm", "low-latency"]
+        )
+    );
+    let flow = json(
+        "topologies/h800-cluster.yaml",
+        "16",
+        &["--algorithm", "low-latency", "--solver", "flow"],
+    );
+    let (f, s) = (
+        fast[0]["dispatch_us"].as_f64().unwrap(),
+        flow[0]["dispatch_us"].as_f64().unwrap(),
+    );
+    assert!(f <= s * (1.0 + 1e-9) && s < f * 1.1, "{f} {s}");
+}
+
+#[test]
+fn a2a_rejects_bad_requests() {
+    let run = |args: &[&str]| {
+        epsim()
+            .current_dir(repo(""))
+            .arg("a2a")
+            .args(args)
+            .assert()
+            .code(2)
+    };
+    run(&[
+        "--topology",
+        "topologies/gb200-nvl72.yaml",
+        "--ep",
+        "100",
+        "--tokens-per-rank",
+        "8",
+    ])
+    .stderr(predicate::str::contains("EP sizes must be 1 to 72"));
+    run(&[
+        "--topology",
+        "topologies/gb200-nvl72.yaml",
+        "--ep",
+        "8",
+        "--tokens-per-rank",
+        "8",
+        "--ranks",
+        "0-3,70-80",
+    ])
+    .stderr(predicate::str::contains(
+        "\"70-80\" is not an index or range",
+    ));
+    run(&[
+        "--topology",
+        "topologies/gb200-nvl72.yaml",
+        "--ep",
+        "8",
+        "--tokens-per-rank",
+        "8",
+        "--routing",
+        "lognormal",
+    ])
+    .stderr(predicate::str::contains("unknown routing"));
+}

@@ -1,5 +1,6 @@
 //! The subcommands, one module each; `main.rs` only parses and dispatches.
 
+pub mod a2a;
 pub mod eplb;
 pub mod imbalance;
 pub mod lookup;

@@ -1,0 +1,59 @@
+//! Pricing one EP72 all-to-all on GB200 NVL72 (FP8 dispatch, 128 tokens per rank, uniform
+//! routing): the fast path the serving loop will use, and the general max-min flow solver.
+//!
+//! Run: `cargo bench --bench network`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use epsim::cost::collective::{EpGroup, Phase, all_to_all_legs, fast_path_seconds, solver_seconds};
+use epsim::cost::network::LinkEfficiency;
+use epsim::engine::RandomStreams;
+use epsim::moe::traffic::destinations;
+use epsim::topology::A2aAlgorithm;
+use std::hint::black_box;
+use std::path::Path;
+
+fn ep72_all_to_all(c: &mut Criterion) {
+    let topo = epsim::topology::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/gb200-nvl72.yaml"),
+    )
+    .expect("shipped topology loads");
+    let group = EpGroup::new(&topo, topo.gpus.clone());
+    let mut rng = RandomStreams::new(1).stream("routing");
+    let dest = destinations(
+        &"uniform".parse().expect("routing"),
+        72,
+        128,
+        256,
+        8,
+        &mut rng,
+    )
+    .expect("shape");
+    let legs = all_to_all_legs(&group, &dest, A2aAlgorithm::Direct, 7392.0, Phase::Dispatch);
+    let eff = LinkEfficiency {
+        nvlink: 0.78,
+        network: 0.86,
+    };
+    c.bench_function("a2a_ep72_fast_path", |b| {
+        b.iter(|| fast_path_seconds(black_box(&group), black_box(&legs), eff))
+    });
+    c.bench_function("a2a_ep72_legs_from_routing", |b| {
+        b.iter(|| {
+            all_to_all_legs(
+                black_box(&group),
+                black_box(&dest),
+                A2aAlgorithm::Direct,
+                7392.0,
+                Phase::Dispatch,
+            )
+        })
+    });
+    let mut slow = c.benchmark_group("a2a_ep72_flow_solver");
+    slow.sample_size(10);
+    slow.bench_function("max_min_to_completion", |b| {
+        b.iter(|| solver_seconds(black_box(&group), black_box(&legs), eff))
+    });
+    slow.finish();
+}
+
+criterion_group!(benches, ep72_all_to_all);
+criterion_main!(benches);
