@@ -25,6 +25,12 @@ pub struct EpGroup<'a> {
     local: Vec<usize>,
     /// Per domain: the group's ranks in it, in rank order.
     members: BTreeMap<usize, Vec<usize>>,
+    /// Node index -> rank, for the group's GPUs.
+    rank_of: Vec<Option<usize>>,
+    /// Per rank: NVLink bandwidth (all links), bytes per second.
+    nvlink_bps: Vec<f64>,
+    /// Per rank: the GPU-NIC link and the NIC's network bandwidth (bytes/s), if it has one.
+    nic: Vec<Option<(f64, f64)>>,
 }
 
 impl<'a> EpGroup<'a> {
@@ -43,12 +49,21 @@ impl<'a> EpGroup<'a> {
             local.push(m.len());
             m.push(r);
         }
+        let mut rank_of = vec![None; topo.graph.node_count()];
+        for (r, g) in ranks.iter().enumerate() {
+            rank_of[g.index()] = Some(r);
+        }
+        let nvlink_bps = ranks.iter().map(|&g| topo.nvlink_gb_s(g) * 1e9).collect();
+        let nic = ranks.iter().map(|&g| nic_of(topo, g)).collect();
         EpGroup {
             topo,
             ranks,
             domain,
             local,
             members,
+            rank_of,
+            nvlink_bps,
+            nic,
         }
     }
 
@@ -61,9 +76,9 @@ impl<'a> EpGroup<'a> {
         self.members.len()
     }
 
-    fn same_domain(&self, a: NodeIndex, b: NodeIndex) -> bool {
-        let rank = |g: NodeIndex| self.ranks.iter().position(|&r| r == g);
-        match (rank(a), rank(b)) {
+    /// Whether two of the group's GPUs share an NVLink domain.
+    pub fn same_domain(&self, a: NodeIndex, b: NodeIndex) -> bool {
+        match (self.rank_of[a.index()], self.rank_of[b.index()]) {
             (Some(x), Some(y)) => self.domain[x] == self.domain[y],
             _ => false,
         }
@@ -74,27 +89,26 @@ impl<'a> EpGroup<'a> {
         let m = &self.members[&domain];
         m[self.local[src] % m.len()]
     }
+}
 
-    fn nic_of(&self, gpu: NodeIndex) -> Option<(NodeIndex, f64, f64)> {
-        // (NIC, host link GB/s, NIC network GB/s)
-        self.topo.graph.edges(gpu).find_map(|e| {
-            let nic = if e.target() == gpu {
-                e.source()
-            } else {
-                e.target()
-            };
-            (self.topo.graph[nic].kind == NodeKind::Nic).then(|| {
-                let network: f64 = self
-                    .topo
-                    .graph
-                    .edges(nic)
-                    .filter(|l| l.weight().kind == LinkKind::Network)
-                    .map(|l| l.weight().bandwidth_gb_s())
-                    .sum();
-                (nic, e.weight().bandwidth_gb_s(), network)
-            })
+/// A GPU's link to its NIC and the NIC's network bandwidth, in bytes per second.
+fn nic_of(topo: &Topology, gpu: NodeIndex) -> Option<(f64, f64)> {
+    topo.graph.edges(gpu).find_map(|e| {
+        let nic = if e.target() == gpu {
+            e.source()
+        } else {
+            e.target()
+        };
+        (topo.graph[nic].kind == NodeKind::Nic).then(|| {
+            let network: f64 = topo
+                .graph
+                .edges(nic)
+                .filter(|l| l.weight().kind == LinkKind::Network)
+                .map(|l| l.weight().bandwidth_gb_s())
+                .sum();
+            (e.weight().bandwidth_gb_s() * 1e9, network * 1e9)
         })
-    }
+    })
 }
 
 /// For each source rank, each token's destination ranks, one entry per expert (a rank
@@ -205,52 +219,50 @@ fn distinct(token: &[usize]) -> Vec<usize> {
 
 /// Per-port byte totals, and the fast-path time: the busiest port's bytes over its achieved
 /// bandwidth. Same-domain legs use NVLink ports; others leave through the source GPU's host
-/// link and NIC and enter through the destination's.
+/// link and NIC and enter through the destination's. O(legs).
 pub fn fast_path_seconds(
     group: &EpGroup,
     legs: &Legs,
     efficiency: LinkEfficiency,
 ) -> Result<f64, String> {
-    // (node, outgoing?, port kind) -> (bytes, bytes per second)
-    let mut ports: BTreeMap<(NodeIndex, bool, u8), (f64, f64)> = BTreeMap::new();
-    let topo = group.topo;
-    let mut add = |node: NodeIndex, out: bool, kind: u8, bytes: f64, rate: f64| {
-        let p = ports.entry((node, out, kind)).or_insert((0.0, rate));
-        p.0 += bytes;
-    };
-    for (&(a, b), &bytes) in &legs.0 {
-        if group.same_domain(a, b) {
-            add(
-                a,
-                true,
-                0,
-                bytes,
-                topo.nvlink_gb_s(a) * 1e9 * efficiency.nvlink,
-            );
-            add(
-                b,
-                false,
-                0,
-                bytes,
-                topo.nvlink_gb_s(b) * 1e9 * efficiency.nvlink,
-            );
+    // Per rank: NVLink out/in, host link out/in, NIC out/in bytes.
+    let mut bytes = vec![[0.0f64; 6]; group.size()];
+    for (&(a, b), &x) in &legs.0 {
+        let (Some(ra), Some(rb)) = (group.rank_of[a.index()], group.rank_of[b.index()]) else {
+            return Err("a leg leaves the EP group".into());
+        };
+        if group.domain[ra] == group.domain[rb] {
+            bytes[ra][0] += x;
+            bytes[rb][1] += x;
         } else {
-            for (gpu, out) in [(a, true), (b, false)] {
-                let (nic, host, net) = group.nic_of(gpu).ok_or_else(|| {
-                    format!(
+            for r in [ra, rb] {
+                if group.nic[r].is_none() {
+                    return Err(format!(
                         "{} has no NIC to reach another NVLink domain",
-                        topo.graph[gpu].id
-                    )
-                })?;
-                add(gpu, out, 1, bytes, host * 1e9);
-                add(nic, out, 2, bytes, net * 1e9 * efficiency.network);
+                        group.topo.graph[group.ranks[r]].id
+                    ));
+                }
             }
+            bytes[ra][2] += x;
+            bytes[ra][4] += x;
+            bytes[rb][3] += x;
+            bytes[rb][5] += x;
         }
     }
-    Ok(ports
-        .values()
-        .map(|&(bytes, rate)| bytes / rate)
-        .fold(0.0, f64::max))
+    let mut worst = 0.0f64;
+    for (r, b) in bytes.iter().enumerate() {
+        let nvlink = group.nvlink_bps[r] * efficiency.nvlink;
+        worst = worst.max(b[0] / nvlink).max(b[1] / nvlink);
+        if let Some((host, net)) = group.nic[r] {
+            let net = net * efficiency.network;
+            worst = worst
+                .max(b[2] / host)
+                .max(b[3] / host)
+                .max(b[4] / net)
+                .max(b[5] / net);
+        }
+    }
+    Ok(worst)
 }
 
 /// The general solver's time: every leg a flow over its ECMP route, max-min fair, run to
