@@ -11,3 +11,6 @@ pub mod input;
 pub mod model;
 pub mod moe;
 pub mod topology;
+
+#[cfg(test)]
+mod testing;

@@ -504,10 +504,11 @@ links:
     );
 }
 
-fn memory_json(args: &[&str]) -> serde_json::Value {
+/// Runs `epsim COMMAND ARGS... --format json` in the repository and parses its output.
+fn json_of(command: &str, args: &[&str]) -> serde_json::Value {
     let out = epsim()
         .current_dir(repo(""))
-        .arg("memory")
+        .arg(command)
         .args(args)
         .args(["--format", "json"])
         .assert()
@@ -515,7 +516,11 @@ fn memory_json(args: &[&str]) -> serde_json::Value {
         .get_output()
         .stdout
         .clone();
-    serde_json::from_slice(&out).expect("memory --format json prints one JSON object")
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{command} --format json: {e}"))
+}
+
+fn memory_json(args: &[&str]) -> serde_json::Value {
+    json_of("memory", args)
 }
 
 #[test]
@@ -620,17 +625,7 @@ fn memory_rejects_impossible_deployments() {
 }
 
 fn step_json(args: &[&str]) -> serde_json::Value {
-    let out = epsim()
-        .current_dir(repo(""))
-        .arg("step")
-        .args(args)
-        .args(["--format", "json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice(&out).expect("step --format json prints one JSON object")
+    json_of("step", args)
 }
 
 #[test]
@@ -772,17 +767,10 @@ fn eplb_rejects_bad_input_with_exit_2() {
 }
 
 fn imbalance_json(args: &[&str]) -> serde_json::Value {
-    let out = epsim()
-        .current_dir(repo(""))
-        .arg("imbalance")
-        .args(args)
-        .args(["--format", "json", "--iterations", "30", "--warmup", "20"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice(&out).expect("imbalance --format json prints one JSON object")
+    json_of(
+        "imbalance",
+        &[args, &["--iterations", "30", "--warmup", "20"]].concat(),
+    )
 }
 
 #[test]

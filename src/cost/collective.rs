@@ -322,13 +322,8 @@ mod tests {
     use crate::engine::RandomStreams;
     use crate::model::{Precision, Usage};
     use crate::moe::traffic::destinations;
-    use std::path::Path;
-
     fn topo(name: &str) -> Topology {
-        crate::topology::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("topologies/{name}.yaml")),
-        )
-        .unwrap()
+        crate::testing::topology(name)
     }
 
     const EFF: LinkEfficiency = LinkEfficiency {

@@ -212,17 +212,7 @@ impl Roofline<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::{load_spec, spec_path};
-    use crate::model::load_model;
-    use std::path::Path;
-
-    fn gpu(name: &str) -> GpuSpec {
-        load_spec(&spec_path(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/gpus"),
-            name,
-        ))
-        .unwrap()
-    }
+    use crate::testing::{gpu, model};
 
     #[test]
     fn large_fp8_gemm_on_h800_runs_at_deepgemm_speed() {
@@ -291,8 +281,7 @@ mod tests {
     #[test]
     fn prefill_attention_is_quadratic_and_chunking_conserves_work() {
         let b200 = gpu("b200-gb200");
-        let ds = load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/deepseek-r1.yaml"))
-            .unwrap();
+        let ds = model("deepseek-r1");
         let r = Roofline::new(&b200);
         let whole = |n| r.prefill_attention(&ds, n, 0, Precision::Fp8, 1);
         let ratio = whole(8192).flops / whole(4096).flops;
@@ -313,8 +302,7 @@ mod tests {
     #[test]
     fn mla_decode_attention_reads_the_latent_cache() {
         let h800 = gpu("h800-sxm");
-        let ds = load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/deepseek-r1.yaml"))
-            .unwrap();
+        let ds = model("deepseek-r1");
         let r = Roofline::new(&h800);
         let c = r.decode_attention(&ds, 64, 4096, 1, Precision::Bf16, 1);
         assert_eq!(c.bytes, 64.0 * 4096.0 * 576.0 * 2.0);

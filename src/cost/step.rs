@@ -318,26 +318,14 @@ pub fn tokens_per_step(mtp: u64, acceptance: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::{load_spec, spec_path};
-    use crate::model::load_model;
-    use crate::model::memory::DEFAULT_KV_SHARE_OF_FREE_MEMORY;
-    use std::path::Path;
+    use crate::testing;
 
     fn setup(ep: u64, slots: u64) -> (ModelConfig, GpuSpec, Deployment) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let model = load_model(&root.join("models/deepseek-r1.yaml")).unwrap();
-        let gpu = load_spec(&spec_path(&root.join("topologies/gpus"), "b200-gb200")).unwrap();
-        let d = Deployment {
-            ep,
-            slots,
-            attention: AttentionLayout::Dp,
-            expert_precision: Precision::Nvfp4,
-            other_precision: Precision::Fp8,
-            kv_precision: Precision::Fp8,
-            mtp: true,
-            kv_share_of_free_memory: DEFAULT_KV_SHARE_OF_FREE_MEMORY,
-        };
-        (model, gpu, d)
+        (
+            testing::model("deepseek-r1"),
+            testing::gpu("b200-gb200"),
+            testing::nvfp4_deployment(ep, slots),
+        )
     }
 
     const LOAD: StepLoad = StepLoad {
@@ -428,9 +416,8 @@ mod tests {
 
     #[test]
     fn sliding_window_layers_read_only_their_window() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let oss = load_model(&root.join("models/gpt-oss-120b.yaml")).unwrap();
-        let h200 = load_spec(&spec_path(&root.join("topologies/gpus"), "h200-sxm")).unwrap();
+        let oss = testing::model("gpt-oss-120b");
+        let h200 = testing::gpu("h200-sxm");
         let d = Deployment {
             ep: 8,
             slots: 128,

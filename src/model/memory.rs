@@ -339,28 +339,14 @@ impl fmt::Display for MemoryPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::{load_spec, spec_path};
-    use crate::model::load_model;
-    use std::path::Path;
+    use crate::testing;
 
     fn inputs(model: &str, gpu: &str) -> (ModelConfig, GpuSpec) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let m = load_model(&root.join(format!("models/{model}.yaml"))).unwrap();
-        let g = load_spec(&spec_path(&root.join("topologies/gpus"), gpu)).unwrap();
-        (m, g)
+        (testing::model(model), testing::gpu(gpu))
     }
 
     fn deployment(ep: u64, slots: u64) -> Deployment {
-        Deployment {
-            ep,
-            slots,
-            attention: AttentionLayout::Dp,
-            expert_precision: Precision::Nvfp4,
-            other_precision: Precision::Fp8,
-            kv_precision: Precision::Fp8,
-            mtp: true,
-            kv_share_of_free_memory: DEFAULT_KV_SHARE_OF_FREE_MEMORY,
-        }
+        testing::nvfp4_deployment(ep, slots)
     }
 
     #[test]

@@ -177,12 +177,8 @@ impl ModelConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::load_model;
-    use std::path::Path;
-
     fn model(name: &str) -> crate::model::ModelConfig {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.yaml"));
-        load_model(&file).unwrap_or_else(|e| panic!("{e}"))
+        crate::testing::model(name)
     }
 
     fn assert_within(what: &str, got: f64, published: f64, tolerance: f64) {

@@ -46,11 +46,14 @@ pub trait PlacementPolicy {
     fn initial(&mut self, warmup: &[Vec<f64>]) -> Result<Placement, PlacementError>;
 
     /// Sees one iteration's counts `[layer][expert]`; may re-plan layers of `placement`.
+    /// Policies that never re-plan keep this default.
     fn observe(
         &mut self,
-        counts: &[Vec<u64>],
-        placement: &mut Placement,
-    ) -> Result<Option<Migration>, PlacementError>;
+        _counts: &[Vec<u64>],
+        _placement: &mut Placement,
+    ) -> Result<Option<Migration>, PlacementError> {
+        Ok(None)
+    }
 }
 
 /// Shape shared by the policies.
@@ -77,14 +80,6 @@ impl PlacementPolicy for NoEplb {
         }
         Placement::contiguous(s.layers, s.experts, s.ranks)
     }
-
-    fn observe(
-        &mut self,
-        _: &[Vec<u64>],
-        _: &mut Placement,
-    ) -> Result<Option<Migration>, PlacementError> {
-        Ok(None)
-    }
 }
 
 /// DeepSeek's EPLB planned once, from a given load profile or else the warm-up's counts.
@@ -104,14 +99,6 @@ impl PlacementPolicy for StaticEplb {
             )));
         }
         Placement::eplb(profile, s.slots, s.groups, s.ranks)
-    }
-
-    fn observe(
-        &mut self,
-        _: &[Vec<u64>],
-        _: &mut Placement,
-    ) -> Result<Option<Migration>, PlacementError> {
-        Ok(None)
     }
 }
 

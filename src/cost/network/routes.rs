@@ -113,13 +113,8 @@ impl<'a> Router<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
     fn topo(name: &str) -> Topology {
-        crate::topology::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("topologies/{name}.yaml")),
-        )
-        .unwrap()
+        crate::testing::topology(name)
     }
 
     /// Flow conservation: out of src and into dst sum to 1; at every other node what comes

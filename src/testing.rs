@@ -1,0 +1,39 @@
+//! The shipped files, loaded for unit tests.
+
+use crate::hardware::{GpuSpec, load_spec, spec_path};
+use crate::model::memory::{AttentionLayout, DEFAULT_KV_SHARE_OF_FREE_MEMORY, Deployment};
+use crate::model::{ModelConfig, Precision, load_model};
+use crate::topology::Topology;
+use std::path::{Path, PathBuf};
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn topology(name: &str) -> Topology {
+    crate::topology::load(&repo(&format!("topologies/{name}.yaml")))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn model(name: &str) -> ModelConfig {
+    load_model(&repo(&format!("models/{name}.yaml"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn gpu(name: &str) -> GpuSpec {
+    load_spec(&spec_path(&repo("topologies/gpus"), name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// DP attention, NVFP4 experts, FP8 elsewhere and in the KV cache, MTP loaded: the
+/// DeepSeek-R1 on GB200 setup of the wide-EP results.
+pub fn nvfp4_deployment(ep: u64, slots: u64) -> Deployment {
+    Deployment {
+        ep,
+        slots,
+        attention: AttentionLayout::Dp,
+        expert_precision: Precision::Nvfp4,
+        other_precision: Precision::Fp8,
+        kv_precision: Precision::Fp8,
+        mtp: true,
+        kv_share_of_free_memory: DEFAULT_KV_SHARE_OF_FREE_MEMORY,
+    }
+}
