@@ -6,7 +6,7 @@
 use super::compute::{OpCost, Roofline, ffn_gemms};
 use crate::hardware::GpuSpec;
 use crate::model::memory::{AttentionLayout, Deployment};
-use crate::model::{Attention, ModelConfig, Precision, Usage};
+use crate::model::{ModelConfig, Precision, Usage};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -194,7 +194,7 @@ impl Step<'_> {
         let (model, d, r) = (self.model, self.d, self.roofline);
         let h = model.hidden_size;
         let mut c = ClassCosts::default();
-        for (n, k) in attention_projections(model, self.tp) {
+        for (n, k) in model.attention_projections(self.tp) {
             c.add(OpClass::DenseGemm, r.gemm(m, n, k, d.other_precision));
         }
         c.add(OpClass::Attention, self.attention(queries));
@@ -259,49 +259,6 @@ impl Step<'_> {
         );
         c.add(OpClass::Other, r.memory_pass(4.0 * (m * vocab) as f64));
         c
-    }
-}
-
-/// The attention projections of one layer, as (n, k) GEMMs on one of `tp` ranks. MLA's
-/// `kv_b` is applied in absorbed form, which costs the same as multiplying by it.
-fn attention_projections(model: &ModelConfig, tp: u64) -> Vec<(u64, u64)> {
-    let h = model.hidden_size;
-    match model.attention {
-        Attention::Mla {
-            heads,
-            q_lora_rank,
-            kv_lora_rank,
-            qk_nope_head_dim,
-            qk_rope_head_dim,
-            v_head_dim,
-        } => {
-            let heads = heads.div_ceil(tp);
-            let qk = qk_nope_head_dim + qk_rope_head_dim;
-            let mut gemms = Vec::with_capacity(5);
-            if q_lora_rank > 0 {
-                gemms.push((q_lora_rank, h));
-                gemms.push((heads * qk, q_lora_rank));
-            } else {
-                gemms.push((heads * qk, h));
-            }
-            gemms.push((kv_lora_rank + qk_rope_head_dim, h));
-            gemms.push((heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank));
-            gemms.push((h, heads * v_head_dim));
-            gemms
-        }
-        Attention::Gqa {
-            heads,
-            kv_heads,
-            head_dim,
-            ..
-        } => {
-            let (heads, kv_heads) = (heads.div_ceil(tp), kv_heads.div_ceil(tp));
-            vec![
-                (heads * head_dim, h),
-                (2 * kv_heads * head_dim, h),
-                (h, heads * head_dim),
-            ]
-        }
     }
 }
 

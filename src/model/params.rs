@@ -54,9 +54,11 @@ impl ModelConfig {
         3.0 * (self.hidden_size * self.moe.expert_intermediate_size) as f64
     }
 
-    /// Attention parameters of one layer, with its own norms.
-    pub fn attention_params_per_layer(&self) -> f64 {
-        let h = self.hidden_size as f64;
+    /// The attention projections of one layer as (n, k) weight matrices (outputs x inputs),
+    /// over `1/tp` of the heads. MLA: q down and up (or one q matrix without q_lora), the
+    /// joint KV down projection with the RoPE key, the KV up projection, the output.
+    pub fn attention_projections(&self, tp: u64) -> Vec<(u64, u64)> {
+        let h = self.hidden_size;
         match self.attention {
             Attention::Mla {
                 heads,
@@ -66,31 +68,61 @@ impl ModelConfig {
                 qk_rope_head_dim,
                 v_head_dim,
             } => {
-                let (heads, q_lora, kv_lora) =
-                    (heads as f64, q_lora_rank as f64, kv_lora_rank as f64);
-                let qk_head = (qk_nope_head_dim + qk_rope_head_dim) as f64;
-                let q = if q_lora_rank == 0 {
-                    h * heads * qk_head
+                let heads = heads.div_ceil(tp);
+                let qk = qk_nope_head_dim + qk_rope_head_dim;
+                let mut gemms = Vec::with_capacity(5);
+                if q_lora_rank > 0 {
+                    gemms.push((q_lora_rank, h));
+                    gemms.push((heads * qk, q_lora_rank));
                 } else {
-                    h * q_lora + q_lora + q_lora * heads * qk_head
-                };
-                let kv_a = h * (kv_lora + qk_rope_head_dim as f64) + kv_lora;
-                let kv_b = kv_lora * heads * (qk_nope_head_dim + v_head_dim) as f64;
-                let o = heads * v_head_dim as f64 * h;
-                q + kv_a + kv_b + o
+                    gemms.push((heads * qk, h));
+                }
+                gemms.push((kv_lora_rank + qk_rope_head_dim, h));
+                gemms.push((heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank));
+                gemms.push((h, heads * v_head_dim));
+                gemms
             }
             Attention::Gqa {
                 heads,
                 kv_heads,
                 head_dim,
-                qk_norm,
                 ..
             } => {
-                let (q, kv) = ((heads * head_dim) as f64, (kv_heads * head_dim) as f64);
-                let norms = if qk_norm { 2.0 * head_dim as f64 } else { 0.0 };
-                h * q + 2.0 * h * kv + q * h + norms
+                let (heads, kv_heads) = (heads.div_ceil(tp), kv_heads.div_ceil(tp));
+                vec![
+                    (heads * head_dim, h),
+                    (2 * kv_heads * head_dim, h),
+                    (h, heads * head_dim),
+                ]
             }
         }
+    }
+
+    /// Attention parameters of one layer: its projections and their norms.
+    pub fn attention_params_per_layer(&self) -> f64 {
+        let matrices: u64 = self
+            .attention_projections(1)
+            .iter()
+            .map(|(n, k)| n * k)
+            .sum();
+        let norms = match self.attention {
+            // RMS norms after the q and KV down projections.
+            Attention::Mla {
+                q_lora_rank,
+                kv_lora_rank,
+                ..
+            } => q_lora_rank + kv_lora_rank,
+            Attention::Gqa {
+                qk_norm, head_dim, ..
+            } => {
+                if qk_norm {
+                    2 * head_dim
+                } else {
+                    0
+                }
+            }
+        };
+        (matrices + norms) as f64
     }
 
     /// One MoE layer's router (a linear map from the hidden state to expert scores).
