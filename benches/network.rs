@@ -4,7 +4,10 @@
 //! Run: `cargo bench --bench network`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use epsim::cost::collective::{EpGroup, Phase, all_to_all_legs, fast_path_seconds, solver_seconds};
+use epsim::cost::collective::{
+    EpGroup, ExpectedTraffic, Phase, all_to_all_legs, expected_fast_path_seconds,
+    fast_path_seconds, solver_seconds,
+};
 use epsim::cost::network::LinkEfficiency;
 use epsim::engine::RandomStreams;
 use epsim::moe::traffic::destinations;
@@ -35,6 +38,26 @@ fn ep72_all_to_all(c: &mut Criterion) {
     };
     c.bench_function("a2a_ep72_fast_path", |b| {
         b.iter(|| fast_path_seconds(black_box(&group), black_box(&legs), eff))
+    });
+    // The serving loop's version: from per-expert pick chances, no per-token legs.
+    let picks = vec![8.0 / 256.0; 256];
+    let expert_rank: Vec<usize> = (0..256).map(|e| e * 72 / 256).collect();
+    let traffic = ExpectedTraffic {
+        picks: &picks,
+        expert_rank: &expert_rank,
+        tokens_per_rank: 128.0,
+        bytes_per_token: 7392.0,
+    };
+    c.bench_function("a2a_ep72_expected_fast_path", |b| {
+        b.iter(|| {
+            expected_fast_path_seconds(
+                black_box(&group),
+                traffic,
+                A2aAlgorithm::Direct,
+                Phase::Dispatch,
+                eff,
+            )
+        })
     });
     c.bench_function("a2a_ep72_legs_from_routing", |b| {
         b.iter(|| {

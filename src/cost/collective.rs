@@ -265,6 +265,105 @@ pub fn fast_path_seconds(
     Ok(worst)
 }
 
+/// The fast path without per-token legs, for the serving loop: expected per-port bytes
+/// when every rank sends `tokens_per_rank` tokens and a token picks expert e with
+/// probability `picks[e]` (e.g. this iteration's counts / tokens), experts placed on ranks
+/// by `expert_rank`. A token reaches rank r with probability
+/// 1 - prod over r's experts of (1 - picks[e]), treating picks as independent. O(experts +
+/// ranks x domains) instead of O(tokens x top-k).
+/// What the ranks of an all-to-all send, in aggregate.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedTraffic<'a> {
+    /// Per expert: the chance a token picks it (summing to top-k).
+    pub picks: &'a [f64],
+    /// Per expert: the rank holding it.
+    pub expert_rank: &'a [usize],
+    pub tokens_per_rank: f64,
+    pub bytes_per_token: f64,
+}
+
+pub fn expected_fast_path_seconds(
+    group: &EpGroup,
+    traffic: ExpectedTraffic,
+    algorithm: A2aAlgorithm,
+    phase: Phase,
+    efficiency: LinkEfficiency,
+) -> f64 {
+    let ExpectedTraffic {
+        picks,
+        expert_rank,
+        tokens_per_rank,
+        bytes_per_token,
+    } = traffic;
+    let n = group.size();
+    // Per destination rank: expected copies per token (low-latency) and chance of a hit.
+    let mut copies = vec![0.0; n];
+    let mut miss = vec![1.0; n];
+    for (e, &p) in picks.iter().enumerate() {
+        let r = expert_rank[e];
+        copies[r] += p;
+        miss[r] *= 1.0 - p.clamp(0.0, 1.0);
+    }
+    let hit: Vec<f64> = miss.iter().map(|m| 1.0 - m).collect();
+    let mut domain_miss: BTreeMap<usize, f64> = BTreeMap::new();
+    for (r, m) in miss.iter().enumerate() {
+        *domain_miss.entry(group.domain[r]).or_insert(1.0) *= m;
+    }
+    let per_token = |r: usize| match algorithm {
+        A2aAlgorithm::LowLatency => copies[r],
+        A2aAlgorithm::Direct | A2aAlgorithm::Hierarchical => hit[r],
+    };
+    // Bytes each way per rank: [NVLink out, NVLink in, network out, network in].
+    let mut bytes = vec![[0.0f64; 4]; n];
+    let t = tokens_per_rank * bytes_per_token;
+    for s in 0..n {
+        for d in 0..n {
+            if s == d {
+                continue;
+            }
+            let same = group.domain[s] == group.domain[d];
+            if same || algorithm != A2aAlgorithm::Hierarchical {
+                let x = t * per_token(d);
+                let (out, inn) = if same { (0, 1) } else { (2, 3) };
+                bytes[s][out] += x;
+                bytes[d][inn] += x;
+            }
+        }
+        if algorithm == A2aAlgorithm::Hierarchical {
+            // Once per other domain to the relay, which forwards to the GPUs hit there.
+            for (&domain, &m) in &domain_miss {
+                if domain == group.domain[s] {
+                    continue;
+                }
+                let relay = group.relay(s, domain);
+                bytes[s][2] += t * (1.0 - m);
+                bytes[relay][3] += t * (1.0 - m);
+                for &d in &group.members[&domain] {
+                    if d != relay {
+                        bytes[relay][0] += t * hit[d];
+                        bytes[d][1] += t * hit[d];
+                    }
+                }
+            }
+        }
+    }
+    if phase == Phase::Combine {
+        for b in &mut bytes {
+            *b = [b[1], b[0], b[3], b[2]];
+        }
+    }
+    let mut worst = 0.0f64;
+    for (r, b) in bytes.iter().enumerate() {
+        let nvlink = group.nvlink_bps[r] * efficiency.nvlink;
+        worst = worst.max(b[0] / nvlink).max(b[1] / nvlink);
+        if let Some((host, net)) = group.nic[r] {
+            let net = net * efficiency.network;
+            worst = worst.max(b[2] / host.min(net)).max(b[3] / host.min(net));
+        }
+    }
+    worst
+}
+
 /// The general solver's time: every leg a flow over its ECMP route, max-min fair, run to
 /// completion; the last one's arrival.
 pub fn solver_seconds(
@@ -431,6 +530,63 @@ mod tests {
                 fast <= solver * (1.0 + 1e-9) && solver / fast < 1.10,
                 "{algorithm:?}: {solver} vs {fast}"
             );
+        }
+    }
+
+    /// The aggregate fast path against per-token legs on the same routing model.
+    #[test]
+    fn expected_fast_path_matches_per_token_legs() {
+        use crate::moe::popularity::Popularity;
+        use crate::moe::routing::Router;
+        let cases = [
+            ("gb200-nvl72", 32, A2aAlgorithm::Direct),
+            ("gb200-nvl72", 72, A2aAlgorithm::LowLatency),
+            ("h800-cluster", 32, A2aAlgorithm::Hierarchical),
+            ("h800-cluster", 16, A2aAlgorithm::Direct),
+        ];
+        for (name, ep, algorithm) in cases {
+            let t = topo(name);
+            let group = EpGroup::new(&t, t.gpus[..ep].to_vec());
+            let mut rng = RandomStreams::new(9).stream("routing");
+            let p = Popularity::Zipf { exponent: 0.6 }.draw(256, &mut rng);
+            let router = Router::new(&p, 8, 1, 1).unwrap();
+            // Each expert's chance to be among a token's picks, measured by sampling.
+            let samples = 200_000u64;
+            let picks: Vec<f64> = router
+                .sample(samples, &mut rng)
+                .iter()
+                .map(|&c| c as f64 / samples as f64)
+                .collect();
+            let expert_rank: Vec<usize> = (0..256).map(|e| e * ep / 256).collect();
+            let tokens = 512;
+            let d: Destinations = (0..ep)
+                .map(|_| {
+                    (0..tokens)
+                        .map(|_| {
+                            router
+                                .pick(&mut rng)
+                                .into_iter()
+                                .map(|e| expert_rank[e])
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            for phase in [Phase::Dispatch, Phase::Combine] {
+                let legs = all_to_all_legs(&group, &d, algorithm, 7392.0, phase);
+                let exact = fast_path_seconds(&group, &legs, EFF).unwrap();
+                let traffic = ExpectedTraffic {
+                    picks: &picks,
+                    expert_rank: &expert_rank,
+                    tokens_per_rank: tokens as f64,
+                    bytes_per_token: 7392.0,
+                };
+                let expected = expected_fast_path_seconds(&group, traffic, algorithm, phase, EFF);
+                assert!(
+                    (expected / exact - 1.0).abs() < 0.08,
+                    "{name} EP{ep} {algorithm:?} {phase:?}: {expected} vs {exact}"
+                );
+            }
         }
     }
 
