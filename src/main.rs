@@ -51,10 +51,10 @@ enum Command {
         #[command(flatten)]
         deployment: DeploymentArgs,
         /// Input (prompt) tokens per request
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = cli::limits::u64_in(0, cli::limits::MAX_TOKENS))]
         isl: u64,
         /// Output tokens per request
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = cli::limits::u64_in(0, cli::limits::MAX_TOKENS))]
         osl: u64,
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
@@ -86,10 +86,10 @@ enum Command {
         #[command(flatten)]
         deployment: DeploymentArgs,
         /// Requests in the rank's attention group (one GPU with DP attention)
-        #[arg(long)]
+        #[arg(long, value_parser = cli::limits::u64_in(1, cli::limits::MAX_BATCH))]
         batch: u64,
         /// Context tokens per request
-        #[arg(long)]
+        #[arg(long, value_parser = cli::limits::u64_in(1, cli::limits::MAX_TOKENS))]
         context: u64,
         /// Chance an MTP draft token is accepted (reference: DeepSeek reports 80-90%)
         #[arg(long, default_value_t = epsim::cost::step::DEFAULT_MTP_ACCEPTANCE)]

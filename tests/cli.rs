@@ -1044,3 +1044,126 @@ fn a2a_rejects_bad_requests() {
     ])
     .stderr(predicate::str::contains("unknown routing"));
 }
+
+/// Extreme numbers are usage errors naming the limit, never a panic, an overflow or an
+/// attempt to allocate the impossible.
+#[test]
+fn extreme_values_are_refused_cleanly() {
+    let max = "18446744073709551615";
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "memory",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "8",
+            "--isl",
+            max,
+        ],
+        vec![
+            "memory",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "1000",
+        ],
+        vec![
+            "step",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "8",
+            "--batch",
+            max,
+            "--context",
+            "10",
+        ],
+        vec![
+            "step",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "8",
+            "--batch",
+            "1",
+            "--context",
+            "1",
+            "--mtp",
+            "99",
+        ],
+        vec![
+            "imbalance",
+            "--model",
+            "deepseek-r1",
+            "--ep",
+            "8",
+            "--batch",
+            max,
+        ],
+        vec![
+            "imbalance",
+            "--model",
+            "deepseek-r1",
+            "--ep",
+            "8",
+            "--eplb",
+            "online",
+            "--online",
+            "periodic",
+            "--window",
+            "100000",
+        ],
+        vec![
+            "a2a",
+            "--topology",
+            "topologies/gb200-nvl72.yaml",
+            "--ep",
+            "72",
+            "--tokens-per-rank",
+            "1000000",
+        ],
+    ];
+    for args in cases {
+        let out = epsim()
+            .current_dir(repo(""))
+            .args(&args)
+            .assert()
+            .code(2)
+            .get_output()
+            .stderr
+            .clone();
+        let stderr = String::from_utf8_lossy(&out);
+        assert!(
+            !stderr.contains("panicked") && stderr.contains("error"),
+            "{args:?}:\n{stderr}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.yaml");
+    let specs = repo("topologies/gpus");
+    std::fs::write(
+        &file,
+        format!("name: huge\ngpu_specs: {}\nscale_up:\n  - {{name: r, gpus: {max}, gpu: b200-gb200, switch_chips: {max}, link: {{bandwidth_gb_s: 50}}}}\n", specs.display()),
+    )
+    .unwrap();
+    epsim()
+        .arg("validate")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is more than epsim accepts"));
+    epsim()
+        .args(["eplb", "--input", "-"])
+        .write_stdin(r#"{"weight": [[1, 2]], "num_replicas": 100000000, "num_groups": 1, "num_nodes": 1, "num_gpus": 1}"#)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("at most 1000000"));
+}

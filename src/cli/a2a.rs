@@ -1,6 +1,7 @@
 //! `epsim a2a`: MoE dispatch and combine times over a topology, for a grid of EP sizes and
 //! tokens per rank.
 
+use super::limits;
 use super::output::{UsageError, emit, json};
 use clap::{Args, ValueEnum};
 use epsim::cost::collective::{self, EpGroup, Phase};
@@ -35,17 +36,17 @@ pub struct A2aArgs {
     #[arg(long)]
     topology: PathBuf,
     /// EP sizes, comma-separated
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, value_parser = limits::usize_in(1, limits::MAX_EP))]
     ep: Vec<usize>,
     /// Tokens per rank, comma-separated
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, value_parser = limits::usize_in(1, 1_000_000))]
     tokens_per_rank: Vec<usize>,
-    #[arg(long, default_value_t = 7168)]
+    #[arg(long, default_value_t = 7168, value_parser = limits::u64_in(1, 1_000_000))]
     hidden: u64,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = limits::usize_in(1, 64))]
     topk: usize,
     /// Routed experts (placed contiguously: expert e on rank e x EP / experts)
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = limits::usize_in(1, limits::MAX_EXPERTS))]
     experts: usize,
     /// Dispatch transport format
     #[arg(long, value_enum, default_value_t = Precision::Fp8)]
@@ -150,6 +151,17 @@ pub fn run(a: &A2aArgs) -> anyhow::Result<ExitCode> {
                 "in the topology"
             },
             a.ep
+        ))
+        .into());
+    }
+    // Per-token routing is held in memory: bound tokens x top-k over the whole grid point.
+    const MAX_PICKS: usize = 50_000_000;
+    let largest = max_ep
+        .saturating_mul(a.tokens_per_rank.iter().copied().max().unwrap_or(0))
+        .saturating_mul(a.topk);
+    if largest > MAX_PICKS {
+        return Err(UsageError(format!(
+            "EP x tokens per rank x top-k = {largest} token-expert picks; at most {MAX_PICKS} fit in one run"
         ))
         .into());
     }

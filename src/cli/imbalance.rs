@@ -1,8 +1,8 @@
 //! `epsim imbalance`: expert load imbalance per layer over many iterations, with or without
 //! EPLB.
 
-use super::lookup;
 use super::output::{UsageError, emit, json};
+use super::{limits, lookup};
 use clap::{Args, ValueEnum};
 use epsim::model::{Precision, Usage};
 use epsim::moe::imbalance::{self, EplbMode, ImbalanceReport, ImbalanceSetup};
@@ -35,22 +35,22 @@ pub struct ImbalanceArgs {
     #[arg(long)]
     model: String,
     /// Expert-parallel size
-    #[arg(long)]
+    #[arg(long, value_parser = limits::usize_in(1, limits::MAX_EP))]
     ep: usize,
     #[arg(long, value_enum, default_value_t = EplbMode::None)]
     eplb: EplbMode,
     /// Expert slots per layer [default: the model's routed experts]
-    #[arg(long)]
+    #[arg(long, value_parser = limits::usize_in(1, limits::MAX_EXPERTS))]
     slots: Option<usize>,
     /// Tokens each rank sends into every MoE layer per iteration (TensorRT-LLM wide-EP
     /// runs up to 256 per rank)
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = limits::u64_in(1, limits::MAX_BATCH))]
     batch: u64,
     /// Measured iterations
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = limits::u64_in(1, limits::MAX_ITERATIONS))]
     iterations: u64,
     /// Iterations routed before measuring; static EPLB plans from their counts
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = limits::u64_in(0, limits::MAX_ITERATIONS))]
     warmup: u64,
     /// Expert popularity: uniform, zipf:S, dirichlet:A or calibrated
     #[arg(long, default_value = "calibrated", value_parser = parse_popularity)]
@@ -68,16 +68,16 @@ pub struct ImbalanceArgs {
     #[arg(long, value_enum, default_value_t = OnlineKind::Layerwise)]
     online: OnlineKind,
     /// Layerwise online EPLB: layers re-planned per iteration (TensorRT-LLM: 1-2)
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = limits::usize_in(1, limits::MAX_EXPERTS))]
     layers_per_iteration: usize,
     /// Layerwise online EPLB: decay of the counts per iteration (TensorRT-LLM: 0.95)
     #[arg(long, default_value_t = 0.95)]
     decay: f64,
     /// Periodic online EPLB: iterations between re-plans (SGLang: 1000)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = limits::u64_in(1, limits::MAX_ITERATIONS))]
     rebalance_every: u64,
     /// Periodic online EPLB: iterations of counts a re-plan looks at (SGLang: 1000)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = limits::u64_in(1, limits::MAX_WINDOW))]
     window: u64,
     /// Blocking migration: NVLink into one GPU, GB/s per direction (GB200: 900)
     #[arg(long, default_value_t = 900.0)]

@@ -1,7 +1,7 @@
 //! `epsim memory`: one GPU's memory plan in a deployment.
 
-use super::lookup;
 use super::output::{UsageError, emit, json};
+use super::{limits, lookup};
 use clap::{Args, ValueEnum};
 use epsim::model::Precision;
 use epsim::model::memory::{self, AttentionLayout, DEFAULT_KV_SHARE_OF_FREE_MEMORY, Deployment};
@@ -26,10 +26,10 @@ pub struct DeploymentArgs {
     #[arg(long)]
     pub gpu: String,
     /// Expert-parallel size (GPUs that share the experts)
-    #[arg(long)]
+    #[arg(long, value_parser = limits::u64_in(1, limits::MAX_EP))]
     pub ep: u64,
     /// Expert slots per MoE layer over the EP group [default: the model's routed experts]
-    #[arg(long)]
+    #[arg(long, value_parser = limits::u64_in(1, limits::MAX_EXPERTS))]
     pub slots: Option<u64>,
     /// Precision of routed and shared experts [default: the model's native]
     #[arg(long, value_enum)]
@@ -44,7 +44,7 @@ pub struct DeploymentArgs {
     #[arg(long, default_value = "dp", value_parser = parse_attention)]
     pub attention: AttentionLayout,
     /// MTP draft tokens per step (0 = off; > 0 loads the MTP module)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = limits::u64_in(0, limits::MAX_MTP))]
     pub mtp: u64,
     /// Share of the memory left after weights given to the KV cache
     #[arg(long, default_value_t = DEFAULT_KV_SHARE_OF_FREE_MEMORY)]

@@ -3,6 +3,7 @@
 pub mod a2a;
 pub mod eplb;
 pub mod imbalance;
+pub mod limits;
 pub mod lookup;
 pub mod memory;
 pub mod output;

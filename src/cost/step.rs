@@ -110,7 +110,7 @@ pub fn decode_step(
         },
     };
     let mut total = ClassCosts::default();
-    let verify_tokens = load.batch * (1 + load.mtp);
+    let verify_tokens = load.batch.saturating_mul(1 + load.mtp);
     let queries = 1 + load.mtp;
     total.add_all(
         &step.layer(verify_tokens, queries, false),
@@ -184,8 +184,11 @@ impl Step<'_> {
     fn tokens_per_local_expert(&self, tokens: u64) -> Vec<u64> {
         let per_rank = tokens.div_ceil(self.tp);
         let experts = self.experts_per_gpu();
+        let picks = per_rank
+            .saturating_mul(self.model.moe.experts_per_token)
+            .saturating_mul(self.d.ep);
         let routed_here =
-            per_rank * self.model.moe.experts_per_token * self.d.ep * experts / self.d.slots.max(1);
+            (u128::from(picks) * u128::from(experts) / u128::from(self.d.slots.max(1))) as u64;
         balanced(routed_here, experts)
     }
 

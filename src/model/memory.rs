@@ -124,13 +124,19 @@ pub fn plan(
     if d.ep == 0 {
         problems.push("EP size must be at least 1".to_owned());
     }
+    if d.ep > d.slots {
+        problems.push(format!(
+            "EP {} exceeds the {} expert slots: every GPU needs at least one slot",
+            d.ep, d.slots
+        ));
+    }
     if d.slots < experts {
         problems.push(format!(
             "{} expert slots are fewer than the model's {experts} routed experts: every expert needs a slot",
             d.slots
         ));
     }
-    if d.ep > 0 && !d.slots.is_multiple_of(d.ep) {
+    if d.ep > 0 && d.ep <= d.slots && !d.slots.is_multiple_of(d.ep) {
         // Nearest multiples of EP that still give every expert a slot.
         let above = d.slots.max(experts).div_ceil(d.ep) * d.ep;
         let below = d.slots / d.ep * d.ep;
@@ -160,7 +166,7 @@ pub fn plan(
             d.kv_share_of_free_memory
         ));
     }
-    if isl + osl == 0 {
+    if isl.saturating_add(osl) == 0 {
         problems.push("a request needs at least one token (ISL + OSL >= 1)".to_owned());
     }
     if !problems.is_empty() {
@@ -215,7 +221,8 @@ pub fn plan(
         super::Attention::Gqa { kv_heads, .. } => tp.min(kv_heads) as f64,
     };
     let kv_bytes_per_element = d.kv_precision.bits_per_element(Usage::KvCache) / 8.0;
-    let request_bytes = model.kv_elements(isl + osl, mtp) * kv_bytes_per_element / kv_split;
+    let context = isl.saturating_add(osl);
+    let request_bytes = model.kv_elements(context, mtp) * kv_bytes_per_element / kv_split;
     let per_token = (model.kv_elements(1_000_000, mtp) - model.kv_elements(999_999, mtp))
         * kv_bytes_per_element
         / kv_split;
@@ -224,7 +231,7 @@ pub fn plan(
     if max_requests < 1.0 / tp as f64 {
         return Err(PlanError(vec![format!(
             "one request of {} tokens needs {:.2} GiB of KV cache per GPU; only {:.2} GiB is left after weights and the activation reserve",
-            isl + osl,
+            context,
             request_bytes / GIB,
             kv_bytes / GIB
         )]));

@@ -110,6 +110,14 @@ fn check_shapes(
             ));
         }
     }
+    // Planning is O(layers x replicas x experts): refuse sizes no deployment has.
+    const MAX_SLOTS: usize = 1_000_000;
+    if replicas > MAX_SLOTS || experts > MAX_SLOTS || gpus > MAX_SLOTS {
+        problems.push(format!(
+            "num_replicas, experts and num_gpus must each be at most {MAX_SLOTS}"
+        ));
+        return Err(EplbError(problems));
+    }
     if gpus == 0 || nodes == 0 || groups == 0 {
         problems.push("num_gpus, num_nodes and num_groups must be at least 1".to_owned());
         return Err(EplbError(problems));

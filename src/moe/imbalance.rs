@@ -100,7 +100,7 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
         streams.stream("popularity"),
     );
     let mut rng = streams.stream("routing");
-    let tokens = s.tokens_per_rank * s.ep as u64;
+    let tokens = s.tokens_per_rank.saturating_mul(s.ep as u64);
     let route = |iteration: u64, popularity: &mut Drifting, rng: &mut rand_chacha::ChaCha8Rng| {
         let probabilities = match &s.replay {
             Some(recording) => recording.at(iteration).to_vec(),

@@ -338,6 +338,20 @@ impl<'f> Builder<'f> {
         };
         let gpus = self.count_at_least(&d.gpus, &format!("{path}.gpus"), 1);
         let chips = self.count(&d.switch_chips, &format!("{path}.switch_chips"));
+        // Refuse absurd sizes before anything is allocated for them.
+        for (what, n) in [("gpus", gpus), ("switch_chips", chips), ("count", count)] {
+            if n.is_some_and(|n| n > MAX_LINKS) {
+                self.problem(
+                    domain.loc,
+                    format!("{path}.{what}"),
+                    format!(
+                        "{} is more than epsim accepts ({MAX_LINKS})",
+                        n.unwrap_or(0)
+                    ),
+                );
+                return;
+            }
+        }
         self.require_spec(&d.gpu, &format!("{path}.gpu"));
         let lanes = chips.and_then(|chips| self.lanes_per_chip(d, chips, &path));
         let link = self.link_from_spec(&d.link, LinkKind::Nvlink, 1, &format!("{path}.link"));
@@ -348,7 +362,9 @@ impl<'f> Builder<'f> {
         let (Some(count), Some(gpus), Some(lanes)) = (count, gpus, lanes) else {
             return;
         };
-        let per_replica = gpus * (lanes.len() as u64 + 1) + cpus.as_ref().map_or(0, |_| gpus);
+        let per_replica = gpus
+            .saturating_mul(lanes.len() as u64 + 1)
+            .saturating_add(cpus.as_ref().map_or(0, |_| gpus));
         if !self.within_size_limit(count.saturating_mul(per_replica), domain.loc, &path) {
             return;
         }
