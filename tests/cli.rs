@@ -710,9 +710,7 @@ fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
         ])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(
-            "--batch and --context must be at least 1",
-        ));
+        .stderr(predicate::str::contains("0 is not in 1..=10000000"));
 }
 
 #[test]

@@ -124,9 +124,6 @@ fn read_profile(file: &std::path::Path) -> anyhow::Result<Vec<Vec<f64>>> {
 pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
     let model = lookup::model(&a.model, &a.models_dir)?;
     let m = &model.moe;
-    if a.ep == 0 || a.iterations == 0 {
-        return Err(UsageError("--ep and --iterations must be at least 1".into()).into());
-    }
     if !(a.nvlink_gb_s > 0.0 && a.host_copy_gb_s > 0.0) {
         return Err(UsageError("--nvlink-gb-s and --host-copy-gb-s must be > 0".into()).into());
     }

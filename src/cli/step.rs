@@ -22,9 +22,6 @@ const COMMUNICATION_NOTE: &str =
 
 pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     let (model, gpu, deployment) = a.deployment.resolve()?;
-    if a.batch == 0 || a.context == 0 {
-        return Err(UsageError("--batch and --context must be at least 1".into()).into());
-    }
     if !(0.0..=1.0).contains(&a.acceptance) {
         return Err(UsageError(format!(
             "--mtp-acceptance must be in [0, 1], got {}",
