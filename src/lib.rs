@@ -8,8 +8,10 @@ pub mod cost;
 pub mod engine;
 pub mod hardware;
 pub mod input;
+pub mod metrics;
 pub mod model;
 pub mod moe;
+pub mod serving;
 pub mod topology;
 
 #[cfg(test)]

@@ -1,0 +1,398 @@
+//! Where requests come from: arrival processes (open loop: Poisson or bursty gamma gaps;
+//! closed loop: a fixed number of users; trace replay) and request lengths (fixed, uniform,
+//! clipped normal, lognormal), with the share of each prompt already in the prefix cache.
+//! Each draws from its own named random stream, so changing the lengths never moves the
+//! arrivals.
+
+use crate::engine::{RandomStreams, SimDuration, SimTime};
+use crate::input::Diagnostics;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Gamma, LogNormal, Normal};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A distribution of token counts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Lengths {
+    Fixed {
+        tokens: u64,
+    },
+    Uniform {
+        min: u64,
+        max: u64,
+    },
+    /// Normal, clipped to [min, max].
+    Normal {
+        mean: f64,
+        sd: f64,
+        min: u64,
+        max: u64,
+    },
+    /// Lognormal with the given median and log-space sigma, clipped to [min, max].
+    Lognormal {
+        median: f64,
+        sigma: f64,
+        min: u64,
+        max: u64,
+    },
+}
+
+impl Lengths {
+    /// Problems with the parameters, each a sentence.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match *self {
+            Lengths::Fixed { .. } => {}
+            Lengths::Uniform { min, max }
+            | Lengths::Normal { min, max, .. }
+            | Lengths::Lognormal { min, max, .. } => {
+                if min > max {
+                    p.push(format!("min ({min}) is above max ({max})"));
+                }
+            }
+        }
+        match *self {
+            Lengths::Normal { mean, sd, .. }
+                if !(mean.is_finite() && sd.is_finite() && sd >= 0.0) =>
+            {
+                p.push(format!(
+                    "normal needs a finite mean and sd >= 0, got mean {mean}, sd {sd}"
+                ));
+            }
+            Lengths::Lognormal { median, sigma, .. }
+                if !(median > 0.0 && sigma.is_finite() && sigma >= 0.0) =>
+            {
+                p.push(format!(
+                    "lognormal needs median > 0 and sigma >= 0, got median {median}, sigma {sigma}"
+                ));
+            }
+            _ => {}
+        }
+        p
+    }
+
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> u64 {
+        let clip = |x: f64, min: u64, max: u64| (x.round().max(min as f64).min(max as f64)) as u64;
+        match *self {
+            Lengths::Fixed { tokens } => tokens,
+            Lengths::Uniform { min, max } => rng.random_range(min..=max.max(min)),
+            Lengths::Normal { mean, sd, min, max } => Normal::new(mean, sd)
+                .map_or(clip(mean, min, max), |d| clip(d.sample(rng), min, max)),
+            Lengths::Lognormal {
+                median,
+                sigma,
+                min,
+                max,
+            } => LogNormal::new(median.ln(), sigma)
+                .map_or(clip(median, min, max), |d| clip(d.sample(rng), min, max)),
+        }
+    }
+}
+
+/// One request as the workload makes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpec {
+    pub arrival: SimTime,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Prompt tokens already in the prefix cache (no prefill compute).
+    pub cached_tokens: u64,
+}
+
+/// Lengths and prefix caching, shared by every arrival process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub input: Lengths,
+    pub output: Lengths,
+    /// Fraction of each prompt found in the prefix cache, in [0, 1].
+    pub prefix_hit: f64,
+}
+
+impl Shape {
+    fn request(&self, arrival: SimTime, rng: &mut ChaCha8Rng) -> RequestSpec {
+        let input_tokens = self.input.sample(rng).max(1);
+        let output_tokens = self.output.sample(rng).max(1);
+        RequestSpec {
+            arrival,
+            input_tokens,
+            output_tokens,
+            cached_tokens: (input_tokens as f64 * self.prefix_hit).floor() as u64,
+        }
+    }
+}
+
+/// Open-loop arrivals: Poisson at `rate_per_s`, or gamma-distributed gaps with the same
+/// mean and coefficient of variation `cv` (> 1 is burstier than Poisson).
+#[derive(Debug, Clone)]
+pub struct OpenLoop {
+    gap: Gamma<f64>,
+    shape: Shape,
+    now: SimTime,
+    arrivals: ChaCha8Rng,
+    lengths: ChaCha8Rng,
+}
+
+impl OpenLoop {
+    /// `cv` = 1 is Poisson (exponential gaps).
+    pub fn new(
+        rate_per_s: f64,
+        cv: f64,
+        shape: Shape,
+        streams: &RandomStreams,
+    ) -> Result<OpenLoop, String> {
+        if !(rate_per_s.is_finite() && rate_per_s > 0.0 && cv.is_finite() && cv > 0.0) {
+            return Err(format!(
+                "arrivals need a rate > 0 and a cv > 0, got rate {rate_per_s}, cv {cv}"
+            ));
+        }
+        // Gamma(k, theta): mean k theta = 1/rate, cv = 1/sqrt(k).
+        let k = 1.0 / (cv * cv);
+        let gap = Gamma::new(k, 1.0 / (rate_per_s * k)).map_err(|e| e.to_string())?;
+        Ok(OpenLoop {
+            gap,
+            shape,
+            now: SimTime::ZERO,
+            arrivals: streams.stream("arrivals"),
+            lengths: streams.stream("lengths"),
+        })
+    }
+
+    /// The next request, in arrival order; `None` once time would overflow.
+    pub fn next_request(&mut self) -> Option<RequestSpec> {
+        let gap = SimDuration::from_secs_f64(self.gap.sample(&mut self.arrivals)).ok()?;
+        self.now = self.now.checked_add(gap).ok()?;
+        Some(self.shape.request(self.now, &mut self.lengths))
+    }
+}
+
+/// Closed loop: `users` users, each sending its next request when its last one finishes
+/// (the serving loop calls [`ClosedLoop::next_request`] at that moment).
+#[derive(Debug, Clone)]
+pub struct ClosedLoop {
+    pub users: u64,
+    shape: Shape,
+    lengths: ChaCha8Rng,
+}
+
+impl ClosedLoop {
+    pub fn new(users: u64, shape: Shape, streams: &RandomStreams) -> ClosedLoop {
+        ClosedLoop {
+            users,
+            shape,
+            lengths: streams.stream("lengths"),
+        }
+    }
+
+    pub fn next_request(&mut self, now: SimTime) -> RequestSpec {
+        self.shape.request(now, &mut self.lengths)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceRow {
+    arrival_s: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// A recorded trace: `arrival_s,input_tokens,output_tokens` rows, in any order (sorted by
+/// arrival, ties in file order); every bad row is reported with its line.
+pub fn read_trace(file: &Path, prefix_hit: f64) -> Result<Vec<RequestSpec>, Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let mut reader = match csv::Reader::from_path(file) {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push_file(file, format!("cannot read the trace: {e}"));
+            return Err(diags);
+        }
+    };
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            diags.push_file(file, format!("cannot read the header: {e}"));
+            return Err(diags);
+        }
+    };
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                diags.push_file(file, format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        match record.deserialize::<TraceRow>(Some(&headers)) {
+            Ok(r) => match SimDuration::from_secs_f64(r.arrival_s) {
+                Ok(d) if r.input_tokens > 0 && r.output_tokens > 0 => out.push(RequestSpec {
+                    arrival: SimTime::ZERO.checked_add(d).unwrap_or(SimTime::MAX),
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cached_tokens: (r.input_tokens as f64 * prefix_hit).floor() as u64,
+                }),
+                Ok(_) => diags.push_file(
+                    file,
+                    format!("line {line}: input_tokens and output_tokens must be at least 1"),
+                ),
+                Err(e) => diags.push_file(file, format!("line {line}: arrival_s: {e}")),
+            },
+            Err(e) => diags.push_file(file, format!("line {line}: {e}")),
+        }
+    }
+    if out.is_empty() && diags.is_empty() {
+        diags.push_file(file, "the trace has no requests");
+    }
+    out.sort_by_key(|r| r.arrival);
+    diags.into_result(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> Shape {
+        Shape {
+            input: Lengths::Lognormal {
+                median: 1000.0,
+                sigma: 0.5,
+                min: 16,
+                max: 8192,
+            },
+            output: Lengths::Uniform { min: 100, max: 300 },
+            prefix_hit: 0.25,
+        }
+    }
+
+    fn gaps(cv: f64, n: usize) -> Vec<f64> {
+        let mut w = OpenLoop::new(50.0, cv, shape(), &RandomStreams::new(1)).unwrap();
+        let mut last = 0.0;
+        (0..n)
+            .map(|_| {
+                let t = w.next_request().unwrap().arrival.as_secs_f64();
+                let g = t - last;
+                last = t;
+                g
+            })
+            .collect()
+    }
+
+    fn mean_cv(x: &[f64]) -> (f64, f64) {
+        let m = x.iter().sum::<f64>() / x.len() as f64;
+        let v = x.iter().map(|g| (g - m).powi(2)).sum::<f64>() / x.len() as f64;
+        (m, v.sqrt() / m)
+    }
+
+    #[test]
+    fn poisson_and_bursty_gaps_have_the_asked_mean_and_spread() {
+        let (m, cv) = mean_cv(&gaps(1.0, 40_000));
+        assert!(
+            (m - 0.02).abs() < 0.0005 && (cv - 1.0).abs() < 0.03,
+            "{m} {cv}"
+        );
+        let (m, cv) = mean_cv(&gaps(3.0, 40_000));
+        assert!(
+            (m - 0.02).abs() < 0.001 && (cv - 3.0).abs() < 0.15,
+            "{m} {cv}"
+        );
+    }
+
+    #[test]
+    fn lengths_stay_in_bounds_and_prefix_hits_scale_prompts() {
+        let mut w = OpenLoop::new(10.0, 1.0, shape(), &RandomStreams::new(2)).unwrap();
+        let reqs: Vec<RequestSpec> = (0..5000).map(|_| w.next_request().unwrap()).collect();
+        assert!(reqs.iter().all(
+            |r| (16..=8192).contains(&r.input_tokens) && (100..=300).contains(&r.output_tokens)
+        ));
+        assert!(reqs.iter().all(|r| r.cached_tokens == r.input_tokens / 4));
+        let mut inputs: Vec<u64> = reqs.iter().map(|r| r.input_tokens).collect();
+        inputs.sort_unstable();
+        let median = inputs[inputs.len() / 2] as f64;
+        assert!((median / 1000.0 - 1.0).abs() < 0.05, "{median}");
+        assert!(reqs.windows(2).all(|p| p[0].arrival <= p[1].arrival));
+    }
+
+    #[test]
+    fn streams_are_separate_and_seeded() {
+        let s = RandomStreams::new(3);
+        let mut a = OpenLoop::new(5.0, 1.0, shape(), &s).unwrap();
+        let other = Shape {
+            input: Lengths::Fixed { tokens: 7 },
+            ..shape()
+        };
+        let mut b = OpenLoop::new(5.0, 1.0, other, &s).unwrap();
+        for _ in 0..100 {
+            assert_eq!(
+                a.next_request().unwrap().arrival,
+                b.next_request().unwrap().arrival,
+                "lengths never move arrivals"
+            );
+        }
+        let mut c = ClosedLoop::new(4, shape(), &RandomStreams::new(3));
+        let mut d = ClosedLoop::new(4, shape(), &RandomStreams::new(3));
+        assert_eq!(c.next_request(SimTime::ZERO), d.next_request(SimTime::ZERO));
+    }
+
+    #[test]
+    fn bad_parameters_are_reported() {
+        assert!(OpenLoop::new(0.0, 1.0, shape(), &RandomStreams::new(1)).is_err());
+        assert_eq!(
+            Lengths::Uniform { min: 9, max: 3 }.problems(),
+            vec!["min (9) is above max (3)".to_owned()]
+        );
+        assert_eq!(
+            Lengths::Lognormal {
+                median: -1.0,
+                sigma: 0.5,
+                min: 1,
+                max: 9
+            }
+            .problems()
+            .len(),
+            1
+        );
+        let mut rng = RandomStreams::new(1).stream("lengths");
+        let n = Lengths::Normal {
+            mean: 500.0,
+            sd: 1000.0,
+            min: 10,
+            max: 600,
+        };
+        assert!(
+            (0..1000)
+                .map(|_| n.sample(&mut rng))
+                .all(|x| (10..=600).contains(&x))
+        );
+    }
+
+    #[test]
+    fn traces_replay_in_arrival_order_with_every_problem_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.csv");
+        std::fs::write(
+            &file,
+            "arrival_s,input_tokens,output_tokens\n0.5,100,10\n0.1,200,20\n",
+        )
+        .unwrap();
+        let t = read_trace(&file, 0.5).unwrap();
+        assert_eq!((t[0].input_tokens, t[0].cached_tokens), (200, 100));
+        assert_eq!(t[1].arrival, SimTime::from_ps(500_000_000_000));
+        std::fs::write(
+            &file,
+            "arrival_s,input_tokens,output_tokens\n-1,100,10\n0.2,0,5\n0.3,x,5\n",
+        )
+        .unwrap();
+        let e = read_trace(&file, 0.0).unwrap_err().to_string();
+        for needle in [
+            "line 2: arrival_s",
+            "line 3: input_tokens and output_tokens",
+            "line 4:",
+        ] {
+            assert!(e.contains(needle), "{needle} in {e}");
+        }
+    }
+}
