@@ -79,12 +79,10 @@ pub struct ImbalanceArgs {
     /// Periodic online EPLB: iterations of counts a re-plan looks at (SGLang: 1000)
     #[arg(long, default_value_t = 1000, value_parser = limits::u64_in(1, limits::MAX_WINDOW))]
     window: u64,
-    /// Blocking migration: NVLink into one GPU, GB/s per direction (GB200: 900)
-    #[arg(long, default_value_t = 900.0)]
-    nvlink_gb_s: f64,
-    /// Background migration: host-to-GPU copy, GB/s per direction (GB200 NVLink-C2C: 450)
-    #[arg(long, default_value_t = 450.0)]
-    host_copy_gb_s: f64,
+    /// Hardware the EP group runs on: migrations move weights at its first GPU's NVLink
+    /// bandwidth (blocking, GPU to GPU) or host link (background: NVLink-C2C, else PCIe)
+    #[arg(long, default_value = "topologies/gb200-nvl72.yaml")]
+    topology: PathBuf,
     #[arg(long, value_enum, default_value_t = ReplicaSplit::Even)]
     split: ReplicaSplit,
     #[arg(long, default_value_t = 1)]
@@ -124,8 +122,24 @@ fn read_profile(file: &std::path::Path) -> anyhow::Result<Vec<Vec<f64>>> {
 pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
     let model = lookup::model(&a.model, &a.models_dir)?;
     let m = &model.moe;
-    if !(a.nvlink_gb_s > 0.0 && a.host_copy_gb_s > 0.0) {
-        return Err(UsageError("--nvlink-gb-s and --host-copy-gb-s must be > 0".into()).into());
+    let topo = epsim::topology::load(&a.topology)?;
+    let gpu = *topo
+        .gpus
+        .first()
+        .ok_or_else(|| UsageError("the topology has no GPUs".into()))?;
+    let nvlink_gb_s = topo.nvlink_gb_s(gpu);
+    let host_copy_gb_s = topo.host_link_gb_s(gpu).ok_or_else(|| {
+        UsageError(format!(
+            "{}: the first GPU has no C2C or PCIe link to copy weights from host memory",
+            a.topology.display()
+        ))
+    })?;
+    if nvlink_gb_s <= 0.0 {
+        return Err(UsageError(format!(
+            "{}: the first GPU has no NVLink to move weights between GPUs",
+            a.topology.display()
+        ))
+        .into());
     }
     if !(a.decay > 0.0 && a.decay <= 1.0) {
         return Err(UsageError(format!("--decay must be in (0, 1], got {}", a.decay)).into());
@@ -168,8 +182,8 @@ pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
         split: a.split,
         seed: a.seed,
         expert_bytes: precision.bytes(model.expert_params(), Usage::Weights),
-        nvlink_gb_s: a.nvlink_gb_s,
-        host_copy_gb_s: a.host_copy_gb_s,
+        nvlink_gb_s,
+        host_copy_gb_s,
     };
     let report = imbalance::simulate(&setup)
         .map_err(|e| UsageError(format!("this setup cannot run:\n  {e}")))?;

@@ -151,6 +151,22 @@ impl Topology {
     pub fn nvlink_gb_s(&self, gpu: NodeIndex) -> f64 {
         nvlink_gb_s(&self.graph, gpu)
     }
+
+    /// Bandwidth from host memory into `gpu`, per direction, GB/s: its NVLink-C2C link to a
+    /// Grace CPU where it has one, else its PCIe link (to a CPU, or to its NIC).
+    pub fn host_link_gb_s(&self, gpu: NodeIndex) -> Option<f64> {
+        let links = || self.graph.edges(gpu).map(|e| e.weight());
+        links()
+            .filter(|l| l.kind == LinkKind::C2c)
+            .map(TopoLink::bandwidth_gb_s)
+            .reduce(f64::max)
+            .or_else(|| {
+                links()
+                    .filter(|l| l.kind == LinkKind::Pcie)
+                    .map(TopoLink::bandwidth_gb_s)
+                    .reduce(f64::max)
+            })
+    }
 }
 
 fn nvlink_gb_s(graph: &UnGraph<TopoNode, TopoLink>, node: NodeIndex) -> f64 {
