@@ -91,9 +91,9 @@ enum Command {
         /// Context tokens per request
         #[arg(long, value_parser = cli::limits::u64_in(1, cli::limits::MAX_TOKENS))]
         context: u64,
-        /// Chance an MTP draft token is accepted (reference: DeepSeek reports 80-90%)
-        #[arg(long, default_value_t = epsim::cost::step::DEFAULT_MTP_ACCEPTANCE)]
-        mtp_acceptance: f64,
+        /// Chance an MTP draft token is accepted [default: the model file's mtp_acceptance]
+        #[arg(long)]
+        mtp_acceptance: Option<f64>,
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },

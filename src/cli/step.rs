@@ -12,7 +12,7 @@ pub struct StepArgs<'a> {
     pub deployment: &'a DeploymentArgs,
     pub batch: u64,
     pub context: u64,
-    pub acceptance: f64,
+    pub acceptance: Option<f64>,
     pub format: TableFormat,
 }
 
@@ -22,10 +22,13 @@ const COMMUNICATION_NOTE: &str =
 
 pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     let (model, gpu, deployment) = a.deployment.resolve()?;
-    if !(0.0..=1.0).contains(&a.acceptance) {
+    let acceptance = match (a.acceptance, model.mtp_acceptance) {
+        (Some(x), _) | (None, Some(x)) => x,
+        (None, None) => 0.0,
+    };
+    if !(0.0..=1.0).contains(&acceptance) {
         return Err(UsageError(format!(
-            "--mtp-acceptance must be in [0, 1], got {}",
-            a.acceptance
+            "--mtp-acceptance must be in [0, 1], got {acceptance}"
         ))
         .into());
     }
@@ -39,7 +42,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     };
     let cost = step::decode_step(&model, &gpu, &deployment, &load);
     let total = cost.total();
-    let tokens = step::tokens_per_step(load.mtp, a.acceptance);
+    let tokens = step::tokens_per_step(load.mtp, acceptance);
     let tok_s_per_user = tokens / total.seconds;
     let requests_fit = plan.max_requests;
     let text = match a.format {
@@ -52,7 +55,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             "batch": a.batch,
             "context": a.context,
             "mtp": load.mtp,
-            "mtp_acceptance": a.acceptance,
+            "mtp_acceptance": acceptance,
             "expert_precision": deployment.expert_precision,
             "step_us": total.seconds * 1e6,
             "classes": classes_json(&cost),
@@ -107,7 +110,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
                 "  {:.2} tokens per request per step (MTP {}, acceptance {}): {:.0} tok/s per user, {:.0} output tok/s per GPU",
                 tokens,
                 load.mtp,
-                a.acceptance,
+                acceptance,
                 tok_s_per_user,
                 tok_s_per_user * a.batch as f64
             );

@@ -265,10 +265,6 @@ impl Step<'_> {
     }
 }
 
-/// Chance that an MTP draft token is accepted: reference section 4, "DeepSeek reports
-/// 80-90% acceptance of the second token"; the middle of that range.
-pub const DEFAULT_MTP_ACCEPTANCE: f64 = 0.85;
-
 /// Tokens a request gains per step with `mtp` drafts, each accepted with `acceptance` given
 /// that the ones before it were: 1 + a + a^2 + ... + a^mtp.
 pub fn tokens_per_step(mtp: u64, acceptance: f64) -> f64 {

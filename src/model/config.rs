@@ -22,6 +22,8 @@ pub struct ModelConfig {
     pub moe: Moe,
     /// Multi-token-prediction modules (each one MoE transformer layer plus a projection).
     pub mtp_modules: u64,
+    /// Chance that an MTP draft token is accepted, where the model has MTP modules.
+    pub mtp_acceptance: Option<f64>,
     /// Precisions of the released checkpoint.
     pub native_precision: NativePrecision,
 }
@@ -118,6 +120,8 @@ struct ModelFile {
     moe: At<Moe>,
     #[serde(default)]
     mtp_modules: u64,
+    #[serde(default)]
+    mtp_acceptance: Option<At<f64>>,
     native_precision: NativePrecision,
 }
 
@@ -190,6 +194,20 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
             m.groups, m.groups_per_token
         ),
     );
+    match (&raw.mtp_acceptance, raw.mtp_modules) {
+        (Some(a), _) => check(
+            (0.0..=1.0).contains(&a.value),
+            a.loc,
+            "mtp_acceptance",
+            format!("must be a probability in [0, 1], got {}", a.value),
+        ),
+        (None, n) => check(
+            n == 0,
+            raw.moe.loc,
+            "mtp_acceptance",
+            format!("{n} MTP modules need an mtp_acceptance"),
+        ),
+    }
     if let Attention::Gqa {
         heads,
         kv_heads,
@@ -224,6 +242,7 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
         attention: raw.attention.value,
         moe: raw.moe.value,
         mtp_modules: raw.mtp_modules,
+        mtp_acceptance: raw.mtp_acceptance.map(|a| a.value),
         native_precision: raw.native_precision,
     })
 }
@@ -231,5 +250,44 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
 impl ModelConfig {
     pub fn moe_layers(&self) -> u64 {
         self.layers - self.dense_layers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtp_needs_an_acceptance_in_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.yaml");
+        let base =
+            std::fs::read_to_string(crate::testing::repo("models/deepseek-r1.yaml")).unwrap();
+        std::fs::write(
+            &file,
+            base.replace("mtp_acceptance: 0.85", "mtp_acceptance: 1.5"),
+        )
+        .unwrap();
+        let e = load_model(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("mtp_acceptance: must be a probability in [0, 1], got 1.5"),
+            "{e}"
+        );
+        let without: String = base
+            .lines()
+            .filter(|l| !l.starts_with("mtp_acceptance"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&file, without).unwrap();
+        assert!(
+            load_model(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("1 MTP modules need an mtp_acceptance")
+        );
+        assert_eq!(
+            crate::testing::model("deepseek-r1").mtp_acceptance,
+            Some(0.85)
+        );
     }
 }

@@ -953,6 +953,15 @@ scale_out:
     }
 
     #[test]
+    fn host_links_prefer_c2c_over_pcie() {
+        let nvl72 = crate::testing::topology("gb200-nvl72");
+        assert_eq!(nvl72.host_link_gb_s(nvl72.gpus[0]), Some(450.0));
+        let h800 = crate::testing::topology("h800-cluster");
+        assert_eq!(h800.host_link_gb_s(h800.gpus[0]), Some(63.0));
+        assert_eq!(h800.nvlink_gb_s(h800.gpus[0]), 200.0);
+    }
+
+    #[test]
     fn a_topology_needs_gpus() {
         let text = messages(load_text(
             "name: none\nnodes:\n  - {id: s, kind: switch}\n",
