@@ -4,19 +4,19 @@
 //! Run: `cargo bench --bench step`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use epsim::cost::step::{StepLoad, decode_step};
+use epsim::cost::step::{StepLoad, iteration_cost};
 use epsim::hardware::{load_spec, spec_path};
 use epsim::model::memory::{AttentionLayout, DEFAULT_KV_SHARE_OF_FREE_MEMORY, Deployment};
 use epsim::model::{Precision, load_model};
 use std::hint::black_box;
 use std::path::Path;
 
-fn price_decode_step(c: &mut Criterion) {
+fn price_iteration_cost(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = load_model(&root.join("models/deepseek-r1.yaml")).expect("shipped model loads");
     let gpu = load_spec(&spec_path(&root.join("topologies/gpus"), "b200-gb200"))
         .expect("shipped spec loads");
-    let mut group = c.benchmark_group("decode_step_deepseek_r1");
+    let mut group = c.benchmark_group("iteration_cost_deepseek_r1");
     for (ep, slots) in [(8u64, 256u64), (32, 288)] {
         let d = Deployment {
             ep,
@@ -32,10 +32,11 @@ fn price_decode_step(c: &mut Criterion) {
             batch: 64,
             context: 2048,
             mtp: 1,
+            prefill: None,
         };
         group.bench_with_input(BenchmarkId::new("ep", ep), &d, |b, d| {
             b.iter(|| {
-                decode_step(
+                iteration_cost(
                     black_box(&model),
                     black_box(&gpu),
                     black_box(d),
@@ -47,5 +48,5 @@ fn price_decode_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, price_decode_step);
+criterion_group!(benches, price_iteration_cost);
 criterion_main!(benches);

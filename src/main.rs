@@ -85,12 +85,19 @@ enum Command {
     Step {
         #[command(flatten)]
         deployment: DeploymentArgs,
-        /// Requests in the rank's attention group (one GPU with DP attention)
-        #[arg(long, value_parser = cli::limits::u64_in(1, cli::limits::MAX_BATCH))]
+        /// Requests in the rank's attention group (one GPU with DP attention); 0 with a
+        /// prefill chunk prices prefill alone
+        #[arg(long, value_parser = cli::limits::u64_in(0, cli::limits::MAX_BATCH))]
         batch: u64,
         /// Context tokens per request
         #[arg(long, value_parser = cli::limits::u64_in(1, cli::limits::MAX_TOKENS))]
         context: u64,
+        /// Prompt tokens prefilled in the same iteration (chunked prefill)
+        #[arg(long, default_value_t = 0, value_parser = cli::limits::u64_in(0, cli::limits::MAX_TOKENS))]
+        prefill_chunk: u64,
+        /// Tokens of that prompt already in the KV cache before the chunk
+        #[arg(long, default_value_t = 0, value_parser = cli::limits::u64_in(0, cli::limits::MAX_TOKENS))]
+        prefill_prefix: u64,
         /// Chance an MTP draft token is accepted [default: the model file's mtp_acceptance]
         #[arg(long)]
         mtp_acceptance: Option<f64>,
@@ -174,12 +181,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deployment,
             batch,
             context,
+            prefill_chunk,
+            prefill_prefix,
             mtp_acceptance,
             format,
         } => cli::step::run(&cli::step::StepArgs {
             deployment: &deployment,
             batch,
             context,
+            prefill_chunk,
+            prefill_prefix,
             acceptance: mtp_acceptance,
             format,
         }),

@@ -669,6 +669,36 @@ fn step_breakdown_ep8_vs_ep32() {
 }
 
 #[test]
+fn step_prices_prefill_chunks_alone_or_mixed_with_decode() {
+    let common = [
+        "--model",
+        "deepseek-r1",
+        "--gpu",
+        "b200-gb200",
+        "--ep",
+        "8",
+        "--weights",
+        "nvfp4",
+        "--context",
+        "2048",
+    ];
+    let us = |j: &serde_json::Value| j["step_us"].as_f64().unwrap();
+    let decode = step_json(&[&common[..], &["--batch", "32"]].concat());
+    let prefill = step_json(&[&common[..], &["--batch", "0", "--prefill-chunk", "1024"]].concat());
+    let mixed = step_json(&[&common[..], &["--batch", "32", "--prefill-chunk", "1024"]].concat());
+    assert_eq!(prefill["prefill_chunk"], 1024);
+    assert!(us(&mixed) > us(&decode).max(us(&prefill)) && us(&mixed) < us(&decode) + us(&prefill));
+    epsim()
+        .current_dir(repo(""))
+        .args(["step"])
+        .args(common)
+        .args(["--batch", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing to price"));
+}
+
+#[test]
 fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
     epsim()
         .current_dir(repo(""))
@@ -704,13 +734,13 @@ fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
             "--ep",
             "8",
             "--batch",
-            "0",
+            "4",
             "--context",
-            "10",
+            "0",
         ])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("0 is not in 1..=10000000"));
+        .stderr(predicate::str::contains("0 is not in 1..=100000000"));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use super::memory::{DeploymentArgs, TableFormat};
 use super::output::{UsageError, emit, json};
 use epsim::cost::compute::OpCost;
-use epsim::cost::step::{self, OpClass, StepCost, StepLoad};
+use epsim::cost::step::{self, OpClass, PrefillChunk, StepCost, StepLoad};
 use epsim::model::memory;
 use std::fmt::Write;
 use std::process::ExitCode;
@@ -12,6 +12,8 @@ pub struct StepArgs<'a> {
     pub deployment: &'a DeploymentArgs,
     pub batch: u64,
     pub context: u64,
+    pub prefill_chunk: u64,
+    pub prefill_prefix: u64,
     pub acceptance: Option<f64>,
     pub format: TableFormat,
 }
@@ -35,12 +37,23 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     // The same checks as the memory plan (slots, EP, fit), and how many requests fit.
     let plan = memory::plan(&model, &gpu, &deployment, a.context, 0)
         .map_err(|e| UsageError(format!("this deployment cannot work:\n  {e}")))?;
+    if a.batch == 0 && a.prefill_chunk == 0 {
+        return Err(UsageError(
+            "nothing to price: give --batch above 0, or a --prefill-chunk".into(),
+        )
+        .into());
+    }
+    let prefill = (a.prefill_chunk > 0).then_some(PrefillChunk {
+        tokens: a.prefill_chunk,
+        prefix: a.prefill_prefix,
+    });
     let load = StepLoad {
         batch: a.batch,
         context: a.context,
         mtp: a.deployment.mtp,
+        prefill,
     };
-    let cost = step::decode_step(&model, &gpu, &deployment, &load);
+    let cost = step::iteration_cost(&model, &gpu, &deployment, &load);
     let total = cost.total();
     let tokens = step::tokens_per_step(load.mtp, acceptance);
     let tok_s_per_user = tokens / total.seconds;
@@ -54,6 +67,8 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             "experts_per_gpu": cost.experts_per_gpu,
             "batch": a.batch,
             "context": a.context,
+            "prefill_chunk": a.prefill_chunk,
+            "prefill_prefix": a.prefill_prefix,
             "mtp": load.mtp,
             "mtp_acceptance": acceptance,
             "expert_precision": deployment.expert_precision,
@@ -83,7 +98,18 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
                 load.mtp,
                 deployment.expert_precision
             );
-            let _ = writeln!(t, "one decode iteration of one rank ({COMMUNICATION_NOTE})");
+            let what = match prefill {
+                Some(p) if a.batch > 0 => format!(
+                    "one iteration of one rank, with a prefill chunk of {} tokens after {}",
+                    p.tokens, p.prefix
+                ),
+                Some(p) => format!(
+                    "one prefill chunk of {} tokens after {}, one rank",
+                    p.tokens, p.prefix
+                ),
+                None => "one decode iteration of one rank".to_owned(),
+            };
+            let _ = writeln!(t, "{what} ({COMMUNICATION_NOTE})");
             let _ = writeln!(
                 t,
                 "  {:<15} {:>10} {:>7} {:>12} {:>10}  bound",
@@ -105,15 +131,17 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
                 tpe.iter().min().unwrap_or(&0),
                 tpe.iter().max().unwrap_or(&0)
             );
-            let _ = writeln!(
-                t,
-                "  {:.2} tokens per request per step (MTP {}, acceptance {}): {:.0} tok/s per user, {:.0} output tok/s per GPU",
-                tokens,
-                load.mtp,
-                acceptance,
-                tok_s_per_user,
-                tok_s_per_user * a.batch as f64
-            );
+            if a.batch > 0 {
+                let _ = writeln!(
+                    t,
+                    "  {:.2} tokens per request per step (MTP {}, acceptance {}): {:.0} tok/s per user, {:.0} output tok/s per GPU",
+                    tokens,
+                    load.mtp,
+                    acceptance,
+                    tok_s_per_user,
+                    tok_s_per_user * a.batch as f64
+                );
+            }
             if (a.batch as f64) > requests_fit {
                 let _ = writeln!(
                     t,

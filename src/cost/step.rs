@@ -1,5 +1,6 @@
-//! One decode iteration of one rank, priced op by op and summed by op class, with balanced
-//! routing (every expert slot gets the same share of tokens). It shows where the time of a
+//! One iteration of one rank (decode, optionally with a prefill chunk mixed in), priced op
+//! by op and summed by op class, with balanced routing (every expert slot gets the same
+//! share of tokens). It shows where the time of a
 //! step goes and how it moves from EP8 to EP32: the MoE GroupGEMM reads the weights of every
 //! local expert that gets a token, so fewer experts per GPU, fewer bytes per step.
 
@@ -64,6 +65,16 @@ pub struct StepLoad {
     /// MTP draft tokens per request: the main model verifies 1 + `mtp` tokens per request,
     /// and the MTP module runs `mtp` times.
     pub mtp: u64,
+    /// A prompt chunk prefilled in the same iteration (chunked prefill in aggregated
+    /// serving), or alone when `batch` is 0.
+    pub prefill: Option<PrefillChunk>,
+}
+
+/// `tokens` prompt tokens of one request, after `prefix` of its tokens already in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PrefillChunk {
+    pub tokens: u64,
+    pub prefix: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,7 +104,7 @@ fn balanced(assignments: u64, experts: u64) -> Vec<u64> {
 /// Prices one decode iteration of one rank. Communication (dispatch, combine) is not part of
 /// the compute model: those classes stay at zero here. Layers of one kind cost the same, so
 /// one dense and one MoE layer are priced and multiplied by their counts.
-pub fn decode_step(
+pub fn iteration_cost(
     model: &ModelConfig,
     gpu: &GpuSpec,
     d: &Deployment,
@@ -110,17 +121,16 @@ pub fn decode_step(
         },
     };
     let mut total = ClassCosts::default();
+    let chunk = load.prefill.map_or(0, |p| p.tokens);
+    // The layers' GEMMs run over decode and prefill tokens together: weights read once.
     let verify_tokens = load.batch.saturating_mul(1 + load.mtp);
+    let tokens = verify_tokens.saturating_add(chunk);
     let queries = 1 + load.mtp;
-    total.add_all(
-        &step.layer(verify_tokens, queries, false),
-        model.dense_layers,
-    );
-    total.add_all(
-        &step.layer(verify_tokens, queries, true),
-        model.moe_layers(),
-    );
-    total.add_all(&step.lm_head_and_sampling(verify_tokens), 1);
+    total.add_all(&step.layer(tokens, queries, false), model.dense_layers);
+    total.add_all(&step.layer(tokens, queries, true), model.moe_layers());
+    // The LM head runs for every decode token, and once for a chunk (its next token).
+    let heads = verify_tokens + u64::from(chunk > 0);
+    total.add_all(&step.lm_head_and_sampling(heads), 1);
     // Each MTP draft: project [embedding; hidden] (2h -> h), one MoE layer, the LM head.
     let h = model.hidden_size;
     let mut draft = step.layer(load.batch, 1, true);
@@ -142,7 +152,7 @@ pub fn decode_step(
             .iter()
             .map(|&c| (c, total.0[c.index()]))
             .collect(),
-        tokens_per_expert: step.tokens_per_local_expert(verify_tokens),
+        tokens_per_expert: step.tokens_per_local_expert(tokens),
         experts_per_gpu: step.experts_per_gpu(),
     }
 }
@@ -201,6 +211,13 @@ impl Step<'_> {
             c.add(OpClass::DenseGemm, r.gemm(m, n, k, d.other_precision));
         }
         c.add(OpClass::Attention, self.attention(queries));
+        if let Some(p) = self
+            .load
+            .prefill
+            .filter(|p| p.tokens > 0 && m > self.load.batch)
+        {
+            c.add(OpClass::Attention, self.prefill_attention(p));
+        }
         // Two RMS norms, each reading and writing the hidden state.
         let hidden_bytes = Precision::Bf16.bytes((m * h) as f64, Usage::Activations);
         c.add(OpClass::Other, r.memory_pass(4.0 * hidden_bytes));
@@ -251,6 +268,24 @@ impl Step<'_> {
         cost.times(1.0 / self.model.layers as f64)
     }
 
+    /// Prefill attention of one layer for the iteration's chunk, averaged over the model's
+    /// layers; a sliding-window layer attends to at most its window of earlier tokens.
+    fn prefill_attention(&self, p: PrefillChunk) -> OpCost {
+        let (full, windowed, window) = self.model.attention_layer_split();
+        let at = |prefix: u64| {
+            self.roofline.prefill_attention(
+                self.model,
+                p.tokens,
+                prefix,
+                self.d.kv_precision,
+                self.tp,
+            )
+        };
+        let mut cost = at(p.prefix).times(full as f64);
+        cost += at(p.prefix.min(window)).times(windowed as f64);
+        cost.times(1.0 / self.model.layers as f64)
+    }
+
     /// The LM head over `m` tokens, then sampling, which reads the FP32 logits once.
     fn lm_head_and_sampling(&self, m: u64) -> ClassCosts {
         let (model, r) = (self.model, self.roofline);
@@ -288,13 +323,14 @@ mod tests {
         batch: 32,
         context: 2048,
         mtp: 1,
+        prefill: None,
     };
 
     #[test]
     fn tokens_per_expert_sum_to_tokens_times_top_k() {
         for (ep, slots) in [(8, 256), (16, 256), (32, 288), (64, 256)] {
             let (m, g, d) = setup(ep, slots);
-            let cost = decode_step(&m, &g, &d, &LOAD);
+            let cost = iteration_cost(&m, &g, &d, &LOAD);
             let tokens = LOAD.batch * (1 + LOAD.mtp);
             // Balanced routing: this rank's share of all ranks' assignments.
             let expected = tokens * 8 * ep * (slots / ep) / slots;
@@ -316,8 +352,8 @@ mod tests {
     fn wider_ep_reads_fewer_expert_weights_per_step() {
         let (m, g, d8) = setup(8, 256);
         let (_, _, d32) = setup(32, 288);
-        let ep8 = decode_step(&m, &g, &d8, &LOAD);
-        let ep32 = decode_step(&m, &g, &d32, &LOAD);
+        let ep8 = iteration_cost(&m, &g, &d8, &LOAD);
+        let ep32 = iteration_cost(&m, &g, &d32, &LOAD);
         let moe = |c: &StepCost| c.by_class[&OpClass::MoeGroupGemm];
         // Weight bytes scale with experts per GPU (32 vs 9); both memory-bound at this batch.
         let ratio = moe(&ep8).bytes / moe(&ep32).bytes;
@@ -336,7 +372,7 @@ mod tests {
     fn step_time_grows_with_batch_and_context() {
         let (m, g, d) = setup(32, 288);
         let t = |batch, context| {
-            decode_step(
+            iteration_cost(
                 &m,
                 &g,
                 &d,
@@ -344,6 +380,7 @@ mod tests {
                     batch,
                     context,
                     mtp: 1,
+                    prefill: None,
                 },
             )
             .total()
@@ -353,7 +390,7 @@ mod tests {
         assert!(t(32, 8192) > t(32, 2048));
         // Attention reads every request's KV cache: linear in batch x context.
         let attention = |batch, context| {
-            decode_step(
+            iteration_cost(
                 &m,
                 &g,
                 &d,
@@ -361,6 +398,7 @@ mod tests {
                     batch,
                     context,
                     mtp: 1,
+                    prefill: None,
                 },
             )
             .by_class[&OpClass::Attention]
@@ -383,7 +421,7 @@ mod tests {
             ..setup(8, 256).2
         };
         let bytes = |context| {
-            decode_step(
+            iteration_cost(
                 &oss,
                 &h200,
                 &d,
@@ -391,6 +429,7 @@ mod tests {
                     batch: 16,
                     context,
                     mtp: 0,
+                    prefill: None,
                 },
             )
             .by_class[&OpClass::Attention]
@@ -402,6 +441,44 @@ mod tests {
             (bytes(4096) - 16.0 * per_token_layer * (18.0 * 4096.0 + 18.0 * 128.0)).abs() < 1.0
         );
         assert!((bytes(100) - 16.0 * per_token_layer * 36.0 * 100.0).abs() < 1.0);
+    }
+
+    fn with_chunk(batch: u64, tokens: u64, prefix: u64) -> StepLoad {
+        StepLoad {
+            batch,
+            context: 2048,
+            mtp: 1,
+            prefill: Some(PrefillChunk { tokens, prefix }),
+        }
+    }
+
+    #[test]
+    fn a_prefill_chunk_shares_the_weight_reads_of_decode() {
+        let (m, g, d) = setup(8, 256);
+        let total = |load: &StepLoad| iteration_cost(&m, &g, &d, load).total().seconds;
+        let decode = total(&LOAD);
+        let prefill = total(&with_chunk(0, 512, 0));
+        let mixed = total(&with_chunk(LOAD.batch, 512, 0));
+        assert!(
+            mixed < decode + prefill,
+            "weights are read once: {mixed} vs {decode} + {prefill}"
+        );
+        assert!(mixed > decode.max(prefill));
+    }
+
+    #[test]
+    fn prefill_is_quadratic_in_context_and_compute_bound_when_large() {
+        let (m, g, d) = setup(8, 256);
+        let attention = |prefix| {
+            iteration_cost(&m, &g, &d, &with_chunk(0, 2048, prefix)).by_class[&OpClass::Attention]
+                .flops
+        };
+        let pairs = |prefix: f64| 2048.0 * prefix + 2048.0 * 2049.0 / 2.0;
+        assert!((attention(6144) / attention(0) - pairs(6144.0) / pairs(0.0)).abs() < 1e-9);
+        let big = iteration_cost(&m, &g, &d, &with_chunk(0, 8192, 0));
+        assert!(!big.by_class[&OpClass::MoeGroupGemm].memory_bound());
+        assert!(!big.by_class[&OpClass::DenseGemm].memory_bound());
+        assert_eq!(big.tokens_per_expert.iter().sum::<u64>(), 8192 * 8);
     }
 
     #[test]
