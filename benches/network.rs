@@ -32,10 +32,8 @@ fn ep72_all_to_all(c: &mut Criterion) {
     )
     .expect("shape");
     let legs = all_to_all_legs(&group, &dest, A2aAlgorithm::Direct, 7392.0, Phase::Dispatch);
-    let eff = LinkEfficiency {
-        nvlink: 0.78,
-        network: 0.86,
-    };
+    let eff =
+        LinkEfficiency::for_gpu(&topo, topo.gpus[0]).expect("shipped files have both efficiencies");
     c.bench_function("a2a_ep72_fast_path", |b| {
         b.iter(|| fast_path_seconds(black_box(&group), black_box(&legs), eff))
     });

@@ -9,7 +9,7 @@ use epsim::cost::network::LinkEfficiency;
 use epsim::engine::RandomStreams;
 use epsim::model::{Precision, Usage};
 use epsim::moe::traffic::{self, TokenRouting};
-use epsim::topology::{self, A2aAlgorithm, Topology};
+use epsim::topology::{self, A2aAlgorithm};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -165,7 +165,9 @@ pub fn run(a: &A2aArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let efficiency = efficiency_of(&topo, &order, c.network_efficiency)?;
+    let first = topo.gpus[order[0]];
+    let efficiency = LinkEfficiency::for_gpu(&topo, first)
+        .ok_or_else(|| UsageError(format!("{} has no GPU spec", topo.graph[first].id)))?;
     let algorithm = a.algorithm.unwrap_or(c.algorithm);
     let mut rows = Vec::new();
     for &ep in &a.ep {
@@ -217,34 +219,17 @@ pub fn run(a: &A2aArgs) -> anyhow::Result<ExitCode> {
     let text = match a.format {
         A2aFormat::Json => json(&rows)?,
         A2aFormat::Csv => {
-            let mut t = String::from(
-                "ep,tokens_per_rank,dtype,combine_dtype,algorithm,routing,nvlink_domains,dispatch_us,combine_us,bytes_per_rank,dispatch_gb_s,combine_gb_s\n",
-            );
+            let mut w = csv::Writer::from_writer(Vec::new());
             for r in &rows {
-                let _ = writeln!(
-                    t,
-                    "{},{},{},{},{},{},{},{:.3},{:.3},{:.0},{:.3},{:.3}",
-                    r.ep,
-                    r.tokens_per_rank,
-                    r.dtype,
-                    r.combine_dtype,
-                    algorithm_name(r.algorithm),
-                    r.routing,
-                    r.nvlink_domains,
-                    r.dispatch_us,
-                    r.combine_us,
-                    r.bytes_per_rank,
-                    r.dispatch_gb_s,
-                    r.combine_gb_s
-                );
+                w.serialize(r)?;
             }
-            t
+            String::from_utf8(w.into_inner()?)?
         }
         A2aFormat::Table => {
             let mut t = format!(
                 "{}: {} all-to-all, {} routing, hidden {}, top-{}, dispatch {}, combine {}, {} solver\n",
                 topo.name,
-                algorithm_name(algorithm),
+                algorithm,
                 a.routing,
                 a.hidden,
                 a.topk,
@@ -286,25 +271,4 @@ pub fn run(a: &A2aArgs) -> anyhow::Result<ExitCode> {
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn algorithm_name(a: A2aAlgorithm) -> &'static str {
-    match a {
-        A2aAlgorithm::Direct => "direct",
-        A2aAlgorithm::Hierarchical => "hierarchical",
-        A2aAlgorithm::LowLatency => "low-latency",
-    }
-}
-
-/// NVLink efficiency of the group's GPU family, network efficiency of the topology.
-fn efficiency_of(topo: &Topology, order: &[usize], network: f64) -> anyhow::Result<LinkEfficiency> {
-    let spec = order
-        .first()
-        .and_then(|&i| topo.graph[topo.gpus[i]].gpu_spec.as_ref())
-        .and_then(|name| topo.gpu_specs.get(name))
-        .ok_or_else(|| UsageError("the EP group's GPUs have no spec".into()))?;
-    Ok(LinkEfficiency {
-        nvlink: spec.efficiency.nvlink_efficiency,
-        network,
-    })
 }

@@ -225,15 +225,14 @@ pub fn fast_path_seconds(
     legs: &Legs,
     efficiency: LinkEfficiency,
 ) -> Result<f64, String> {
-    // Per rank: NVLink out/in, host link out/in, NIC out/in bytes.
-    let mut bytes = vec![[0.0f64; 6]; group.size()];
+    let mut bytes = vec![PortBytes::default(); group.size()];
     for (&(a, b), &x) in &legs.0 {
         let (Some(ra), Some(rb)) = (group.rank_of[a.index()], group.rank_of[b.index()]) else {
             return Err("a leg leaves the EP group".into());
         };
         if group.domain[ra] == group.domain[rb] {
-            bytes[ra][0] += x;
-            bytes[rb][1] += x;
+            bytes[ra].nvlink_out += x;
+            bytes[rb].nvlink_in += x;
         } else {
             for r in [ra, rb] {
                 if group.nic[r].is_none() {
@@ -243,26 +242,37 @@ pub fn fast_path_seconds(
                     ));
                 }
             }
-            bytes[ra][2] += x;
-            bytes[ra][4] += x;
-            bytes[rb][3] += x;
-            bytes[rb][5] += x;
+            bytes[ra].network_out += x;
+            bytes[rb].network_in += x;
         }
     }
+    Ok(busiest_port_seconds(group, &bytes, efficiency))
+}
+
+/// Bytes through one rank's ports, each way. Network bytes cross both the GPU's host link
+/// and its NIC, so the slower of the two sets their pace.
+#[derive(Debug, Clone, Copy, Default)]
+struct PortBytes {
+    nvlink_out: f64,
+    nvlink_in: f64,
+    network_out: f64,
+    network_in: f64,
+}
+
+/// The time of the busiest port: its bytes over its achieved bandwidth.
+fn busiest_port_seconds(group: &EpGroup, bytes: &[PortBytes], efficiency: LinkEfficiency) -> f64 {
     let mut worst = 0.0f64;
     for (r, b) in bytes.iter().enumerate() {
         let nvlink = group.nvlink_bps[r] * efficiency.nvlink;
-        worst = worst.max(b[0] / nvlink).max(b[1] / nvlink);
+        worst = worst.max(b.nvlink_out / nvlink).max(b.nvlink_in / nvlink);
         if let Some((host, net)) = group.nic[r] {
-            let net = net * efficiency.network;
+            let network = host.min(net * efficiency.network);
             worst = worst
-                .max(b[2] / host)
-                .max(b[3] / host)
-                .max(b[4] / net)
-                .max(b[5] / net);
+                .max(b.network_out / network)
+                .max(b.network_in / network);
         }
     }
-    Ok(worst)
+    worst
 }
 
 /// The fast path without per-token legs, for the serving loop: expected per-port bytes
@@ -313,8 +323,7 @@ pub fn expected_fast_path_seconds(
         A2aAlgorithm::LowLatency => copies[r],
         A2aAlgorithm::Direct | A2aAlgorithm::Hierarchical => hit[r],
     };
-    // Bytes each way per rank: [NVLink out, NVLink in, network out, network in].
-    let mut bytes = vec![[0.0f64; 4]; n];
+    let mut bytes = vec![PortBytes::default(); n];
     let t = tokens_per_rank * bytes_per_token;
     for s in 0..n {
         for d in 0..n {
@@ -324,9 +333,13 @@ pub fn expected_fast_path_seconds(
             let same = group.domain[s] == group.domain[d];
             if same || algorithm != A2aAlgorithm::Hierarchical {
                 let x = t * per_token(d);
-                let (out, inn) = if same { (0, 1) } else { (2, 3) };
-                bytes[s][out] += x;
-                bytes[d][inn] += x;
+                if same {
+                    bytes[s].nvlink_out += x;
+                    bytes[d].nvlink_in += x;
+                } else {
+                    bytes[s].network_out += x;
+                    bytes[d].network_in += x;
+                }
             }
         }
         if algorithm == A2aAlgorithm::Hierarchical {
@@ -336,12 +349,12 @@ pub fn expected_fast_path_seconds(
                     continue;
                 }
                 let relay = group.relay(s, domain);
-                bytes[s][2] += t * (1.0 - m);
-                bytes[relay][3] += t * (1.0 - m);
+                bytes[s].network_out += t * (1.0 - m);
+                bytes[relay].network_in += t * (1.0 - m);
                 for &d in &group.members[&domain] {
                     if d != relay {
-                        bytes[relay][0] += t * hit[d];
-                        bytes[d][1] += t * hit[d];
+                        bytes[relay].nvlink_out += t * hit[d];
+                        bytes[d].nvlink_in += t * hit[d];
                     }
                 }
             }
@@ -349,19 +362,15 @@ pub fn expected_fast_path_seconds(
     }
     if phase == Phase::Combine {
         for b in &mut bytes {
-            *b = [b[1], b[0], b[3], b[2]];
+            *b = PortBytes {
+                nvlink_out: b.nvlink_in,
+                nvlink_in: b.nvlink_out,
+                network_out: b.network_in,
+                network_in: b.network_out,
+            };
         }
     }
-    let mut worst = 0.0f64;
-    for (r, b) in bytes.iter().enumerate() {
-        let nvlink = group.nvlink_bps[r] * efficiency.nvlink;
-        worst = worst.max(b[0] / nvlink).max(b[1] / nvlink);
-        if let Some((host, net)) = group.nic[r] {
-            let net = net * efficiency.network;
-            worst = worst.max(b[2] / host.min(net)).max(b[3] / host.min(net));
-        }
-    }
-    worst
+    busiest_port_seconds(group, &bytes, efficiency)
 }
 
 /// The general solver's time: every leg a flow over its ECMP route, max-min fair, run to
@@ -425,10 +434,11 @@ mod tests {
         crate::testing::topology(name)
     }
 
-    const EFF: LinkEfficiency = LinkEfficiency {
-        nvlink: 0.78,
-        network: 0.86,
-    };
+    /// The shipped efficiencies (GPU family and topology files), so the calibration test
+    /// checks the constants the tool uses.
+    fn eff(t: &Topology) -> LinkEfficiency {
+        LinkEfficiency::for_gpu(t, t.gpus[0]).unwrap()
+    }
 
     fn a2a<'a>(
         t: &'a Topology,
@@ -465,7 +475,7 @@ mod tests {
                 phase,
             );
             (
-                latency_us + fast_path_seconds(&group, &legs, EFF).unwrap() * 1e6,
+                latency_us + fast_path_seconds(&group, &legs, eff(group.topo)).unwrap() * 1e6,
                 legs,
                 group,
             )
@@ -498,8 +508,8 @@ mod tests {
                 Precision::Fp8,
                 Phase::Dispatch,
             );
-            let fast = fast_path_seconds(&group, &legs, EFF).unwrap();
-            let solver = solver_seconds(&group, &legs, EFF).unwrap();
+            let fast = fast_path_seconds(&group, &legs, eff(group.topo)).unwrap();
+            let solver = solver_seconds(&group, &legs, eff(group.topo)).unwrap();
             assert!(
                 fast <= solver * (1.0 + 1e-9),
                 "the fast path is a lower bound: {fast} vs {solver}"
@@ -524,8 +534,8 @@ mod tests {
                 Precision::Fp8,
                 Phase::Dispatch,
             );
-            let fast = fast_path_seconds(&group, &legs, EFF).unwrap();
-            let solver = solver_seconds(&group, &legs, EFF).unwrap();
+            let fast = fast_path_seconds(&group, &legs, eff(group.topo)).unwrap();
+            let solver = solver_seconds(&group, &legs, eff(group.topo)).unwrap();
             assert!(
                 fast <= solver * (1.0 + 1e-9) && solver / fast < 1.10,
                 "{algorithm:?}: {solver} vs {fast}"
@@ -574,14 +584,15 @@ mod tests {
                 .collect();
             for phase in [Phase::Dispatch, Phase::Combine] {
                 let legs = all_to_all_legs(&group, &d, algorithm, 7392.0, phase);
-                let exact = fast_path_seconds(&group, &legs, EFF).unwrap();
+                let exact = fast_path_seconds(&group, &legs, eff(group.topo)).unwrap();
                 let traffic = ExpectedTraffic {
                     picks: &picks,
                     expert_rank: &expert_rank,
                     tokens_per_rank: tokens as f64,
                     bytes_per_token: 7392.0,
                 };
-                let expected = expected_fast_path_seconds(&group, traffic, algorithm, phase, EFF);
+                let expected =
+                    expected_fast_path_seconds(&group, traffic, algorithm, phase, eff(group.topo));
                 assert!(
                     (expected / exact - 1.0).abs() < 0.08,
                     "{name} EP{ep} {algorithm:?} {phase:?}: {expected} vs {exact}"
@@ -670,9 +681,9 @@ mod tests {
             Legs::default()
         );
         let group = EpGroup::new(&t, t.gpus.clone());
-        // One ring step over NVLink: 14 MB at 450 GB/s x 0.78.
-        let s = fast_path_seconds(&group, &ring, EFF).unwrap();
-        assert!((s - 14e6 / (450e9 * 0.78)).abs() < 1e-12);
+        // One ring step over NVLink: 14 MB at 450 GB/s x the Hopper NVLink efficiency.
+        let s = fast_path_seconds(&group, &ring, eff(&t)).unwrap();
+        assert!((s - 14e6 / (450e9 * eff(&t).nvlink)).abs() < 1e-12);
         let kv = kv_transfer_legs(&t.gpus[..2], &t.gpus[4..8], 1e9);
         assert_eq!(kv.transfers().len(), 2);
         assert_eq!(kv.sent_by(&t.gpus[..2]), vec![5e8, 5e8]);

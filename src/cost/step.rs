@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn step_time_grows_with_batch_and_context() {
         let (m, g, d) = setup(32, 288);
-        let t = |batch, context| {
+        let cost = |batch, context| {
             iteration_cost(
                 &m,
                 &g,
@@ -383,27 +383,12 @@ mod tests {
                     prefill: None,
                 },
             )
-            .total()
-            .seconds
         };
+        let t = |batch, context| cost(batch, context).total().seconds;
         assert!(t(64, 2048) > t(32, 2048));
         assert!(t(32, 8192) > t(32, 2048));
         // Attention reads every request's KV cache: linear in batch x context.
-        let attention = |batch, context| {
-            iteration_cost(
-                &m,
-                &g,
-                &d,
-                &StepLoad {
-                    batch,
-                    context,
-                    mtp: 1,
-                    prefill: None,
-                },
-            )
-            .by_class[&OpClass::Attention]
-                .bytes
-        };
+        let attention = |batch, context| cost(batch, context).by_class[&OpClass::Attention].bytes;
         assert_eq!(attention(64, 2048), 2.0 * attention(32, 2048));
         assert_eq!(attention(32, 4096), 2.0 * attention(32, 2048));
     }

@@ -79,6 +79,17 @@ pub enum A2aAlgorithm {
     LowLatency,
 }
 
+impl std::fmt::Display for A2aAlgorithm {
+    /// As written in topology files and on the command line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            A2aAlgorithm::Direct => "direct",
+            A2aAlgorithm::Hierarchical => "hierarchical",
+            A2aAlgorithm::LowLatency => "low-latency",
+        })
+    }
+}
+
 /// How collectives run on this hardware.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

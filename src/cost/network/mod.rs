@@ -8,6 +8,7 @@ pub mod transfer;
 
 use crate::topology::{LinkKind, Sharing, Topology};
 use maxmin::Resource;
+use petgraph::graph::NodeIndex;
 
 /// Achieved fractions of link bandwidth for bulk collective traffic, by link technology.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -18,6 +19,19 @@ pub struct LinkEfficiency {
 }
 
 impl LinkEfficiency {
+    /// The shipped constants for `gpu` of `topo`: NVLink from its GPU family file, network
+    /// from the topology's `collectives` section; `None` if either is missing.
+    pub fn for_gpu(topo: &Topology, gpu: NodeIndex) -> Option<LinkEfficiency> {
+        let spec = topo.graph[gpu]
+            .gpu_spec
+            .as_ref()
+            .and_then(|name| topo.gpu_specs.get(name))?;
+        Some(LinkEfficiency {
+            nvlink: spec.efficiency.nvlink_efficiency,
+            network: topo.collectives.as_ref()?.network_efficiency,
+        })
+    }
+
     fn of(&self, kind: LinkKind) -> f64 {
         match kind {
             LinkKind::Nvlink => self.nvlink,

@@ -62,9 +62,10 @@ impl<'a> Router<'a> {
         }
     }
 
-    fn search(&mut self, node: NodeIndex) -> &(Vec<u32>, Vec<f64>) {
+    /// Runs (once) the breadth-first search from `node`.
+    fn search(&mut self, node: NodeIndex) {
         let topo = self.topo;
-        self.from[node.index()].get_or_insert_with(|| shortest_paths(topo, node))
+        self.from[node.index()].get_or_insert_with(|| shortest_paths(topo, node));
     }
 
     /// The ECMP route from `src` to `dst`; empty when they are the same node, `None` when
@@ -74,8 +75,12 @@ impl<'a> Router<'a> {
         if src == dst {
             return Some(Vec::new());
         }
-        let (ds, cs) = self.search(src).clone();
-        let (dd, cd) = self.search(dst).clone();
+        self.search(src);
+        self.search(dst);
+        let (Some((ds, cs)), Some((dd, cd))) = (&self.from[src.index()], &self.from[dst.index()])
+        else {
+            return None;
+        };
         let total = ds[dst.index()];
         if total == u32::MAX {
             return None;
