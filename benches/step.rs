@@ -32,7 +32,7 @@ fn price_iteration_cost(c: &mut Criterion) {
             batch: 64,
             context: 2048,
             mtp: 1,
-            prefill: None,
+            prefill: &[],
         };
         group.bench_with_input(BenchmarkId::new("ep", ep), &d, |b, d| {
             b.iter(|| {

@@ -47,11 +47,12 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
         tokens: a.prefill_chunk,
         prefix: a.prefill_prefix,
     });
+    let chunks: Vec<PrefillChunk> = prefill.into_iter().collect();
     let load = StepLoad {
         batch: a.batch,
         context: a.context,
         mtp: a.deployment.mtp,
-        prefill,
+        prefill: &chunks,
     };
     let cost = step::iteration_cost(&model, &gpu, &deployment, &load);
     let total = cost.total();

@@ -57,7 +57,7 @@ impl OpClass {
 
 /// What one rank is doing in the step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct StepLoad {
+pub struct StepLoad<'a> {
     /// Requests in the rank's attention group (one GPU with DP attention).
     pub batch: u64,
     /// Tokens of context each request has.
@@ -65,9 +65,9 @@ pub struct StepLoad {
     /// MTP draft tokens per request: the main model verifies 1 + `mtp` tokens per request,
     /// and the MTP module runs `mtp` times.
     pub mtp: u64,
-    /// A prompt chunk prefilled in the same iteration (chunked prefill in aggregated
+    /// Prompt chunks prefilled in the same iteration (chunked prefill in aggregated
     /// serving), or alone when `batch` is 0.
-    pub prefill: Option<PrefillChunk>,
+    pub prefill: &'a [PrefillChunk],
 }
 
 /// `tokens` prompt tokens of one request, after `prefix` of its tokens already in the cache.
@@ -121,7 +121,8 @@ pub fn iteration_cost(
         },
     };
     let mut total = ClassCosts::default();
-    let chunk = load.prefill.map_or(0, |p| p.tokens);
+    let chunk: u64 = load.prefill.iter().map(|p| p.tokens).sum();
+    let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
     // The layers' GEMMs run over decode and prefill tokens together: weights read once.
     let verify_tokens = load.batch.saturating_mul(1 + load.mtp);
     let tokens = verify_tokens.saturating_add(chunk);
@@ -129,7 +130,7 @@ pub fn iteration_cost(
     total.add_all(&step.layer(tokens, queries, false), model.dense_layers);
     total.add_all(&step.layer(tokens, queries, true), model.moe_layers());
     // The LM head runs for every decode token, and once for a chunk (its next token).
-    let heads = verify_tokens + u64::from(chunk > 0);
+    let heads = verify_tokens + chunks;
     total.add_all(&step.lm_head_and_sampling(heads), 1);
     // Each MTP draft: project [embedding; hidden] (2h -> h), one MoE layer, the LM head.
     let h = model.hidden_size;
@@ -178,7 +179,7 @@ struct Step<'a> {
     roofline: Roofline<'a>,
     model: &'a ModelConfig,
     d: &'a Deployment,
-    load: &'a StepLoad,
+    load: &'a StepLoad<'a>,
     /// Ranks sharing one request batch's attention.
     tp: u64,
 }
@@ -211,12 +212,11 @@ impl Step<'_> {
             c.add(OpClass::DenseGemm, r.gemm(m, n, k, d.other_precision));
         }
         c.add(OpClass::Attention, self.attention(queries));
-        if let Some(p) = self
-            .load
-            .prefill
-            .filter(|p| p.tokens > 0 && m > self.load.batch)
-        {
-            c.add(OpClass::Attention, self.prefill_attention(p));
+        // Draft layers (m == batch) see no prompt chunks.
+        if m > self.load.batch {
+            for &p in self.load.prefill.iter().filter(|p| p.tokens > 0) {
+                c.add(OpClass::Attention, self.prefill_attention(p));
+            }
         }
         // Two RMS norms, each reading and writing the hidden state.
         let hidden_bytes = Precision::Bf16.bytes((m * h) as f64, Usage::Activations);
@@ -323,7 +323,7 @@ mod tests {
         batch: 32,
         context: 2048,
         mtp: 1,
-        prefill: None,
+        prefill: &[],
     };
 
     #[test]
@@ -380,7 +380,7 @@ mod tests {
                     batch,
                     context,
                     mtp: 1,
-                    prefill: None,
+                    prefill: &[],
                 },
             )
         };
@@ -414,7 +414,7 @@ mod tests {
                     batch: 16,
                     context,
                     mtp: 0,
-                    prefill: None,
+                    prefill: &[],
                 },
             )
             .by_class[&OpClass::Attention]
@@ -428,13 +428,17 @@ mod tests {
         assert!((bytes(100) - 16.0 * per_token_layer * 36.0 * 100.0).abs() < 1.0);
     }
 
-    fn with_chunk(batch: u64, tokens: u64, prefix: u64) -> StepLoad {
+    fn with_chunk(chunk: &[PrefillChunk], batch: u64) -> StepLoad<'_> {
         StepLoad {
             batch,
             context: 2048,
             mtp: 1,
-            prefill: Some(PrefillChunk { tokens, prefix }),
+            prefill: chunk,
         }
+    }
+
+    fn chunk(tokens: u64, prefix: u64) -> [PrefillChunk; 1] {
+        [PrefillChunk { tokens, prefix }]
     }
 
     #[test]
@@ -442,8 +446,8 @@ mod tests {
         let (m, g, d) = setup(8, 256);
         let total = |load: &StepLoad| iteration_cost(&m, &g, &d, load).total().seconds;
         let decode = total(&LOAD);
-        let prefill = total(&with_chunk(0, 512, 0));
-        let mixed = total(&with_chunk(LOAD.batch, 512, 0));
+        let prefill = total(&with_chunk(&chunk(512, 0), 0));
+        let mixed = total(&with_chunk(&chunk(512, 0), LOAD.batch));
         assert!(
             mixed < decode + prefill,
             "weights are read once: {mixed} vs {decode} + {prefill}"
@@ -455,15 +459,31 @@ mod tests {
     fn prefill_is_quadratic_in_context_and_compute_bound_when_large() {
         let (m, g, d) = setup(8, 256);
         let attention = |prefix| {
-            iteration_cost(&m, &g, &d, &with_chunk(0, 2048, prefix)).by_class[&OpClass::Attention]
+            iteration_cost(&m, &g, &d, &with_chunk(&chunk(2048, prefix), 0)).by_class
+                [&OpClass::Attention]
                 .flops
         };
         let pairs = |prefix: f64| 2048.0 * prefix + 2048.0 * 2049.0 / 2.0;
         assert!((attention(6144) / attention(0) - pairs(6144.0) / pairs(0.0)).abs() < 1e-9);
-        let big = iteration_cost(&m, &g, &d, &with_chunk(0, 8192, 0));
+        let big = iteration_cost(&m, &g, &d, &with_chunk(&chunk(8192, 0), 0));
         assert!(!big.by_class[&OpClass::MoeGroupGemm].memory_bound());
         assert!(!big.by_class[&OpClass::DenseGemm].memory_bound());
         assert_eq!(big.tokens_per_expert.iter().sum::<u64>(), 8192 * 8);
+    }
+
+    #[test]
+    fn two_chunks_cost_their_own_attention_and_share_the_gemms() {
+        let (m, g, d) = setup(8, 256);
+        let cost = |c: &[PrefillChunk]| iteration_cost(&m, &g, &d, &with_chunk(c, 0));
+        let both = [chunk(1024, 0)[0], chunk(1024, 0)[0]];
+        let attention = |c: &StepCost| c.by_class[&OpClass::Attention].flops;
+        let (one, two, merged) = (cost(&chunk(1024, 0)), cost(&both), cost(&chunk(2048, 0)));
+        assert!((attention(&two) / attention(&one) - 2.0).abs() < 1e-9);
+        assert!(
+            attention(&merged) > attention(&two),
+            "one long prompt is quadratic"
+        );
+        assert_eq!(two.tokens_per_expert, merged.tokens_per_expert);
     }
 
     #[test]
