@@ -33,7 +33,7 @@ enum Command {
     Topo(TopoCommand),
     /// Check input files and report every problem in them
     #[command(
-        after_help = "Example:\n  epsim validate topologies/*.yaml topologies/gpus/*.yaml models/*.yaml\n\nTopologies, GPU specs, GPU families and models are told apart by their fields.\nExit code 0 when every file is valid, 2 otherwise (every problem is printed)."
+        after_help = "Example:\n  epsim validate topologies/*.yaml topologies/gpus/*.yaml models/*.yaml\n\nTopologies, GPU specs, GPU families, models and scenarios are told apart by their fields.\nExit code 0 when every file is valid, 2 otherwise (every problem is printed)."
     )]
     Validate {
         /// Files to check
@@ -78,6 +78,20 @@ enum Command {
         after_help = "Examples:\n  epsim imbalance --model deepseek-r1 --ep 32\n  epsim imbalance --model deepseek-r1 --ep 32 --slots 288 --eplb online --format json\n  epsim imbalance --model deepseek-r1 --ep 64 --slots 320 --eplb static --popularity zipf:1.0 --format csv\n\nRank imbalance is (max - mean)/mean of tokens per rank (TensorRT-LLM's imbalance ratio);\nbalancedness is mean/max (SGLang's)."
     )]
     Imbalance(cli::imbalance::ImbalanceArgs),
+    /// Simulate serving a scenario; write summary.csv, requests.csv and manifest.json
+    #[command(
+        after_help = "Examples:\n  epsim run scenarios/quickstart.yaml\n  epsim run scenarios/calibration-b200-ep8.yaml --out /tmp/cal --seed 7\n\nThe summary is printed and written to DIR/summary.csv (one row; units in column names).\nThe same scenario and seed give byte-identical CSV files."
+    )]
+    Run {
+        /// Scenario file (YAML)
+        scenario: PathBuf,
+        /// Output folder [default: out/<scenario name>]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Random seed [default: the scenario's, else 1]
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Time one decode iteration of one rank, by op class
     #[command(
         after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n\nBalanced routing; compute only until the communication model prices dispatch and combine."
@@ -175,6 +189,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => cli::memory::run(&deployment, isl, osl, format),
         Command::A2a(args) => cli::a2a::run(&args),
+        Command::Run {
+            scenario,
+            out,
+            seed,
+        } => cli::run::run(&scenario, out, seed),
         Command::Eplb { input } => cli::eplb::run(&input),
         Command::Imbalance(args) => cli::imbalance::run(&args),
         Command::Step {

@@ -7,5 +7,6 @@ pub mod limits;
 pub mod lookup;
 pub mod memory;
 pub mod output;
+pub mod run;
 pub mod step;
 pub mod topo;

@@ -67,6 +67,14 @@ fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<Str
     } else if has_field(&root, "gemm_peak_fraction") {
         let family = epsim::hardware::load_family(file)?;
         Ok(format!("GPU family {}", family.name))
+    } else if has_field(&root, "instances") {
+        let s = epsim::serving::scenario::from_tree(file, &root)?;
+        let gpus: u64 = s.scenario.instances.iter().map(|i| i.ep()).sum();
+        Ok(format!(
+            "scenario {}: {} instances on {gpus} GPUs",
+            s.scenario.name,
+            s.scenario.instances.len()
+        ))
     } else if has_field(&root, "moe") {
         let model = epsim::model::load_model(file)?;
         Ok(format!("model {}", model.name))

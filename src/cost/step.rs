@@ -144,7 +144,7 @@ pub fn iteration_cost(
     total.add(
         OpClass::Other,
         OpCost {
-            seconds: gpu.efficiency.iteration_overhead_us * 1e-6,
+            seconds: gpu.efficiency.layer_overhead_us * 1e-6 * (model.layers + load.mtp) as f64,
             ..OpCost::default()
         },
     );

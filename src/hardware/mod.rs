@@ -47,8 +47,9 @@ pub struct Efficiency {
     pub hbm_fraction: f64,
     /// Token rows per MMA tile: a GEMM's rows are padded up to a multiple of this.
     pub mma_tile_rows: u32,
-    /// Fixed cost per decode iteration, microseconds.
-    pub iteration_overhead_us: f64,
+    /// Fixed cost per transformer layer per iteration (launches, small kernels,
+    /// synchronisation), microseconds.
+    pub layer_overhead_us: f64,
     /// Achieved fraction of NVLink bandwidth for all-to-all traffic.
     pub nvlink_efficiency: f64,
 }
@@ -228,8 +229,8 @@ pub fn load_family(file: &Path) -> Result<Efficiency, Diagnostics> {
     if e.mma_tile_rows == 0 {
         diags.push_file(file, "mma_tile_rows: must be at least 1");
     }
-    if !(e.iteration_overhead_us.is_finite() && e.iteration_overhead_us >= 0.0) {
-        diags.push_file(file, "iteration_overhead_us: must be a number >= 0");
+    if !(e.layer_overhead_us.is_finite() && e.layer_overhead_us >= 0.0) {
+        diags.push_file(file, "layer_overhead_us: must be a number >= 0");
     }
     diags.into_result(e)
 }

@@ -4,16 +4,14 @@
 //! the balancedness mean/max of tokens per rank.
 
 use super::placement::{PlacementError, ReplicaSplit};
-use super::policy::{
-    NoEplb, OnlineEplb, OnlineStyle, PlacementPolicy, Shape, StaticEplb, Transport, add_counts,
-};
+use super::policy::{OnlineStyle, PlacementPolicy, Shape, Transport, add_counts, for_mode};
 use super::popularity::{Drifting, Popularity};
 use super::replay::Recording;
 use super::routing::Router;
 use crate::engine::RandomStreams;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum EplbMode {
     /// Contiguous placement: expert e on rank e / (experts / EP).
@@ -222,14 +220,7 @@ fn policy_for(s: &ImbalanceSetup) -> Box<dyn PlacementPolicy> {
         groups: s.groups,
         ranks: s.ep,
     };
-    match s.eplb {
-        EplbMode::None => Box::new(NoEplb(shape)),
-        EplbMode::Static => Box::new(StaticEplb {
-            shape,
-            profile: s.profile.clone(),
-        }),
-        EplbMode::Online => Box::new(OnlineEplb::new(shape, s.online)),
-    }
+    for_mode(s.eplb, shape, s.online, s.profile.clone())
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use serde::Serialize;
 use std::collections::VecDeque;
 
 /// How online EPLB gathers statistics, re-plans and moves weights.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "style")]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "style", deny_unknown_fields)]
 pub enum OnlineStyle {
     /// SGLang / vLLM: every `every` iterations, all layers from the counts of the last
     /// `window` iterations; weights move GPU to GPU over NVLink and serving waits.
@@ -208,6 +208,21 @@ impl PlacementPolicy for OnlineEplb {
                 OnlineStyle::Layerwise { .. } => Transport::HostBackground,
             },
         }))
+    }
+}
+
+/// The policy for an EPLB mode.
+pub fn for_mode(
+    mode: super::imbalance::EplbMode,
+    shape: Shape,
+    online: OnlineStyle,
+    profile: Option<Vec<Vec<f64>>>,
+) -> Box<dyn PlacementPolicy> {
+    use super::imbalance::EplbMode;
+    match mode {
+        EplbMode::None => Box::new(NoEplb(shape)),
+        EplbMode::Static => Box::new(StaticEplb { shape, profile }),
+        EplbMode::Online => Box::new(OnlineEplb::new(shape, online)),
     }
 }
 

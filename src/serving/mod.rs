@@ -1,3 +1,12 @@
-//! The serving simulation (issue 6, in progress): so far the workloads that feed it.
+//! The serving simulation: requests arrive, are scheduled onto instances and DP ranks,
+//! prefilled and decoded in continuously batched iterations priced by the cost models, and
+//! measured as users measure them.
 
+pub mod kv_network;
+pub mod metrics;
+pub mod output;
+pub mod policy;
+pub mod pricing;
+pub mod scenario;
+pub mod sim;
 pub mod workload;

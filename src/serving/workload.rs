@@ -73,6 +73,19 @@ impl Lengths {
         p
     }
 
+    /// A representative value (the mean, or the median of a lognormal), for sizing.
+    pub fn typical(&self) -> u64 {
+        let clip = |x: f64, min: u64, max: u64| (x.round().max(min as f64).min(max as f64)) as u64;
+        match *self {
+            Lengths::Fixed { tokens } => tokens,
+            Lengths::Uniform { min, max } => min / 2 + max / 2,
+            Lengths::Normal { mean, min, max, .. } => clip(mean, min, max),
+            Lengths::Lognormal {
+                median, min, max, ..
+            } => clip(median, min, max),
+        }
+    }
+
     pub fn sample(&self, rng: &mut ChaCha8Rng) -> u64 {
         let clip = |x: f64, min: u64, max: u64| (x.round().max(min as f64).min(max as f64)) as u64;
         match *self {

@@ -1,0 +1,352 @@
+//! What a run measures. Requests that arrive during the warm-up are served but left out of
+//! latency statistics; tokens count towards throughput when they are produced inside the
+//! measured window (warm-up to end).
+
+use super::pricing::{Price, RankWork};
+use super::scenario::{Role, Scenario};
+use super::sim::Request;
+use super::workload::RequestSpec;
+use crate::engine::{SimDuration, SimTime};
+use crate::metrics::Latencies;
+use serde::Serialize;
+
+/// One finished request (a row of requests.csv). Times in seconds from the start of the run,
+/// latencies in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestRow {
+    pub id: u64,
+    /// Arrived after the warm-up: part of the latency statistics.
+    pub measured: bool,
+    pub arrival_s: f64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub generated_tokens: u64,
+    pub first_token_s: f64,
+    pub finish_s: f64,
+    pub ttft_ms: f64,
+    /// Mean time per output token after the first.
+    pub tpot_ms: f64,
+    /// 99th percentile of the gaps between the steps that brought it tokens.
+    pub itl_p99_ms: f64,
+    pub prefill_instance: String,
+    pub decode_instance: String,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// summary.csv's columns, in order, formatted.
+    pub summary: Vec<(&'static str, String)>,
+    pub requests: Vec<RequestRow>,
+    pub stats: SimStats,
+}
+
+impl Report {
+    /// A summary value by column name, parsed.
+    pub fn value(&self, column: &str) -> Option<f64> {
+        self.summary
+            .iter()
+            .find(|(c, _)| *c == column)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimStats {
+    pub events: u64,
+    pub wall_s: f64,
+    pub simulated_s: f64,
+    pub events_per_wall_s: f64,
+    pub simulated_s_per_wall_s: f64,
+    pub iterations: u64,
+    pub kv_bytes_started: f64,
+    pub kv_bytes_delivered: f64,
+}
+
+pub struct Collector {
+    warmup: SimTime,
+    end: SimTime,
+    keep_rows: bool,
+    ttft: Latencies,
+    tpot: Latencies,
+    itl: Latencies,
+    arrived: u64,
+    rejected: u64,
+    completed: u64,
+    completed_measured: u64,
+    output_tokens: u64,
+    input_tokens: u64,
+    user_rate_sum: f64,
+    user_rate_count: u64,
+    iterations: u64,
+    iterations_measured: u64,
+    decode_iterations: u64,
+    decode_batch_sum: f64,
+    kv_weighted: f64,
+    decode_time: f64,
+    imbalance_sum: f64,
+    split: [f64; 4],
+    rows: Vec<RequestRow>,
+}
+
+impl Collector {
+    pub fn new(sc: &Scenario, warmup: SimTime, end: SimTime) -> Self {
+        Collector {
+            warmup,
+            end,
+            keep_rows: sc.output.requests_csv,
+            ttft: Latencies::new(),
+            tpot: Latencies::new(),
+            itl: Latencies::new(),
+            arrived: 0,
+            rejected: 0,
+            completed: 0,
+            completed_measured: 0,
+            output_tokens: 0,
+            input_tokens: 0,
+            user_rate_sum: 0.0,
+            user_rate_count: 0,
+            iterations: 0,
+            iterations_measured: 0,
+            decode_iterations: 0,
+            decode_batch_sum: 0.0,
+            kv_weighted: 0.0,
+            decode_time: 0.0,
+            imbalance_sum: 0.0,
+            split: [0.0; 4],
+            rows: Vec::new(),
+        }
+    }
+
+    fn measuring(&self, now: SimTime) -> bool {
+        now >= self.warmup
+    }
+
+    pub fn arrived(&mut self, _: &RequestSpec) {
+        self.arrived += 1;
+    }
+
+    pub fn rejected(&mut self) {
+        self.rejected += 1;
+    }
+
+    pub fn output_tokens(&mut self, now: SimTime, n: u64) {
+        if self.measuring(now) {
+            self.output_tokens += n;
+        }
+    }
+
+    pub fn input_tokens(&mut self, now: SimTime, n: u64) {
+        if self.measuring(now) {
+            self.input_tokens += n;
+        }
+    }
+
+    /// An iteration starting at `now`; decode-side ones feed batch, KV and imbalance means
+    /// (weighted by their duration).
+    pub fn iteration(
+        &mut self,
+        now: SimTime,
+        role: Role,
+        work: &[RankWork],
+        price: &Price,
+        kv_share: f64,
+    ) {
+        self.iterations += 1;
+        if !self.measuring(now) || role == Role::Prefill {
+            return;
+        }
+        self.iterations_measured += 1;
+        self.decode_iterations += 1;
+        let batch: u64 = work.iter().map(|w| w.batch).sum();
+        self.decode_batch_sum += batch as f64 / work.len().max(1) as f64;
+        let t = price.seconds;
+        self.decode_time += t;
+        self.kv_weighted += kv_share * t;
+        self.imbalance_sum += price.rank_imbalance;
+        for (sum, part) in self.split.iter_mut().zip([
+            price.dense_s,
+            price.moe_s,
+            price.all_to_all_s,
+            price.eplb_stall_s,
+        ]) {
+            *sum += part;
+        }
+    }
+
+    pub fn finished(&mut self, r: &Request, now: SimTime, prefill: &str, decode: &str) {
+        self.completed += 1;
+        let spec = &r.spec;
+        let measured = spec.arrival >= self.warmup;
+        let first = r.first_token.unwrap_or(now);
+        let since = |a: SimTime, b: SimTime| a.duration_since(b).unwrap_or(SimDuration::ZERO);
+        let ttft = since(first, spec.arrival);
+        let decode_s = since(now, first).as_secs_f64();
+        let after_first = r.generated.saturating_sub(1);
+        let tpot_s = if after_first > 0 {
+            decode_s / after_first as f64
+        } else {
+            0.0
+        };
+        let mut gaps = r.gaps_us.clone();
+        let itl_p99_ms = percentile(&mut gaps, 0.99) / 1e3;
+        if measured {
+            self.completed_measured += 1;
+            self.ttft.record(ttft);
+            if after_first > 0 {
+                self.tpot
+                    .record(SimDuration::from_secs_f64(tpot_s).unwrap_or(SimDuration::ZERO));
+                self.user_rate_sum += after_first as f64 / decode_s.max(1e-12);
+                self.user_rate_count += 1;
+            }
+            for &g in &r.gaps_us {
+                self.itl
+                    .record(SimDuration::from_ns(u64::from(g) * 1000).unwrap_or(SimDuration::ZERO));
+            }
+        }
+        if self.keep_rows {
+            self.rows.push(RequestRow {
+                id: r.id,
+                measured,
+                arrival_s: spec.arrival.as_secs_f64(),
+                input_tokens: spec.input_tokens,
+                cached_tokens: spec.cached_tokens,
+                output_tokens: spec.output_tokens,
+                generated_tokens: r.generated,
+                first_token_s: first.as_secs_f64(),
+                finish_s: now.as_secs_f64(),
+                ttft_ms: ttft.as_secs_f64() * 1e3,
+                tpot_ms: tpot_s * 1e3,
+                itl_p99_ms,
+                prefill_instance: prefill.to_owned(),
+                decode_instance: decode.to_owned(),
+            });
+        }
+    }
+
+    pub fn report(
+        mut self,
+        sc: &Scenario,
+        in_flight: u64,
+        events: u64,
+        wall_s: f64,
+        kv_bytes_started: f64,
+        kv_bytes_delivered: f64,
+    ) -> Report {
+        let window = self
+            .end
+            .duration_since(self.warmup)
+            .map_or(0.0, |d| d.as_secs_f64())
+            .max(1e-12);
+        let gpus: u64 = sc.instances.iter().map(|i| i.ep()).sum();
+        let output_tok_s = self.output_tokens as f64 / window;
+        let per_decode_s = |x: f64| {
+            if self.decode_iterations > 0 {
+                x / self.decode_iterations as f64
+            } else {
+                0.0
+            }
+        };
+        let ms = |x: f64| format!("{x:.3}");
+        let num = |x: f64| format!("{x:.4}");
+        let summary = vec![
+            ("scenario", sc.name.clone()),
+            ("seed", sc.seed.to_string()),
+            ("gpus", gpus.to_string()),
+            ("duration_s", num(sc.duration_s)),
+            ("warmup_s", num(sc.warmup_s)),
+            ("requests_arrived", self.arrived.to_string()),
+            ("requests_completed", self.completed_measured.to_string()),
+            ("requests_completed_all", self.completed.to_string()),
+            ("requests_pending", in_flight.to_string()),
+            ("requests_rejected", self.rejected.to_string()),
+            ("output_tok_s", num(output_tok_s)),
+            (
+                "output_tok_s_per_gpu",
+                num(output_tok_s / gpus.max(1) as f64),
+            ),
+            ("input_tok_s", num(self.input_tokens as f64 / window)),
+            (
+                "tok_s_per_user",
+                num(if self.user_rate_count > 0 {
+                    self.user_rate_sum / self.user_rate_count as f64
+                } else {
+                    0.0
+                }),
+            ),
+            ("ttft_ms_p50", ms(self.ttft.quantile_ms(0.5))),
+            ("ttft_ms_p90", ms(self.ttft.quantile_ms(0.9))),
+            ("ttft_ms_p99", ms(self.ttft.quantile_ms(0.99))),
+            ("tpot_ms_p50", ms(self.tpot.quantile_ms(0.5))),
+            ("tpot_ms_p90", ms(self.tpot.quantile_ms(0.9))),
+            ("tpot_ms_p99", ms(self.tpot.quantile_ms(0.99))),
+            ("itl_ms_p99", ms(self.itl.quantile_ms(0.99))),
+            (
+                "mean_batch_per_rank",
+                num(per_decode_s(self.decode_batch_sum)),
+            ),
+            (
+                "kv_utilisation",
+                num(if self.decode_time > 0.0 {
+                    self.kv_weighted / self.decode_time
+                } else {
+                    0.0
+                }),
+            ),
+            ("mean_rank_imbalance", num(per_decode_s(self.imbalance_sum))),
+            ("step_ms_mean", ms(per_decode_s(self.decode_time) * 1e3)),
+            ("step_dense_ms_mean", ms(per_decode_s(self.split[0]) * 1e3)),
+            ("step_moe_ms_mean", ms(per_decode_s(self.split[1]) * 1e3)),
+            (
+                "step_all_to_all_ms_mean",
+                ms(per_decode_s(self.split[2]) * 1e3),
+            ),
+            (
+                "step_eplb_stall_ms_mean",
+                ms(per_decode_s(self.split[3]) * 1e3),
+            ),
+            ("iterations", self.iterations_measured.to_string()),
+            ("events", events.to_string()),
+        ];
+        self.rows.sort_by_key(|r| r.id);
+        let simulated_s = sc.duration_s;
+        Report {
+            summary,
+            requests: self.rows,
+            stats: SimStats {
+                events,
+                wall_s,
+                simulated_s,
+                events_per_wall_s: events as f64 / wall_s.max(1e-9),
+                simulated_s_per_wall_s: simulated_s / wall_s.max(1e-9),
+                iterations: self.iterations,
+                kv_bytes_started,
+                kv_bytes_delivered,
+            },
+        }
+    }
+}
+
+/// The `q` quantile of microsecond gaps (nearest rank); 0 for none.
+fn percentile(values: &mut [u32], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let k = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
+    let (_, v, _) = values.select_nth_unstable(k);
+    f64::from(*v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentile() {
+        let mut v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&mut v, 0.99), 99.0);
+        assert_eq!(percentile(&mut v, 1.0), 100.0);
+        assert_eq!(percentile(&mut [], 0.5), 0.0);
+    }
+}

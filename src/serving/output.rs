@@ -1,0 +1,125 @@
+//! A run's files: `summary.csv` (one row per run), `requests.csv` (one row per finished
+//! request, optional) and `manifest.json` (version, seed, the resolved scenario, simulation
+//! statistics). Each file is written to a temporary name and renamed into place, so a file
+//! is either complete or absent.
+
+use super::metrics::Report;
+use super::scenario::LoadedScenario;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `file` atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = file.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, file)
+}
+
+/// summary.csv's text: a header and one row.
+pub fn summary_csv(report: &Report) -> io::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(report.summary.iter().map(|(c, _)| *c))?;
+    w.write_record(report.summary.iter().map(|(_, v)| v.as_str()))?;
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+pub fn requests_csv(report: &Report) -> io::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in &report.requests {
+        w.serialize(row).map_err(io::Error::other)?;
+    }
+    if report.requests.is_empty() {
+        w.write_record(REQUEST_COLUMNS)?;
+    }
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+const REQUEST_COLUMNS: [&str; 14] = [
+    "id",
+    "measured",
+    "arrival_s",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "generated_tokens",
+    "first_token_s",
+    "finish_s",
+    "ttft_ms",
+    "tpot_ms",
+    "itl_p99_ms",
+    "prefill_instance",
+    "decode_instance",
+];
+
+/// Writes the run's files into `dir` (created if needed); returns their paths.
+pub fn write_run(dir: &Path, loaded: &LoadedScenario, report: &Report) -> io::Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let summary = dir.join("summary.csv");
+    write_atomic(&summary, &summary_csv(report)?)?;
+    written.push(summary);
+    if loaded.scenario.output.requests_csv {
+        let requests = dir.join("requests.csv");
+        write_atomic(&requests, &requests_csv(report)?)?;
+        written.push(requests);
+    }
+    let manifest = serde_json::json!({
+        "epsim_version": env!("CARGO_PKG_VERSION"),
+        "seed": loaded.scenario.seed,
+        "topology": loaded.topology.name,
+        "model": loaded.model.name,
+        "scenario": loaded.scenario,
+        "simulation": report.stats,
+        "summary": report.summary.iter().map(|(c, v)| (c.to_string(), serde_json::Value::from(v.as_str()))).collect::<serde_json::Map<String, serde_json::Value>>(),
+    });
+    let manifest_file = dir.join("manifest.json");
+    let text = serde_json::to_string_pretty(&manifest).map_err(io::Error::other)?;
+    write_atomic(&manifest_file, format!("{text}\n").as_bytes())?;
+    written.push(manifest_file);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serving::metrics::RequestRow;
+
+    #[test]
+    fn the_empty_requests_file_still_has_the_header_of_a_full_one() {
+        let row = RequestRow {
+            id: 0,
+            measured: true,
+            arrival_s: 0.0,
+            input_tokens: 1,
+            cached_tokens: 0,
+            output_tokens: 1,
+            generated_tokens: 1,
+            first_token_s: 0.0,
+            finish_s: 0.0,
+            ttft_ms: 0.0,
+            tpot_ms: 0.0,
+            itl_p99_ms: 0.0,
+            prefill_instance: String::new(),
+            decode_instance: String::new(),
+        };
+        let stats = crate::serving::metrics::SimStats {
+            events: 0,
+            wall_s: 0.0,
+            simulated_s: 0.0,
+            events_per_wall_s: 0.0,
+            simulated_s_per_wall_s: 0.0,
+            iterations: 0,
+            kv_bytes_started: 0.0,
+            kv_bytes_delivered: 0.0,
+        };
+        let report = |requests| Report {
+            summary: Vec::new(),
+            requests,
+            stats: stats.clone(),
+        };
+        let full = String::from_utf8(requests_csv(&report(vec![row])).unwrap()).unwrap();
+        let empty = String::from_utf8(requests_csv(&report(Vec::new())).unwrap()).unwrap();
+        assert_eq!(full.lines().next(), empty.lines().next());
+    }
+}

@@ -1,0 +1,343 @@
+//! The price of one iteration of one instance, all its ranks in lock step. Per MoE layer the
+//! ranks meet twice: the dispatch waits for the slowest rank's attention, the combine for
+//! the slowest rank's experts. So an iteration costs
+//!
+//!   max over ranks (attention, dense GEMMs, norms, LM head, MTP drafts, per-layer overhead)
+//!   + MoE layers x (slowest rank's routed GroupGEMM + dispatch + combine),
+//!
+//! with the routed tokens drawn from the routing model each iteration for a few
+//! representative layers (each standing for an equal share of the model's MoE layers), the
+//! all-to-all priced from the same draw, and online EPLB re-planning those layers from the
+//! draws. With two micro-batches, each half is priced on its own and communication hides
+//! behind compute: the iteration costs the larger of the two sums.
+
+use super::scenario::{InstanceSpec, MoeSettings, Mtp};
+use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Phase};
+use crate::cost::compute::{Roofline, ffn_gemms};
+use crate::cost::network::LinkEfficiency;
+use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
+use crate::engine::RandomStreams;
+use crate::model::{ModelConfig, Precision, Usage};
+use crate::moe::placement::Placement;
+use crate::moe::policy::{self, PlacementPolicy, Shape, Transport};
+use crate::moe::popularity::Drifting;
+use crate::moe::routing::Router;
+use crate::topology::{A2aAlgorithm, Topology};
+use rand_chacha::ChaCha8Rng;
+
+/// Iterations of routing drawn before serving to plan static EPLB (its load profile).
+const PROFILE_ITERATIONS: u64 = 16;
+/// Tokens per rank in each profiling iteration: TensorRT-LLM wide-EP's max batch
+/// (reference section 4).
+const PROFILE_TOKENS_PER_RANK: u64 = 256;
+
+/// What one DP rank runs in the iteration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RankWork {
+    /// Requests decoding.
+    pub batch: u64,
+    /// Their mean context, tokens.
+    pub context: u64,
+    pub chunks: Vec<PrefillChunk>,
+}
+
+impl RankWork {
+    fn tokens(&self, drafts: u64) -> u64 {
+        self.batch * (1 + drafts) + self.chunks.iter().map(|c| c.tokens).sum::<u64>()
+    }
+
+    /// Two halves for two micro-batches: requests and chunks dealt alternately.
+    fn halves(&self) -> [RankWork; 2] {
+        let mut h = [RankWork::default(), RankWork::default()];
+        h[0].batch = self.batch.div_ceil(2);
+        h[1].batch = self.batch / 2;
+        for (i, c) in self.chunks.iter().enumerate() {
+            h[i % 2].chunks.push(*c);
+        }
+        for half in &mut h {
+            half.context = self.context;
+        }
+        h
+    }
+}
+
+/// An iteration's price and what went into it, seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    pub seconds: f64,
+    /// Slowest rank's work outside the routed experts.
+    pub dense_s: f64,
+    /// Routed GroupGEMM of the slowest rank, all MoE layers.
+    pub moe_s: f64,
+    /// Dispatch and combine, all MoE layers.
+    pub all_to_all_s: f64,
+    /// Time serving waited for EPLB weight moves.
+    pub eplb_stall_s: f64,
+    /// Mean over the sampled layers of (max - mean) / mean routed tokens per GPU.
+    pub rank_imbalance: f64,
+}
+
+pub struct Pricer<'a> {
+    model: &'a ModelConfig,
+    instance: &'a InstanceSpec,
+    mtp: Mtp,
+    overlap: bool,
+    group: EpGroup<'a>,
+    algorithm: A2aAlgorithm,
+    efficiency: LinkEfficiency,
+    floors_s: (f64, f64),
+    bytes_per_token: (f64, f64),
+    routers: Vec<Router>,
+    placement: Placement,
+    policy: Box<dyn PlacementPolicy>,
+    rng: ChaCha8Rng,
+    expert_bytes: f64,
+    nvlink_bps: f64,
+    host_bps: f64,
+}
+
+impl<'a> Pricer<'a> {
+    pub fn new(
+        topo: &'a Topology,
+        model: &'a ModelConfig,
+        instance: &'a InstanceSpec,
+        moe: &MoeSettings,
+        mtp: Mtp,
+        overlap: bool,
+        streams: &RandomStreams,
+    ) -> Result<Self, String> {
+        let gpus: Vec<_> = instance.gpus.iter().map(|&g| topo.gpus[g]).collect();
+        let collectives = topo
+            .collectives
+            .as_ref()
+            .ok_or("the topology has no `collectives` section to price the all-to-all")?;
+        let efficiency = LinkEfficiency::for_gpu(topo, gpus[0])
+            .ok_or("the topology gives no link efficiencies for its GPUs")?;
+        let m = &model.moe;
+        let layers = moe.sampled_layers;
+        let name = &instance.name;
+        let mut popularity = Drifting::new(
+            moe.popularity.clone(),
+            layers,
+            m.routed_experts as usize,
+            0,
+            streams.stream(&format!("popularity/{name}")),
+        );
+        let routers = popularity
+            .at(0)
+            .iter()
+            .map(|p| {
+                Router::new(
+                    p,
+                    m.experts_per_token as usize,
+                    m.groups as usize,
+                    m.groups_per_token as usize,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rng = streams.stream(&format!("routing/{name}"));
+        let shape = Shape {
+            layers,
+            experts: m.routed_experts as usize,
+            slots: instance.slots as usize,
+            groups: m.groups as usize,
+            ranks: instance.gpus.len(),
+        };
+        let mut policy = policy::for_mode(instance.eplb, shape, moe.online, None);
+        let mut profile = vec![vec![0.0; shape.experts]; layers];
+        let tokens = PROFILE_TOKENS_PER_RANK * instance.ep();
+        for _ in 0..PROFILE_ITERATIONS {
+            for (sum, router) in profile.iter_mut().zip(&routers) {
+                policy::add_counts(sum, &router.sample(tokens, &mut rng), 1.0);
+            }
+        }
+        let placement = policy.initial(&profile).map_err(|e| e.0)?;
+        let hidden = model.hidden_size as f64;
+        Ok(Pricer {
+            model,
+            instance,
+            mtp,
+            overlap,
+            group: EpGroup::new(topo, gpus.clone()),
+            algorithm: collectives.algorithm,
+            efficiency,
+            floors_s: (
+                collectives.dispatch_latency_us * 1e-6,
+                collectives.combine_latency_us * 1e-6,
+            ),
+            // FP8 dispatch, BF16 combine: DeepSeek's production choice (reference section 4).
+            bytes_per_token: (
+                Precision::Fp8.bytes(hidden, Usage::Activations),
+                Precision::Bf16.bytes(hidden, Usage::Activations),
+            ),
+            routers,
+            placement,
+            policy,
+            rng,
+            expert_bytes: instance
+                .deployment
+                .expert_precision
+                .bytes(model.expert_params(), Usage::Weights),
+            nvlink_bps: topo.nvlink_gb_s(gpus[0]) * 1e9 * efficiency.nvlink,
+            host_bps: topo.host_link_gb_s(gpus[0]).unwrap_or(0.0) * 1e9,
+        })
+    }
+
+    /// Prices one iteration in which DP rank r runs `ranks[r]`.
+    pub fn price(&mut self, ranks: &[RankWork]) -> Result<Price, String> {
+        let (mut price, counts) = if self.overlap {
+            let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
+            let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
+            let b: Vec<RankWork> = halves.iter().map(|h| h[1].clone()).collect();
+            let (pa, mut counts) = self.lockstep(&a);
+            let (pb, more) = self.lockstep(&b);
+            for (sum, extra) in counts.iter_mut().zip(more) {
+                for (x, y) in sum.iter_mut().zip(extra) {
+                    *x += y;
+                }
+            }
+            let compute = pa.dense_s + pa.moe_s + pb.dense_s + pb.moe_s;
+            let comm = pa.all_to_all_s + pb.all_to_all_s;
+            let price = Price {
+                seconds: compute.max(comm),
+                dense_s: pa.dense_s + pb.dense_s,
+                moe_s: pa.moe_s + pb.moe_s,
+                all_to_all_s: comm,
+                eplb_stall_s: 0.0,
+                rank_imbalance: (pa.rank_imbalance + pb.rank_imbalance) / 2.0,
+            };
+            (price, counts)
+        } else {
+            let (p, counts) = self.lockstep(ranks);
+            let seconds = p.dense_s + p.moe_s + p.all_to_all_s;
+            (Price { seconds, ..p }, counts)
+        };
+        price.eplb_stall_s = self.replan(&counts, price.seconds)?;
+        price.seconds += price.eplb_stall_s;
+        Ok(price)
+    }
+
+    /// One pass of all ranks in lock step (one micro-batch), and the routed counts
+    /// `[sampled layer][expert]` it drew.
+    fn lockstep(&mut self, ranks: &[RankWork]) -> (Price, Vec<Vec<u64>>) {
+        let (model, inst) = (self.model, self.instance);
+        let d = &inst.deployment;
+        let roofline = Roofline::new(&inst.gpu);
+        let expert = ffn_gemms(model.hidden_size, model.moe.expert_intermediate_size);
+        let moe_layers = model.moe_layers() as f64;
+        let drafts = self.mtp.drafts;
+        let mut dense_s = 0.0f64;
+        let mut tokens = 0;
+        for work in ranks.iter().filter(|w| w.tokens(drafts) > 0) {
+            let load = StepLoad {
+                batch: work.batch,
+                context: work.context,
+                mtp: drafts,
+                prefill: &work.chunks,
+            };
+            let cost = iteration_cost(model, &inst.gpu, d, &load);
+            // Its routed experts as if routing were balanced: replaced below by the draw.
+            let balanced = roofline
+                .grouped_gemm(&cost.tokens_per_expert, &expert, d.expert_precision)
+                .seconds;
+            dense_s = dense_s.max(cost.total().seconds - moe_layers * balanced);
+            tokens += work.tokens(drafts);
+        }
+        let ep = inst.gpus.len();
+        let per_rank = self.placement.slots_per_rank();
+        let (mut moe_s, mut a2a_s, mut imbalance) = (0.0, 0.0, 0.0);
+        let mut counts = Vec::with_capacity(self.routers.len());
+        for (layer, router) in self.routers.iter().enumerate() {
+            let c = router.sample(tokens, &mut self.rng);
+            let slots = self.placement.phy2log(layer);
+            let mut replicas = vec![0u64; c.len()];
+            for &e in slots {
+                replicas[e] += 1;
+            }
+            let slot_tokens: Vec<f64> = slots
+                .iter()
+                .map(|&e| c[e] as f64 / replicas[e] as f64)
+                .collect();
+            let mut slowest = 0.0f64;
+            let mut loads = Vec::with_capacity(ep);
+            for rank in slot_tokens.chunks(per_rank) {
+                let rows: Vec<u64> = rank.iter().map(|x| x.round() as u64).collect();
+                let t = roofline.grouped_gemm(&rows, &expert, d.expert_precision);
+                slowest = slowest.max(t.seconds);
+                loads.push(rank.iter().sum::<f64>());
+            }
+            let mean = loads.iter().sum::<f64>() / ep as f64;
+            if mean > 0.0 {
+                imbalance += (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
+            }
+            moe_s += slowest;
+            if tokens > 0 {
+                let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
+                let expert_rank: Vec<usize> = (0..slots.len()).map(|s| s / per_rank).collect();
+                let traffic = |bytes_per_token| ExpectedTraffic {
+                    picks: &picks,
+                    expert_rank: &expert_rank,
+                    tokens_per_rank: tokens as f64 / ep as f64,
+                    bytes_per_token,
+                };
+                let (dispatch, combine) = self.bytes_per_token;
+                a2a_s += self.floors_s.0
+                    + self.floors_s.1
+                    + collective::expected_fast_path_seconds(
+                        &self.group,
+                        traffic(dispatch),
+                        self.algorithm,
+                        Phase::Dispatch,
+                        self.efficiency,
+                    )
+                    + collective::expected_fast_path_seconds(
+                        &self.group,
+                        traffic(combine),
+                        self.algorithm,
+                        Phase::Combine,
+                        self.efficiency,
+                    );
+            }
+            counts.push(c);
+        }
+        let sampled = self.routers.len().max(1) as f64;
+        // MTP drafts run one MoE layer each: their all-to-alls cost at least the floors.
+        let draft_a2a = if tokens > 0 {
+            drafts as f64 * (self.floors_s.0 + self.floors_s.1)
+        } else {
+            0.0
+        };
+        let price = Price {
+            seconds: 0.0,
+            dense_s,
+            moe_s: moe_s / sampled * moe_layers,
+            all_to_all_s: a2a_s / sampled * moe_layers + draft_a2a,
+            eplb_stall_s: 0.0,
+            rank_imbalance: imbalance / sampled,
+        };
+        (price, counts)
+    }
+
+    /// Shows the draw to the placement policy; returns how long serving waits for the
+    /// weights it moves: all of a blocking GPU-to-GPU move, or the part of a background
+    /// host copy that the iteration (`iteration_s`) does not hide.
+    fn replan(&mut self, counts: &[Vec<u64>], iteration_s: f64) -> Result<f64, String> {
+        let Some(m) = self
+            .policy
+            .observe(counts, &mut self.placement)
+            .map_err(|e| e.0)?
+        else {
+            return Ok(0.0);
+        };
+        let most = m.changed_slots_per_rank.iter().copied().max().unwrap_or(0) as f64;
+        let bytes = most * self.expert_bytes;
+        Ok(match m.transport {
+            Transport::NvlinkBlocking if self.nvlink_bps > 0.0 => bytes / self.nvlink_bps,
+            Transport::HostBackground if self.host_bps > 0.0 => {
+                (bytes / self.host_bps - iteration_s).max(0.0)
+            }
+            _ => 0.0,
+        })
+    }
+}

@@ -1,0 +1,641 @@
+//! The serving model on the event engine. Requests arrive, wait in an instance's queue,
+//! are admitted to a DP rank when it has a batch slot and room in its KV cache (the whole
+//! prompt and answer are reserved up front, so nothing is ever evicted), and run in
+//! continuously batched iterations: decode steps plus prefill chunks up to the rank's token
+//! budget. Disaggregated prefill hands each request to a decode instance, whose rank
+//! reserves the KV cache and pulls it over the network. MTP drafts are accepted by draws
+//! from the `acceptance` stream.
+
+use super::kv_network::KvNetwork;
+use super::metrics::{Collector, Report};
+use super::policy::{self, Choice, SchedulingPolicy};
+use super::pricing::{Pricer, RankWork};
+use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
+use super::workload::{ClosedLoop, OpenLoop, RequestSpec, Shape};
+use crate::cost::network::{LinkEfficiency, resources};
+use crate::cost::step::PrefillChunk;
+use crate::engine::{Control, Model, RandomStreams, ScheduleError, Scheduler, SimTime};
+use petgraph::graph::NodeIndex;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Queued,
+    Prefill,
+    /// Prompt done on a prefill rank; waiting for a decode rank.
+    AwaitingDecode,
+    /// Its KV cache is moving to the decode rank.
+    Transferring,
+    Decode,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: u64,
+    pub spec: RequestSpec,
+    /// The closed-loop user who sent it.
+    user: Option<u64>,
+    pub stage: Stage,
+    pub prefilled: u64,
+    pub generated: u64,
+    pub first_token: Option<SimTime>,
+    last_token: SimTime,
+    /// Gaps between token-bearing steps, microseconds.
+    pub gaps_us: Vec<u32>,
+    /// (instance, rank) running it now.
+    home: Option<(usize, usize)>,
+    /// (instance, rank) holding its prompt's KV cache while it moves (disaggregated).
+    prefill_home: Option<(usize, usize)>,
+    pub prefill_instance: Option<usize>,
+    pub decode_instance: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Rank {
+    /// Requests prefilling or decoding here, in admission order.
+    active: Vec<u64>,
+    /// Batch slots taken (active, plus requests whose KV cache is on its way here).
+    slots: u64,
+    kv_used: u64,
+}
+
+struct Instance<'a> {
+    spec: &'a InstanceSpec,
+    pricer: Pricer<'a>,
+    ranks: Vec<Rank>,
+    /// First GPU of each DP rank (the end point of KV transfers).
+    rank_gpu: Vec<NodeIndex>,
+    kv_capacity: u64,
+    /// (policy key, join order) -> request.
+    waiting: BTreeMap<(u64, u64), u64>,
+    cursor: usize,
+    /// The iteration in flight: per rank, (request, prompt tokens; 0 = a decode step).
+    running: Option<Vec<Vec<(u64, u64)>>>,
+}
+
+impl Instance<'_> {
+    fn kv_choice(&self, index: usize) -> Choice {
+        Choice {
+            index,
+            kv_used: self.ranks.iter().map(|r| r.kv_used).sum(),
+            kv_capacity: self.kv_capacity * self.ranks.len() as u64,
+        }
+    }
+
+    /// KV tokens a request reserves here.
+    fn need(&self, spec: &RequestSpec) -> u64 {
+        match self.spec.role {
+            Role::Prefill => spec.input_tokens,
+            Role::Decode | Role::Both => spec.input_tokens + spec.output_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Arrival,
+    IterationDone(usize),
+    /// A KV transfer may have finished (planned in this generation of the network).
+    KvDone(u64),
+}
+
+enum Source {
+    Open(Box<OpenLoop>),
+    Closed(Box<ClosedLoop>),
+    Trace(std::vec::IntoIter<RequestSpec>),
+}
+
+pub struct Simulation<'a> {
+    loaded: &'a LoadedScenario,
+    instances: Vec<Instance<'a>>,
+    policy: Box<dyn SchedulingPolicy>,
+    requests: BTreeMap<u64, Request>,
+    next_id: u64,
+    joins: u64,
+    source: Source,
+    next_arrival: Option<RequestSpec>,
+    acceptance: ChaCha8Rng,
+    network: KvNetwork<'a>,
+    entry_cursor: usize,
+    decode_cursor: usize,
+    end: SimTime,
+    pub metrics: Collector,
+}
+
+/// Runs a loaded scenario to its end and reports what was measured.
+pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
+    let wall = std::time::Instant::now();
+    let mut sim = Simulation::new(loaded)?;
+    let mut scheduler = Scheduler::new();
+    sim.start(&mut scheduler).map_err(|e| e.to_string())?;
+    let end = sim.end;
+    let reason = scheduler
+        .run_until(&mut sim, end)
+        .map_err(|e| e.to_string())?;
+    debug_assert_ne!(reason, crate::engine::StopReason::Stopped);
+    let in_flight = sim.requests.len() as u64;
+    let events = scheduler.events_handled();
+    Ok(sim.metrics.report(
+        &loaded.scenario,
+        in_flight,
+        events,
+        wall.elapsed().as_secs_f64(),
+        sim.network.bytes_started,
+        sim.network.bytes_delivered,
+    ))
+}
+
+impl<'a> Simulation<'a> {
+    pub fn new(loaded: &'a LoadedScenario) -> Result<Self, String> {
+        let sc = &loaded.scenario;
+        let topo = &loaded.topology;
+        let streams = RandomStreams::new(sc.seed);
+        let mut instances = Vec::new();
+        for spec in &sc.instances {
+            let pricer = Pricer::new(
+                topo,
+                &loaded.model,
+                spec,
+                &sc.moe,
+                sc.mtp,
+                sc.micro_batch_overlap,
+                &streams,
+            )
+            .map_err(|e| format!("instance {}: {e}", spec.name))?;
+            let tp = spec.attention_tp as usize;
+            instances.push(Instance {
+                spec,
+                pricer,
+                ranks: vec![Rank::default(); spec.dp_ranks()],
+                rank_gpu: spec
+                    .gpus
+                    .iter()
+                    .step_by(tp)
+                    .map(|&g| topo.gpus[g])
+                    .collect(),
+                kv_capacity: spec.plan.kv_tokens.floor() as u64,
+                waiting: BTreeMap::new(),
+                cursor: 0,
+                running: None,
+            });
+        }
+        let shape = Shape {
+            input: sc.workload.input.clone(),
+            output: sc.workload.output.clone(),
+            prefix_hit: sc.workload.prefix_hit,
+        };
+        let source = match &sc.workload.arrivals {
+            Arrivals::Poisson { rate_per_s } => {
+                Source::Open(Box::new(OpenLoop::new(*rate_per_s, 1.0, shape, &streams)?))
+            }
+            Arrivals::Gamma { rate_per_s, cv } => {
+                Source::Open(Box::new(OpenLoop::new(*rate_per_s, *cv, shape, &streams)?))
+            }
+            Arrivals::ClosedLoop { users } => {
+                Source::Closed(Box::new(ClosedLoop::new(*users, shape, &streams)))
+            }
+            Arrivals::Trace { .. } => Source::Trace(
+                loaded
+                    .trace
+                    .clone()
+                    .ok_or("the trace was not loaded")?
+                    .into_iter(),
+            ),
+        };
+        let eff = LinkEfficiency::for_gpu(topo, topo.gpus[sc.instances[0].gpus[0]])
+            .ok_or("the topology gives no link efficiencies for its GPUs")?;
+        let end = SimTime::ZERO
+            .checked_add(
+                crate::engine::SimDuration::from_secs_f64(sc.duration_s)
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+        let warmup = SimTime::ZERO
+            .checked_add(
+                crate::engine::SimDuration::from_secs_f64(sc.warmup_s)
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(Simulation {
+            loaded,
+            instances,
+            policy: policy::by_name(sc.policy),
+            requests: BTreeMap::new(),
+            next_id: 0,
+            joins: 0,
+            source,
+            next_arrival: None,
+            acceptance: streams.stream("acceptance"),
+            network: KvNetwork::new(topo, resources(topo, eff)),
+            entry_cursor: 0,
+            decode_cursor: 0,
+            end,
+            metrics: Collector::new(sc, warmup, end),
+        })
+    }
+
+    /// Schedules the first arrivals.
+    pub fn start(&mut self, s: &mut Scheduler<Event>) -> Result<(), Error> {
+        let users = match &self.source {
+            Source::Closed(c) => c.users,
+            _ => return self.schedule_next_arrival(s),
+        };
+        for user in 0..users {
+            self.next_for_user(s, Some(user), SimTime::ZERO)?;
+        }
+        Ok(())
+    }
+
+    fn schedule_next_arrival(&mut self, s: &mut Scheduler<Event>) -> Result<(), Error> {
+        let next = match &mut self.source {
+            Source::Open(o) => o.next_request(),
+            Source::Trace(t) => t.next(),
+            Source::Closed(_) => None,
+        };
+        if let Some(spec) = next.filter(|r| r.arrival <= self.end) {
+            s.schedule_at(spec.arrival, Event::Arrival)?;
+            self.next_arrival = Some(spec);
+        }
+        Ok(())
+    }
+
+    /// A new request enters: to an entry instance's queue (prefill or aggregated).
+    fn arrive(
+        &mut self,
+        s: &mut Scheduler<Event>,
+        spec: RequestSpec,
+        user: Option<u64>,
+    ) -> Result<(), Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.metrics.arrived(&spec);
+        let entry = |i: &Instance| matches!(i.spec.role, Role::Prefill | Role::Both);
+        let choices: Vec<Choice> = (0..self.instances.len())
+            .filter(|&i| entry(&self.instances[i]))
+            .filter(|&i| self.instances[i].need(&spec) <= self.instances[i].kv_capacity)
+            .map(|i| self.instances[i].kv_choice(i))
+            .collect();
+        if choices.is_empty() {
+            // No rank could ever hold it: refused, not queued forever (a closed-loop user
+            // whose request is refused stops sending).
+            self.metrics.rejected();
+            return Ok(());
+        }
+        let pick = choices[self.policy.place(&choices, self.entry_cursor)].index;
+        self.entry_cursor = pick + 1;
+        self.requests.insert(
+            id,
+            Request {
+                id,
+                spec,
+                user,
+                stage: Stage::Queued,
+                prefilled: 0,
+                generated: 0,
+                first_token: None,
+                last_token: SimTime::ZERO,
+                gaps_us: Vec::new(),
+                home: None,
+                prefill_home: None,
+                prefill_instance: Some(pick),
+                decode_instance: None,
+            },
+        );
+        self.enqueue(pick, id);
+        self.admit(s, pick)?;
+        self.kick(s, pick)
+    }
+
+    fn enqueue(&mut self, instance: usize, id: u64) {
+        let key = self.policy.queue_key(&self.requests[&id].spec);
+        self.joins += 1;
+        self.instances[instance]
+            .waiting
+            .insert((key, self.joins), id);
+    }
+
+    /// Admits waiting requests, in queue order, while a rank has a batch slot and KV room.
+    fn admit(&mut self, s: &mut Scheduler<Event>, i: usize) -> Result<(), Error> {
+        loop {
+            let inst = &self.instances[i];
+            let Some((&key, &id)) = inst.waiting.iter().next() else {
+                return Ok(());
+            };
+            let need = inst.need(&self.requests[&id].spec);
+            let choices: Vec<Choice> = inst
+                .ranks
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    r.slots < inst.spec.max_batch && r.kv_used + need <= inst.kv_capacity
+                })
+                .map(|(index, r)| Choice {
+                    index,
+                    kv_used: r.kv_used,
+                    kv_capacity: inst.kv_capacity,
+                })
+                .collect();
+            if choices.is_empty() {
+                return Ok(());
+            }
+            let rank = choices[self.policy.place(&choices, inst.cursor)].index;
+            let inst = &mut self.instances[i];
+            inst.cursor = rank + 1;
+            inst.waiting.remove(&key);
+            inst.ranks[rank].slots += 1;
+            inst.ranks[rank].kv_used += need;
+            let role = inst.spec.role;
+            let to_gpu = inst.rank_gpu[rank];
+            let tp = inst.spec.attention_tp as f64;
+            let kv_bytes_per_token = inst.spec.plan.kv_bytes_per_token;
+            let r = self.requests.get_mut(&id).expect("queued requests exist");
+            r.home = Some((i, rank));
+            if role == Role::Decode {
+                r.stage = Stage::Transferring;
+                r.decode_instance = Some(i);
+                let (pi, pr) = r
+                    .prefill_home
+                    .expect("decode requests come from a prefill rank");
+                let from_gpu = self.instances[pi].rank_gpu[pr];
+                // The prompt's KV cache (and its first token's), every layer, on each GPU of
+                // the attention group.
+                let bytes = (r.spec.input_tokens + 1) as f64 * kv_bytes_per_token * tp;
+                let next = self.network.start(s.now(), id, from_gpu, to_gpu, bytes)?;
+                self.schedule_kv(s, next)?;
+            } else {
+                r.stage = Stage::Prefill;
+                r.prefilled = r.spec.cached_tokens;
+                self.instances[i].ranks[rank].active.push(id);
+            }
+        }
+    }
+
+    fn schedule_kv(
+        &mut self,
+        s: &mut Scheduler<Event>,
+        next: Option<SimTime>,
+    ) -> Result<(), Error> {
+        if let Some(at) = next {
+            s.schedule_at(at.max(s.now()), Event::KvDone(self.network.generation))?;
+        }
+        Ok(())
+    }
+
+    /// Starts an iteration if the instance is idle and has work.
+    fn kick(&mut self, s: &mut Scheduler<Event>, i: usize) -> Result<(), Error> {
+        if self.instances[i].running.is_some() {
+            return Ok(());
+        }
+        let drafts = self.loaded.scenario.mtp.drafts;
+        let inst = &self.instances[i];
+        let mut plan: Vec<Vec<(u64, u64)>> = Vec::with_capacity(inst.ranks.len());
+        let mut work: Vec<RankWork> = Vec::with_capacity(inst.ranks.len());
+        let mut any = false;
+        let mut kv_used = 0;
+        for rank in &inst.ranks {
+            kv_used += rank.kv_used;
+            let mut steps = Vec::new();
+            let mut w = RankWork::default();
+            let mut context = 0;
+            for &id in &rank.active {
+                let r = &self.requests[&id];
+                if r.stage == Stage::Decode {
+                    w.batch += 1;
+                    context += r.spec.input_tokens + r.generated;
+                    steps.push((id, 0));
+                }
+            }
+            let mut budget = inst.spec.max_tokens.saturating_sub(w.batch * (1 + drafts));
+            for &id in &rank.active {
+                let r = &self.requests[&id];
+                if r.stage == Stage::Prefill && budget > 0 {
+                    let tokens = (r.spec.input_tokens - r.prefilled).min(budget);
+                    budget -= tokens;
+                    w.chunks.push(PrefillChunk {
+                        tokens,
+                        prefix: r.prefilled,
+                    });
+                    steps.push((id, tokens));
+                }
+            }
+            w.context = context.checked_div(w.batch).unwrap_or(0);
+            any |= !steps.is_empty();
+            plan.push(steps);
+            work.push(w);
+        }
+        if !any {
+            return Ok(());
+        }
+        let kv_share = kv_used as f64 / (inst.kv_capacity * inst.ranks.len() as u64).max(1) as f64;
+        let role = inst.spec.role;
+        let price = self.instances[i].pricer.price(&work)?;
+        let duration = crate::engine::SimDuration::from_secs_f64(price.seconds)
+            .map_err(|e| Error(e.to_string()))?;
+        self.metrics
+            .iteration(s.now(), role, &work, &price, kv_share);
+        self.instances[i].running = Some(plan);
+        s.schedule_in(duration, Event::IterationDone(i))?;
+        Ok(())
+    }
+
+    fn iteration_done(&mut self, s: &mut Scheduler<Event>, i: usize) -> Result<(), Error> {
+        let now = s.now();
+        let plan = self.instances[i].running.clone().unwrap_or_default();
+        let (drafts, acceptance) = (
+            self.loaded.scenario.mtp.drafts,
+            self.loaded.scenario.mtp.acceptance,
+        );
+        let role = self.instances[i].spec.role;
+        let mut finished = Vec::new();
+        let mut handoffs = Vec::new();
+        for steps in &plan {
+            for &(id, chunk) in steps {
+                let r = self.requests.get_mut(&id).expect("running requests exist");
+                if chunk == 0 {
+                    let mut accepted = 1;
+                    while accepted <= drafts && self.acceptance.random_bool(acceptance) {
+                        accepted += 1;
+                    }
+                    let n = accepted.min(r.spec.output_tokens - r.generated);
+                    r.generated += n;
+                    let gap = now
+                        .duration_since(r.last_token)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    r.gaps_us
+                        .push((gap * 1e6).round().min(u32::MAX as f64) as u32);
+                    r.last_token = now;
+                    self.metrics.output_tokens(now, n);
+                } else {
+                    r.prefilled += chunk;
+                    self.metrics.input_tokens(now, chunk);
+                    if r.prefilled < r.spec.input_tokens {
+                        continue;
+                    }
+                    r.generated = 1;
+                    r.first_token = Some(now);
+                    r.last_token = now;
+                    self.metrics.output_tokens(now, 1);
+                    if r.spec.output_tokens > 1 {
+                        match role {
+                            Role::Both => r.stage = Stage::Decode,
+                            _ => {
+                                r.stage = Stage::AwaitingDecode;
+                                handoffs.push(id);
+                            }
+                        }
+                    }
+                }
+                if r.generated >= r.spec.output_tokens {
+                    finished.push(id);
+                }
+            }
+        }
+        self.instances[i].running = None;
+        for id in handoffs {
+            self.hand_off(s, i, id)?;
+        }
+        for id in finished {
+            self.finish(s, id)?;
+        }
+        self.admit(s, i)?;
+        self.kick(s, i)
+    }
+
+    /// A prefilled request leaves its prefill rank's batch (its KV cache stays until it has
+    /// moved) and queues for a decode instance.
+    fn hand_off(&mut self, s: &mut Scheduler<Event>, i: usize, id: u64) -> Result<(), Error> {
+        let (_, rank) = self.requests[&id]
+            .home
+            .expect("prefilled requests have a home");
+        let r = &mut self.instances[i].ranks[rank];
+        r.active.retain(|&x| x != id);
+        r.slots -= 1;
+        let spec = self.requests[&id].spec.clone();
+        let choices: Vec<Choice> = (0..self.instances.len())
+            .filter(|&d| self.instances[d].spec.role == Role::Decode)
+            .filter(|&d| self.instances[d].need(&spec) <= self.instances[d].kv_capacity)
+            .map(|d| self.instances[d].kv_choice(d))
+            .collect();
+        let req = self.requests.get_mut(&id).expect("exists");
+        req.prefill_home = req.home.take();
+        if choices.is_empty() {
+            self.release_prefill(id);
+            self.metrics.rejected();
+            self.requests.remove(&id);
+            return Ok(());
+        }
+        let pick = choices[self.policy.place(&choices, self.decode_cursor)].index;
+        self.decode_cursor = pick + 1;
+        self.enqueue(pick, id);
+        self.admit(s, pick)
+    }
+
+    /// Frees the KV cache a request's prompt held on its prefill rank.
+    fn release_prefill(&mut self, id: u64) {
+        let r = &self.requests[&id];
+        if let Some((pi, pr)) = r.prefill_home {
+            let need = self.instances[pi].need(&r.spec);
+            self.instances[pi].ranks[pr].kv_used -= need;
+        }
+    }
+
+    fn kv_done(&mut self, s: &mut Scheduler<Event>, generation: u64) -> Result<(), Error> {
+        let (done, next) = self.network.complete(s.now(), generation);
+        self.schedule_kv(s, next)?;
+        let mut touched = Vec::new();
+        for id in done {
+            self.release_prefill(id);
+            let r = self
+                .requests
+                .get_mut(&id)
+                .expect("transferring requests exist");
+            let (pi, _) = r
+                .prefill_home
+                .take()
+                .expect("transfers start at a prefill rank");
+            let (di, dr) = r.home.expect("transfers end at a decode rank");
+            r.stage = Stage::Decode;
+            self.instances[di].ranks[dr].active.push(id);
+            touched.extend([pi, di]);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for i in touched {
+            self.admit(s, i)?;
+            self.kick(s, i)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, s: &mut Scheduler<Event>, id: u64) -> Result<(), Error> {
+        let r = self.requests.remove(&id).expect("finished requests exist");
+        if let Some((i, rank)) = r.home {
+            let need = self.instances[i].need(&r.spec);
+            let slot = &mut self.instances[i].ranks[rank];
+            slot.active.retain(|&x| x != id);
+            slot.slots -= 1;
+            slot.kv_used -= need;
+        }
+        let names = |i: Option<usize>| i.map(|i| self.instances[i].spec.name.as_str());
+        self.metrics.finished(
+            &r,
+            s.now(),
+            names(r.prefill_instance).unwrap_or(""),
+            names(r.decode_instance).unwrap_or(""),
+        );
+        self.next_for_user(s, r.user, s.now())
+    }
+
+    /// A closed-loop user sends its next request when the last one ends.
+    fn next_for_user(
+        &mut self,
+        s: &mut Scheduler<Event>,
+        user: Option<u64>,
+        now: SimTime,
+    ) -> Result<(), Error> {
+        if let (Some(user), Source::Closed(c)) = (user, &mut self.source) {
+            let spec = c.next_request(now);
+            return self.arrive(s, spec, Some(user));
+        }
+        Ok(())
+    }
+}
+
+/// Why a run could not go on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+impl From<ScheduleError> for Error {
+    fn from(e: ScheduleError) -> Self {
+        Error(e.to_string())
+    }
+}
+
+impl From<String> for Error {
+    fn from(e: String) -> Self {
+        Error(e)
+    }
+}
+
+impl Model for Simulation<'_> {
+    type Event = Event;
+    type Error = Error;
+
+    fn handle(&mut self, s: &mut Scheduler<Event>, event: Event) -> Result<Control, Error> {
+        match event {
+            Event::Arrival => {
+                if let Some(spec) = self.next_arrival.take() {
+                    self.arrive(s, spec, None)?;
+                }
+                self.schedule_next_arrival(s)?;
+            }
+            Event::IterationDone(i) => self.iteration_done(s, i)?,
+            Event::KvDone(generation) => self.kv_done(s, generation)?,
+        }
+        Ok(Control::Continue)
+    }
+}
