@@ -72,7 +72,12 @@ pub enum Arrivals {
     /// Open loop, gamma-distributed gaps with coefficient of variation `cv`.
     Gamma { rate_per_s: f64, cv: f64 },
     /// A fixed number of users, each sending its next request when its last one finishes.
-    ClosedLoop { users: u64 },
+    /// User u sends its first request at u x `ramp_up_s` / `users` (default 0: all at once).
+    ClosedLoop {
+        users: u64,
+        #[serde(default)]
+        ramp_up_s: f64,
+    },
     /// Replay of `arrival_s,input_tokens,output_tokens` rows (path relative to the scenario).
     Trace { file: String },
 }
@@ -384,11 +389,18 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
             "workload.arrivals.cv",
             format!("must be > 0, got {cv}"),
         ),
-        Arrivals::ClosedLoop { users: 0 } => problem(
+        Arrivals::ClosedLoop { users: 0, .. } => problem(
             w.arrivals.loc,
             "workload.arrivals.users",
             "must be at least 1".into(),
         ),
+        Arrivals::ClosedLoop { ramp_up_s, .. } if !(ramp_up_s.is_finite() && *ramp_up_s >= 0.0) => {
+            problem(
+                w.arrivals.loc,
+                "workload.arrivals.ramp_up_s",
+                format!("must be a number of seconds >= 0, got {ramp_up_s}"),
+            )
+        }
         _ => {}
     }
     for (path, lengths) in [("workload.input", &w.input), ("workload.output", &w.output)] {

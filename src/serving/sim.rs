@@ -14,7 +14,9 @@ use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
 use super::workload::{ClosedLoop, OpenLoop, RequestSpec, Shape};
 use crate::cost::network::{LinkEfficiency, resources};
 use crate::cost::step::PrefillChunk;
-use crate::engine::{Control, Model, RandomStreams, ScheduleError, Scheduler, SimTime};
+use crate::engine::{
+    Control, Model, RandomStreams, ScheduleError, Scheduler, SimDuration, SimTime,
+};
 use petgraph::graph::NodeIndex;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -97,6 +99,8 @@ impl Instance<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Arrival,
+    /// A closed-loop user's first request.
+    UserStart(u64),
     IterationDone(usize),
     /// A KV transfer may have finished (planned in this generation of the network).
     KvDone(u64),
@@ -194,7 +198,7 @@ impl<'a> Simulation<'a> {
             Arrivals::Gamma { rate_per_s, cv } => {
                 Source::Open(Box::new(OpenLoop::new(*rate_per_s, *cv, shape, &streams)?))
             }
-            Arrivals::ClosedLoop { users } => {
+            Arrivals::ClosedLoop { users, .. } => {
                 Source::Closed(Box::new(ClosedLoop::new(*users, shape, &streams)))
             }
             Arrivals::Trace { .. } => Source::Trace(
@@ -208,16 +212,10 @@ impl<'a> Simulation<'a> {
         let eff = LinkEfficiency::for_gpu(topo, topo.gpus[sc.instances[0].gpus[0]])
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
         let end = SimTime::ZERO
-            .checked_add(
-                crate::engine::SimDuration::from_secs_f64(sc.duration_s)
-                    .map_err(|e| e.to_string())?,
-            )
+            .checked_add(SimDuration::from_secs_f64(sc.duration_s).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         let warmup = SimTime::ZERO
-            .checked_add(
-                crate::engine::SimDuration::from_secs_f64(sc.warmup_s)
-                    .map_err(|e| e.to_string())?,
-            )
+            .checked_add(SimDuration::from_secs_f64(sc.warmup_s).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         Ok(Simulation {
             loaded,
@@ -243,8 +241,14 @@ impl<'a> Simulation<'a> {
             Source::Closed(c) => c.users,
             _ => return self.schedule_next_arrival(s),
         };
+        let ramp_up_s = match self.loaded.scenario.workload.arrivals {
+            Arrivals::ClosedLoop { ramp_up_s, .. } => ramp_up_s,
+            _ => 0.0,
+        };
         for user in 0..users {
-            self.next_for_user(s, Some(user), SimTime::ZERO)?;
+            let at = SimDuration::from_secs_f64(ramp_up_s * user as f64 / users as f64)
+                .map_err(|e| Error(e.to_string()))?;
+            s.schedule_in(at, Event::UserStart(user))?;
         }
         Ok(())
     }
@@ -432,8 +436,8 @@ impl<'a> Simulation<'a> {
         let kv_share = kv_used as f64 / (inst.kv_capacity * inst.ranks.len() as u64).max(1) as f64;
         let role = inst.spec.role;
         let price = self.instances[i].pricer.price(&work)?;
-        let duration = crate::engine::SimDuration::from_secs_f64(price.seconds)
-            .map_err(|e| Error(e.to_string()))?;
+        let duration =
+            SimDuration::from_secs_f64(price.seconds).map_err(|e| Error(e.to_string()))?;
         self.metrics
             .iteration(s.now(), role, &work, &price, kv_share);
         self.instances[i].running = Some(plan);
@@ -493,13 +497,15 @@ impl<'a> Simulation<'a> {
                 }
             }
         }
-        self.instances[i].running = None;
+        // Still marked running while requests move on, so that nothing they trigger starts
+        // this instance's next iteration before the finished ones have left it.
         for id in handoffs {
             self.hand_off(s, i, id)?;
         }
         for id in finished {
             self.finish(s, id)?;
         }
+        self.instances[i].running = None;
         self.admit(s, i)?;
         self.kick(s, i)
     }
@@ -633,6 +639,7 @@ impl Model for Simulation<'_> {
                 }
                 self.schedule_next_arrival(s)?;
             }
+            Event::UserStart(user) => self.next_for_user(s, Some(user), s.now())?,
             Event::IterationDone(i) => self.iteration_done(s, i)?,
             Event::KvDone(generation) => self.kv_done(s, generation)?,
         }
