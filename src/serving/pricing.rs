@@ -19,7 +19,7 @@ use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
 use crate::engine::RandomStreams;
 use crate::model::{ModelConfig, Precision, Usage};
 use crate::moe::placement::Placement;
-use crate::moe::policy::{self, PlacementPolicy, Shape, Transport};
+use crate::moe::policy::{self, OnlineStyle, PlacementPolicy, Shape, Transport};
 use crate::moe::popularity::Drifting;
 use crate::moe::routing::Router;
 use crate::topology::{A2aAlgorithm, Topology};
@@ -90,6 +90,10 @@ pub struct Pricer<'a> {
     routers: Vec<Router>,
     placement: Placement,
     policy: Box<dyn PlacementPolicy>,
+    /// Iterations whose counts the policy sees at once (see [`observe_stride`]).
+    observe_every: u64,
+    unobserved: Vec<Vec<u64>>,
+    unobserved_iterations: u64,
     rng: ChaCha8Rng,
     expert_bytes: f64,
     nvlink_bps: f64,
@@ -144,7 +148,8 @@ impl<'a> Pricer<'a> {
             groups: m.groups as usize,
             ranks: instance.gpus.len(),
         };
-        let mut policy = policy::for_mode(instance.eplb, shape, moe.online, None);
+        let (online, observe_every) = observe_stride(moe.online, model.moe_layers(), layers);
+        let mut policy = policy::for_mode(instance.eplb, shape, online, None);
         let mut profile = vec![vec![0.0; shape.experts]; layers];
         let tokens = PROFILE_TOKENS_PER_RANK * instance.ep();
         for _ in 0..PROFILE_ITERATIONS {
@@ -174,6 +179,9 @@ impl<'a> Pricer<'a> {
             routers,
             placement,
             policy,
+            observe_every,
+            unobserved: vec![vec![0; shape.experts]; layers],
+            unobserved_iterations: 0,
             rng,
             expert_bytes: instance
                 .deployment
@@ -323,9 +331,23 @@ impl<'a> Pricer<'a> {
     /// weights it moves: all of a blocking GPU-to-GPU move, or the part of a background
     /// host copy that the iteration (`iteration_s`) does not hide.
     fn replan(&mut self, counts: &[Vec<u64>], iteration_s: f64) -> Result<f64, String> {
+        for (sum, layer) in self.unobserved.iter_mut().zip(counts) {
+            for (x, &c) in sum.iter_mut().zip(layer) {
+                *x += c;
+            }
+        }
+        self.unobserved_iterations += 1;
+        if self.unobserved_iterations < self.observe_every {
+            return Ok(0.0);
+        }
+        self.unobserved_iterations = 0;
+        let seen = std::mem::replace(
+            &mut self.unobserved,
+            vec![vec![0; counts.first().map_or(0, Vec::len)]; counts.len()],
+        );
         let Some(m) = self
             .policy
-            .observe(counts, &mut self.placement)
+            .observe(&seen, &mut self.placement)
             .map_err(|e| e.0)?
         else {
             return Ok(0.0);
@@ -339,5 +361,55 @@ impl<'a> Pricer<'a> {
             }
             _ => 0.0,
         })
+    }
+}
+
+/// Layer-wise online EPLB over a few representative layers: a real layer is re-planned every
+/// `moe_layers / layers_per_iteration` iterations, so each representative layer must be
+/// too, from as many iterations of counts. The policy sees the counts of `stride`
+/// iterations at once, with the per-iteration decay compounded over them. Periodic
+/// re-plans count iterations and need no change.
+fn observe_stride(online: OnlineStyle, moe_layers: u64, sampled: usize) -> (OnlineStyle, u64) {
+    match online {
+        OnlineStyle::Layerwise {
+            layers_per_iteration,
+            decay,
+        } => {
+            let per_iteration = (sampled * layers_per_iteration.max(1)) as u64;
+            let stride = (moe_layers / per_iteration).max(1);
+            let style = OnlineStyle::Layerwise {
+                layers_per_iteration,
+                decay: decay.powi(stride as i32),
+            };
+            (style, stride)
+        }
+        periodic => (periodic, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn representative_layers_are_replanned_as_often_as_real_ones() {
+        let layerwise = OnlineStyle::Layerwise {
+            layers_per_iteration: 2,
+            decay: 0.9,
+        };
+        let (style, stride) = observe_stride(layerwise, 58, 4);
+        assert_eq!(
+            stride, 7,
+            "58 layers, 2 a step: each every 29 steps; 4 layers: every 7 x 4"
+        );
+        let OnlineStyle::Layerwise { decay, .. } = style else {
+            panic!("still layer-wise")
+        };
+        assert!((decay - 0.9f64.powi(7)).abs() < 1e-12);
+        let periodic = OnlineStyle::Periodic {
+            every: 100,
+            window: 100,
+        };
+        assert_eq!(observe_stride(periodic, 58, 4), (periodic, 1));
     }
 }

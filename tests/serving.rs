@@ -1,0 +1,260 @@
+//! `epsim run` and scenario files, run as a user would.
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+
+fn epsim() -> Command {
+    Command::cargo_bin("epsim").expect("the epsim binary is built")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn run(scenario: &str, out: &Path, extra: &[&str]) -> String {
+    let o = epsim()
+        .args(["run", repo(scenario).to_str().unwrap(), "--out"])
+        .arg(out)
+        .args(extra)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(o).unwrap()
+}
+
+/// summary.csv as (column, value) pairs.
+fn summary(dir: &Path) -> Vec<(String, String)> {
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    let row = r.records().next().unwrap().unwrap();
+    headers
+        .iter()
+        .zip(row.iter())
+        .map(|(h, v)| (h.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn value(s: &[(String, String)], column: &str) -> f64 {
+    s.iter()
+        .find(|(c, _)| c == column)
+        .unwrap_or_else(|| panic!("no column {column}"))
+        .1
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_run_writes_its_three_files_with_the_promised_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run("tests/scenarios/small-disaggregated.yaml", dir.path(), &[]);
+    assert!(stdout.contains("output_tok_s_per_gpu") && stdout.contains("wrote"));
+    let s = summary(dir.path());
+    for column in [
+        "output_tok_s",
+        "output_tok_s_per_gpu",
+        "tok_s_per_user",
+        "ttft_ms_p50",
+        "ttft_ms_p99",
+        "tpot_ms_p50",
+        "tpot_ms_p99",
+        "requests_completed",
+        "gpus",
+        "input_tok_s",
+        "mean_batch_per_rank",
+        "kv_utilisation",
+        "mean_rank_imbalance",
+        "events",
+    ] {
+        assert!(s.iter().any(|(c, _)| c == column), "{column}");
+    }
+    assert_eq!(value(&s, "gpus"), 12.0);
+    assert!(value(&s, "requests_completed") > 0.0);
+    assert!(value(&s, "output_tok_s") > 0.0);
+    assert!(value(&s, "ttft_ms_p50") <= value(&s, "ttft_ms_p99"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["seed"], 3);
+    assert_eq!(manifest["scenario"]["instances"][1]["eplb"], "online");
+    assert!(manifest["simulation"]["events"].as_u64().unwrap() > 0);
+    assert!(manifest["epsim_version"].is_string());
+    let requests = std::fs::read_to_string(dir.path().join("requests.csv")).unwrap();
+    assert!(requests.starts_with("id,measured,arrival_s,"));
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_csvs_and_another_seed_does_not() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    for dir in [&a, &b] {
+        run("tests/scenarios/small-aggregated.yaml", dir.path(), &[]);
+    }
+    run(
+        "tests/scenarios/small-aggregated.yaml",
+        c.path(),
+        &["--seed", "6"],
+    );
+    for file in ["summary.csv", "requests.csv"] {
+        let read = |d: &tempfile::TempDir| std::fs::read(d.path().join(file)).unwrap();
+        assert_eq!(read(&a), read(&b), "{file}");
+        assert_ne!(read(&a), read(&c), "{file}");
+    }
+    assert_eq!(value(&summary(c.path()), "seed"), 6.0);
+}
+
+#[test]
+fn turning_off_requests_csv_leaves_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml")).unwrap();
+    let file = repo("tests/scenarios/no-requests.tmp.yaml");
+    std::fs::write(&file, format!("{text}output:\n  requests_csv: false\n")).unwrap();
+    let out = epsim()
+        .args(["run", file.to_str().unwrap(), "--out"])
+        .arg(dir.path())
+        .assert();
+    std::fs::remove_file(&file).unwrap();
+    out.success();
+    assert!(dir.path().join("summary.csv").is_file());
+    assert!(!dir.path().join("requests.csv").exists());
+}
+
+#[test]
+fn validate_accepts_the_shipped_scenarios() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2);
+    let out = epsim().arg("validate").args(&files).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("scenario quickstart: 3 instances on 72 GPUs"),
+        "{text}"
+    );
+}
+
+/// A broken scenario: every problem reported at once, each with its line, exit 2.
+#[test]
+fn every_problem_in_a_scenario_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    let topo = repo("topologies/gb200-nvl72.yaml");
+    let model = repo("models/deepseek-r1.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: bad
+topology: {}
+model: {}
+duration_s: 10
+warmup_s: 20
+workload:
+  arrivals: {{kind: poisson, rate_per_s: -1}}
+  input: {{dist: uniform, min: 10, max: 5}}
+  output: {{dist: fixed, tokens: 100}}
+  prefix_hit: 1.5
+mtp: {{drafts: 1, acceptance: 2}}
+moe:
+  popularity: zipfy
+  sampled_layers: 99
+instances:
+  - name: a
+    role: prefill
+    gpus: 0-7
+    max_batch: 0
+    max_tokens: 4096
+  - name: b
+    role: decode
+    gpus: 4-11
+    max_batch: 8
+    max_tokens: 64
+  - name: c
+    role: decode
+    gpus: 70-79
+    max_batch: 8
+    max_tokens: 64
+  - name: d
+    role: decode
+    gpus: 20-27
+    attention_tp: 3
+    max_batch: 8
+    max_tokens: 64
+  - name: e
+    role: decode
+    gpus: 30-37
+    slots: 288
+    max_batch: 8
+    max_tokens: 64
+    max_tokenz: 1
+",
+            topo.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = epsim().args(["run"]).arg(&file).assert().code(2);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    for needle in [
+        "bad.yaml:43:5: instances[4].max_tokenz: unknown field `max_tokenz` (did you mean `max_tokens`?)",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+    // Once the structure is sound, the values: all of them together.
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("    max_tokenz: 1\n", ""),
+    )
+    .unwrap();
+    let out = epsim().args(["run"]).arg(&file).assert().code(2);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    for needle in [
+        "bad.yaml:5:11: warmup_s: must be at least 0 and below duration_s",
+        "bad.yaml:7:13: workload.arrivals.rate_per_s: must be > 0",
+        "bad.yaml:8:10: workload.input: min (10) is above max (5)",
+        "bad.yaml:10:15: workload.prefix_hit: must be in [0, 1)",
+        "bad.yaml:11:6: mtp.acceptance: must be in [0, 1], got 2",
+        "bad.yaml:13:15: moe.popularity: unknown popularity",
+        "bad.yaml:14:19: moe.sampled_layers: must be 1 to the model's 58 MoE layers",
+        "instances[0].max_batch: must be at least 1",
+        "instances[1].gpus: b: GPU 4 already belongs to a",
+        "instances[2].gpus: c: GPU 72 is not in the topology",
+        "instances[3].attention_tp: 3 does not divide the instance's 8 GPUs",
+        "instances[4].slots: 288 slots for 256 experts: redundant slots need eplb static or online",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn a_scenario_naming_missing_files_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(
+        &file,
+        "topology: nowhere.yaml
+model: nothing.yaml
+duration_s: 1
+workload:
+  arrivals: {kind: closed_loop, users: 1}
+  input: {dist: fixed, tokens: 1}
+  output: {dist: fixed, tokens: 1}
+instances:
+  - {name: a, role: both, gpus: 0-7, max_batch: 1, max_tokens: 8}
+",
+    )
+    .unwrap();
+    let out = epsim().arg("validate").arg(&file).assert().code(2);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(err.contains("s.yaml:1:11: topology: cannot use"), "{err}");
+    assert!(err.contains("s.yaml:2:8: model: cannot use"), "{err}");
+    assert!(err.contains("nowhere.yaml: cannot read the file"), "{err}");
+}
