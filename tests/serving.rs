@@ -200,11 +200,8 @@ instances:
     .unwrap();
     let out = epsim().args(["run"]).arg(&file).assert().code(2);
     let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
-    for needle in [
-        "bad.yaml:43:5: instances[4].max_tokenz: unknown field `max_tokenz` (did you mean `max_tokens`?)",
-    ] {
-        assert!(err.contains(needle), "{needle}\n{err}");
-    }
+    let needle = "bad.yaml:43:5: instances[4].max_tokenz: unknown field `max_tokenz` (did you mean `max_tokens`?)";
+    assert!(err.contains(needle), "{needle}\n{err}");
     // Once the structure is sound, the values: all of them together.
     std::fs::write(
         &file,
