@@ -412,4 +412,82 @@ mod tests {
         };
         assert_eq!(observe_stride(periodic, 58, 4), (periodic, 1));
     }
+
+    fn quickstart() -> crate::serving::scenario::LoadedScenario {
+        crate::serving::scenario::load(&crate::testing::repo("scenarios/quickstart.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn routed_tokens_sum_to_tokens_times_top_k_and_imbalance_slows_the_moe() {
+        let q = quickstart();
+        let sc = &q.scenario;
+        let decode = &sc.instances[1];
+        let streams = RandomStreams::new(1);
+        let mut pricer = Pricer::new(
+            &q.topology,
+            &q.model,
+            decode,
+            &sc.moe,
+            sc.mtp,
+            false,
+            &streams,
+        )
+        .unwrap();
+        let work = vec![
+            RankWork {
+                batch: 16,
+                context: 1500,
+                chunks: Vec::new(),
+            };
+            decode.dp_ranks()
+        ];
+        let (price, counts) = pricer.lockstep(&work);
+        let tokens = 16 * 2 * decode.dp_ranks() as u64;
+        assert_eq!(counts.len(), sc.moe.sampled_layers);
+        for layer in &counts {
+            assert_eq!(
+                layer.iter().sum::<u64>(),
+                tokens * q.model.moe.experts_per_token
+            );
+        }
+        assert!(price.rank_imbalance > 0.0);
+        assert!(price.all_to_all_s > 58.0 * 50e-6, "at least the floors");
+        // Two micro-batches hide communication behind compute but read the weights twice
+        // and pay the all-to-all floors twice: a loss at small batches, a gain at large.
+        let serial_and_overlapped = |batch: u64| {
+            let work = vec![
+                RankWork {
+                    batch,
+                    context: 1500,
+                    chunks: Vec::new(),
+                };
+                decode.dp_ranks()
+            ];
+            let price = |overlap| {
+                Pricer::new(
+                    &q.topology,
+                    &q.model,
+                    decode,
+                    &sc.moe,
+                    sc.mtp,
+                    overlap,
+                    &streams,
+                )
+                .unwrap()
+                .price(&work)
+                .unwrap()
+            };
+            (price(false), price(true))
+        };
+        let (serial, overlapped) = serial_and_overlapped(4);
+        assert!(overlapped.seconds > serial.seconds);
+        assert!(overlapped.moe_s > serial.moe_s);
+        let (serial, overlapped) = serial_and_overlapped(256);
+        assert!(
+            overlapped.seconds < serial.seconds,
+            "{overlapped:?}\n{serial:?}"
+        );
+        assert!(overlapped.seconds >= overlapped.all_to_all_s);
+    }
 }

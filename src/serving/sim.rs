@@ -646,3 +646,121 @@ impl Model for Simulation<'_> {
         Ok(Control::Continue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input;
+    use crate::serving::scenario;
+    use crate::testing::repo;
+    use proptest::prelude::*;
+
+    /// A small scenario, as text, with the knobs the properties vary.
+    fn scenario_text(
+        seed: u64,
+        arrivals: &str,
+        policy: &str,
+        layout: &str,
+        overlap: bool,
+    ) -> String {
+        format!(
+            "name: prop
+topology: ../../topologies/gb200-nvl72.yaml
+model: ../../models/deepseek-r1.yaml
+seed: {seed}
+duration_s: 3
+warmup_s: 0.5
+workload:
+  arrivals: {arrivals}
+  input: {{dist: uniform, min: 8, max: 600}}
+  output: {{dist: uniform, min: 1, max: 60}}
+  prefix_hit: 0.5
+precision: {{experts: nvfp4, other: fp8, kv: fp8}}
+mtp: {{drafts: 1}}
+scheduling: {{policy: {policy}, micro_batch_overlap: {overlap}}}
+instances:
+{layout}"
+        )
+    }
+
+    const DISAGGREGATED: &str =
+        "  - {name: p, role: prefill, gpus: 0-3, max_batch: 2, max_tokens: 512}
+  - {name: d, role: decode, gpus: 4-11, slots: 288, eplb: online, max_batch: 16, max_tokens: 64}
+";
+    const AGGREGATED: &str = "  - {name: a, role: both, gpus: 0-7, replicas: 2, eplb: static, max_batch: 8, max_tokens: 256}
+";
+
+    fn load(text: &str) -> LoadedScenario {
+        let file = repo("tests/scenarios/prop.yaml");
+        let tree = input::parse_tree(&file, text).unwrap();
+        scenario::from_tree(&file, &tree).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+        /// Requests are conserved, every finished request got exactly the tokens it asked
+        /// for, times run forward, and KV bytes delivered never exceed those sent.
+        #[test]
+        fn requests_and_tokens_are_conserved(
+            seed in 0u64..1000,
+            open in any::<bool>(),
+            policy in prop::sample::select(vec!["fcfs", "shortest_prompt_first", "kv_aware"]),
+            disaggregated in any::<bool>(),
+            overlap in any::<bool>(),
+        ) {
+            let arrivals = if open {
+                "{kind: gamma, rate_per_s: 60, cv: 2}"
+            } else {
+                "{kind: closed_loop, users: 24, ramp_up_s: 0.2}"
+            };
+            let layout = if disaggregated { DISAGGREGATED } else { AGGREGATED };
+            let loaded = load(&scenario_text(seed, arrivals, policy, layout, overlap));
+            let report = run(&loaded).unwrap();
+            let v = |c: &str| report.value(c).unwrap();
+            prop_assert!(v("requests_arrived") > 0.0);
+            prop_assert_eq!(
+                v("requests_arrived"),
+                v("requests_completed_all") + v("requests_pending") + v("requests_rejected")
+            );
+            prop_assert_eq!(report.requests.len() as f64, v("requests_completed_all"));
+            for r in &report.requests {
+                prop_assert_eq!(r.generated_tokens, r.output_tokens);
+                prop_assert!(r.arrival_s <= r.first_token_s && r.first_token_s <= r.finish_s);
+                prop_assert!(r.finish_s <= 3.0);
+            }
+            prop_assert!(report.stats.kv_bytes_delivered <= report.stats.kv_bytes_started);
+            if disaggregated {
+                prop_assert!(report.stats.kv_bytes_delivered > 0.0);
+            }
+            // The same seed, the same result.
+            prop_assert_eq!(&run(&loaded).unwrap().summary, &report.summary);
+        }
+    }
+
+    #[test]
+    fn kv_transfers_delay_the_second_token_in_disaggregated_serving() {
+        let loaded = load(&scenario_text(
+            1,
+            "{kind: closed_loop, users: 4}",
+            "fcfs",
+            DISAGGREGATED,
+            false,
+        ));
+        let report = run(&loaded).unwrap();
+        let bytes = report.stats.kv_bytes_started;
+        assert!(bytes > 0.0);
+        // Every finished request with more than one token moved its prompt's KV cache.
+        let moved: u64 = report
+            .requests
+            .iter()
+            .filter(|r| r.output_tokens > 1)
+            .map(|r| r.input_tokens + 1)
+            .sum();
+        let per_token = loaded.scenario.instances[1].plan.kv_bytes_per_token;
+        assert!(
+            bytes >= moved as f64 * per_token * 0.999,
+            "{bytes} vs {moved} tokens"
+        );
+    }
+}
