@@ -325,23 +325,27 @@ pub fn expected_fast_path_seconds(
     };
     let mut bytes = vec![PortBytes::default(); n];
     let t = tokens_per_rank * bytes_per_token;
-    for s in 0..n {
-        for d in 0..n {
-            if s == d {
-                continue;
-            }
-            let same = group.domain[s] == group.domain[d];
-            if same || algorithm != A2aAlgorithm::Hierarchical {
-                let x = t * per_token(d);
-                if same {
-                    bytes[s].nvlink_out += x;
-                    bytes[d].nvlink_in += x;
-                } else {
-                    bytes[s].network_out += x;
-                    bytes[d].network_in += x;
-                }
-            }
+    // Every rank sends t x per_token(d) to every other rank d: sums per domain replace the
+    // double loop over (source, destination).
+    let mut domain_sum: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    for r in 0..n {
+        let e = domain_sum.entry(group.domain[r]).or_insert((0.0, 0));
+        e.0 += per_token(r);
+        e.1 += 1;
+    }
+    let total: f64 = (0..n).map(per_token).sum();
+    let direct = algorithm != A2aAlgorithm::Hierarchical;
+    for r in 0..n {
+        let (local_sum, local_ranks) = domain_sum[&group.domain[r]];
+        let own = per_token(r);
+        bytes[r].nvlink_out += t * (local_sum - own);
+        bytes[r].nvlink_in += t * own * (local_ranks - 1) as f64;
+        if direct {
+            bytes[r].network_out += t * (total - local_sum);
+            bytes[r].network_in += t * own * (n - local_ranks) as f64;
         }
+    }
+    for s in 0..n {
         if algorithm == A2aAlgorithm::Hierarchical {
             // Once per other domain to the relay, which forwards to the GPUs hit there.
             for (&domain, &m) in &domain_miss {

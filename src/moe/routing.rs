@@ -180,11 +180,28 @@ fn multinomial(
             left
         } else {
             let q = (p / mass_left).clamp(0.0, 1.0);
-            Binomial::new(left, q).map_or(0, |b| b.sample(rng))
+            binomial(left, q, rng)
         };
         add(id, take);
         left -= take;
         mass_left -= p;
+    }
+}
+
+/// Variance above which a binomial draw uses its normal approximation (rounded, clipped to
+/// [0, n]): at n p (1 - p) >= 50 the two differ by well under 1% in every quantile that
+/// matters here, and the draw is several times cheaper than an exact one (routing is the
+/// largest cost of a serving iteration).
+const NORMAL_APPROXIMATION_VARIANCE: f64 = 50.0;
+
+fn binomial(n: u64, q: f64, rng: &mut ChaCha8Rng) -> u64 {
+    let mean = n as f64 * q;
+    let variance = mean * (1.0 - q);
+    if variance >= NORMAL_APPROXIMATION_VARIANCE {
+        let z: f64 = rand_distr::StandardNormal.sample(rng);
+        (mean + z * variance.sqrt()).round().clamp(0.0, n as f64) as u64
+    } else {
+        Binomial::new(n, q).map_or(0, |b| b.sample(rng))
     }
 }
 

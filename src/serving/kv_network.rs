@@ -19,12 +19,18 @@ struct Flow {
 pub struct KvNetwork<'a> {
     topo: &'a Topology,
     router: Router<'a>,
+    /// Routes already found, by (from, to).
+    routes: BTreeMap<(NodeIndex, NodeIndex), Route>,
     resources: Vec<Resource>,
+    /// Scratch: each resource's index among those a solve uses (usize::MAX between solves).
+    local: Vec<usize>,
     /// Active transfers by request id.
     flows: BTreeMap<u64, Flow>,
     updated: SimTime,
     /// Bumped at every re-solve: a completion event carries the generation it was planned in.
     pub generation: u64,
+    /// Transfers were added since the last solve.
+    unsettled: bool,
     /// Bytes handed to the network and bytes delivered, for the conservation check.
     pub bytes_started: f64,
     pub bytes_delivered: f64,
@@ -35,10 +41,13 @@ impl<'a> KvNetwork<'a> {
         KvNetwork {
             topo,
             router: Router::new(topo),
+            routes: BTreeMap::new(),
+            local: vec![usize::MAX; resources.len()],
             resources,
             flows: BTreeMap::new(),
             updated: SimTime::ZERO,
             generation: 0,
+            unsettled: false,
             bytes_started: 0.0,
             bytes_delivered: 0.0,
         }
@@ -48,21 +57,29 @@ impl<'a> KvNetwork<'a> {
         self.flows.len()
     }
 
-    /// Starts moving `bytes` for `request`; returns when the next transfer will finish.
-    pub fn start(
+    /// Starts moving `bytes` for `request`. Rates are re-solved by [`KvNetwork::settle`],
+    /// once for all the transfers that start at the same moment.
+    pub fn add(
         &mut self,
         now: SimTime,
         request: u64,
         src: NodeIndex,
         dst: NodeIndex,
         bytes: f64,
-    ) -> Result<Option<SimTime>, String> {
-        let route = self.router.route(src, dst).ok_or_else(|| {
-            format!(
-                "no path from {} to {} for a KV transfer",
-                self.topo.graph[src].id, self.topo.graph[dst].id
-            )
-        })?;
+    ) -> Result<(), String> {
+        let route = match self.routes.get(&(src, dst)) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.router.route(src, dst).ok_or_else(|| {
+                    format!(
+                        "no path from {} to {} for a KV transfer",
+                        self.topo.graph[src].id, self.topo.graph[dst].id
+                    )
+                })?;
+                self.routes.insert((src, dst), r.clone());
+                r
+            }
+        };
         self.drain(now);
         self.bytes_started += bytes;
         self.flows.insert(
@@ -74,7 +91,17 @@ impl<'a> KvNetwork<'a> {
                 rate: 0.0,
             },
         );
-        Ok(self.resolve(now))
+        self.unsettled = true;
+        Ok(())
+    }
+
+    /// After transfers were added: re-solves the rates and returns when the next transfer
+    /// will finish (`None` when nothing changed or nothing is moving).
+    pub fn settle(&mut self, now: SimTime) -> Option<SimTime> {
+        if !self.unsettled {
+            return None;
+        }
+        self.resolve(now)
     }
 
     /// At a completion event of generation `generation`: the requests whose transfers are
@@ -112,9 +139,31 @@ impl<'a> KvNetwork<'a> {
 
     fn resolve(&mut self, now: SimTime) -> Option<SimTime> {
         self.generation += 1;
-        let routes: Vec<&[(usize, f64)]> =
-            self.flows.values().map(|f| f.route.as_slice()).collect();
-        let rates = max_min(&self.resources, &routes);
+        self.unsettled = false;
+        // Solve over the links the active flows cross only: a rack has thousands of them.
+        let mut used = Vec::new();
+        let routes: Vec<Vec<(usize, f64)>> = self
+            .flows
+            .values()
+            .map(|f| {
+                f.route
+                    .iter()
+                    .map(|&(r, share)| {
+                        if self.local[r] == usize::MAX {
+                            self.local[r] = used.len();
+                            used.push(r);
+                        }
+                        (self.local[r], share)
+                    })
+                    .collect()
+            })
+            .collect();
+        let links: Vec<Resource> = used.iter().map(|&r| self.resources[r]).collect();
+        for &r in &used {
+            self.local[r] = usize::MAX;
+        }
+        let slices: Vec<&[(usize, f64)]> = routes.iter().map(Vec::as_slice).collect();
+        let rates = max_min(&links, &slices);
         let mut next = f64::INFINITY;
         for (f, rate) in self.flows.values_mut().zip(rates) {
             f.rate = rate;
@@ -144,18 +193,17 @@ mod tests {
         let eff = LinkEfficiency::for_gpu(&topo, topo.gpus[0]).unwrap();
         let mut net = KvNetwork::new(&topo, resources(&topo, eff));
         let bytes = 1e9;
-        let t1 = net
-            .start(SimTime::ZERO, 1, topo.gpus[0], topo.gpus[9], bytes)
-            .unwrap()
+        net.add(SimTime::ZERO, 1, topo.gpus[0], topo.gpus[9], bytes)
             .unwrap();
+        let t1 = net.settle(SimTime::ZERO).unwrap();
+        assert_eq!(net.settle(SimTime::ZERO), None, "nothing new to solve");
         let alone = t1.as_secs_f64();
         let nvlink = topo.nvlink_gb_s(topo.gpus[9]) * 1e9 * eff.nvlink;
         assert!((alone - bytes / nvlink).abs() / alone < 1e-6, "{alone}");
         // A second transfer into the same GPU halves both rates.
-        let t2 = net
-            .start(SimTime::ZERO, 2, topo.gpus[1], topo.gpus[9], bytes)
-            .unwrap()
+        net.add(SimTime::ZERO, 2, topo.gpus[1], topo.gpus[9], bytes)
             .unwrap();
+        let t2 = net.settle(SimTime::ZERO).unwrap();
         assert!((t2.as_secs_f64() / alone - 2.0).abs() < 1e-6);
         let (stale, _) = net.complete(t2, net.generation - 1);
         assert!(stale.is_empty(), "a stale event changes nothing");

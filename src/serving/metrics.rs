@@ -175,7 +175,7 @@ impl Collector {
         }
     }
 
-    pub fn finished(&mut self, r: &Request, now: SimTime, prefill: &str, decode: &str) {
+    pub fn finished(&mut self, r: &mut Request, now: SimTime, prefill: &str, decode: &str) {
         self.completed += 1;
         let spec = &r.spec;
         let measured = spec.arrival >= self.warmup;
@@ -189,8 +189,7 @@ impl Collector {
         } else {
             0.0
         };
-        let mut gaps = r.gaps_us.clone();
-        let itl_p99_ms = percentile(&mut gaps, 0.99) / 1e3;
+        let itl_p99_ms = percentile(&mut r.gaps_us, 0.99) / 1e3;
         if measured {
             self.completed_measured += 1;
             self.ttft.record(ttft);

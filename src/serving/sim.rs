@@ -55,6 +55,46 @@ pub struct Request {
     pub decode_instance: Option<usize>,
 }
 
+/// Requests by id. Ids are handed out in order, so a vector indexed by id holds them; a
+/// finished request leaves a hole.
+#[derive(Debug, Default)]
+struct Requests {
+    items: Vec<Option<Request>>,
+    live: usize,
+}
+
+impl Requests {
+    fn insert(&mut self, id: u64, r: Request) {
+        debug_assert_eq!(id as usize, self.items.len());
+        self.items.push(Some(r));
+        self.live += 1;
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Request> {
+        self.items.get_mut(*id as usize).and_then(Option::as_mut)
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<Request> {
+        let r = self.items.get_mut(*id as usize).and_then(Option::take);
+        self.live -= usize::from(r.is_some());
+        r
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+}
+
+impl std::ops::Index<&u64> for Requests {
+    type Output = Request;
+
+    fn index(&self, id: &u64) -> &Request {
+        self.items[*id as usize]
+            .as_ref()
+            .expect("requests are looked up while they live")
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Rank {
     /// Requests prefilling or decoding here, in admission order.
@@ -116,7 +156,7 @@ pub struct Simulation<'a> {
     loaded: &'a LoadedScenario,
     instances: Vec<Instance<'a>>,
     policy: Box<dyn SchedulingPolicy>,
-    requests: BTreeMap<u64, Request>,
+    requests: Requests,
     next_id: u64,
     joins: u64,
     source: Source,
@@ -221,7 +261,7 @@ impl<'a> Simulation<'a> {
             loaded,
             instances,
             policy: policy::by_name(sc.policy),
-            requests: BTreeMap::new(),
+            requests: Requests::default(),
             next_id: 0,
             joins: 0,
             source,
@@ -301,7 +341,7 @@ impl<'a> Simulation<'a> {
                 generated: 0,
                 first_token: None,
                 last_token: SimTime::ZERO,
-                gaps_us: Vec::new(),
+                gaps_us: Vec::with_capacity(spec.output_tokens.min(1 << 16) as usize),
                 home: None,
                 prefill_home: None,
                 prefill_instance: Some(pick),
@@ -367,8 +407,7 @@ impl<'a> Simulation<'a> {
                 // The prompt's KV cache (and its first token's), every layer, on each GPU of
                 // the attention group.
                 let bytes = (r.spec.input_tokens + 1) as f64 * kv_bytes_per_token * tp;
-                let next = self.network.start(s.now(), id, from_gpu, to_gpu, bytes)?;
-                self.schedule_kv(s, next)?;
+                self.network.add(s.now(), id, from_gpu, to_gpu, bytes)?;
             } else {
                 r.stage = Stage::Prefill;
                 r.prefilled = r.spec.cached_tokens;
@@ -447,7 +486,12 @@ impl<'a> Simulation<'a> {
 
     fn iteration_done(&mut self, s: &mut Scheduler<Event>, i: usize) -> Result<(), Error> {
         let now = s.now();
-        let plan = self.instances[i].running.clone().unwrap_or_default();
+        let plan = std::mem::take(
+            self.instances[i]
+                .running
+                .as_mut()
+                .expect("an iteration was running"),
+        );
         let (drafts, acceptance) = (
             self.loaded.scenario.mtp.drafts,
             self.loaded.scenario.mtp.acceptance,
@@ -519,7 +563,7 @@ impl<'a> Simulation<'a> {
         let r = &mut self.instances[i].ranks[rank];
         r.active.retain(|&x| x != id);
         r.slots -= 1;
-        let spec = self.requests[&id].spec.clone();
+        let spec = self.requests[&id].spec;
         let choices: Vec<Choice> = (0..self.instances.len())
             .filter(|&d| self.instances[d].spec.role == Role::Decode)
             .filter(|&d| self.instances[d].need(&spec) <= self.instances[d].kv_capacity)
@@ -577,7 +621,7 @@ impl<'a> Simulation<'a> {
     }
 
     fn finish(&mut self, s: &mut Scheduler<Event>, id: u64) -> Result<(), Error> {
-        let r = self.requests.remove(&id).expect("finished requests exist");
+        let mut r = self.requests.remove(&id).expect("finished requests exist");
         if let Some((i, rank)) = r.home {
             let need = self.instances[i].need(&r.spec);
             let slot = &mut self.instances[i].ranks[rank];
@@ -585,13 +629,9 @@ impl<'a> Simulation<'a> {
             slot.slots -= 1;
             slot.kv_used -= need;
         }
-        let names = |i: Option<usize>| i.map(|i| self.instances[i].spec.name.as_str());
-        self.metrics.finished(
-            &r,
-            s.now(),
-            names(r.prefill_instance).unwrap_or(""),
-            names(r.decode_instance).unwrap_or(""),
-        );
+        let name = |i: Option<usize>| i.map_or("", |i| self.instances[i].spec.name.as_str());
+        let (prefill, decode) = (name(r.prefill_instance), name(r.decode_instance));
+        self.metrics.finished(&mut r, s.now(), prefill, decode);
         self.next_for_user(s, r.user, s.now())
     }
 
@@ -643,6 +683,9 @@ impl Model for Simulation<'_> {
             Event::IterationDone(i) => self.iteration_done(s, i)?,
             Event::KvDone(generation) => self.kv_done(s, generation)?,
         }
+        // Transfers that started during this event share one solve.
+        let next = self.network.settle(s.now());
+        self.schedule_kv(s, next)?;
         Ok(Control::Continue)
     }
 }

@@ -105,7 +105,7 @@ impl Lengths {
 }
 
 /// One request as the workload makes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RequestSpec {
     pub arrival: SimTime,
     pub input_tokens: u64,

@@ -23,6 +23,9 @@ pub fn max_min(resources: &[Resource], flows: &[&[(usize, f64)]]) -> Vec<f64> {
     let mut active: Vec<bool> = flows.iter().map(|f| !f.is_empty()).collect();
     let mut users: Vec<Vec<(usize, f64)>> = vec![Vec::new(); resources.len()];
     let mut weight = vec![0.0; resources.len()];
+    // Active flows on each shared resource: once none is left its weight is exactly 0
+    // (subtracting shares leaves float residue that would stall the filling forever).
+    let mut active_users = vec![0usize; resources.len()];
     // A flow's own limit from fat pipes: capacity / share, the smallest over its route.
     let mut own_cap = vec![f64::INFINITY; flows.len()];
     for (i, f) in flows.iter().enumerate() {
@@ -30,6 +33,7 @@ pub fn max_min(resources: &[Resource], flows: &[&[(usize, f64)]]) -> Vec<f64> {
             if resources[r].shared {
                 users[r].push((i, share));
                 weight[r] += share;
+                active_users[r] += 1;
             } else if share > 0.0 {
                 own_cap[i] = own_cap[i].min(resources[r].capacity / share);
             }
@@ -81,7 +85,12 @@ pub fn max_min(resources: &[Resource], flows: &[&[(usize, f64)]]) -> Vec<f64> {
             rate[i] = level;
             for &(r, share) in flows[i] {
                 if resources[r].shared {
-                    weight[r] -= share;
+                    active_users[r] -= 1;
+                    weight[r] = if active_users[r] == 0 {
+                        0.0
+                    } else {
+                        weight[r] - share
+                    };
                 }
             }
         }
