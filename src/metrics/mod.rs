@@ -30,6 +30,12 @@ impl Latencies {
         self.histogram.saturating_record(ns);
     }
 
+    /// Records `count` equal latencies at once.
+    pub fn record_n(&mut self, latency: SimDuration, count: u64) {
+        let ns = (latency.as_ps() / 1_000).max(1);
+        self.histogram.saturating_record_n(ns, count);
+    }
+
     pub fn count(&self) -> u64 {
         self.histogram.len()
     }

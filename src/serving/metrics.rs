@@ -119,6 +119,11 @@ impl Collector {
         }
     }
 
+    /// When statistics start.
+    pub fn warmup(&self) -> SimTime {
+        self.warmup
+    }
+
     fn measuring(&self, now: SimTime) -> bool {
         now >= self.warmup
     }
@@ -135,6 +140,12 @@ impl Collector {
         if self.measuring(now) {
             self.output_tokens += n;
         }
+    }
+
+    /// `count` measured requests each waited `gap_us` for this step's tokens.
+    pub fn token_gaps(&mut self, gap_us: u64, count: u64) {
+        let gap = SimDuration::from_ns(gap_us * 1000).unwrap_or(SimDuration::ZERO);
+        self.itl.record_n(gap, count);
     }
 
     pub fn input_tokens(&mut self, now: SimTime, n: u64) {
@@ -189,7 +200,7 @@ impl Collector {
         } else {
             0.0
         };
-        let itl_p99_ms = percentile(&mut r.gaps_us, 0.99) / 1e3;
+        let itl_p99_ms = r.gaps.quantile_us(0.99) / 1e3;
         if measured {
             self.completed_measured += 1;
             self.ttft.record(ttft);
@@ -198,10 +209,6 @@ impl Collector {
                     .record(SimDuration::from_secs_f64(tpot_s).unwrap_or(SimDuration::ZERO));
                 self.user_rate_sum += after_first as f64 / decode_s.max(1e-12);
                 self.user_rate_count += 1;
-            }
-            for &g in &r.gaps_us {
-                self.itl
-                    .record(SimDuration::from_ns(u64::from(g) * 1000).unwrap_or(SimDuration::ZERO));
             }
         }
         if self.keep_rows {
@@ -327,25 +334,80 @@ impl Collector {
     }
 }
 
-/// The `q` quantile of microsecond gaps (nearest rank); 0 for none.
-fn percentile(values: &mut [u32], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
+/// A request's gaps between token-bearing steps, in microseconds, keeping only what its
+/// 99th percentile needs: the count and the largest 1% (plus one). Serving touches this
+/// once per request per step, so it stays small, the smallest kept gap inline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TailGaps {
+    count: u32,
+    keep: u32,
+    smallest_kept: u32,
+    /// The largest gaps seen, ascending.
+    largest: Vec<u32>,
+}
+
+impl TailGaps {
+    /// For a request that will have at most `steps` gaps.
+    pub fn new(steps: u64) -> Self {
+        TailGaps {
+            keep: (steps / 100 + 2).min(u64::from(u32::MAX)) as u32,
+            ..TailGaps::default()
+        }
     }
-    let k = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-    let (_, v, _) = values.select_nth_unstable(k);
-    f64::from(*v)
+
+    pub fn push(&mut self, gap_us: u32) {
+        self.count += 1;
+        let full = self.largest.len() as u32 >= self.keep;
+        if full && gap_us <= self.smallest_kept {
+            return;
+        }
+        if full {
+            self.largest.remove(0);
+        }
+        let at = self.largest.partition_point(|&g| g < gap_us);
+        self.largest.insert(at, gap_us);
+        self.smallest_kept = self.largest[0];
+    }
+
+    /// The `q` quantile (nearest rank) in microseconds, for q >= 0.99; 0 for no gaps.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = ((q * f64::from(self.count)).ceil() as u32).clamp(1, self.count);
+        let from_top = (self.count - rank) as usize;
+        let n = self.largest.len();
+        debug_assert!(from_top < n, "keep enough gaps for q = {q}");
+        f64::from(self.largest[n - 1 - from_top.min(n - 1)])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The kept tail gives the exact nearest-rank percentile of all the gaps.
     #[test]
-    fn nearest_rank_percentile() {
-        let mut v: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&mut v, 0.99), 99.0);
-        assert_eq!(percentile(&mut v, 1.0), 100.0);
-        assert_eq!(percentile(&mut [], 0.5), 0.0);
+    fn tail_gaps_give_the_exact_p99() {
+        use rand::RngExt;
+        let mut rng = crate::engine::RandomStreams::new(4).stream("gaps");
+        for n in [1u32, 7, 100, 101, 1000, 4321] {
+            let gaps: Vec<u32> = (0..n).map(|_| rng.random_range(1..50_000)).collect();
+            let mut tail = TailGaps::new(u64::from(n));
+            for &g in &gaps {
+                tail.push(g);
+            }
+            let mut sorted = gaps.clone();
+            sorted.sort_unstable();
+            for q in [0.99, 1.0] {
+                let rank = ((q * f64::from(n)).ceil() as usize).clamp(1, n as usize);
+                assert_eq!(
+                    tail.quantile_us(q),
+                    f64::from(sorted[rank - 1]),
+                    "n {n} q {q}"
+                );
+            }
+        }
+        assert_eq!(TailGaps::new(10).quantile_us(0.99), 0.0);
     }
 }

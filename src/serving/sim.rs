@@ -7,7 +7,7 @@
 //! from the `acceptance` stream.
 
 use super::kv_network::KvNetwork;
-use super::metrics::{Collector, Report};
+use super::metrics::{Collector, Report, TailGaps};
 use super::policy::{self, Choice, SchedulingPolicy};
 use super::pricing::{Pricer, RankWork};
 use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
@@ -45,8 +45,8 @@ pub struct Request {
     pub generated: u64,
     pub first_token: Option<SimTime>,
     last_token: SimTime,
-    /// Gaps between token-bearing steps, microseconds.
-    pub gaps_us: Vec<u32>,
+    /// Gaps between token-bearing steps.
+    pub gaps: TailGaps,
     /// (instance, rank) running it now.
     home: Option<(usize, usize)>,
     /// (instance, rank) holding its prompt's KV cache while it moves (disaggregated).
@@ -341,7 +341,7 @@ impl<'a> Simulation<'a> {
                 generated: 0,
                 first_token: None,
                 last_token: SimTime::ZERO,
-                gaps_us: Vec::with_capacity(spec.output_tokens.min(1 << 16) as usize),
+                gaps: TailGaps::new(spec.output_tokens),
                 home: None,
                 prefill_home: None,
                 prefill_instance: Some(pick),
@@ -499,6 +499,9 @@ impl<'a> Simulation<'a> {
         let role = self.instances[i].spec.role;
         let mut finished = Vec::new();
         let mut handoffs = Vec::new();
+        let mut decoded = 0;
+        let mut gaps: Vec<(u64, u64)> = Vec::new();
+        let warmup = self.metrics.warmup();
         for steps in &plan {
             for &(id, chunk) in steps {
                 let r = self.requests.get_mut(&id).expect("running requests exist");
@@ -509,13 +512,17 @@ impl<'a> Simulation<'a> {
                     }
                     let n = accepted.min(r.spec.output_tokens - r.generated);
                     r.generated += n;
-                    let gap = now
-                        .duration_since(r.last_token)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    r.gaps_us
-                        .push((gap * 1e6).round().min(u32::MAX as f64) as u32);
+                    let gap_us = (now.as_ps() - r.last_token.as_ps() + 500_000) / 1_000_000;
+                    r.gaps.push(gap_us.min(u64::from(u32::MAX)) as u32);
+                    if r.spec.arrival >= warmup {
+                        // Most requests of a step share its gap: count them together.
+                        match gaps.iter_mut().find(|(g, _)| *g == gap_us) {
+                            Some((_, c)) => *c += 1,
+                            None => gaps.push((gap_us, 1)),
+                        }
+                    }
                     r.last_token = now;
-                    self.metrics.output_tokens(now, n);
+                    decoded += n;
                 } else {
                     r.prefilled += chunk;
                     self.metrics.input_tokens(now, chunk);
@@ -540,6 +547,10 @@ impl<'a> Simulation<'a> {
                     finished.push(id);
                 }
             }
+        }
+        self.metrics.output_tokens(now, decoded);
+        for (gap_us, count) in gaps {
+            self.metrics.token_gaps(gap_us, count);
         }
         // Still marked running while requests move on, so that nothing they trigger starts
         // this instance's next iteration before the finished ones have left it.
