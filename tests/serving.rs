@@ -255,3 +255,49 @@ instances:
     assert!(err.contains("s.yaml:2:8: model: cannot use"), "{err}");
     assert!(err.contains("nowhere.yaml: cannot read the file"), "{err}");
 }
+
+/// Reference section 5: ~4,600 output tokens/s per GPU. epsim reads high at large batches
+/// (README, "Calibration"); this check fails if it drifts further from the published point.
+#[test]
+fn the_calibration_scenario_stays_near_the_published_point() {
+    let dir = tempfile::tempdir().unwrap();
+    run("scenarios/calibration-b200-ep8.yaml", dir.path(), &[]);
+    let s = summary(dir.path());
+    let ratio = value(&s, "output_tok_s_per_gpu") / 4600.0;
+    assert!((0.85..1.8).contains(&ratio), "{ratio}");
+    assert!(
+        value(&s, "mean_batch_per_rank") > 250.0,
+        "max throughput: full batches"
+    );
+}
+
+#[test]
+fn a_trace_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(
+        &trace,
+        "arrival_s,input_tokens,output_tokens\n0.0,100,5\n0.5,3000,20\n0.25,10,1\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace(
+            "{kind: poisson, rate_per_s: 40}",
+            &format!("{{kind: trace, file: {}}}", trace.display()),
+        )
+        .replace("../../", &format!("{}/", repo("").display()));
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("out");
+    epsim()
+        .args(["run", file.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let requests = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let rows: Vec<&str> = requests.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{requests}");
+    // In arrival order: the 0.25 s request is second, a one-token answer.
+    assert!(rows[1].starts_with("1,false,0.25,10,0,1,1,"), "{requests}");
+}

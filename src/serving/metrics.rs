@@ -215,15 +215,15 @@ impl Collector {
             self.rows.push(RequestRow {
                 id: r.id,
                 measured,
-                arrival_s: spec.arrival.as_secs_f64(),
+                arrival_s: rounded(spec.arrival.as_secs_f64(), 1e9),
                 input_tokens: spec.input_tokens,
                 cached_tokens: spec.cached_tokens,
                 output_tokens: spec.output_tokens,
                 generated_tokens: r.generated,
-                first_token_s: first.as_secs_f64(),
-                finish_s: now.as_secs_f64(),
-                ttft_ms: ttft.as_secs_f64() * 1e3,
-                tpot_ms: tpot_s * 1e3,
+                first_token_s: rounded(first.as_secs_f64(), 1e9),
+                finish_s: rounded(now.as_secs_f64(), 1e9),
+                ttft_ms: rounded(ttft.as_secs_f64() * 1e3, 1e6),
+                tpot_ms: rounded(tpot_s * 1e3, 1e6),
                 itl_p99_ms,
                 prefill_instance: prefill.to_owned(),
                 decode_instance: decode.to_owned(),
@@ -332,6 +332,12 @@ impl Collector {
             },
         }
     }
+}
+
+/// `x` to the nearest 1/`per_unit` (nanoseconds of a value in seconds: 1e9), so that
+/// requests.csv shows no float noise.
+fn rounded(x: f64, per_unit: f64) -> f64 {
+    (x * per_unit).round() / per_unit
 }
 
 /// A request's gaps between token-bearing steps, in microseconds, keeping only what its
