@@ -2,7 +2,9 @@
 //!
 //! Layers, each using only those listed before it: [`engine`] (time, events, random
 //! streams), [`input`] (YAML with located, collected diagnostics), [`hardware`] (GPU specs),
-//! [`topology`] (the graph of GPUs, switches, NICs, CPUs and links).
+//! [`topology`] (the graph of GPUs, switches, NICs, CPUs and links), [`model`] (model
+//! configs, memory plan), [`cost`] (compute and network cost), [`moe`] (routing, EPLB),
+//! [`metrics`], [`serving`] (the serving simulation), [`sweep`] (sweeps over scenarios).
 
 pub mod cost;
 pub mod engine;
@@ -12,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod moe;
 pub mod serving;
+pub mod sweep;
 pub mod topology;
 
 #[cfg(test)]

@@ -78,9 +78,9 @@ enum Command {
         after_help = "Examples:\n  epsim imbalance --model deepseek-r1 --ep 32\n  epsim imbalance --model deepseek-r1 --ep 32 --slots 288 --eplb online --format json\n  epsim imbalance --model deepseek-r1 --ep 64 --slots 320 --eplb static --popularity zipf:1.0 --format csv\n\nRank imbalance is (max - mean)/mean of tokens per rank (TensorRT-LLM's imbalance ratio);\nbalancedness is mean/max (SGLang's)."
     )]
     Imbalance(cli::imbalance::ImbalanceArgs),
-    /// Simulate serving a scenario; write summary.csv, requests.csv and manifest.json
+    /// Simulate serving a scenario (every point of its sweep); write summary.csv and more
     #[command(
-        after_help = "Examples:\n  epsim run scenarios/quickstart.yaml\n  epsim run scenarios/calibration-b200-ep8.yaml --out /tmp/cal --seed 7\n\nThe summary is printed and written to DIR/summary.csv (one row; units in column names).\nThe same scenario and seed give byte-identical CSV files."
+        after_help = "Examples:\n  epsim run scenarios/quickstart.yaml\n  epsim run scenarios/calibration-b200-ep8.yaml --out /tmp/cal --seed 7\n  epsim run scenarios/wide-ep-nvl72.yaml -j 2\n  epsim run scenarios/wide-ep-nvl72.yaml --shard 2/3 --out shard2\n\nOne scenario: the summary is printed and written to DIR/summary.csv (one row; units in\ncolumn names), with DIR/requests.csv and DIR/manifest.json.\nA sweep: each point is written to DIR/points/NNNNN.csv as it finishes; DIR/summary.csv\n(one row per point, param_<axis> columns first) once all are there. The same scenario and\nseed give byte-identical CSV files whatever -j or --shard."
     )]
     Run {
         /// Scenario file (YAML)
@@ -91,6 +91,52 @@ enum Command {
         /// Random seed [default: the scenario's, else 1]
         #[arg(long)]
         seed: Option<u64>,
+        /// Sweep points run at once [default: the number of cores]
+        #[arg(short = 'j', long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
+        /// Skip the points already in the output folder
+        #[arg(long)]
+        resume: bool,
+        /// Run only the K-th of N slices of the sweep (for job arrays)
+        #[arg(long, value_name = "K/N", value_parser = cli::run::parse_shard)]
+        shard: Option<(usize, usize)>,
+        /// Print the sweep's points (of the shard, if given) and exit
+        #[arg(long)]
+        list: bool,
+        /// No progress bar (there is none when stderr is not a terminal)
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Pareto frontiers of a sweep's summary.csv per group, and their value at an x
+    #[command(
+        after_help = "Examples:\n  epsim frontier results/wide-ep-nvl72/summary.csv --x tok_s_per_user --y output_tok_s_per_decode_gpu --by ep,eplb\n  epsim frontier results/wide-ep-nvl72/summary.csv --x tok_s_per_user --y output_tok_s_per_decode_gpu --by ep --at 100 --format json\n\nThe frontier is upper-right: a point stays unless another has at least its x and more y.\n--by names columns; `ep` also finds the sweep's `param_ep`. With --at, the table's last\nline is the last group's value over the first's."
+    )]
+    Frontier {
+        /// summary.csv of a sweep
+        summary: PathBuf,
+        #[arg(long)]
+        x: String,
+        #[arg(long)]
+        y: String,
+        /// Group rows by these columns (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        by: Vec<String>,
+        /// The frontier's y at this x (linear interpolation)
+        #[arg(long)]
+        at: Option<f64>,
+        #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
+        format: cli::frontier::Format,
+    },
+    /// Combine the output folders of a sweep's shards into the unsharded result
+    #[command(
+        after_help = "Example:\n  epsim merge shard1 shard2 shard3 --out results/wide-ep-nvl72\n\nFails (exit 2) if the folders hold different sweeps or some points are in none of them."
+    )]
+    Merge {
+        /// Output folders of `epsim run --shard`
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Time one decode iteration of one rank, by op class
     #[command(
@@ -193,7 +239,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario,
             out,
             seed,
-        } => cli::run::run(&scenario, out, seed),
+            jobs,
+            resume,
+            shard,
+            list,
+            no_progress,
+        } => cli::run::run(&cli::run::RunArgs {
+            scenario,
+            out,
+            seed,
+            jobs: jobs.map(|j| j as usize),
+            resume,
+            shard,
+            list,
+            progress: !no_progress,
+        }),
+        Command::Merge { dirs, out } => cli::run::merge(&dirs, &out),
+        Command::Frontier {
+            summary,
+            x,
+            y,
+            by,
+            at,
+            format,
+        } => cli::frontier::run(&cli::frontier::FrontierArgs {
+            summary: &summary,
+            x: &x,
+            y: &y,
+            by,
+            at,
+            format,
+        }),
         Command::Eplb { input } => cli::eplb::run(&input),
         Command::Imbalance(args) => cli::imbalance::run(&args),
         Command::Step {

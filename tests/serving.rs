@@ -301,3 +301,158 @@ fn a_trace_is_replayed() {
     // In arrival order: the 0.25 s request is second, a one-token answer.
     assert!(rows[1].starts_with("1,false,0.25,10,0,1,1,"), "{requests}");
 }
+
+/// A small sweep: 2 x 2 points, two seeds each.
+fn write_sweep(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace("duration_s: 8", "duration_s: 2");
+    let file = dir.join("sweep.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{text}sweep:
+  axes:
+    - {{name: policy, path: scheduling.policy, values: [fcfs, kv_aware]}}
+    - {{name: rate, path: workload.arrivals.rate_per_s, values: [20, 40]}}
+  seeds: 2
+"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_sweep(dir.path());
+    let list = epsim()
+        .args(["run", "--list"])
+        .arg(&file)
+        .assert()
+        .success();
+    let list = String::from_utf8(list.get_output().stdout.clone()).unwrap();
+    assert_eq!(list.lines().count(), 8);
+    assert!(
+        list.lines()
+            .next()
+            .unwrap()
+            .ends_with("policy=fcfs rate=20 seed=0"),
+        "{list}"
+    );
+    let whole = dir.path().join("whole");
+    epsim()
+        .args(["run", "-j", "2", "--no-progress", "--out"])
+        .arg(&whole)
+        .arg(&file)
+        .assert()
+        .success();
+    let summary = std::fs::read_to_string(whole.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 9);
+    assert!(summary.starts_with("param_policy,param_rate,param_seed,scenario,"));
+    // Three shards as separate processes, merged.
+    let mut shards = Vec::new();
+    for k in 1..=3 {
+        let out = dir.path().join(format!("shard{k}"));
+        let run = epsim()
+            .args(["run", "-j", "1", "--shard", &format!("{k}/3"), "--out"])
+            .arg(&out)
+            .arg(&file)
+            .assert()
+            .success();
+        let stdout = String::from_utf8(run.get_output().stdout.clone()).unwrap();
+        assert!(stdout.contains("summary.csv not written"), "{stdout}");
+        shards.push(out);
+    }
+    let merged = dir.path().join("merged");
+    epsim()
+        .arg("merge")
+        .args(&shards)
+        .arg("--out")
+        .arg(&merged)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(merged.join("summary.csv")).unwrap(),
+        summary.as_bytes()
+    );
+    // Missing shards are named; a different sweep is refused.
+    let partial = epsim()
+        .arg("merge")
+        .args(&shards[..2])
+        .arg("--out")
+        .arg(dir.path().join("p"))
+        .assert()
+        .code(2);
+    assert!(
+        String::from_utf8_lossy(&partial.get_output().stderr)
+            .contains("points are in none of the folders")
+    );
+    // --resume skips what is there: remove one point, resume, same summary.
+    std::fs::remove_file(whole.join("points/00003.csv")).unwrap();
+    let resumed = epsim()
+        .args(["run", "--resume", "--no-progress", "--out"])
+        .arg(&whole)
+        .arg(&file)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(resumed.get_output().stdout.clone()).unwrap();
+    assert!(
+        stdout.starts_with("1 points run, 7 already done"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(whole.join("summary.csv")).unwrap(),
+        summary
+    );
+}
+
+#[test]
+fn frontier_finds_the_best_points_per_group_and_interpolates() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.csv");
+    std::fs::write(
+        &summary,
+        "param_ep,tok_s_per_user,output_tok_s_per_gpu\n8,200,1000\n8,100,3000\n8,50,5000\n8,90,2000\n32,200,2000\n32,100,5000\n32,50,8000\n64,,100\n",
+    )
+    .unwrap();
+    let out = epsim()
+        .args(["frontier"])
+        .arg(&summary)
+        .args([
+            "--x",
+            "tok_s_per_user",
+            "--y",
+            "output_tok_s_per_gpu",
+            "--by",
+            "ep",
+            "--at",
+            "150",
+            "--format",
+            "json",
+        ])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(j[0]["ep"], "8");
+    assert_eq!(j[0]["y_at"], 2000.0);
+    assert_eq!(j[1]["y_at"], 3500.0);
+    assert_eq!(
+        j[0]["frontier"].as_array().unwrap().len(),
+        3,
+        "(90, 2000) is dominated"
+    );
+    assert!(
+        j[2]["y_at"].is_null() && j[2]["note"].is_string(),
+        "no measured points for ep 64"
+    );
+    epsim()
+        .args(["frontier"])
+        .arg(&summary)
+        .args(["--x", "nope", "--y", "output_tok_s_per_gpu"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no column `nope`"));
+}

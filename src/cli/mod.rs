@@ -2,6 +2,7 @@
 
 pub mod a2a;
 pub mod eplb;
+pub mod frontier;
 pub mod imbalance;
 pub mod limits;
 pub mod lookup;

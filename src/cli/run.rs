@@ -1,17 +1,87 @@
-//! `epsim run`: simulate a scenario and write its result files.
+//! `epsim run`: simulate a scenario (or every point of its sweep) and write the result
+//! files; `epsim merge`: combine the folders of a sweep's shards.
 
-use super::output::emit;
-use epsim::serving::{output, scenario, sim};
+use super::output::{UsageError, emit};
+use epsim::serving::{output, sim};
+use epsim::sweep::run::{self as sweep, Options, SweepFile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub fn run(file: &Path, out: Option<PathBuf>, seed: Option<u64>) -> anyhow::Result<ExitCode> {
-    let mut loaded = scenario::load(file)?;
-    if let Some(seed) = seed {
+pub struct RunArgs {
+    pub scenario: PathBuf,
+    pub out: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub jobs: Option<usize>,
+    pub resume: bool,
+    pub shard: Option<(usize, usize)>,
+    pub list: bool,
+    pub progress: bool,
+}
+
+pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
+    let file = sweep::load(&a.scenario)?;
+    if a.list {
+        let mut text = String::new();
+        for p in sweep::shard_points(&file.points, a.shard) {
+            text.push_str(&format!("{:5}  {}\n", p.index, p.label()));
+        }
+        emit(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !file.is_sweep() {
+        if a.shard.is_some() || a.resume {
+            return Err(UsageError(
+                "--shard and --resume apply to scenarios with a `sweep:` section".into(),
+            )
+            .into());
+        }
+        return single(&file, a);
+    }
+    file.check()?;
+    let name = file.scenario(&file.points[0])?.scenario.name;
+    let out = a.out.clone().unwrap_or_else(|| Path::new("out").join(name));
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let outcome = sweep::run(
+        &file,
+        &Options {
+            out: out.clone(),
+            jobs,
+            resume: a.resume,
+            shard: a.shard,
+            progress: a.progress,
+            seed: a.seed,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
+    let mut text = format!(
+        "{} points run, {} already done, in {:.1} s wall with {jobs} threads; points in {}\n",
+        outcome.ran,
+        outcome.skipped,
+        outcome.wall_s,
+        out.join("points").display()
+    );
+    match outcome.summary {
+        Some(s) => text.push_str(&format!("wrote {}\n", s.display())),
+        None => text.push_str(
+            "summary.csv not written: this folder does not hold every point yet (merge the shards with `epsim merge`)\n",
+        ),
+    }
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut loaded = file.scenario(&file.points[0])?;
+    if let Some(seed) = a.seed {
         loaded.scenario.seed = seed;
     }
-    let report = sim::run(&loaded).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let dir = out.unwrap_or_else(|| Path::new("out").join(&loaded.scenario.name));
+    let report = sim::run(&loaded).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("out").join(&loaded.scenario.name));
     let written = output::write_run(&dir, &loaded, &report)?;
     let mut text = String::new();
     let width = report
@@ -33,4 +103,24 @@ pub fn run(file: &Path, out: Option<PathBuf>, seed: Option<u64>) -> anyhow::Resu
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
+    let summary = sweep::merge(dirs, out).map_err(UsageError)?;
+    emit(&format!("wrote {}\n", summary.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `K/N` with 1 <= K <= N.
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected K/N with 1 <= K <= N, got \"{text}\"");
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if k == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }

@@ -68,10 +68,17 @@ fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<Str
         let family = epsim::hardware::load_family(file)?;
         Ok(format!("GPU family {}", family.name))
     } else if has_field(&root, "instances") {
-        let s = epsim::serving::scenario::from_tree(file, &root)?;
+        let sweep = epsim::sweep::run::load(file)?;
+        sweep.check()?;
+        let s = sweep.scenario(&sweep.points[0])?;
         let gpus: u64 = s.scenario.instances.iter().map(|i| i.ep()).sum();
+        let points = if sweep.is_sweep() {
+            format!(", a sweep of {} points", sweep.points.len())
+        } else {
+            String::new()
+        };
         Ok(format!(
-            "scenario {}: {} instances on {gpus} GPUs",
+            "scenario {}: {} instances on {gpus} GPUs{points}",
             s.scenario.name,
             s.scenario.instances.len()
         ))

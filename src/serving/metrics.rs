@@ -246,6 +246,12 @@ impl Collector {
             .map_or(0.0, |d| d.as_secs_f64())
             .max(1e-12);
         let gpus: u64 = sc.instances.iter().map(|i| i.ep()).sum();
+        let decode_gpus: u64 = sc
+            .instances
+            .iter()
+            .filter(|i| i.role != Role::Prefill)
+            .map(|i| i.ep())
+            .sum();
         let output_tok_s = self.output_tokens as f64 / window;
         let per_decode_s = |x: f64| {
             if self.decode_iterations > 0 {
@@ -260,6 +266,7 @@ impl Collector {
             ("scenario", sc.name.clone()),
             ("seed", sc.seed.to_string()),
             ("gpus", gpus.to_string()),
+            ("decode_gpus", decode_gpus.to_string()),
             ("duration_s", num(sc.duration_s)),
             ("warmup_s", num(sc.warmup_s)),
             ("requests_arrived", self.arrived.to_string()),
@@ -272,22 +279,27 @@ impl Collector {
                 "output_tok_s_per_gpu",
                 num(output_tok_s / gpus.max(1) as f64),
             ),
+            (
+                "output_tok_s_per_decode_gpu",
+                num(output_tok_s / decode_gpus.max(1) as f64),
+            ),
             ("input_tok_s", num(self.input_tokens as f64 / window)),
             (
                 "tok_s_per_user",
-                num(if self.user_rate_count > 0 {
-                    self.user_rate_sum / self.user_rate_count as f64
+                // Empty when no measured request finished: there is no rate to report.
+                if self.user_rate_count > 0 {
+                    num(self.user_rate_sum / self.user_rate_count as f64)
                 } else {
-                    0.0
-                }),
+                    String::new()
+                },
             ),
-            ("ttft_ms_p50", ms(self.ttft.quantile_ms(0.5))),
-            ("ttft_ms_p90", ms(self.ttft.quantile_ms(0.9))),
-            ("ttft_ms_p99", ms(self.ttft.quantile_ms(0.99))),
-            ("tpot_ms_p50", ms(self.tpot.quantile_ms(0.5))),
-            ("tpot_ms_p90", ms(self.tpot.quantile_ms(0.9))),
-            ("tpot_ms_p99", ms(self.tpot.quantile_ms(0.99))),
-            ("itl_ms_p99", ms(self.itl.quantile_ms(0.99))),
+            ("ttft_ms_p50", quantile(&self.ttft, 0.5)),
+            ("ttft_ms_p90", quantile(&self.ttft, 0.9)),
+            ("ttft_ms_p99", quantile(&self.ttft, 0.99)),
+            ("tpot_ms_p50", quantile(&self.tpot, 0.5)),
+            ("tpot_ms_p90", quantile(&self.tpot, 0.9)),
+            ("tpot_ms_p99", quantile(&self.tpot, 0.99)),
+            ("itl_ms_p99", quantile(&self.itl, 0.99)),
             (
                 "mean_batch_per_rank",
                 num(per_decode_s(self.decode_batch_sum)),
@@ -331,6 +343,15 @@ impl Collector {
                 kv_bytes_delivered,
             },
         }
+    }
+}
+
+/// A latency quantile in ms; empty when nothing was recorded.
+fn quantile(l: &Latencies, q: f64) -> String {
+    if l.count() == 0 {
+        String::new()
+    } else {
+        format!("{:.3}", l.quantile_ms(q))
     }
 }
 

@@ -73,8 +73,13 @@ pub enum Arrivals {
     Gamma { rate_per_s: f64, cv: f64 },
     /// A fixed number of users, each sending its next request when its last one finishes.
     /// User u sends its first request at u x `ramp_up_s` / `users` (default 0: all at once).
+    /// `users_per_gpu` instead sets users per GPU of the decoding instances (`decode` or
+    /// `both`); the resolved scenario has both.
     ClosedLoop {
+        #[serde(default)]
         users: u64,
+        #[serde(default)]
+        users_per_gpu: Option<u64>,
         #[serde(default)]
         ramp_up_s: f64,
     },
@@ -133,6 +138,8 @@ struct InstanceFile {
     attention_tp: Option<At<u64>>,
     #[serde(default)]
     slots: Option<u64>,
+    #[serde(default)]
+    redundant_experts_per_gpu: Option<u64>,
     #[serde(default)]
     eplb: Option<EplbMode>,
     max_batch: At<u64>,
@@ -389,10 +396,14 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
             "workload.arrivals.cv",
             format!("must be > 0, got {cv}"),
         ),
-        Arrivals::ClosedLoop { users: 0, .. } => problem(
+        Arrivals::ClosedLoop {
+            users,
+            users_per_gpu,
+            ..
+        } if (*users == 0) == users_per_gpu.is_none_or(|u| u == 0) => problem(
             w.arrivals.loc,
             "workload.arrivals.users",
-            "must be at least 1".into(),
+            "give users (at least 1) or users_per_gpu (at least 1), not both".into(),
         ),
         Arrivals::ClosedLoop { ramp_up_s, .. } if !(ramp_up_s.is_finite() && *ramp_up_s >= 0.0) => {
             problem(
@@ -590,7 +601,18 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         let (Some(topo), Some(model)) = (&topology, &model) else {
             continue;
         };
-        let slots = f.slots.unwrap_or(model.moe.routed_experts);
+        let slots = match (f.slots, f.redundant_experts_per_gpu) {
+            (Some(_), Some(_)) => {
+                problem(
+                    inst.loc,
+                    &at("slots"),
+                    "give slots or redundant_experts_per_gpu, not both".into(),
+                );
+                continue;
+            }
+            (Some(s), None) => s,
+            (None, r) => model.moe.routed_experts + r.unwrap_or(0) * first.len() as u64,
+        };
         if eplb == EplbMode::None && slots != model.moe.routed_experts {
             problem(
                 inst.loc,
@@ -716,6 +738,20 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
     }
 
     diags.append(named);
+    let mut arrivals = w.arrivals.value.clone();
+    if let Arrivals::ClosedLoop {
+        users,
+        users_per_gpu: Some(per_gpu),
+        ..
+    } = &mut arrivals
+    {
+        let decoding: u64 = instances
+            .iter()
+            .filter(|i| i.role != Role::Prefill)
+            .map(InstanceSpec::ep)
+            .sum();
+        *users = *per_gpu * decoding;
+    }
     let scenario = Scenario {
         name: raw.name.unwrap_or_else(|| {
             file.file_stem()
@@ -729,7 +765,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         duration_s,
         warmup_s,
         workload: Workload {
-            arrivals: w.arrivals.value.clone(),
+            arrivals,
             input: w.input.value.clone(),
             output: w.output.value.clone(),
             prefix_hit,

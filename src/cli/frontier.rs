@@ -1,0 +1,148 @@
+//! `epsim frontier`: Pareto frontiers of a summary.csv, per group, and their value at an x.
+
+use super::output::{UsageError, emit, json};
+use epsim::sweep::frontier::{self, Frontier};
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub struct FrontierArgs<'a> {
+    pub summary: &'a Path,
+    pub x: &'a str,
+    pub y: &'a str,
+    pub by: Vec<String>,
+    pub at: Option<f64>,
+    pub format: Format,
+}
+
+fn group_label(f: &Frontier) -> String {
+    if f.group.is_empty() {
+        return "all".into();
+    }
+    f.group
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(a.summary)
+        .map_err(|e| UsageError(format!("{}: {e}", a.summary.display())))?;
+    let groups = frontier::frontiers(&text, a.x, a.y, &a.by)
+        .map_err(|e| UsageError(format!("{}: {e}", a.summary.display())))?;
+    let at = |f: &Frontier| a.at.and_then(|x| frontier::y_at(&f.points, x));
+    let range = |f: &Frontier| {
+        let xs: Vec<f64> = f.points.iter().map(|p| p.0).collect();
+        (
+            xs.first().copied().unwrap_or(0.0),
+            xs.last().copied().unwrap_or(0.0),
+        )
+    };
+    let out = match a.format {
+        Format::Json => json(
+            &groups
+                .iter()
+                .map(|f| {
+                    let mut o = serde_json::Map::new();
+                    for (k, v) in &f.group {
+                        o.insert(k.clone(), v.as_str().into());
+                    }
+                    o.insert(
+                        "frontier".into(),
+                        f.points
+                            .iter()
+                            .map(|&(x, y)| serde_json::json!([x, y]))
+                            .collect(),
+                    );
+                    if let Some(x) = a.at {
+                        o.insert("x".into(), x.into());
+                        o.insert(
+                            "y_at".into(),
+                            at(f).map_or(serde_json::Value::Null, Into::into),
+                        );
+                        if at(f).is_none() {
+                            let (lo, hi) = range(f);
+                            o.insert(
+                                "note".into(),
+                                format!(
+                                    "{x} is outside this frontier's {} range [{lo}, {hi}]",
+                                    a.x
+                                )
+                                .into(),
+                            );
+                        }
+                    }
+                    serde_json::Value::Object(o)
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let mut header: Vec<String> = a.by.clone();
+            header.extend([a.x.to_owned(), a.y.to_owned()]);
+            if a.at.is_some() {
+                header = a.by.clone();
+                header.extend([format!("{}_at", a.y), a.x.to_owned()]);
+            }
+            w.write_record(&header)?;
+            for f in &groups {
+                let key = f.group.iter().map(|(_, v)| v.clone());
+                match a.at {
+                    Some(x) => {
+                        let mut row: Vec<String> = key.collect();
+                        row.push(at(f).map_or(String::new(), |y| format!("{y:.4}")));
+                        row.push(x.to_string());
+                        w.write_record(&row)?;
+                    }
+                    None => {
+                        for (x, y) in &f.points {
+                            let mut row: Vec<String> = key.clone().collect();
+                            row.extend([x.to_string(), y.to_string()]);
+                            w.write_record(&row)?;
+                        }
+                    }
+                }
+            }
+            String::from_utf8(w.into_inner()?)?
+        }
+        Format::Table => {
+            let mut t = String::new();
+            for f in &groups {
+                match a.at {
+                    Some(x) => match at(f) {
+                        Some(y) => t.push_str(&format!(
+                            "{:<28} {} at {} = {x}: {y:.1}\n",
+                            group_label(f),
+                            a.y,
+                            a.x
+                        )),
+                        None => {
+                            let (lo, hi) = range(f);
+                            t.push_str(&format!(
+                                "{:<28} {x} is outside this frontier's {} range [{lo:.1}, {hi:.1}]\n",
+                                group_label(f),
+                                a.x
+                            ));
+                        }
+                    },
+                    None => {
+                        t.push_str(&format!("{} ({} points)\n", group_label(f), f.points.len()));
+                        for (x, y) in &f.points {
+                            t.push_str(&format!("  {}={x:.2}  {}={y:.2}\n", a.x, a.y));
+                        }
+                    }
+                }
+            }
+            t
+        }
+    };
+    emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}

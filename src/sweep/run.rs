@@ -1,0 +1,356 @@
+//! Running a sweep: points in parallel, each written to `points/NNNNN.csv` the moment it
+//! finishes (atomically), so an interrupted run keeps every finished point and `--resume`
+//! skips them; `summary.csv` is assembled from the point files in sweep order, so it is
+//! byte-identical whatever the number of threads or shards.
+
+use super::plan::{self, Point, Sweep};
+use crate::input::{self, Diagnostics, Node};
+use crate::serving::output::write_atomic;
+use crate::serving::{scenario, sim};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A scenario file with its sweep (a single point when it has none).
+pub struct SweepFile {
+    pub file: PathBuf,
+    scenario: Node,
+    pub sweep: Sweep,
+    pub points: Vec<Point>,
+}
+
+/// Reads a scenario and its sweep; checks every point as a scenario (each problem is
+/// reported with the point it belongs to).
+pub fn load(file: &Path) -> Result<SweepFile, Diagnostics> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        let mut d = Diagnostics::new();
+        d.push_file(file, format!("cannot read the file: {e}"));
+        d
+    })?;
+    let root = input::parse_tree(file, &text)?;
+    let (scenario, section) = plan::split(&root);
+    let sweep = match &section {
+        Some(s) => plan::parse(file, s)?,
+        None => Sweep {
+            groups: Vec::new(),
+            seeds: 1,
+        },
+    };
+    let points = sweep.points();
+    Ok(SweepFile {
+        file: file.to_owned(),
+        scenario,
+        sweep,
+        points,
+    })
+}
+
+impl SweepFile {
+    pub fn is_sweep(&self) -> bool {
+        self.points.len() > 1 || !self.sweep.groups.is_empty()
+    }
+
+    /// The point's scenario, loaded and checked.
+    pub fn scenario(&self, point: &Point) -> Result<scenario::LoadedScenario, Diagnostics> {
+        let tree = point.apply(&self.scenario).map_err(|e| {
+            let mut d = Diagnostics::new();
+            d.push_file(
+                &self.file,
+                format!("point {} ({}): {e}", point.index, point.label()),
+            );
+            d
+        })?;
+        let mut loaded = scenario::from_tree(&self.file, &tree)?;
+        loaded.scenario.seed += point.seed_offset;
+        Ok(loaded)
+    }
+
+    /// Checks every point; every problem, each once, labelled with the first point it
+    /// appears in.
+    pub fn check(&self) -> Result<(), Diagnostics> {
+        let mut all = Diagnostics::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.points {
+            if let Err(d) = self.scenario(p) {
+                let text = d.to_string();
+                if seen.insert(text) {
+                    if self.is_sweep() {
+                        all.push_file(
+                            &self.file,
+                            format!(
+                                "sweep point {} ({}) is not a valid scenario:",
+                                p.index,
+                                p.label()
+                            ),
+                        );
+                    }
+                    all.append(d);
+                }
+            }
+        }
+        if all.is_empty() { Ok(()) } else { Err(all) }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub out: PathBuf,
+    pub jobs: usize,
+    pub resume: bool,
+    /// (k, n): run the k-th (1-based) of n slices.
+    pub shard: Option<(usize, usize)>,
+    pub progress: bool,
+    /// Replaces the scenario's seed (replicates add to it).
+    pub seed: Option<u64>,
+}
+
+/// What a sweep run did.
+pub struct Outcome {
+    pub ran: usize,
+    pub skipped: usize,
+    /// summary.csv, once every point of the sweep is present.
+    pub summary: Option<PathBuf>,
+    pub wall_s: f64,
+}
+
+/// The points of shard (k, n): every n-th, starting at k - 1.
+pub fn shard_points(points: &[Point], shard: Option<(usize, usize)>) -> Vec<&Point> {
+    points
+        .iter()
+        .filter(|p| shard.is_none_or(|(k, n)| p.index % n == k - 1))
+        .collect()
+}
+
+pub fn point_file(dir: &Path, index: usize) -> PathBuf {
+    dir.join("points").join(format!("{index:05}.csv"))
+}
+
+/// One point's row: `param_<axis>` columns, then the run's summary.
+fn point_csv(point: &Point, report: &crate::serving::metrics::Report) -> std::io::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header: Vec<String> = point
+        .params
+        .iter()
+        .map(|(k, _)| format!("param_{k}"))
+        .chain(report.summary.iter().map(|(c, _)| (*c).to_owned()))
+        .collect();
+    w.write_record(&header)?;
+    w.write_record(
+        point
+            .params
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .chain(report.summary.iter().map(|(_, v)| v.as_str())),
+    )?;
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(opts.out.join("points"))
+        .map_err(|e| format!("{}: {e}", opts.out.display()))?;
+    write_manifest(sweep, opts)?;
+    let mine = shard_points(&sweep.points, opts.shard);
+    let todo: Vec<&Point> = mine
+        .iter()
+        .copied()
+        .filter(|p| !(opts.resume && point_file(&opts.out, p.index).is_file()))
+        .collect();
+    let skipped = mine.len() - todo.len();
+    let bar = progress_bar(opts.progress, todo.len());
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1).min(todo.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(point) = todo.get(i) else { return };
+                    if let Err(e) = run_point(sweep, point, opts) {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        return;
+                    }
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let summary = assemble(
+        &opts.out,
+        std::slice::from_ref(&opts.out),
+        sweep.points.len(),
+    )?;
+    Ok(Outcome {
+        ran: todo.len(),
+        skipped,
+        summary,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn run_point(sweep: &SweepFile, point: &Point, opts: &Options) -> Result<(), String> {
+    let mut loaded = sweep.scenario(point).map_err(|d| d.to_string())?;
+    if let Some(seed) = opts.seed {
+        loaded.scenario.seed = seed + point.seed_offset;
+    }
+    let report =
+        sim::run(&loaded).map_err(|e| format!("point {} ({}): {e}", point.index, point.label()))?;
+    let bytes = point_csv(point, &report).map_err(|e| e.to_string())?;
+    write_atomic(&point_file(&opts.out, point.index), &bytes).map_err(|e| e.to_string())
+}
+
+fn progress_bar(wanted: bool, total: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !wanted || !std::io::stderr().is_terminal() || total == 0 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} points, {elapsed} elapsed, ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// When `dirs` together hold every point file of a sweep of `total` points, writes
+/// `out/summary.csv` (the rows in sweep order) and returns its path; `None` if some are
+/// missing (a shard, or an interrupted run).
+pub fn assemble(out: &Path, dirs: &[PathBuf], total: usize) -> Result<Option<PathBuf>, String> {
+    let mut text = String::new();
+    for index in 0..total {
+        let Some(file) = dirs
+            .iter()
+            .map(|d| point_file(d, index))
+            .find(|f| f.is_file())
+        else {
+            return Ok(None);
+        };
+        let body =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let (header, row) = body
+            .split_once('\n')
+            .ok_or_else(|| format!("{}: not a point file", file.display()))?;
+        if index == 0 {
+            text.push_str(header);
+            text.push('\n');
+        } else if !text.starts_with(&format!("{header}\n")) {
+            return Err(format!(
+                "{}: its columns differ from point 0's: not the same sweep",
+                file.display()
+            ));
+        }
+        text.push_str(row);
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let summary = out.join("summary.csv");
+    write_atomic(&summary, text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(Some(summary))
+}
+
+/// `sweep.json`: what a sweep folder holds, so shards can be checked and merged.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepManifest {
+    pub epsim_version: String,
+    pub scenario: String,
+    pub total_points: usize,
+    /// Every point's label, in sweep order.
+    pub points: Vec<String>,
+    /// `k/n` for a shard.
+    pub shard: Option<String>,
+}
+
+fn write_manifest(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
+    let manifest = SweepManifest {
+        epsim_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: sweep.file.display().to_string(),
+        total_points: sweep.points.len(),
+        points: sweep.points.iter().map(Point::label).collect(),
+        shard: opts.shard.map(|(k, n)| format!("{k}/{n}")),
+    };
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
+    write_atomic(&opts.out.join("sweep.json"), format!("{text}\n").as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+fn read_manifest(dir: &Path) -> Result<SweepManifest, String> {
+    let file = dir.join("sweep.json");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("{}: {e} (is it a sweep's output folder?)", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// Combines the folders of a sweep's shards into `out`: every point file, the manifest and
+/// summary.csv, exactly as an unsharded run writes them.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, String> {
+    let manifests = dirs
+        .iter()
+        .map(|d| read_manifest(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = manifests.first().ok_or("nothing to merge")?;
+    for (d, m) in dirs.iter().zip(&manifests) {
+        if m.points != first.points {
+            return Err(format!(
+                "{} holds a different sweep ({} points) from {} ({} points)",
+                d.display(),
+                m.total_points,
+                dirs[0].display(),
+                first.total_points
+            ));
+        }
+    }
+    std::fs::create_dir_all(out.join("points")).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut missing = Vec::new();
+    for index in 0..first.total_points {
+        match dirs
+            .iter()
+            .map(|d| point_file(d, index))
+            .find(|f| f.is_file())
+        {
+            Some(f) => {
+                let target = point_file(out, index);
+                if f != target {
+                    let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                    write_atomic(&target, &bytes).map_err(|e| e.to_string())?;
+                }
+            }
+            None => missing.push(index),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} of {} points are in none of the folders (first: {} = {}); run the missing shards or --resume",
+            missing.len(),
+            first.total_points,
+            missing[0],
+            first.points[missing[0]]
+        ));
+    }
+    let merged = SweepManifest {
+        shard: None,
+        ..first.clone()
+    };
+    let text = serde_json::to_string_pretty(&merged).map_err(|e| e.to_string())?;
+    write_atomic(&out.join("sweep.json"), format!("{text}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    assemble(
+        out,
+        std::slice::from_ref(&out.to_owned()),
+        first.total_points,
+    )?
+    .ok_or_else(|| "points went missing while merging".to_owned())
+}
