@@ -107,6 +107,22 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Compare a candidate run with a baseline; exit 1 on a regression
+    #[command(
+        after_help = "Examples:\n  epsim compare results/policies-regression out/policies-regression\n  epsim compare base/ cand/ --metric output_tok_s_per_gpu:higher --metric ttft_ms_p99:lower --tolerance 1%\n\nRows are matched by their param_* columns. Default metrics: output_tok_s_per_gpu:higher,\ntok_s_per_user:higher, ttft_ms_p99:lower, tpot_ms_p99:lower. Exit codes: 0 within\ntolerance, 1 a regression, 2 inputs that cannot be compared (different sweeps, missing\nrows or columns)."
+    )]
+    Compare {
+        /// Baseline output folder (or its summary.csv)
+        baseline: PathBuf,
+        /// Candidate output folder (or its summary.csv)
+        candidate: PathBuf,
+        /// COLUMN:higher or COLUMN:lower (repeatable)
+        #[arg(long = "metric", value_parser = epsim::sweep::compare::parse_metric)]
+        metrics: Vec<epsim::sweep::compare::Metric>,
+        /// Worse by more than this is a regression: 2% or 0.02
+        #[arg(long, default_value = "2%", value_parser = cli::compare::parse_tolerance)]
+        tolerance: f64,
+    },
     /// Pareto frontiers of a sweep's summary.csv per group, and their value at an x
     #[command(
         after_help = "Examples:\n  epsim frontier results/wide-ep-nvl72/summary.csv --x tok_s_per_user --y output_tok_s_per_decode_gpu --by ep,eplb\n  epsim frontier results/wide-ep-nvl72/summary.csv --x tok_s_per_user --y output_tok_s_per_decode_gpu --by ep --at 100 --format json\n\nThe frontier is upper-right: a point stays unless another has at least its x and more y.\n--by names columns; `ep` also finds the sweep's `param_ep`. With --at, the table's last\nline is the last group's value over the first's."
@@ -255,6 +271,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             progress: !no_progress,
         }),
         Command::Merge { dirs, out } => cli::run::merge(&dirs, &out),
+        Command::Compare {
+            baseline,
+            candidate,
+            metrics,
+            tolerance,
+        } => cli::compare::run(&baseline, &candidate, metrics, tolerance),
         Command::Frontier {
             summary,
             x,

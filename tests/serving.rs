@@ -456,3 +456,97 @@ fn frontier_finds_the_best_points_per_group_and_interpolates() {
         .code(2)
         .stderr(predicates::str::contains("no column `nope`"));
 }
+
+/// The policies' golden results: the simulator's output must not drift from the checked-in
+/// summary without an explicit update (`UPDATE_GOLDEN=1 cargo test golden`).
+#[test]
+fn golden_policies_regression_results_hold() {
+    let golden = repo("results/policies-regression");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = if update {
+        golden.clone()
+    } else {
+        dir.path().to_owned()
+    };
+    if update {
+        let _ = std::fs::remove_dir_all(&golden);
+    }
+    epsim()
+        .args(["run", "--no-progress", "--out"])
+        .arg(&out)
+        .arg(repo("scenarios/policies-regression.yaml"))
+        .assert()
+        .success();
+    let expected = std::fs::read_to_string(golden.join("summary.csv")).unwrap();
+    let got = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(
+        got == expected,
+        "results/policies-regression/summary.csv drifted; if intended, run UPDATE_GOLDEN=1 cargo test golden\n--- golden\n{expected}\n--- now\n{got}"
+    );
+    // `epsim compare` agrees: no change is no regression.
+    epsim()
+        .arg("compare")
+        .arg(&golden)
+        .arg(&out)
+        .assert()
+        .success();
+}
+
+#[test]
+fn compare_exits_1_on_a_regression_and_2_on_incomparable_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("summary.csv"), text).unwrap();
+        d
+    };
+    let base = write(
+        "base",
+        "param_policy,output_tok_s_per_gpu,tok_s_per_user,ttft_ms_p99,tpot_ms_p99\nfcfs,1000,50,200,20\nkv_aware,1000,50,200,20\n",
+    );
+    let slower = write(
+        "slower",
+        "param_policy,output_tok_s_per_gpu,tok_s_per_user,ttft_ms_p99,tpot_ms_p99\nfcfs,1000,50,200,20\nkv_aware,1000,50,260,20.1\n",
+    );
+    let out = epsim()
+        .arg("compare")
+        .arg(&base)
+        .arg(&slower)
+        .assert()
+        .code(1);
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("policy=kv_aware") && text.contains("REGRESSION"),
+        "{text}"
+    );
+    assert!(
+        text.contains("worse, within tolerance"),
+        "tpot +0.5% is within 2%: {text}"
+    );
+    assert!(text.contains("1 regressions beyond 2.00%"), "{text}");
+    // A looser tolerance forgives it; a narrower metric list ignores it.
+    epsim()
+        .arg("compare")
+        .arg(&base)
+        .arg(&slower)
+        .args(["--tolerance", "40%"])
+        .assert()
+        .success();
+    epsim()
+        .arg("compare")
+        .arg(&base)
+        .arg(&slower)
+        .args(["--metric", "output_tok_s_per_gpu:higher"])
+        .assert()
+        .success();
+    let other = write("other", "param_rate,output_tok_s_per_gpu\n1,5\n");
+    epsim()
+        .arg("compare")
+        .arg(&base)
+        .arg(&other)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("different sweeps"));
+}

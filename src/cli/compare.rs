@@ -1,0 +1,97 @@
+//! `epsim compare`: a candidate run against a baseline; exit 1 on a regression.
+
+use super::output::{UsageError, emit};
+use epsim::sweep::compare::{self, DEFAULT_METRICS, Metric, Verdict};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `2%` or `0.02`.
+pub fn parse_tolerance(text: &str) -> Result<f64, String> {
+    let value = match text.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
+        None => text.trim().parse::<f64>(),
+    };
+    match value {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!(
+            "expected a tolerance such as 2% or 0.02, got \"{text}\""
+        )),
+    }
+}
+
+fn summary(dir: &Path) -> anyhow::Result<String> {
+    let file = if dir.is_dir() {
+        dir.join("summary.csv")
+    } else {
+        dir.to_owned()
+    };
+    std::fs::read_to_string(&file)
+        .map_err(|e| UsageError(format!("{}: {e}", file.display())).into())
+}
+
+pub fn run(
+    baseline: &Path,
+    candidate: &Path,
+    metrics: Vec<Metric>,
+    tolerance: f64,
+) -> anyhow::Result<ExitCode> {
+    let metrics = if metrics.is_empty() {
+        DEFAULT_METRICS
+            .iter()
+            .map(|&(c, better)| Metric {
+                column: c.to_owned(),
+                better,
+            })
+            .collect()
+    } else {
+        metrics
+    };
+    let changes = compare::compare(
+        &summary(baseline)?,
+        &summary(candidate)?,
+        &metrics,
+        tolerance,
+    )
+    .map_err(UsageError)?;
+    let fmt = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    let width = changes
+        .iter()
+        .map(|c| c.row.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let mut text = format!(
+        "{:<width$}  {:<22} {:>14} {:>14} {:>9}  verdict\n",
+        "row", "metric", "baseline", "candidate", "change"
+    );
+    for c in &changes {
+        let verdict = match c.verdict {
+            Verdict::Same => "same",
+            Verdict::Better => "better",
+            Verdict::WorseWithin => "worse, within tolerance",
+            Verdict::Worse => "REGRESSION",
+            Verdict::Lost => "REGRESSION (no longer measured)",
+        };
+        text.push_str(&format!(
+            "{:<width$}  {:<22} {:>14} {:>14} {:>9}  {verdict}\n",
+            c.row,
+            c.metric,
+            fmt(c.baseline),
+            fmt(c.candidate),
+            c.change
+                .map_or("-".to_owned(), |x| format!("{:+.2}%", x * 100.0)),
+        ));
+    }
+    let regressions = changes.iter().filter(|c| c.is_regression()).count();
+    text.push_str(&format!(
+        "\n{regressions} regressions beyond {:.2}% in {} comparisons\n",
+        tolerance * 100.0,
+        changes.len()
+    ));
+    emit(&text)?;
+    Ok(if regressions > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
