@@ -143,6 +143,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
         format: cli::frontier::Format,
     },
+    /// Draw a sweep's results as SVG: frontier.svg, ttft.svg, tpot.svg in its folder
+    #[command(
+        after_help = "Example:\n  epsim plot results/wide-ep-nvl72 --by ep,eplb\n\nfrontier.svg: the Pareto frontier of --y against --x per group (NVIDIA's Wide-EP Figure 5\nshape); ttft.svg and tpot.svg: p99 latencies against --load (default: the last sweep axis)."
+    )]
+    Plot {
+        /// A sweep's output folder (holding summary.csv)
+        dir: PathBuf,
+        #[arg(long, default_value = "tok_s_per_user")]
+        x: String,
+        #[arg(long, default_value = "output_tok_s_per_gpu")]
+        y: String,
+        /// Group rows by these columns [default: every sweep axis but the load]
+        #[arg(long, value_delimiter = ',')]
+        by: Vec<String>,
+        /// The load column for the latency charts
+        #[arg(long)]
+        load: Option<String>,
+    },
     /// Combine the output folders of a sweep's shards into the unsharded result
     #[command(
         after_help = "Example:\n  epsim merge shard1 shard2 shard3 --out results/wide-ep-nvl72\n\nFails (exit 2) if the folders hold different sweeps or some points are in none of them."
@@ -271,6 +289,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             progress: !no_progress,
         }),
         Command::Merge { dirs, out } => cli::run::merge(&dirs, &out),
+        Command::Plot {
+            dir,
+            x,
+            y,
+            by,
+            load,
+        } => cli::plot::run(&cli::plot::PlotArgs {
+            dir: &dir,
+            x: &x,
+            y: &y,
+            by,
+            load,
+        }),
         Command::Compare {
             baseline,
             candidate,

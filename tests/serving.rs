@@ -550,3 +550,35 @@ fn compare_exits_1_on_a_regression_and_2_on_incomparable_inputs() {
         .code(2)
         .stderr(predicates::str::contains("different sweeps"));
 }
+
+#[test]
+fn plot_draws_the_frontier_and_latencies_of_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_sweep(dir.path());
+    let out = dir.path().join("out");
+    epsim()
+        .args(["run", "--no-progress", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .assert()
+        .success();
+    epsim()
+        .arg("plot")
+        .arg(&out)
+        .args(["--by", "policy"])
+        .assert()
+        .success();
+    for name in ["frontier.svg", "ttft.svg", "tpot.svg"] {
+        let svg = std::fs::read_to_string(out.join(name)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            2,
+            "{name}: one line per policy"
+        );
+        assert!(svg.contains("policy=kv_aware"), "{name}");
+    }
+}

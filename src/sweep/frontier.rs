@@ -51,9 +51,42 @@ pub fn y_at(frontier: &[(f64, f64)], x: f64) -> Option<f64> {
     Some(first.1)
 }
 
+/// Every row's (`x`, `y`), grouped by the `by` columns, each group sorted by x.
+pub fn rows(
+    text: &str,
+    x: &str,
+    y: &str,
+    by: &[String],
+) -> Result<Vec<(Vec<(String, String)>, Vec<(f64, f64)>)>, String> {
+    Ok(grouped(text, x, y, by)?
+        .into_iter()
+        .map(|(group, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (group, points)
+        })
+        .collect())
+}
+
 /// Reads `csv` text; groups rows by the `by` columns (a name `ep` also finds `param_ep`);
 /// one frontier of (`x`, `y`) per group, groups in order of first appearance.
 pub fn frontiers(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Frontier>, String> {
+    Ok(grouped(text, x, y, by)?
+        .into_iter()
+        .map(|(group, points)| Frontier {
+            points: frontier(&points),
+            group,
+        })
+        .collect())
+}
+
+/// Rows' (x, y) per group of the `by` columns, groups in order of first appearance.
+#[allow(clippy::type_complexity)]
+fn grouped(
+    text: &str,
+    x: &str,
+    y: &str,
+    by: &[String],
+) -> Result<Vec<(Vec<(String, String)>, Vec<(f64, f64)>)>, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let column = |name: &str| {
@@ -99,9 +132,9 @@ pub fn frontiers(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Fron
     }
     Ok(order
         .into_iter()
-        .map(|key| Frontier {
-            points: frontier(&groups[&key]),
-            group: by.iter().cloned().zip(key).collect(),
+        .map(|key| {
+            let points = groups.remove(&key).unwrap_or_default();
+            (by.iter().cloned().zip(key).collect(), points)
         })
         .collect())
 }

@@ -4,4 +4,5 @@
 pub mod compare;
 pub mod frontier;
 pub mod plan;
+pub mod plot;
 pub mod run;
