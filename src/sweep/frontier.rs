@@ -51,13 +51,11 @@ pub fn y_at(frontier: &[(f64, f64)], x: f64) -> Option<f64> {
     Some(first.1)
 }
 
+/// (column, value) of the grouping columns, and the group's (x, y) points.
+pub type Group = (Vec<(String, String)>, Vec<(f64, f64)>);
+
 /// Every row's (`x`, `y`), grouped by the `by` columns, each group sorted by x.
-pub fn rows(
-    text: &str,
-    x: &str,
-    y: &str,
-    by: &[String],
-) -> Result<Vec<(Vec<(String, String)>, Vec<(f64, f64)>)>, String> {
+pub fn rows(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, String> {
     Ok(grouped(text, x, y, by)?
         .into_iter()
         .map(|(group, mut points)| {
@@ -80,13 +78,7 @@ pub fn frontiers(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Fron
 }
 
 /// Rows' (x, y) per group of the `by` columns, groups in order of first appearance.
-#[allow(clippy::type_complexity)]
-fn grouped(
-    text: &str,
-    x: &str,
-    y: &str,
-    by: &[String],
-) -> Result<Vec<(Vec<(String, String)>, Vec<(f64, f64)>)>, String> {
+fn grouped(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let column = |name: &str| {
