@@ -107,6 +107,48 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Find the deployment with the fewest GPUs that meets a latency SLA at a rate
+    #[command(
+        after_help = "Example:\n  epsim plan --model deepseek-r1 --topology topologies/gb200-nvl72.yaml --rate 20 --isl 1024 --osl 1024 --ttft-p99-ms 2000 --tpot-p99-ms 20 --weights nvfp4 --mtp 1\n\nSimulates disaggregated deployments (1-4 prefill instances of EP8; decode EP 8, 16, 32 or\n64; EPLB none or static with one redundant expert per GPU; max batch 64 or 256 per rank)\nunder Poisson arrivals at the rate. A deployment meets the target when its p99 TTFT and\nTPOT are within the SLA and it delivers at least 95% of the offered output tokens.\nPrints the best, the runners-up and why the smaller ones fail. Exit 1 when none meets it."
+    )]
+    Plan {
+        /// Model name (looked up in --models-dir) or file
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// Topology file
+        #[arg(long)]
+        topology: PathBuf,
+        /// Requests per second (Poisson)
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 1024, value_parser = cli::limits::u64_in(1, cli::limits::MAX_TOKENS))]
+        isl: u64,
+        #[arg(long, default_value_t = 1024, value_parser = cli::limits::u64_in(1, cli::limits::MAX_TOKENS))]
+        osl: u64,
+        #[arg(long)]
+        ttft_p99_ms: f64,
+        #[arg(long)]
+        tpot_p99_ms: f64,
+        /// Expert weight precision [default: the model's]
+        #[arg(long, value_enum)]
+        weights: Option<epsim::model::Precision>,
+        /// MTP draft tokens per step
+        #[arg(long, default_value_t = 0, value_parser = cli::limits::u64_in(0, 4))]
+        mtp: u64,
+        /// Simulated seconds per deployment (the first 20% are warm-up)
+        #[arg(long, default_value_t = 60.0)]
+        duration_s: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Deployments simulated at once [default: the number of cores]
+        #[arg(short = 'j', long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
+        /// Runners-up shown
+        #[arg(long, default_value_t = 5)]
+        runners_up: usize,
+    },
     /// Compare a candidate run with a baseline; exit 1 on a regression
     #[command(
         after_help = "Examples:\n  epsim compare results/policies-regression out/policies-regression\n  epsim compare base/ cand/ --metric output_tok_s_per_gpu:higher --metric ttft_ms_p99:lower --tolerance 1%\n\nRows are matched by their param_* columns. Default metrics: output_tok_s_per_gpu:higher,\ntok_s_per_user:higher, ttft_ms_p99:lower, tpot_ms_p99:lower. Exit codes: 0 within\ntolerance, 1 a regression, 2 inputs that cannot be compared (different sweeps, missing\nrows or columns)."
@@ -289,6 +331,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             progress: !no_progress,
         }),
         Command::Merge { dirs, out } => cli::run::merge(&dirs, &out),
+        Command::Plan {
+            model,
+            models_dir,
+            topology,
+            rate,
+            isl,
+            osl,
+            ttft_p99_ms,
+            tpot_p99_ms,
+            weights,
+            mtp,
+            duration_s,
+            seed,
+            jobs,
+            runners_up,
+        } => {
+            for (name, v) in [
+                ("--rate", rate),
+                ("--ttft-p99-ms", ttft_p99_ms),
+                ("--tpot-p99-ms", tpot_p99_ms),
+                ("--duration-s", duration_s),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(UsageError(format!("{name} must be a number > 0, got {v}")).into());
+                }
+            }
+            cli::plan::run(cli::plan::PlanArgs {
+                model,
+                models_dir,
+                topology,
+                target: epsim::sweep::capacity::Target {
+                    model_file: PathBuf::new(),
+                    topology_file: PathBuf::new(),
+                    rate_per_s: rate,
+                    isl,
+                    osl,
+                    ttft_p99_ms,
+                    tpot_p99_ms,
+                    experts: weights.map(|w| w.name().to_owned()),
+                    mtp_drafts: mtp,
+                    duration_s,
+                    seed,
+                },
+                jobs: jobs.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    |j| j as usize,
+                ),
+                runners_up,
+            })
+        }
         Command::Plot {
             dir,
             x,

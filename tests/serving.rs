@@ -582,3 +582,54 @@ fn plot_draws_the_frontier_and_latencies_of_a_sweep() {
         assert!(svg.contains("policy=kv_aware"), "{name}");
     }
 }
+
+#[test]
+fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fail() {
+    let args = |rate: &str, tpot: &str| {
+        let mut cmd = epsim();
+        cmd.current_dir(repo(""))
+            .args([
+                "plan",
+                "--model",
+                "deepseek-r1",
+                "--topology",
+                "topologies/gb200-nvl72.yaml",
+            ])
+            .args([
+                "--rate",
+                rate,
+                "--isl",
+                "512",
+                "--osl",
+                "64",
+                "--ttft-p99-ms",
+                "5000",
+            ])
+            .args([
+                "--tpot-p99-ms",
+                tpot,
+                "--weights",
+                "nvfp4",
+                "--duration-s",
+                "4",
+                "-j",
+                "2",
+            ]);
+        cmd
+    };
+    let out = args("20", "50").assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("best: 16 GPUs, 1 prefill EP8 + decode EP8"),
+        "{text}"
+    );
+    // A TPOT no deployment can reach: exit 1, and each failure says why.
+    let out = args("20", "0.5").assert().code(1);
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(text.contains("no deployment meets the SLA"), "{text}");
+    assert!(
+        text.contains("TPOT p99") && text.contains("> 0.5 ms"),
+        "{text}"
+    );
+    args("-1", "50").assert().code(2);
+}

@@ -24,6 +24,11 @@ fn resolve(what: &str, name: &str, dir: &Path, flag: &str) -> anyhow::Result<Pat
     Err(UsageError(format!("no {what} named `{name}`; {listing}")).into())
 }
 
+/// The file a model name or path refers to.
+pub fn model_path(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    resolve("model", name, dir, "--models-dir")
+}
+
 pub fn model(name: &str, dir: &Path) -> anyhow::Result<ModelConfig> {
     Ok(model::load_model(&resolve(
         "model",

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod lookup;
 pub mod memory;
 pub mod output;
+pub mod plan;
 pub mod plot;
 pub mod run;
 pub mod step;

@@ -1,6 +1,7 @@
 //! Sweeps over scenario fields: planning the points (`plan`), running them in parallel with
 //! durable per-point results, shards and merging (`run`).
 
+pub mod capacity;
 pub mod compare;
 pub mod frontier;
 pub mod plan;
