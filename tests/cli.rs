@@ -195,11 +195,24 @@ fn validate_accepts_every_shipped_file() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for args in [
-        vec!["--help"],
-        vec!["topo", "show", "--help"],
-        vec!["validate", "--help"],
+    let mut commands: Vec<Vec<&str>> = vec![vec!["--help"], vec!["topo", "show", "--help"]];
+    for c in [
+        "validate",
+        "memory",
+        "step",
+        "a2a",
+        "eplb",
+        "imbalance",
+        "run",
+        "merge",
+        "frontier",
+        "plot",
+        "compare",
+        "plan",
     ] {
+        commands.push(vec![c, "--help"]);
+    }
+    for args in commands {
         epsim()
             .args(&args)
             .assert()
