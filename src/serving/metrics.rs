@@ -5,7 +5,6 @@
 use super::pricing::{Price, RankWork};
 use super::scenario::{Role, Scenario};
 use super::sim::Request;
-use super::workload::RequestSpec;
 use crate::engine::{SimDuration, SimTime};
 use crate::metrics::Latencies;
 use serde::Serialize;
@@ -128,7 +127,7 @@ impl Collector {
         now >= self.warmup
     }
 
-    pub fn arrived(&mut self, _: &RequestSpec) {
+    pub fn arrived(&mut self) {
         self.arrived += 1;
     }
 

@@ -315,7 +315,7 @@ impl<'a> Simulation<'a> {
     ) -> Result<(), Error> {
         let id = self.next_id;
         self.next_id += 1;
-        self.metrics.arrived(&spec);
+        self.metrics.arrived();
         let entry = |i: &Instance| matches!(i.spec.role, Role::Prefill | Role::Both);
         let choices: Vec<Choice> = (0..self.instances.len())
             .filter(|&i| entry(&self.instances[i]))
