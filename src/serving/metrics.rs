@@ -79,7 +79,7 @@ pub struct Collector {
     user_rate_sum: f64,
     user_rate_count: u64,
     iterations: u64,
-    iterations_measured: u64,
+    /// Decode-side iterations that started after the warm-up.
     decode_iterations: u64,
     decode_batch_sum: f64,
     kv_weighted: f64,
@@ -107,7 +107,6 @@ impl Collector {
             user_rate_sum: 0.0,
             user_rate_count: 0,
             iterations: 0,
-            iterations_measured: 0,
             decode_iterations: 0,
             decode_batch_sum: 0.0,
             kv_weighted: 0.0,
@@ -167,7 +166,6 @@ impl Collector {
         if !self.measuring(now) || role == Role::Prefill {
             return;
         }
-        self.iterations_measured += 1;
         self.decode_iterations += 1;
         let batch: u64 = work.iter().map(|w| w.batch).sum();
         self.decode_batch_sum += batch as f64 / work.len().max(1) as f64;
@@ -323,7 +321,7 @@ impl Collector {
                 "step_eplb_stall_ms_mean",
                 ms(per_decode_s(self.split[3]) * 1e3),
             ),
-            ("iterations", self.iterations_measured.to_string()),
+            ("iterations", self.decode_iterations.to_string()),
             ("events", events.to_string()),
         ];
         self.rows.sort_by_key(|r| r.id);

@@ -272,8 +272,7 @@ pub struct InstanceSpec {
     pub max_batch: u64,
     /// Tokens per DP rank per iteration (decode tokens plus prefill chunks).
     pub max_tokens: u64,
-    #[serde(skip)]
-    pub deployment: Deployment,
+    /// The memory plan, with the deployment it plans (`plan.deployment`).
     #[serde(skip)]
     pub plan: MemoryPlan,
     #[serde(skip)]
@@ -703,7 +702,6 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
                     eplb,
                     max_batch: f.max_batch.value,
                     max_tokens: f.max_tokens.value,
-                    deployment,
                     plan,
                     gpu: gpu.clone(),
                 }),

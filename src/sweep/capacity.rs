@@ -7,7 +7,6 @@ use crate::serving::metrics::Report;
 use crate::serving::{scenario, sim};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What to plan for.
 #[derive(Debug, Clone)]
@@ -36,12 +35,21 @@ pub struct Candidate {
     pub max_batch: u64,
 }
 
-/// Prefill instances are EP8 (8 GPUs each).
+/// Prefill instances are EP8 (8 GPUs each): one NVLink-domain slice, the prefill layout of
+/// the wide-EP scenarios.
 pub const PREFILL_EP: u64 = 8;
+/// Decode EP sizes searched: standard EP8 up to EP64 (reference section 4).
 const DECODE_EPS: [u64; 4] = [8, 16, 32, 64];
 const EPLB_MODES: [&str; 2] = ["none", "static"];
+/// Requests per decode rank: a latency-leaning limit and TensorRT-LLM wide-EP's 256
+/// (reference section 4).
 const MAX_BATCHES: [u64; 2] = [64, 256];
+/// Up to 32 prefill GPUs: with EP64 decode an NVL72 has room for one instance.
 const MAX_PREFILL_INSTANCES: u64 = 4;
+/// A prefill rank's limits: up to 8 prompts and 8,192 tokens per iteration (TensorRT-LLM's
+/// max_num_tokens order of magnitude, reference section 4: 9,216).
+const PREFILL_MAX_BATCH: u64 = 8;
+const PREFILL_MAX_TOKENS: u64 = 8192;
 
 impl Candidate {
     pub fn gpus(&self) -> u64 {
@@ -104,7 +112,7 @@ workload:
   output: {{dist: fixed, tokens: {osl}}}
 {experts}{mtp}scheduling: {{policy: kv_aware}}
 instances:
-  - {{name: prefill, role: prefill, gpus: {p0}-{p1}, replicas: {np}, max_batch: 8, max_tokens: 8192}}
+  - {{name: prefill, role: prefill, gpus: {p0}-{p1}, replicas: {np}, max_batch: {pb}, max_tokens: {pt}}}
   - {{name: decode, role: decode, gpus: 0-{d1}, eplb: {eplb}, redundant_experts_per_gpu: {redundant}, max_batch: {mb}, max_tokens: {mt}}}
 output: {{requests_csv: false}}
 ",
@@ -118,6 +126,8 @@ output: {{requests_csv: false}}
         p0 = first_prefill,
         p1 = first_prefill + PREFILL_EP - 1,
         np = c.prefill_instances,
+        pb = PREFILL_MAX_BATCH,
+        pt = PREFILL_MAX_TOKENS,
         d1 = c.decode_ep - 1,
         eplb = c.eplb,
         mb = c.max_batch,
@@ -212,20 +222,13 @@ fn evaluate(t: &Target, c: &Candidate) -> Outcome {
 pub fn search(t: &Target, gpus: u64, jobs: usize) -> Vec<Outcome> {
     let all = candidates(gpus);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; all.len()]);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = all.get(i) else { return };
-                    let o = evaluate(t, c);
-                    if let Ok(mut r) = results.lock() {
-                        r[i] = Some(o);
-                    }
-                }
-            });
+    // Evaluating never fails: a candidate that cannot run is an outcome saying why.
+    let _ = super::pool::for_each(&all, jobs, |i, c| {
+        let o = evaluate(t, c);
+        if let Ok(mut r) = results.lock() {
+            r[i] = Some(o);
         }
+        Ok::<(), ()>(())
     });
     let mut outcomes: Vec<Outcome> = results
         .into_inner()

@@ -6,4 +6,5 @@ pub mod compare;
 pub mod frontier;
 pub mod plan;
 pub mod plot;
+pub mod pool;
 pub mod run;

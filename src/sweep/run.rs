@@ -4,12 +4,11 @@
 //! byte-identical whatever the number of threads or shards.
 
 use super::plan::{self, Point, Sweep};
+use super::pool;
 use crate::input::{self, Diagnostics, Node};
 use crate::serving::output::write_atomic;
 use crate::serving::{scenario, sim};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A scenario file with its sweep (a single point when it has none).
 pub struct SweepFile {
@@ -159,36 +158,17 @@ pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
         .collect();
     let skipped = mine.len() - todo.len();
     let bar = progress_bar(opts.progress, todo.len());
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<String>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.max(1).min(todo.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(point) = todo.get(i) else { return };
-                    if let Err(e) = run_point(sweep, point, opts) {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                    if let Some(bar) = &bar {
-                        bar.inc(1);
-                    }
-                }
-            });
+    let done: Result<(), String> = pool::for_each(&todo, opts.jobs, |_, point| {
+        run_point(sweep, point, opts)?;
+        if let Some(bar) = &bar {
+            bar.inc(1);
         }
+        Ok(())
     });
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    if let Some(e) = failure.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    done?;
     let summary = assemble(
         &opts.out,
         std::slice::from_ref(&opts.out),
