@@ -1,16 +1,10 @@
 //! The `epsim` command line, run as a user would.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{epsim, repo, stderr};
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn epsim() -> Command {
-    Command::cargo_bin("epsim").expect("the epsim binary is built")
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use std::path::PathBuf;
 
 fn topo_json(file: &str, extra: &[&str]) -> serde_json::Value {
     let out = epsim()
@@ -298,7 +292,7 @@ fn assert_rejected(name: &str, yaml: &str, expected: &[&str]) {
     std::fs::write(&file, yaml.replace("GPU_SPECS", specs.to_str().unwrap())).unwrap();
     for args in [vec!["validate"], vec!["topo", "show"]] {
         let assert = epsim().args(&args).arg(&file).assert().code(2);
-        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let stderr = stderr(&assert);
         assert!(!stderr.contains("panicked"), "{name}: panic:\n{stderr}");
         assert!(stderr.starts_with("error: "), "{name}:\n{stderr}");
         for want in expected {

@@ -1,15 +1,9 @@
 //! `epsim run` and scenario files, run as a user would.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{epsim, repo, stderr, stdout};
 use std::path::{Path, PathBuf};
-
-fn epsim() -> Command {
-    Command::cargo_bin("epsim").expect("the epsim binary is built")
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 fn run(scenario: &str, out: &Path, extra: &[&str]) -> String {
     let o = epsim()
@@ -132,7 +126,7 @@ fn validate_accepts_the_shipped_scenarios() {
     files.sort();
     assert!(files.len() >= 2);
     let out = epsim().arg("validate").args(&files).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = stdout(&out);
     assert!(
         text.contains("scenario quickstart: 3 instances on 72 GPUs"),
         "{text}"
@@ -199,7 +193,7 @@ instances:
     )
     .unwrap();
     let out = epsim().args(["run"]).arg(&file).assert().code(2);
-    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let err = stderr(&out);
     let needle = "bad.yaml:43:5: instances[4].max_tokenz: unknown field `max_tokenz` (did you mean `max_tokens`?)";
     assert!(err.contains(needle), "{needle}\n{err}");
     // Once the structure is sound, the values: all of them together.
@@ -211,7 +205,7 @@ instances:
     )
     .unwrap();
     let out = epsim().args(["run"]).arg(&file).assert().code(2);
-    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let err = stderr(&out);
     for needle in [
         "bad.yaml:5:11: warmup_s: must be at least 0 and below duration_s",
         "bad.yaml:7:13: workload.arrivals.rate_per_s: must be > 0",
@@ -250,7 +244,7 @@ instances:
     )
     .unwrap();
     let out = epsim().arg("validate").arg(&file).assert().code(2);
-    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let err = stderr(&out);
     assert!(err.contains("s.yaml:1:11: topology: cannot use"), "{err}");
     assert!(err.contains("s.yaml:2:8: model: cannot use"), "{err}");
     assert!(err.contains("nowhere.yaml: cannot read the file"), "{err}");
@@ -333,7 +327,7 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
         .arg(&file)
         .assert()
         .success();
-    let list = String::from_utf8(list.get_output().stdout.clone()).unwrap();
+    let list = stdout(&list);
     assert_eq!(list.lines().count(), 8);
     assert!(
         list.lines()
@@ -362,7 +356,7 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
             .arg(&file)
             .assert()
             .success();
-        let stdout = String::from_utf8(run.get_output().stdout.clone()).unwrap();
+        let stdout = stdout(&run);
         assert!(stdout.contains("summary.csv not written"), "{stdout}");
         shards.push(out);
     }
@@ -386,10 +380,7 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
         .arg(dir.path().join("p"))
         .assert()
         .code(2);
-    assert!(
-        String::from_utf8_lossy(&partial.get_output().stderr)
-            .contains("points are in none of the folders")
-    );
+    assert!(stderr(&partial).contains("points are in none of the folders"));
     // --resume skips what is there: remove one point, resume, same summary.
     std::fs::remove_file(whole.join("points/00003.csv")).unwrap();
     let resumed = epsim()
@@ -398,7 +389,7 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
         .arg(&file)
         .assert()
         .success();
-    let stdout = String::from_utf8(resumed.get_output().stdout.clone()).unwrap();
+    let stdout = stdout(&resumed);
     assert!(
         stdout.starts_with("1 points run, 7 already done"),
         "{stdout}"
@@ -516,7 +507,7 @@ fn compare_exits_1_on_a_regression_and_2_on_incomparable_inputs() {
         .arg(&slower)
         .assert()
         .code(1);
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = stdout(&out);
     assert!(
         text.contains("policy=kv_aware") && text.contains("REGRESSION"),
         "{text}"
@@ -618,14 +609,14 @@ fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fai
         cmd
     };
     let out = args("20", "50").assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = stdout(&out);
     assert!(
         text.contains("best: 16 GPUs, 1 prefill EP8 + decode EP8"),
         "{text}"
     );
     // A TPOT no deployment can reach: exit 1, and each failure says why.
     let out = args("20", "0.5").assert().code(1);
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = stdout(&out);
     assert!(text.contains("no deployment meets the SLA"), "{text}");
     assert!(
         text.contains("TPOT p99") && text.contains("> 0.5 ms"),
