@@ -752,7 +752,7 @@ fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
 
 #[test]
 fn eplb_reproduces_every_reference_vector() {
-    let text = std::fs::read_to_string(repo("../shared/reference/eplb-vectors.json")).unwrap();
+    let text = std::fs::read_to_string(repo("tests/data/eplb-vectors.json")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for case in doc["cases"].as_array().unwrap() {

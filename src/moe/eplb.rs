@@ -1,5 +1,5 @@
 //! DeepSeek's expert-parallel load balancer (deepseek-ai/EPLB `rebalance_experts`), ported
-//! with the tie rules of ../shared/reference/eplb.md: stable descending sorts (equal values
+//! with the tie rules of docs/reference/eplb.md: stable descending sorts (equal values
 //! in increasing index order), the lowest index winning every other tie, no sort when a bin
 //! holds one item. Layers are planned independently.
 
@@ -275,8 +275,8 @@ mod tests {
     use serde_json::Value;
 
     fn vectors() -> Vec<Value> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/eplb-vectors.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eplb-vectors.json");
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let doc: Value = serde_json::from_str(&text).unwrap();
