@@ -4,6 +4,7 @@
 //! Run: `cargo bench --bench step`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use epsim::cost::kernels::Kernels;
 use epsim::cost::step::{StepLoad, iteration_cost};
 use epsim::hardware::{load_spec, spec_path};
 use epsim::model::memory::{AttentionLayout, DEFAULT_KV_SHARE_OF_FREE_MEMORY, Deployment};
@@ -16,6 +17,7 @@ fn price_iteration_cost(c: &mut Criterion) {
     let model = load_model(&root.join("models/deepseek-r1.yaml")).expect("shipped model loads");
     let gpu = load_spec(&spec_path(&root.join("topologies/gpus"), "b200-gb200"))
         .expect("shipped spec loads");
+    let kernels = Kernels::for_gpu(&gpu).expect("shipped profile loads");
     let mut group = c.benchmark_group("iteration_cost_deepseek_r1");
     for (ep, slots) in [(8u64, 256u64), (32, 288)] {
         let d = Deployment {
@@ -38,7 +40,7 @@ fn price_iteration_cost(c: &mut Criterion) {
             b.iter(|| {
                 iteration_cost(
                     black_box(&model),
-                    black_box(&gpu),
+                    black_box(&kernels),
                     black_box(d),
                     black_box(&load),
                 )

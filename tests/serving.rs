@@ -250,15 +250,15 @@ instances:
     assert!(err.contains("nowhere.yaml: cannot read the file"), "{err}");
 }
 
-/// Reference section 5: ~4,600 output tokens/s per GPU. epsim reads high at large batches
-/// (README, "Calibration"); this check fails if it drifts further from the published point.
+/// Reference section 5: ~4,600 output tokens/s per GPU, within 15% (README, "Calibration").
+/// No constant is fitted to this point: the kernel profiles come from kernel measurements.
 #[test]
 fn the_calibration_scenario_stays_near_the_published_point() {
     let dir = tempfile::tempdir().unwrap();
     run("scenarios/calibration-b200-ep8.yaml", dir.path(), &[]);
     let s = summary(dir.path());
     let ratio = value(&s, "output_tok_s_per_gpu") / 4600.0;
-    assert!((0.85..1.8).contains(&ratio), "{ratio}");
+    assert!((0.85..1.15).contains(&ratio), "{ratio}");
     assert!(
         value(&s, "mean_batch_per_rank") > 250.0,
         "max throughput: full batches"
@@ -610,10 +610,12 @@ fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fai
     };
     let out = args("20", "50").assert().success();
     let text = stdout(&out);
+    // On the measured kernels a 16-GPU split keeps up with only ~95% of the offered load.
     assert!(
-        text.contains("best: 16 GPUs, 1 prefill EP8 + decode EP8"),
+        text.contains("best: 24 GPUs, 1 prefill EP8 + decode EP16"),
         "{text}"
     );
+    assert!(text.contains("serves 95% of the offered"), "{text}");
     // A TPOT no deployment can reach: exit 1, and each failure says why.
     let out = args("20", "0.5").assert().code(1);
     let text = stdout(&out);

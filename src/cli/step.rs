@@ -3,6 +3,7 @@
 use super::memory::{DeploymentArgs, TableFormat};
 use super::output::{UsageError, emit, json};
 use epsim::cost::compute::OpCost;
+use epsim::cost::kernels::Kernels;
 use epsim::cost::step::{self, OpClass, PrefillChunk, StepCost, StepLoad};
 use epsim::model::memory;
 use std::fmt::Write;
@@ -54,7 +55,8 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
         mtp: a.deployment.mtp,
         prefill: &chunks,
     };
-    let cost = step::iteration_cost(&model, &gpu, &deployment, &load);
+    let kernels = Kernels::for_gpu(&gpu).map_err(UsageError)?;
+    let cost = step::iteration_detail(&model, &kernels, &deployment, &load);
     let total = cost.total();
     let tokens = step::tokens_per_step(load.mtp, acceptance);
     let tok_s_per_user = tokens / total.seconds;
@@ -75,6 +77,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             "expert_precision": deployment.expert_precision,
             "step_us": total.seconds * 1e6,
             "classes": classes_json(&cost),
+            "ops": cost.ops,
             "communication_modelled": false,
             "tokens_per_expert": cost.tokens_per_expert,
             "tokens_per_step_per_request": tokens,
@@ -126,6 +129,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             }
             // A sum of memory- and compute-bound ops has no single bound.
             let _ = writeln!(t, "  {}", row("total", &total, total.seconds, ""));
+            ops_table(&mut t, &cost, total.seconds);
             let _ = writeln!(
                 t,
                 "  routed tokens per local expert per MoE layer: {} to {} (balanced routing)",
@@ -155,6 +159,27 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every op with its calls per iteration and where its time came from.
+fn ops_table(t: &mut String, cost: &StepCost, total_s: f64) {
+    let _ = writeln!(
+        t,
+        "  {:<32} {:<14} {:>7} {:>10} {:>7}  source",
+        "op", "class", "calls", "time us", "share"
+    );
+    for op in &cost.ops {
+        let _ = writeln!(
+            t,
+            "  {:<32} {:<14} {:>7} {:>10.1} {:>6.1}%  {}",
+            op.op,
+            op.class.label(),
+            op.calls,
+            op.seconds * 1e6,
+            100.0 * op.seconds / total_s,
+            op.source.label()
+        );
+    }
 }
 
 fn row(label: &str, c: &OpCost, total: f64, bound: &str) -> String {
@@ -194,6 +219,7 @@ fn classes_json(cost: &StepCost) -> serde_json::Value {
                 "hbm_gb": c.bytes / 1e9,
                 "tflop": c.flops / 1e12,
                 "memory_bound": c.seconds > 0.0 && c.memory_bound(),
+                "source": cost.sources.get(&class),
             }),
         );
     }

@@ -81,6 +81,11 @@ impl<'a> Roofline<'a> {
         tflops * 1e12
     }
 
+    /// The family's fixed cost per transformer layer per iteration, seconds.
+    pub fn layer_overhead_s(&self) -> f64 {
+        self.gpu.efficiency.layer_overhead_us * 1e-6
+    }
+
     fn padded_rows(&self, m: u64) -> u64 {
         let tile = u64::from(self.gpu.efficiency.mma_tile_rows);
         m.div_ceil(tile) * tile

@@ -3,5 +3,7 @@
 
 pub mod collective;
 pub mod compute;
+pub mod kernels;
 pub mod network;
+pub mod profile;
 pub mod step;

@@ -4,8 +4,9 @@
 //! step goes and how it moves from EP8 to EP32: the MoE GroupGEMM reads the weights of every
 //! local expert that gets a token, so fewer experts per GPU, fewer bytes per step.
 
-use super::compute::{OpCost, Roofline, ffn_gemms};
-use crate::hardware::GpuSpec;
+use super::compute::{OpCost, ffn_gemms};
+use super::kernels::{Kernels, Priced, balanced};
+use super::profile::Source;
 use crate::model::memory::{AttentionLayout, Deployment};
 use crate::model::{ModelConfig, Precision, Usage};
 use serde::Serialize;
@@ -80,6 +81,10 @@ pub struct PrefillChunk {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepCost {
     pub by_class: BTreeMap<OpClass, OpCost>,
+    /// The least measured source among each class's ops (classes with no op are absent).
+    pub sources: BTreeMap<OpClass, Source>,
+    /// Every op, merged over layers; empty unless asked for ([`iteration_detail`]).
+    pub ops: Vec<OpLine>,
     /// Tokens each local expert receives (balanced routing), per MoE layer of the main model.
     pub tokens_per_expert: Vec<u64>,
     pub experts_per_gpu: u64,
@@ -95,10 +100,15 @@ impl StepCost {
     }
 }
 
-/// Balanced routing: `assignments` token-expert pairs spread as evenly as integers allow.
-fn balanced(assignments: u64, experts: u64) -> Vec<u64> {
-    let (each, extra) = (assignments / experts, assignments % experts);
-    (0..experts).map(|i| each + u64::from(i < extra)).collect()
+/// One op of the step as priced: name, class, how often it ran, its total time and source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpLine {
+    pub op: &'static str,
+    pub class: OpClass,
+    /// Calls per iteration (layers times runs per layer).
+    pub calls: f64,
+    pub seconds: f64,
+    pub source: Source,
 }
 
 /// Prices one decode iteration of one rank. Communication (dispatch, combine) is not part of
@@ -106,12 +116,32 @@ fn balanced(assignments: u64, experts: u64) -> Vec<u64> {
 /// one dense and one MoE layer are priced and multiplied by their counts.
 pub fn iteration_cost(
     model: &ModelConfig,
-    gpu: &GpuSpec,
+    kernels: &Kernels,
     d: &Deployment,
     load: &StepLoad,
 ) -> StepCost {
+    price(model, kernels, d, load, false)
+}
+
+/// [`iteration_cost`] with every op listed in [`StepCost::ops`] (for `epsim step`).
+pub fn iteration_detail(
+    model: &ModelConfig,
+    kernels: &Kernels,
+    d: &Deployment,
+    load: &StepLoad,
+) -> StepCost {
+    price(model, kernels, d, load, true)
+}
+
+fn price(
+    model: &ModelConfig,
+    kernels: &Kernels,
+    d: &Deployment,
+    load: &StepLoad,
+    detail: bool,
+) -> StepCost {
     let step = Step {
-        roofline: Roofline::new(gpu),
+        kernels,
         model,
         d,
         load,
@@ -119,8 +149,9 @@ pub fn iteration_cost(
             AttentionLayout::Dp => 1,
             AttentionLayout::Tp(n) => n.max(1),
         },
+        detail,
     };
-    let mut total = ClassCosts::default();
+    let mut total = step.costs();
     let chunk: u64 = load.prefill.iter().map(|p| p.tokens).sum();
     let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
     // The layers' GEMMs run over decode and prefill tokens together: weights read once.
@@ -136,55 +167,118 @@ pub fn iteration_cost(
     let h = model.hidden_size;
     let mut draft = step.layer(load.batch, 1, true);
     draft.add(
+        "mtp projection",
         OpClass::DenseGemm,
-        step.roofline.gemm(load.batch, h, 2 * h, d.other_precision),
+        kernels.gemm(load.batch, h, 2 * h, d.other_precision),
     );
     draft.add_all(&step.lm_head_and_sampling(load.batch), 1);
     total.add_all(&draft, load.mtp);
+    let overhead = OpCost {
+        seconds: kernels.roofline.layer_overhead_s() * (model.layers + load.mtp) as f64,
+        ..OpCost::default()
+    };
     total.add(
+        "layer overhead (named constant)",
         OpClass::Other,
-        OpCost {
-            seconds: gpu.efficiency.layer_overhead_us * 1e-6 * (model.layers + load.mtp) as f64,
-            ..OpCost::default()
+        Priced {
+            cost: overhead,
+            source: Source::Roofline,
         },
     );
     StepCost {
         by_class: OpClass::ALL
             .iter()
-            .map(|&c| (c, total.0[c.index()]))
+            .map(|&c| (c, total.costs[c.index()]))
             .collect(),
+        sources: OpClass::ALL
+            .iter()
+            .filter_map(|&c| total.sources[c.index()].map(|s| (c, s)))
+            .collect(),
+        ops: total.log.unwrap_or_default(),
         tokens_per_expert: step.tokens_per_local_expert(tokens),
         experts_per_gpu: step.experts_per_gpu(),
     }
 }
 
-/// Costs per op class, indexed by [`OpClass::index`].
+/// Costs per op class, indexed by [`OpClass::index`], the weakest source of each class,
+/// and (when asked) every op.
 #[derive(Default)]
-struct ClassCosts([OpCost; 6]);
+struct ClassCosts {
+    costs: [OpCost; 6],
+    sources: [Option<Source>; 6],
+    log: Option<Vec<OpLine>>,
+}
 
 impl ClassCosts {
-    fn add(&mut self, class: OpClass, cost: OpCost) {
-        self.0[class.index()] += cost;
+    fn add(&mut self, op: &'static str, class: OpClass, p: Priced) {
+        let i = class.index();
+        self.costs[i] += p.cost;
+        self.sources[i] = Some(self.sources[i].map_or(p.source, |s| s.worst(p.source)));
+        if let Some(log) = &mut self.log {
+            log.push(OpLine {
+                op,
+                class,
+                calls: 1.0,
+                seconds: p.cost.seconds,
+                source: p.source,
+            });
+        }
     }
 
     /// Adds `n` copies of `other`.
     fn add_all(&mut self, other: &ClassCosts, n: u64) {
-        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+        if n == 0 {
+            return;
+        }
+        for (mine, theirs) in self.costs.iter_mut().zip(&other.costs) {
             *mine += theirs.times(n as f64);
+        }
+        for (mine, theirs) in self.sources.iter_mut().zip(&other.sources) {
+            *mine = match (*mine, *theirs) {
+                (Some(a), Some(b)) => Some(a.worst(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let (Some(log), Some(theirs)) = (&mut self.log, &other.log) {
+            for line in theirs {
+                let scaled = OpLine {
+                    calls: line.calls * n as f64,
+                    seconds: line.seconds * n as f64,
+                    ..line.clone()
+                };
+                match log
+                    .iter_mut()
+                    .find(|l| l.op == line.op && l.source == line.source)
+                {
+                    Some(l) => {
+                        l.calls += scaled.calls;
+                        l.seconds += scaled.seconds;
+                    }
+                    None => log.push(scaled),
+                }
+            }
         }
     }
 }
 
 struct Step<'a> {
-    roofline: Roofline<'a>,
+    kernels: &'a Kernels<'a>,
     model: &'a ModelConfig,
     d: &'a Deployment,
     load: &'a StepLoad<'a>,
     /// Ranks sharing one request batch's attention.
     tp: u64,
+    detail: bool,
 }
 
 impl Step<'_> {
+    fn costs(&self) -> ClassCosts {
+        ClassCosts {
+            log: self.detail.then(Vec::new),
+            ..ClassCosts::default()
+        }
+    }
+
     fn experts_per_gpu(&self) -> u64 {
         self.d.slots / self.d.ep.max(1)
     }
@@ -205,56 +299,139 @@ impl Step<'_> {
 
     /// One transformer layer for `m` tokens of the batch, `queries` per request.
     fn layer(&self, m: u64, queries: u64, moe: bool) -> ClassCosts {
-        let (model, d, r) = (self.model, self.d, self.roofline);
+        let (model, d, k) = (self.model, self.d, self.kernels);
         let h = model.hidden_size;
-        let mut c = ClassCosts::default();
-        for (n, k) in model.attention_projections(self.tp) {
-            c.add(OpClass::DenseGemm, r.gemm(m, n, k, d.other_precision));
-        }
-        c.add(OpClass::Attention, self.attention(queries));
+        let mut c = self.costs();
         // Draft layers (m == batch) see no prompt chunks.
-        if m > self.load.batch {
-            for &p in self.load.prefill.iter().filter(|p| p.tokens > 0) {
-                c.add(OpClass::Attention, self.prefill_attention(p));
-            }
-        }
-        // Two RMS norms, each reading and writing the hidden state.
+        let chunks = if m > self.load.batch {
+            self.load.prefill
+        } else {
+            &[]
+        };
         let hidden_bytes = Precision::Bf16.bytes((m * h) as f64, Usage::Activations);
-        c.add(OpClass::Other, r.memory_pass(4.0 * hidden_bytes));
+        if !self.measured_attention_block(&mut c, queries, chunks) {
+            for (n, kk) in model.attention_projections(self.tp) {
+                c.add(
+                    "attention projection",
+                    OpClass::DenseGemm,
+                    k.gemm(m, n, kk, d.other_precision),
+                );
+            }
+            c.add(
+                "attention",
+                OpClass::Attention,
+                Priced {
+                    cost: self.attention(queries),
+                    source: Source::Roofline,
+                },
+            );
+            for &p in chunks.iter().filter(|p| p.tokens > 0) {
+                c.add(
+                    "prefill attention",
+                    OpClass::Attention,
+                    Priced {
+                        cost: self.prefill_attention(p),
+                        source: Source::Roofline,
+                    },
+                );
+            }
+            // The input RMS norm, reading and writing the hidden state.
+            c.add(
+                "rms norm",
+                OpClass::Other,
+                Priced {
+                    cost: k.roofline.memory_pass(2.0 * hidden_bytes),
+                    source: Source::Roofline,
+                },
+            );
+        }
+        // The post-attention RMS norm.
+        c.add(
+            "rms norm",
+            OpClass::Other,
+            Priced {
+                cost: k.roofline.memory_pass(2.0 * hidden_bytes),
+                source: Source::Roofline,
+            },
+        );
         if moe {
             c.add(
+                "router",
                 OpClass::Other,
-                r.gemm(m, model.moe.routed_experts, h, Precision::Bf16),
+                k.gemm(m, model.moe.routed_experts, h, Precision::Bf16),
             );
-            let expert = ffn_gemms(h, model.moe.expert_intermediate_size);
-            let shared = r.grouped_gemm(&[m], &expert, d.expert_precision);
-            c.add(
-                OpClass::DenseGemm,
-                shared.times(model.moe.shared_experts as f64),
-            );
-            let routed = r.grouped_gemm(
-                &self.tokens_per_local_expert(m),
-                &expert,
-                d.expert_precision,
-            );
-            c.add(OpClass::MoeGroupGemm, routed);
-        } else {
-            for (n, k) in ffn_gemms(h, model.dense_intermediate_size) {
+            let [(n1, k1), (n2, k2)] = ffn_gemms(h, model.moe.expert_intermediate_size);
+            for _ in 0..model.moe.shared_experts {
                 c.add(
+                    "shared expert fc1",
                     OpClass::DenseGemm,
-                    r.gemm(m, n.div_ceil(self.tp), k, d.other_precision),
+                    k.gemm(m, n1, k1, d.expert_precision),
+                );
+                c.add(
+                    "shared expert fc2",
+                    OpClass::DenseGemm,
+                    k.gemm(m, n2, k2, d.expert_precision),
+                );
+            }
+            let routed = k.routed_moe(model, d.expert_precision, &self.tokens_per_local_expert(m));
+            c.add("routed experts (fused MoE)", OpClass::MoeGroupGemm, routed);
+        } else {
+            for (n, kk) in ffn_gemms(h, model.dense_intermediate_size) {
+                c.add(
+                    "dense FFN",
+                    OpClass::DenseGemm,
+                    k.gemm(m, n.div_ceil(self.tp), kk, d.other_precision),
                 );
             }
         }
         c
     }
 
+    /// Prices the whole attention block (projections, norms, RoPE, attention) from the
+    /// profile's measured MLA blocks, where it has this model's; false when it does not.
+    fn measured_attention_block(
+        &self,
+        c: &mut ClassCosts,
+        queries: u64,
+        chunks: &[PrefillChunk],
+    ) -> bool {
+        let (k, d) = (self.kernels, self.d);
+        let formats = (d.kv_precision, d.other_precision);
+        let mut parts = Vec::with_capacity(1 + chunks.len());
+        if self.load.batch > 0 {
+            let Some(p) = k.mla_decode(
+                self.model,
+                self.load.batch,
+                self.load.context,
+                queries,
+                self.tp,
+                formats,
+            ) else {
+                return false;
+            };
+            parts.push(("MLA decode block", p));
+        }
+        for p in chunks.iter().filter(|p| p.tokens > 0) {
+            let Some(block) = k.mla_prefill(self.model, p.tokens, p.prefix, self.tp, formats)
+            else {
+                return false;
+            };
+            parts.push(("MLA prefill block", block));
+        }
+        if parts.is_empty() {
+            return false;
+        }
+        for (op, p) in parts {
+            c.add(op, OpClass::Attention, p);
+        }
+        true
+    }
     /// Decode attention of one layer, averaged over the model's layers: sliding-window layers
     /// (gpt-oss) read no more than their window of each request's cache.
     fn attention(&self, queries: u64) -> OpCost {
         let (full, windowed, window) = self.model.attention_layer_split();
         let at = |context: u64| {
-            self.roofline.decode_attention(
+            self.kernels.roofline.decode_attention(
                 self.model,
                 self.load.batch,
                 context,
@@ -273,7 +450,7 @@ impl Step<'_> {
     fn prefill_attention(&self, p: PrefillChunk) -> OpCost {
         let (full, windowed, window) = self.model.attention_layer_split();
         let at = |prefix: u64| {
-            self.roofline.prefill_attention(
+            self.kernels.roofline.prefill_attention(
                 self.model,
                 p.tokens,
                 prefix,
@@ -288,14 +465,22 @@ impl Step<'_> {
 
     /// The LM head over `m` tokens, then sampling, which reads the FP32 logits once.
     fn lm_head_and_sampling(&self, m: u64) -> ClassCosts {
-        let (model, r) = (self.model, self.roofline);
+        let (model, k) = (self.model, self.kernels);
         let vocab = model.vocab_size.div_ceil(self.tp);
-        let mut c = ClassCosts::default();
+        let mut c = self.costs();
         c.add(
+            "LM head",
             OpClass::DenseGemm,
-            r.gemm(m, vocab, model.hidden_size, Precision::Bf16),
+            k.gemm(m, vocab, model.hidden_size, Precision::Bf16),
         );
-        c.add(OpClass::Other, r.memory_pass(4.0 * (m * vocab) as f64));
+        c.add(
+            "sampling",
+            OpClass::Other,
+            Priced {
+                cost: k.roofline.memory_pass(4.0 * (m * vocab) as f64),
+                source: Source::Roofline,
+            },
+        );
         c
     }
 }
@@ -309,7 +494,13 @@ pub fn tokens_per_step(mtp: u64, acceptance: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hardware::GpuSpec;
     use crate::testing;
+
+    /// The roofline alone: these tests check the fallback's structure (bytes, FLOPs, bounds).
+    fn roofline_cost(m: &ModelConfig, g: &GpuSpec, d: &Deployment, load: &StepLoad) -> StepCost {
+        iteration_cost(m, &Kernels::roofline_only(g), d, load)
+    }
 
     fn setup(ep: u64, slots: u64) -> (ModelConfig, GpuSpec, Deployment) {
         (
@@ -330,7 +521,7 @@ mod tests {
     fn tokens_per_expert_sum_to_tokens_times_top_k() {
         for (ep, slots) in [(8, 256), (16, 256), (32, 288), (64, 256)] {
             let (m, g, d) = setup(ep, slots);
-            let cost = iteration_cost(&m, &g, &d, &LOAD);
+            let cost = roofline_cost(&m, &g, &d, &LOAD);
             let tokens = LOAD.batch * (1 + LOAD.mtp);
             // Balanced routing: this rank's share of all ranks' assignments.
             let expected = tokens * 8 * ep * (slots / ep) / slots;
@@ -352,8 +543,8 @@ mod tests {
     fn wider_ep_reads_fewer_expert_weights_per_step() {
         let (m, g, d8) = setup(8, 256);
         let (_, _, d32) = setup(32, 288);
-        let ep8 = iteration_cost(&m, &g, &d8, &LOAD);
-        let ep32 = iteration_cost(&m, &g, &d32, &LOAD);
+        let ep8 = roofline_cost(&m, &g, &d8, &LOAD);
+        let ep32 = roofline_cost(&m, &g, &d32, &LOAD);
         let moe = |c: &StepCost| c.by_class[&OpClass::MoeGroupGemm];
         // Weight bytes scale with experts per GPU (32 vs 9); both memory-bound at this batch.
         let ratio = moe(&ep8).bytes / moe(&ep32).bytes;
@@ -372,7 +563,7 @@ mod tests {
     fn step_time_grows_with_batch_and_context() {
         let (m, g, d) = setup(32, 288);
         let cost = |batch, context| {
-            iteration_cost(
+            roofline_cost(
                 &m,
                 &g,
                 &d,
@@ -406,7 +597,7 @@ mod tests {
             ..setup(8, 256).2
         };
         let bytes = |context| {
-            iteration_cost(
+            roofline_cost(
                 &oss,
                 &h200,
                 &d,
@@ -444,7 +635,7 @@ mod tests {
     #[test]
     fn a_prefill_chunk_shares_the_weight_reads_of_decode() {
         let (m, g, d) = setup(8, 256);
-        let total = |load: &StepLoad| iteration_cost(&m, &g, &d, load).total().seconds;
+        let total = |load: &StepLoad| roofline_cost(&m, &g, &d, load).total().seconds;
         let decode = total(&LOAD);
         let prefill = total(&with_chunk(&chunk(512, 0), 0));
         let mixed = total(&with_chunk(&chunk(512, 0), LOAD.batch));
@@ -459,13 +650,13 @@ mod tests {
     fn prefill_is_quadratic_in_context_and_compute_bound_when_large() {
         let (m, g, d) = setup(8, 256);
         let attention = |prefix| {
-            iteration_cost(&m, &g, &d, &with_chunk(&chunk(2048, prefix), 0)).by_class
+            roofline_cost(&m, &g, &d, &with_chunk(&chunk(2048, prefix), 0)).by_class
                 [&OpClass::Attention]
                 .flops
         };
         let pairs = |prefix: f64| 2048.0 * prefix + 2048.0 * 2049.0 / 2.0;
         assert!((attention(6144) / attention(0) - pairs(6144.0) / pairs(0.0)).abs() < 1e-9);
-        let big = iteration_cost(&m, &g, &d, &with_chunk(&chunk(8192, 0), 0));
+        let big = roofline_cost(&m, &g, &d, &with_chunk(&chunk(8192, 0), 0));
         assert!(!big.by_class[&OpClass::MoeGroupGemm].memory_bound());
         assert!(!big.by_class[&OpClass::DenseGemm].memory_bound());
         assert_eq!(big.tokens_per_expert.iter().sum::<u64>(), 8192 * 8);
@@ -474,7 +665,7 @@ mod tests {
     #[test]
     fn two_chunks_cost_their_own_attention_and_share_the_gemms() {
         let (m, g, d) = setup(8, 256);
-        let cost = |c: &[PrefillChunk]| iteration_cost(&m, &g, &d, &with_chunk(c, 0));
+        let cost = |c: &[PrefillChunk]| roofline_cost(&m, &g, &d, &with_chunk(c, 0));
         let both = [chunk(1024, 0)[0], chunk(1024, 0)[0]];
         let attention = |c: &StepCost| c.by_class[&OpClass::Attention].flops;
         let (one, two, merged) = (cost(&chunk(1024, 0)), cost(&both), cost(&chunk(2048, 0)));
@@ -491,5 +682,39 @@ mod tests {
         assert_eq!(tokens_per_step(0, 0.85), 1.0);
         assert!((tokens_per_step(1, 0.85) - 1.85).abs() < 1e-12);
         assert!((tokens_per_step(2, 0.5) - 1.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_profile_prices_the_deepseek_layer_from_measurements() {
+        let (m, g, d) = setup(8, 256);
+        let kernels = Kernels::for_gpu(&g).unwrap();
+        let measured = iteration_detail(&m, &kernels, &d, &LOAD);
+        let roofline = roofline_cost(&m, &g, &d, &LOAD);
+        for class in [OpClass::Attention, OpClass::MoeGroupGemm] {
+            assert!(
+                measured.sources[&class] <= Source::Interpolated,
+                "{class:?}"
+            );
+            // Measured kernels are slower than the roofline at decode sizes.
+            assert!(
+                measured.by_class[&class].seconds > roofline.by_class[&class].seconds,
+                "{class:?}"
+            );
+        }
+        assert_eq!(roofline.sources[&OpClass::MoeGroupGemm], Source::Roofline);
+        // The detail lists every op once per (op, source), with its calls per iteration.
+        let routed = measured
+            .ops
+            .iter()
+            .find(|o| o.op == "routed experts (fused MoE)")
+            .unwrap();
+        assert_eq!(
+            routed.calls,
+            58.0 + 1.0,
+            "58 MoE layers and one MTP draft layer"
+        );
+        let sum: f64 = measured.ops.iter().map(|o| o.seconds).sum();
+        assert!((sum / measured.total().seconds - 1.0).abs() < 1e-9);
+        assert!(iteration_cost(&m, &kernels, &d, &LOAD).ops.is_empty());
     }
 }

@@ -31,6 +31,10 @@ pub struct GpuSpec {
     pub sms: u32,
     /// Achieved fractions of peak, from the GPU's family file.
     pub efficiency: Efficiency,
+    /// Folder of measured kernel latencies (`cost::profile`), resolved from the spec file's
+    /// `profile` field; `None` prices every op by the roofline.
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
 }
 
 /// What kernels achieve of the peaks, for one GPU family.
@@ -81,6 +85,9 @@ struct GpuSpecFile {
     sms: u32,
     /// Family file in `families/` beside the spec.
     family: At<String>,
+    /// Kernel profile folder, relative to the spec file.
+    #[serde(default)]
+    profile: Option<At<String>>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +164,20 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
             ),
         );
     }
+    let profile = raw.profile.as_ref().map(|p| {
+        let dir = file.parent().unwrap_or(Path::new(".")).join(&p.value);
+        if !dir.is_dir() {
+            diags.push(
+                file,
+                Problem::new(
+                    p.loc,
+                    "profile",
+                    format!("no kernel profile folder {}", dir.display()),
+                ),
+            );
+        }
+        dir
+    });
     let Some(efficiency) = efficiency else {
         return Err(diags.into_error());
     };
@@ -174,6 +195,7 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
         nvlink_gb_s: raw.nvlink_gb_s.value,
         sms: raw.sms,
         efficiency,
+        profile,
     })
 }
 

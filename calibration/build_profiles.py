@@ -1,0 +1,190 @@
+"""Builds epsim's kernel profiles from silicon-measured kernel tables.
+
+Reads NVIDIA aiconfigurator-core 0.12.0's measured tables (Apache-2.0; the copy under
+../shared/reference/kernels/ beside the project, layout in its README) and writes, per GPU
+spec, compact CSVs under topologies/gpus/profiles/<gpu>/ (what epsim prices from) and the
+held-out shapes under tests/data/kernels-heldout/<gpu>/ (what the per-op accuracy test
+compares against; never used for pricing). Fit to kernel measurements only.
+
+  pip install pandas pyarrow
+  python3 calibration/build_profiles.py --kernels ../shared/reference/kernels
+
+What was established from the data (see README, "Kernel profiles"):
+  - `latency` is milliseconds in the GEMM, MoE and MLA tables (a BF16 8192^3 GEMM on GB200
+    at 0.78 ms is 1.41 PFLOP/s, 56% of the 2.5 PF dense peak); profiles store microseconds.
+  - MoE `num_tokens` counts the tokens of the whole EP group before dispatch: each rank
+    computes num_tokens x topk / ep rows (per-rank tokens would need 9 PFLOP/s of NVFP4 at
+    EP8 and 4,096 tokens, above what the part can do).
+  - TensorRT-LLM's `moe_torch_flow_min_latency` rows are left out: at EP1 and 32 tokens
+    they read 256 experts' NVFP4 weights (6.3 GB) in 0.45 ms, 14 TB/s, above the 8 TB/s HBM
+    peak, so they do not measure a weight-streaming kernel as served.
+  - Rows repeat per kernel variant and run: the fastest is kept (what the framework picks).
+"""
+
+import argparse
+import pathlib
+
+import pandas as pd
+
+SOURCE = (
+    "# Source: NVIDIA aiconfigurator-core 0.12.0 (PyPI), aiconfigurator_core/systems/{system}/"
+    "{family}/trtllm/{version}/{table}.parquet;\n"
+    "# silicon-measured on {device}. Licensed Apache-2.0 (http://www.apache.org/licenses/LICENSE-2.0);\n"
+    "# derived by calibration/build_profiles.py: {rule}\n"
+)
+
+# epsim GPU spec -> aiconfigurator system folder.
+GPUS = {
+    "b200-gb200": "gb200",
+    "b200-hgx": "b200_sxm",
+    "b300-gb300": "gb300",
+    "b300-hgx": "b300_sxm",
+    "h200-sxm": "h200_sxm",
+    "h100-sxm": "h100_sxm",
+}
+VERSION = "1.3.0rc20"  # TensorRT-LLM version of the GEMM, MoE and MLA tables
+DTYPE = {"bfloat16": "bf16", "fp8_block": "fp8", "nvfp4": "nvfp4"}
+
+# GEMM grid kept for pricing: brackets the projections, FFNs, experts, routers and LM heads
+# of the shipped models (hidden 2,880-7,168; ranks 512-1,536; FFNs up to 18,432).
+GEMM_N = [128, 256, 512, 1024, 1536, 2048, 4096, 7168, 8192, 16384, 65536]
+GEMM_K = [512, 1024, 1536, 2048, 4096, 7168, 8192, 16384, 51200]
+# Token counts kept: dense at small m, and both sides of the MMA tile steps (32/33, ...).
+GEMM_M = [1, 2, 3, 4, 6, 8, 12, 16, 17, 32, 33, 48, 49, 64, 65, 96, 97, 128, 129, 192, 193,
+          256, 257, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192, 16384, 32768]
+# Held out: shapes between the kept grid lines, never priced from.
+GEMM_HELD_N = [3072, 5120, 12288]
+GEMM_HELD_K = [3072, 5120, 12288]
+# Held-out shapes are written for these GPUs only (the ones the per-op accuracy test covers).
+HELD_OUT_GPUS = ["b200-gb200", "h200-sxm"]
+# MoE shapes of the shipped models: (hidden, inter, topk, experts).
+MOE_SHAPES = [
+    (7168, 2048, 8, 256),  # DeepSeek-R1 / V3
+    (7168, 2048, 8, 384),  # Kimi-K2
+    (4096, 1536, 8, 128),  # Qwen3-235B-A22B
+    (4096, 14336, 2, 8),  # Mixtral-8x7B
+    (2880, 2880, 4, 128),  # gpt-oss-120b
+]
+MOE_HELD_TOKENS = [48, 96, 192, 384, 768, 1536, 3072, 6144, 12288]
+MLA_HELD_BATCH = [2, 8, 32, 128, 512]
+MLA_HELD_ISL = [16, 64, 256, 1024, 3072, 6144, 12288]
+
+
+def table(kernels, system, family, name):
+    path = kernels / system / family / "trtllm" / VERSION / f"{name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def write(path, header, frame, columns):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = frame.sort_values(columns[:-1])
+    with open(path, "w") as f:
+        f.write(header)
+        f.write(",".join(columns) + "\n")
+        for row in frame[columns].itertuples(index=False):
+            *keys, us = row
+            f.write(",".join(str(k) for k in keys) + f",{float(f'{us:.4g}')}\n")
+    return len(frame)
+
+
+def fastest(frame, keys):
+    frame = frame.assign(latency_us=frame["latency"] * 1000.0)
+    return frame.groupby(keys, as_index=False)["latency_us"].min()
+
+
+def gemm(d):
+    d = d[d["gemm_dtype"].isin(DTYPE)].assign(dtype=lambda x: x["gemm_dtype"].map(DTYPE))
+    d = fastest(d, ["dtype", "m", "n", "k"])
+    d = d[d["m"].isin(GEMM_M)]
+    keep = d[d["n"].isin(GEMM_N) & d["k"].isin(GEMM_K)]
+    held = d[
+        (d["n"].isin(GEMM_HELD_N) & d["k"].isin(GEMM_K + GEMM_HELD_K))
+        | (d["k"].isin(GEMM_HELD_K) & d["n"].isin(GEMM_N + GEMM_HELD_N))
+    ]
+    held = held[(held["n"] >= 512) & (held["k"] >= 512)]
+    return keep, held, ["dtype", "m", "n", "k", "latency_us"]
+
+
+def moe(d):
+    d = d[(d["moe_tp_size"] == 1) & (d["distribution"] == "balanced")]
+    d = d[d["kernel_source"] != "moe_torch_flow_min_latency"]
+    d = d[d["moe_dtype"].isin(DTYPE)].assign(dtype=lambda x: x["moe_dtype"].map(DTYPE))
+    shape = list(zip(d["hidden_size"], d["inter_size"], d["topk"], d["num_experts"]))
+    d = d[[s in MOE_SHAPES for s in shape]]
+    d = d.rename(columns={"hidden_size": "hidden", "inter_size": "inter", "num_experts": "experts",
+                          "moe_ep_size": "ep", "num_tokens": "tokens"})
+    keys = ["dtype", "hidden", "inter", "topk", "experts", "ep", "tokens"]
+    d = fastest(d, keys)
+    held = d["tokens"].isin(MOE_HELD_TOKENS)
+    return d[~held], d[held], keys + ["latency_us"]
+
+
+def mla(d, axis, held_values):
+    d = d[(d["tp_size"] == 1) & d["gemm_type"].isin(DTYPE)]
+    d = d.assign(kv_dtype=d["kv_cache_dtype"].map({"bfloat16": "bf16", "fp8": "fp8"}),
+                 gemm_dtype=d["gemm_type"].map(DTYPE), heads=d["num_heads"],
+                 batch=d["batch_size"])
+    d = d.assign(**{"kv_len" if axis == "step" else "isl": d[axis]})
+    name = "kv_len" if axis == "step" else "isl"
+    keys = ["kv_dtype", "gemm_dtype", "heads", "batch", name]
+    d = fastest(d.dropna(subset=["kv_dtype"]), keys)
+    held = d["batch"].isin(held_values) if axis == "step" else d["isl"].isin(held_values)
+    return d[~held], d[held], keys + ["latency_us"]
+
+
+def build(kernels, project, gpu, system):
+    device = {"gb200": "GB200", "b200_sxm": "HGX B200", "gb300": "GB300", "b300_sxm": "HGX B300",
+              "h200_sxm": "HGX H200", "h100_sxm": "HGX H100"}[system]
+    jobs = [
+        ("gemm", "gemm", "gemm_perf", gemm,
+         "fastest kernel per (dtype, m, n, k); n, k on the kept grid; fp8 = fp8_block (DeepGEMM)"),
+        ("moe", "moe", "moe_perf", moe,
+         "balanced routing, moe_tp 1, fastest kernel except min_latency; shipped models' shapes; "
+         "tokens = the EP group's tokens before dispatch"),
+        ("mla_decode", "mla", "mla_generation_module_perf",
+         lambda d: mla(d, "step", MLA_HELD_BATCH),
+         "whole MLA block per layer (projections, norms, RoPE, attention), DeepSeek-V3, tp 1; "
+         "kv_len = the table's step"),
+        ("mla_prefill", "mla", "mla_context_module_perf",
+         lambda d: mla(d, "isl", MLA_HELD_ISL),
+         "whole MLA block per layer for a batch of prompts of isl tokens, DeepSeek-V3, tp 1"),
+    ]
+    for out, family, name, fn, rule in jobs:
+        d = table(kernels, system, family, name)
+        if d is None:
+            print(f"{gpu}: no {family}/{name}")
+            continue
+        keep, held, columns = fn(d)
+        header = SOURCE.format(system=system, family=family, version=VERSION, table=name,
+                               device=device, rule=rule)
+        n = write(project / "topologies/gpus/profiles" / gpu / f"{out}.csv", header, keep, columns)
+        h = 0
+        if gpu in HELD_OUT_GPUS:
+            h = write(project / "tests/data/kernels-heldout" / gpu / f"{out}.csv",
+                      header.replace("# derived", "# HELD OUT (not priced from); derived"), held, columns)
+        print(f"{gpu}: {out}: {n} rows kept, {h} held out")
+
+
+def check_min_latency(kernels):
+    d = table(kernels, "gb200", "moe", "moe_perf")
+    r = d[(d["kernel_source"] == "moe_torch_flow_min_latency") & (d["moe_ep_size"] == 1)
+          & (d["num_tokens"] == 32) & (d["hidden_size"] == 7168) & (d["inter_size"] == 2048)
+          & (d["num_experts"] == 256) & (d["distribution"] == "balanced") & (d["moe_dtype"] == "nvfp4")]
+    weights = 256 * 3 * 7168 * 2048 * 0.5625
+    ms = r["latency"].max()
+    print(f"min_latency MoE, GB200 EP1 32 tokens: {ms:.3f} ms, {weights / (ms * 1e-3) / 1e12:.1f} TB/s "
+          "(HBM peak 8 TB/s): left out")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kernels", type=pathlib.Path, default=pathlib.Path("../shared/reference/kernels"))
+    p.add_argument("--project", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent.parent)
+    a = p.parse_args()
+    check_min_latency(a.kernels)
+    for gpu, system in GPUS.items():
+        build(a.kernels, a.project, gpu, system)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+//! Ops priced from a GPU's kernel profile where it measures them, by the roofline where it
+//! does not. Each price says where it came from ([`Source`]). Outside the measured range the
+//! nearest measurement is scaled by the roofline's ratio between the two shapes, so the
+//! measured efficiency carries over and the roofline supplies only the trend.
+
+use super::compute::{OpCost, Roofline, ffn_gemms};
+use super::profile::{self, KernelProfile, MoeShape, Source};
+use crate::hardware::GpuSpec;
+use crate::model::{Attention, ModelConfig, Precision};
+use std::sync::Arc;
+
+/// An op's cost and where its time came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Priced {
+    pub cost: OpCost,
+    pub source: Source,
+}
+
+impl Priced {
+    fn roofline(cost: OpCost) -> Priced {
+        Priced {
+            cost,
+            source: Source::Roofline,
+        }
+    }
+
+    /// The roofline's bytes and FLOPs with the measured time.
+    fn measured(roof: OpCost, seconds: f64, source: Source) -> Priced {
+        Priced {
+            cost: OpCost { seconds, ..roof },
+            source,
+        }
+    }
+}
+
+/// The op prices of one GPU.
+#[derive(Debug, Clone)]
+pub struct Kernels<'a> {
+    pub roofline: Roofline<'a>,
+    profile: Option<Arc<KernelProfile>>,
+}
+
+impl<'a> Kernels<'a> {
+    /// Prices from `gpu`'s kernel profile (read once per process), or the roofline alone
+    /// when the spec names none.
+    pub fn for_gpu(gpu: &'a GpuSpec) -> Result<Self, String> {
+        let profile = match &gpu.profile {
+            Some(dir) => Some(profile::cached(dir).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Kernels {
+            roofline: Roofline::new(gpu),
+            profile,
+        })
+    }
+
+    /// The roofline alone, whatever the spec names.
+    pub fn roofline_only(gpu: &'a GpuSpec) -> Self {
+        Kernels {
+            roofline: Roofline::new(gpu),
+            profile: None,
+        }
+    }
+
+    /// One dense GEMM of `m` tokens by an `n x k` matrix in `p`.
+    pub fn gemm(&self, m: u64, n: u64, k: u64, p: Precision) -> Priced {
+        let roof = self.roofline.gemm(m, n, k, p);
+        let hit = self.profile.as_ref().and_then(|pr| pr.gemm(p, m, n, k));
+        match hit {
+            None => Priced::roofline(roof),
+            Some(h) if h.source == Source::Extrapolated => {
+                let [am, an, ak] = h.at.map(|v| v.round() as u64);
+                let edge = self.roofline.gemm(am, an, ak, p).seconds;
+                Priced::measured(roof, h.seconds * roof.seconds / edge, h.source)
+            }
+            Some(h) => Priced::measured(roof, h.seconds, h.source),
+        }
+    }
+
+    /// The routed experts of one MoE layer on one rank holding `slots` expert slots, which
+    /// received `rows[i]` token rows for its slot i (the routing draw). Measured as the
+    /// fused MoE block of an EP group with as many experts per rank and as many rows per
+    /// rank under balanced routing: EP = experts / slots, tokens = rows x EP / top-k.
+    pub fn routed_moe(&self, model: &ModelConfig, p: Precision, rows: &[u64]) -> Priced {
+        let expert = ffn_gemms(model.hidden_size, model.moe.expert_intermediate_size);
+        let roof = self.roofline.grouped_gemm(rows, &expert, p);
+        let total: u64 = rows.iter().sum();
+        let shape = MoeShape {
+            precision: p,
+            hidden: model.hidden_size,
+            inter: model.moe.expert_intermediate_size,
+            topk: model.moe.experts_per_token,
+            experts: model.moe.routed_experts,
+        };
+        let Some(profile) = self.profile.as_ref().filter(|pr| pr.has_moe(shape)) else {
+            return Priced::roofline(roof);
+        };
+        if total == 0 || rows.is_empty() {
+            return Priced::roofline(OpCost::default());
+        }
+        let topk = shape.topk as f64;
+        let ep = shape.experts as f64 / rows.len() as f64;
+        let Some(h) = profile.moe(shape, ep, total as f64 * ep / topk) else {
+            return Priced::roofline(roof);
+        };
+        if h.source != Source::Extrapolated {
+            return Priced::measured(roof, h.seconds, h.source);
+        }
+        // The measured EP group at the clamped point, balanced, through the roofline.
+        let [at_ep, at_tokens] = h.at;
+        let local = (shape.experts as f64 / at_ep).round().max(1.0) as u64;
+        let at_rows = (at_tokens * topk / at_ep).round() as u64;
+        let edge = self
+            .roofline
+            .grouped_gemm(&balanced(at_rows, local), &expert, p)
+            .seconds;
+        Priced::measured(roof, h.seconds * roof.seconds / edge, h.source)
+    }
+
+    /// The whole MLA block of one decode layer (projections, norms, RoPE, attention) for
+    /// `batch` requests of `kv_len` tokens with `queries` new tokens each, over `1/tp` of
+    /// the heads; `None` where the profile does not measure this model's MLA.
+    pub fn mla_decode(
+        &self,
+        model: &ModelConfig,
+        batch: u64,
+        kv_len: u64,
+        queries: u64,
+        tp: u64,
+        (kv, gemm): (Precision, Precision),
+    ) -> Option<Priced> {
+        let heads = deepseek_mla_heads(model, tp)?;
+        // MTP verification: each query is a row of the projections and, MLA decode being
+        // compute-bound at 128 heads, of the attention too; priced as batch x queries rows.
+        let rows = batch.saturating_mul(queries);
+        let h = self
+            .profile
+            .as_ref()?
+            .mla_decode(kv, gemm, heads, rows, kv_len.max(1))?;
+        let roof = self
+            .roofline
+            .decode_attention(model, batch, kv_len, queries, kv, tp);
+        Some(if h.source == Source::Extrapolated {
+            let [b, l] = h.at.map(|v| v.round() as u64);
+            let edge = self
+                .roofline
+                .decode_attention(model, b, l, 1, kv, tp)
+                .seconds;
+            Priced::measured(roof, h.seconds * roof.seconds / edge, h.source)
+        } else {
+            Priced::measured(roof, h.seconds, h.source)
+        })
+    }
+
+    /// The whole MLA block of one prefill layer for a chunk of `tokens` after `prefix`
+    /// cached ones: the measured block for a prompt of `tokens`, plus the roofline's extra
+    /// attention over the prefix (the tables measure whole prompts only).
+    pub fn mla_prefill(
+        &self,
+        model: &ModelConfig,
+        tokens: u64,
+        prefix: u64,
+        tp: u64,
+        (kv, gemm): (Precision, Precision),
+    ) -> Option<Priced> {
+        let heads = deepseek_mla_heads(model, tp)?;
+        let h = self
+            .profile
+            .as_ref()?
+            .mla_prefill(kv, gemm, heads, 1, tokens)?;
+        let r = &self.roofline;
+        let roof = r.prefill_attention(model, tokens, prefix, kv, tp);
+        let whole = r.prefill_attention(model, tokens, 0, kv, tp);
+        let mut seconds = h.seconds;
+        if h.source == Source::Extrapolated {
+            let edge = r.prefill_attention(model, h.at[1].round() as u64, 0, kv, tp);
+            seconds *= whole.seconds / edge.seconds;
+        }
+        let source = if prefix > 0 {
+            h.source.worst(Source::Interpolated)
+        } else {
+            h.source
+        };
+        Some(Priced::measured(
+            roof,
+            seconds + (roof.seconds - whole.seconds).max(0.0),
+            source,
+        ))
+    }
+}
+
+/// Heads per rank when `model` has DeepSeek-V3's MLA (the shape the MLA tables measure,
+/// at any head count); `None` otherwise.
+fn deepseek_mla_heads(model: &ModelConfig, tp: u64) -> Option<u64> {
+    match model.attention {
+        Attention::Mla {
+            heads,
+            q_lora_rank: 1536,
+            kv_lora_rank: 512,
+            qk_nope_head_dim: 128,
+            qk_rope_head_dim: 64,
+            v_head_dim: 128,
+        } if model.hidden_size == 7168 => Some(heads.div_ceil(tp.max(1))),
+        _ => None,
+    }
+}
+
+/// `rows` spread as evenly as integers allow over `experts`.
+pub fn balanced(rows: u64, experts: u64) -> Vec<u64> {
+    let experts = experts.max(1);
+    let (each, extra) = (rows / experts, rows % experts);
+    (0..experts).map(|i| each + u64::from(i < extra)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{gpu, model};
+
+    #[test]
+    fn gemms_come_from_the_profile_and_say_so() {
+        let b200 = gpu("b200-gb200");
+        let k = Kernels::for_gpu(&b200).unwrap();
+        let measured = k.gemm(8192, 8192, 8192, Precision::Bf16);
+        assert_eq!(measured.source, Source::Measured);
+        assert!((measured.cost.seconds - 781.2e-6).abs() < 1e-9);
+        assert_eq!(
+            k.gemm(40, 7168, 2048, Precision::Fp8).source,
+            Source::Interpolated
+        );
+        // The LM head (n = 129,280) is wider than any measured GEMM.
+        let head = k.gemm(64, 129_280, 7168, Precision::Bf16);
+        assert_eq!(head.source, Source::Extrapolated);
+        let edge = k.gemm(64, 65_536, 7168, Precision::Bf16).cost.seconds;
+        assert!(head.cost.seconds > 1.5 * edge && head.cost.seconds < 2.5 * edge);
+        // MXFP4 GEMMs are not in the profile.
+        assert_eq!(
+            k.gemm(64, 2880, 2880, Precision::Mxfp4).source,
+            Source::Roofline
+        );
+    }
+
+    #[test]
+    fn a_balanced_moe_draw_reads_the_measured_block() {
+        let (b200, ds) = (gpu("b200-gb200"), model("deepseek-r1"));
+        let k = Kernels::for_gpu(&b200).unwrap();
+        // moe.csv: nvfp4, DeepSeek shape, EP8, 1,024 tokens -> 280.8 us; each of the 32
+        // local experts gets 1,024 x 8 / 256 = 32 rows.
+        let p = k.routed_moe(&ds, Precision::Nvfp4, &[32; 32]);
+        assert_eq!(p.source, Source::Measured);
+        assert!(
+            (p.cost.seconds - 280.8e-6).abs() < 1e-9,
+            "{}",
+            p.cost.seconds
+        );
+        // 288 slots at EP32: 9 per rank, between the measured EP16 and EP32.
+        assert_eq!(
+            k.routed_moe(&ds, Precision::Nvfp4, &[32; 9]).source,
+            Source::Interpolated
+        );
+        assert_eq!(
+            k.routed_moe(&ds, Precision::Nvfp4, &[0; 9]).cost.seconds,
+            0.0
+        );
+    }
+
+    #[test]
+    fn without_a_profile_everything_is_roofline() {
+        let (b200, ds) = (gpu("b200-gb200"), model("deepseek-r1"));
+        let k = Kernels::roofline_only(&b200);
+        assert_eq!(
+            k.gemm(64, 7168, 2048, Precision::Fp8).source,
+            Source::Roofline
+        );
+        assert_eq!(
+            k.routed_moe(&ds, Precision::Nvfp4, &[4; 32]).source,
+            Source::Roofline
+        );
+        assert!(
+            k.mla_decode(&ds, 64, 2048, 1, 1, (Precision::Fp8, Precision::Fp8))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn mla_blocks_only_for_deepseek_shaped_attention() {
+        let b200 = gpu("b200-gb200");
+        let k = Kernels::for_gpu(&b200).unwrap();
+        let p = (Precision::Fp8, Precision::Fp8);
+        let ds = model("deepseek-r1");
+        let d = k.mla_decode(&ds, 64, 2048, 1, 1, p).unwrap();
+        assert_eq!(d.source, Source::Measured);
+        assert!(
+            k.mla_decode(&model("qwen3-235b-a22b"), 64, 2048, 1, 1, p)
+                .is_none()
+        );
+        // A prefix adds attention work on top of the measured whole-prompt block.
+        let fresh = k.mla_prefill(&ds, 2048, 0, 1, p).unwrap();
+        let later = k.mla_prefill(&ds, 2048, 8192, 1, p).unwrap();
+        assert_eq!(fresh.source, Source::Measured);
+        assert!(later.cost.seconds > fresh.cost.seconds);
+    }
+}

@@ -1,0 +1,259 @@
+//! Kernel profiles: measured latencies of the op classes a serving engine runs, per GPU,
+//! interpolated in shape. A profile is a folder of CSV tables (`gemm.csv`, `moe.csv`,
+//! `mla_decode.csv`, `mla_prefill.csv`; any may be absent) named by a GPU spec's `profile`
+//! field. The shipped ones are derived from silicon measurements by
+//! `calibration/build_profiles.py`; `calibration/gpu_calibration.py` writes the same format.
+//! Callers ask for an op at a shape and get seconds with their [`Source`]; they never see
+//! the tables.
+
+mod grid;
+mod load;
+
+pub use grid::{Hit, Source};
+
+use crate::input::Diagnostics;
+use crate::model::Precision;
+use grid::Grid;
+use load::Columns;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The shape of a MoE block: what identifies one fused-MoE table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MoeShape {
+    pub precision: Precision,
+    pub hidden: u64,
+    pub inter: u64,
+    pub topk: u64,
+    pub experts: u64,
+}
+
+/// An MLA block's table: KV-cache format, GEMM format, heads on the rank.
+type MlaKey = (Precision, Precision, u64);
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KernelProfile {
+    /// One dense GEMM by format, axes (m tokens, n, k).
+    gemm: BTreeMap<Precision, Grid<3>>,
+    /// The fused MoE block on one rank, axes (EP size, tokens of the EP group).
+    moe: BTreeMap<MoeShape, Grid<2>>,
+    /// The whole MLA block of one decode layer, axes (requests, KV length).
+    mla_decode: BTreeMap<MlaKey, Grid<2>>,
+    /// The whole MLA block of one prefill layer, axes (prompts, prompt length).
+    mla_prefill: BTreeMap<MlaKey, Grid<2>>,
+    /// Where it was read from, for messages.
+    pub dir: PathBuf,
+}
+
+const US: f64 = 1e-6;
+
+impl KernelProfile {
+    pub fn gemm(&self, p: Precision, m: u64, n: u64, k: u64) -> Option<Hit<3>> {
+        self.gemm.get(&p)?.at([m as f64, n as f64, k as f64])
+    }
+
+    /// The MoE block for an EP group of `ep` ranks (fractional: `experts / local experts`)
+    /// holding `tokens` tokens before dispatch.
+    pub fn moe(&self, shape: MoeShape, ep: f64, tokens: f64) -> Option<Hit<2>> {
+        self.moe.get(&shape)?.at([ep, tokens])
+    }
+
+    pub fn has_moe(&self, shape: MoeShape) -> bool {
+        self.moe.contains_key(&shape)
+    }
+
+    pub fn mla_decode(
+        &self,
+        kv: Precision,
+        gemm: Precision,
+        heads: u64,
+        batch: u64,
+        kv_len: u64,
+    ) -> Option<Hit<2>> {
+        self.mla_decode
+            .get(&(kv, gemm, heads))?
+            .at([batch as f64, kv_len as f64])
+    }
+
+    pub fn mla_prefill(
+        &self,
+        kv: Precision,
+        gemm: Precision,
+        heads: u64,
+        batch: u64,
+        isl: u64,
+    ) -> Option<Hit<2>> {
+        self.mla_prefill
+            .get(&(kv, gemm, heads))?
+            .at([batch as f64, isl as f64])
+    }
+
+    /// Reads the profile in `dir`; every problem in every table at once.
+    pub fn load(dir: &Path) -> Result<KernelProfile, Diagnostics> {
+        let mut diags = Diagnostics::new();
+        if !dir.is_dir() {
+            diags.push_file(dir, "no such kernel profile folder");
+            return Err(diags);
+        }
+        let mut profile = KernelProfile {
+            dir: dir.to_owned(),
+            ..KernelProfile::default()
+        };
+        let mut table = |name: &str, columns: Columns| -> Vec<load::Row> {
+            let file = dir.join(name);
+            if !file.exists() {
+                return Vec::new();
+            }
+            load::read(&file, &columns).unwrap_or_else(|e| {
+                diags.append(e);
+                Vec::new()
+            })
+        };
+        let gemm = table(
+            "gemm.csv",
+            Columns {
+                precisions: &["dtype"],
+                numbers: &["m", "n", "k", "latency_us"],
+            },
+        );
+        profile.gemm = grids(&gemm, |r| {
+            (
+                r.precisions[0],
+                [r.numbers[0], r.numbers[1], r.numbers[2]],
+                r.numbers[3],
+            )
+        });
+        let moe = table(
+            "moe.csv",
+            Columns {
+                precisions: &["dtype"],
+                numbers: &[
+                    "hidden",
+                    "inter",
+                    "topk",
+                    "experts",
+                    "ep",
+                    "tokens",
+                    "latency_us",
+                ],
+            },
+        );
+        profile.moe = grids(&moe, |r| {
+            let n = &r.numbers;
+            let shape = MoeShape {
+                precision: r.precisions[0],
+                hidden: n[0] as u64,
+                inter: n[1] as u64,
+                topk: n[2] as u64,
+                experts: n[3] as u64,
+            };
+            (shape, [n[4], n[5]], n[6])
+        });
+        for (name, axis) in [("mla_decode.csv", "kv_len"), ("mla_prefill.csv", "isl")] {
+            let rows = table(
+                name,
+                Columns {
+                    precisions: &["kv_dtype", "gemm_dtype"],
+                    numbers: &["heads", "batch", axis, "latency_us"],
+                },
+            );
+            let g = grids(&rows, |r| {
+                let n = &r.numbers;
+                (
+                    (r.precisions[0], r.precisions[1], n[0] as u64),
+                    [n[1], n[2]],
+                    n[3],
+                )
+            });
+            if axis == "kv_len" {
+                profile.mla_decode = g;
+            } else {
+                profile.mla_prefill = g;
+            }
+        }
+        diags.into_result(profile)
+    }
+}
+
+/// Groups rows into one grid per key; latencies arrive in microseconds.
+fn grids<K: Ord, const D: usize>(
+    rows: &[load::Row],
+    split: impl Fn(&load::Row) -> (K, [f64; D], f64),
+) -> BTreeMap<K, Grid<D>> {
+    let mut points: BTreeMap<K, Vec<([f64; D], f64)>> = BTreeMap::new();
+    for r in rows {
+        let (key, x, us) = split(r);
+        points.entry(key).or_default().push((x, us * US));
+    }
+    points
+        .into_iter()
+        .map(|(k, p)| (k, Grid::new(&p)))
+        .collect()
+}
+
+/// Profiles already read, by folder: every instance and sweep point shares one copy.
+static CACHE: Mutex<BTreeMap<PathBuf, Arc<KernelProfile>>> = Mutex::new(BTreeMap::new());
+
+/// The profile in `dir`, read once per process.
+pub fn cached(dir: &Path) -> Result<Arc<KernelProfile>, Diagnostics> {
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = cache.get(dir) {
+        return Ok(Arc::clone(p));
+    }
+    let p = Arc::new(KernelProfile::load(dir)?);
+    cache.insert(dir.to_owned(), Arc::clone(&p));
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(gpu: &str) -> KernelProfile {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("topologies/gpus/profiles")
+            .join(gpu);
+        KernelProfile::load(&dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn every_shipped_profile_loads_with_all_four_tables() {
+        for gpu in [
+            "b200-gb200",
+            "b200-hgx",
+            "b300-gb300",
+            "b300-hgx",
+            "h200-sxm",
+            "h100-sxm",
+        ] {
+            let p = shipped(gpu);
+            assert!(p.gemm.contains_key(&Precision::Fp8), "{gpu}");
+            assert!(
+                !p.moe.is_empty() && !p.mla_decode.is_empty() && !p.mla_prefill.is_empty(),
+                "{gpu}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_measured_gemm_reads_back_in_seconds() {
+        // gemm.csv of b200-gb200: bf16, m 8192, n 8192, k 8192 -> 781.2 us (0.7812 ms measured).
+        let hit = shipped("b200-gb200")
+            .gemm(Precision::Bf16, 8192, 8192, 8192)
+            .unwrap();
+        assert_eq!(hit.source, Source::Measured);
+        assert!((hit.seconds - 781.2e-6).abs() < 1e-9, "{}", hit.seconds);
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_naming_it() {
+        let err = KernelProfile::load(Path::new("/no/such/profile"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/no/such/profile: no such kernel profile folder"),
+            "{err}"
+        );
+    }
+}
