@@ -214,6 +214,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run sourced accuracy cases: how far epsim is from published and measured results
+    #[command(
+        after_help = "Examples:\n  epsim accuracy validation/\n  epsim accuracy validation/trtllm-b200-ep8-1k2k.yaml --format json\n\nA case names a scenario (and a summary column), an epsim command (and a JSON pointer), or a\nfolder of held-out kernel measurements; paths are relative to the case file. Prints\npublished, simulated and signed error per case, and median |error|, MAPE and worst case\nfor the set. Exit 0 when every case is within its tolerance, 1 when any is not, 2 for bad\ninput. The case format is in the README, \"Accuracy\"."
+    )]
+    Accuracy {
+        /// Case files, or folders of them
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = cli::accuracy::Format::Table)]
+        format: cli::accuracy::Format,
+    },
     /// Time one decode iteration of one rank, by op class
     #[command(
         after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n\nBalanced routing; compute only until the communication model prices dispatch and combine."
@@ -416,6 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         }),
         Command::Eplb { input } => cli::eplb::run(&input),
+        Command::Accuracy { cases, format } => cli::accuracy::run(&cases, format),
         Command::Imbalance(args) => cli::imbalance::run(&args),
         Command::Step {
             deployment,

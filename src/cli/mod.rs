@@ -1,6 +1,7 @@
 //! The subcommands, one module each; `main.rs` only parses and dispatches.
 
 pub mod a2a;
+pub mod accuracy;
 pub mod compare;
 pub mod eplb;
 pub mod frontier;

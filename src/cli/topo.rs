@@ -63,7 +63,16 @@ fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<Str
     let root = input::parse_tree(file, &text)?;
     if has_field(&root, "hbm_gb") {
         let spec = epsim::hardware::load_spec(file)?;
-        Ok(format!("GPU spec {}", spec.name))
+        // A profile's tables are checked cell by cell, with their own file and line.
+        let Some(dir) = &spec.profile else {
+            return Ok(format!("GPU spec {}, no kernel profile", spec.name));
+        };
+        epsim::cost::profile::KernelProfile::load(dir)?;
+        Ok(format!(
+            "GPU spec {}, kernel profile {}",
+            spec.name,
+            dir.display()
+        ))
     } else if has_field(&root, "gemm_peak_fraction") {
         let family = epsim::hardware::load_family(file)?;
         Ok(format!("GPU family {}", family.name))

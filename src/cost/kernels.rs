@@ -81,17 +81,10 @@ impl<'a> Kernels<'a> {
     /// received `rows[i]` token rows for its slot i (the routing draw). Measured as the
     /// fused MoE block of an EP group with as many experts per rank and as many rows per
     /// rank under balanced routing: EP = experts / slots, tokens = rows x EP / top-k.
-    pub fn routed_moe(&self, model: &ModelConfig, p: Precision, rows: &[u64]) -> Priced {
-        let expert = ffn_gemms(model.hidden_size, model.moe.expert_intermediate_size);
+    pub fn routed_moe(&self, shape: MoeShape, rows: &[u64]) -> Priced {
+        let (p, expert) = (shape.precision, ffn_gemms(shape.hidden, shape.inter));
         let roof = self.roofline.grouped_gemm(rows, &expert, p);
         let total: u64 = rows.iter().sum();
-        let shape = MoeShape {
-            precision: p,
-            hidden: model.hidden_size,
-            inter: model.moe.expert_intermediate_size,
-            topk: model.moe.experts_per_token,
-            experts: model.moe.routed_experts,
-        };
         let Some(profile) = self.profile.as_ref().filter(|pr| pr.has_moe(shape)) else {
             return Priced::roofline(roof);
         };
@@ -152,12 +145,13 @@ impl<'a> Kernels<'a> {
         })
     }
 
-    /// The whole MLA block of one prefill layer for a chunk of `tokens` after `prefix`
-    /// cached ones: the measured block for a prompt of `tokens`, plus the roofline's extra
-    /// attention over the prefix (the tables measure whole prompts only).
+    /// The whole MLA block of one prefill layer for `prompts` chunks of `tokens` after
+    /// `prefix` cached ones each: the measured block for prompts of `tokens`, plus the
+    /// roofline's extra attention over the prefix (the tables measure whole prompts only).
     pub fn mla_prefill(
         &self,
         model: &ModelConfig,
+        prompts: u64,
         tokens: u64,
         prefix: u64,
         tp: u64,
@@ -167,13 +161,17 @@ impl<'a> Kernels<'a> {
         let h = self
             .profile
             .as_ref()?
-            .mla_prefill(kv, gemm, heads, 1, tokens)?;
+            .mla_prefill(kv, gemm, heads, prompts, tokens)?;
         let r = &self.roofline;
-        let roof = r.prefill_attention(model, tokens, prefix, kv, tp);
-        let whole = r.prefill_attention(model, tokens, 0, kv, tp);
+        let n = prompts as f64;
+        let roof = r.prefill_attention(model, tokens, prefix, kv, tp).times(n);
+        let whole = r.prefill_attention(model, tokens, 0, kv, tp).times(n);
         let mut seconds = h.seconds;
         if h.source == Source::Extrapolated {
-            let edge = r.prefill_attention(model, h.at[1].round() as u64, 0, kv, tp);
+            let [b, l] = h.at;
+            let edge = r
+                .prefill_attention(model, l.round() as u64, 0, kv, tp)
+                .times(b);
             seconds *= whole.seconds / edge.seconds;
         }
         let source = if prefix > 0 {
@@ -244,9 +242,10 @@ mod tests {
     fn a_balanced_moe_draw_reads_the_measured_block() {
         let (b200, ds) = (gpu("b200-gb200"), model("deepseek-r1"));
         let k = Kernels::for_gpu(&b200).unwrap();
+        let fp4 = MoeShape::of(&ds, Precision::Nvfp4);
         // moe.csv: nvfp4, DeepSeek shape, EP8, 1,024 tokens -> 280.8 us; each of the 32
         // local experts gets 1,024 x 8 / 256 = 32 rows.
-        let p = k.routed_moe(&ds, Precision::Nvfp4, &[32; 32]);
+        let p = k.routed_moe(fp4, &[32; 32]);
         assert_eq!(p.source, Source::Measured);
         assert!(
             (p.cost.seconds - 280.8e-6).abs() < 1e-9,
@@ -254,28 +253,20 @@ mod tests {
             p.cost.seconds
         );
         // 288 slots at EP32: 9 per rank, between the measured EP16 and EP32.
-        assert_eq!(
-            k.routed_moe(&ds, Precision::Nvfp4, &[32; 9]).source,
-            Source::Interpolated
-        );
-        assert_eq!(
-            k.routed_moe(&ds, Precision::Nvfp4, &[0; 9]).cost.seconds,
-            0.0
-        );
+        assert_eq!(k.routed_moe(fp4, &[32; 9]).source, Source::Interpolated);
+        assert_eq!(k.routed_moe(fp4, &[0; 9]).cost.seconds, 0.0);
     }
 
     #[test]
     fn without_a_profile_everything_is_roofline() {
         let (b200, ds) = (gpu("b200-gb200"), model("deepseek-r1"));
         let k = Kernels::roofline_only(&b200);
+        let fp4 = MoeShape::of(&ds, Precision::Nvfp4);
         assert_eq!(
             k.gemm(64, 7168, 2048, Precision::Fp8).source,
             Source::Roofline
         );
-        assert_eq!(
-            k.routed_moe(&ds, Precision::Nvfp4, &[4; 32]).source,
-            Source::Roofline
-        );
+        assert_eq!(k.routed_moe(fp4, &[4; 32]).source, Source::Roofline);
         assert!(
             k.mla_decode(&ds, 64, 2048, 1, 1, (Precision::Fp8, Precision::Fp8))
                 .is_none()
@@ -295,8 +286,8 @@ mod tests {
                 .is_none()
         );
         // A prefix adds attention work on top of the measured whole-prompt block.
-        let fresh = k.mla_prefill(&ds, 2048, 0, 1, p).unwrap();
-        let later = k.mla_prefill(&ds, 2048, 8192, 1, p).unwrap();
+        let fresh = k.mla_prefill(&ds, 1, 2048, 0, 1, p).unwrap();
+        let later = k.mla_prefill(&ds, 1, 2048, 8192, 1, p).unwrap();
         assert_eq!(fresh.source, Source::Measured);
         assert!(later.cost.seconds > fresh.cost.seconds);
     }

@@ -6,7 +6,7 @@
 
 use super::compute::{OpCost, ffn_gemms};
 use super::kernels::{Kernels, Priced, balanced};
-use super::profile::Source;
+use super::profile::{MoeShape, Source};
 use crate::model::memory::{AttentionLayout, Deployment};
 use crate::model::{ModelConfig, Precision, Usage};
 use serde::Serialize;
@@ -373,7 +373,10 @@ impl Step<'_> {
                     k.gemm(m, n2, k2, d.expert_precision),
                 );
             }
-            let routed = k.routed_moe(model, d.expert_precision, &self.tokens_per_local_expert(m));
+            let routed = k.routed_moe(
+                MoeShape::of(model, d.expert_precision),
+                &self.tokens_per_local_expert(m),
+            );
             c.add("routed experts (fused MoE)", OpClass::MoeGroupGemm, routed);
         } else {
             for (n, kk) in ffn_gemms(h, model.dense_intermediate_size) {
@@ -412,7 +415,7 @@ impl Step<'_> {
             parts.push(("MLA decode block", p));
         }
         for p in chunks.iter().filter(|p| p.tokens > 0) {
-            let Some(block) = k.mla_prefill(self.model, p.tokens, p.prefix, self.tp, formats)
+            let Some(block) = k.mla_prefill(self.model, 1, p.tokens, p.prefix, self.tp, formats)
             else {
                 return false;
             };

@@ -15,6 +15,7 @@ use super::scenario::{InstanceSpec, MoeSettings, Mtp};
 use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Phase};
 use crate::cost::kernels::Kernels;
 use crate::cost::network::LinkEfficiency;
+use crate::cost::profile::MoeShape;
 use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
 use crate::engine::RandomStreams;
 use crate::model::{ModelConfig, Precision, Usage};
@@ -251,7 +252,10 @@ impl<'a> Pricer<'a> {
             // Its routed experts as if routing were balanced: replaced below by the draw.
             let balanced = self
                 .kernels
-                .routed_moe(model, d.expert_precision, &cost.tokens_per_expert)
+                .routed_moe(
+                    MoeShape::of(model, d.expert_precision),
+                    &cost.tokens_per_expert,
+                )
                 .cost
                 .seconds;
             dense_s = dense_s.max(cost.total().seconds - moe_layers * balanced);
@@ -276,7 +280,9 @@ impl<'a> Pricer<'a> {
             let mut loads = Vec::with_capacity(ep);
             for rank in slot_tokens.chunks(per_rank) {
                 let rows: Vec<u64> = rank.iter().map(|x| x.round() as u64).collect();
-                let t = self.kernels.routed_moe(model, d.expert_precision, &rows);
+                let t = self
+                    .kernels
+                    .routed_moe(MoeShape::of(model, d.expert_precision), &rows);
                 slowest = slowest.max(t.cost.seconds);
                 loads.push(rank.iter().sum::<f64>());
             }

@@ -84,6 +84,24 @@ impl<const D: usize> Grid<D> {
             .fold(0, |flat, (axis, &i)| flat * axis.len() + i)
     }
 
+    /// The measured points and their seconds, in grid order.
+    pub fn points(&self) -> impl Iterator<Item = ([f64; D], f64)> + '_ {
+        self.ln_seconds
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(flat, v)| {
+                let mut rest = flat;
+                let mut x = [0.0; D];
+                for a in (0..D).rev() {
+                    let len = self.axes[a].len();
+                    x[a] = self.axes[a][rest % len];
+                    rest /= len;
+                }
+                (x, v.exp())
+            })
+    }
+
     /// Seconds at `x`, interpolated log-log between the surrounding grid points; a
     /// coordinate outside an axis's range is clamped to it (and the hit says so). `None`
     /// when a surrounding grid point was not measured.
@@ -161,6 +179,16 @@ mod tests {
         let hit = power_law().at([4.0, 100.0]).unwrap();
         assert_eq!(hit.source, Source::Measured);
         assert!((hit.seconds - 2e-4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn points_come_back_as_given() {
+        let g = power_law();
+        let pts: Vec<_> = g.points().collect();
+        assert_eq!(pts.len(), 9);
+        for (x, s) in pts {
+            assert!((s / (1e-6 * x[0].sqrt() * x[1]) - 1.0).abs() < 1e-12);
+        }
     }
 
     #[test]

@@ -29,6 +29,53 @@ pub struct MoeShape {
     pub experts: u64,
 }
 
+impl MoeShape {
+    /// The routed experts of `model` in `precision`.
+    pub fn of(model: &crate::model::ModelConfig, precision: Precision) -> MoeShape {
+        MoeShape {
+            precision,
+            hidden: model.hidden_size,
+            inter: model.moe.expert_intermediate_size,
+            topk: model.moe.experts_per_token,
+            experts: model.moe.routed_experts,
+        }
+    }
+}
+
+/// One measured shape of a profile, as stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Measurement {
+    Gemm {
+        precision: Precision,
+        m: u64,
+        n: u64,
+        k: u64,
+        seconds: f64,
+    },
+    Moe {
+        shape: MoeShape,
+        ep: u64,
+        tokens: u64,
+        seconds: f64,
+    },
+    MlaDecode {
+        kv: Precision,
+        gemm: Precision,
+        heads: u64,
+        batch: u64,
+        kv_len: u64,
+        seconds: f64,
+    },
+    MlaPrefill {
+        kv: Precision,
+        gemm: Precision,
+        heads: u64,
+        batch: u64,
+        isl: u64,
+        seconds: f64,
+    },
+}
+
 /// An MLA block's table: KV-cache format, GEMM format, heads on the rank.
 type MlaKey = (Precision, Precision, u64);
 
@@ -87,6 +134,56 @@ impl KernelProfile {
         self.mla_prefill
             .get(&(kv, gemm, heads))?
             .at([batch as f64, isl as f64])
+    }
+
+    /// Every measured shape, table by table in key order.
+    pub fn measurements(&self) -> Vec<Measurement> {
+        let mut out = Vec::new();
+        let u = |v: f64| v as u64;
+        for (&precision, g) in &self.gemm {
+            out.extend(g.points().map(|([m, n, k], seconds)| Measurement::Gemm {
+                precision,
+                m: u(m),
+                n: u(n),
+                k: u(k),
+                seconds,
+            }));
+        }
+        for (&shape, g) in &self.moe {
+            out.extend(g.points().map(|([ep, tokens], seconds)| Measurement::Moe {
+                shape,
+                ep: u(ep),
+                tokens: u(tokens),
+                seconds,
+            }));
+        }
+        for (&(kv, gemm, heads), g) in &self.mla_decode {
+            out.extend(
+                g.points()
+                    .map(|([batch, kv_len], seconds)| Measurement::MlaDecode {
+                        kv,
+                        gemm,
+                        heads,
+                        batch: u(batch),
+                        kv_len: u(kv_len),
+                        seconds,
+                    }),
+            );
+        }
+        for (&(kv, gemm, heads), g) in &self.mla_prefill {
+            out.extend(
+                g.points()
+                    .map(|([batch, isl], seconds)| Measurement::MlaPrefill {
+                        kv,
+                        gemm,
+                        heads,
+                        batch: u(batch),
+                        isl: u(isl),
+                        seconds,
+                    }),
+            );
+        }
+        out
     }
 
     /// Reads the profile in `dir`; every problem in every table at once.
