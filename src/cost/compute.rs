@@ -117,19 +117,53 @@ impl<'a> Roofline<'a> {
         gemms: &[(u64, u64)],
         precision: Precision,
     ) -> OpCost {
-        let peak = self.peak_flops(precision) * self.gpu.efficiency.gemm_peak_fraction;
         let (mut bytes, mut flops, mut compute_seconds) = (0.0, 0.0, 0.0);
         for &m in tokens_per_expert.iter().filter(|&&m| m > 0) {
-            for &(n, k) in gemms {
-                let (mf, nf, kf) = (m as f64, n as f64, k as f64);
-                bytes += precision.bytes(nf * kf, Usage::Weights)
-                    + precision.bytes(mf * kf, Usage::Activations)
-                    + Precision::Bf16.bytes(mf * nf, Usage::Activations);
-                flops += 2.0 * mf * nf * kf;
-                compute_seconds += 2.0 * self.padded_rows(m) as f64 * nf * kf / peak;
+            let (b, f, c) = self.expert_sums(m, gemms, precision);
+            bytes += b;
+            flops += f;
+            compute_seconds += c;
+        }
+        self.roofline(bytes, flops, compute_seconds)
+    }
+
+    /// [`Roofline::grouped_gemm`] over `rows` spread as evenly as integers allow over
+    /// `experts`, in constant time: the experts hold one of two row counts.
+    pub fn balanced_grouped_gemm(
+        &self,
+        rows: u64,
+        experts: u64,
+        gemms: &[(u64, u64)],
+        precision: Precision,
+    ) -> OpCost {
+        let experts = experts.max(1);
+        let (each, extra) = (rows / experts, rows % experts);
+        let (mut bytes, mut flops, mut compute_seconds) = (0.0, 0.0, 0.0);
+        for (m, count) in [(each, experts - extra), (each + 1, extra)] {
+            if m > 0 && count > 0 {
+                let (b, f, c) = self.expert_sums(m, gemms, precision);
+                let n = count as f64;
+                bytes += b * n;
+                flops += f * n;
+                compute_seconds += c * n;
             }
         }
         self.roofline(bytes, flops, compute_seconds)
+    }
+
+    /// Bytes, useful FLOPs and padded compute seconds of one expert's `gemms` over `m` rows.
+    fn expert_sums(&self, m: u64, gemms: &[(u64, u64)], precision: Precision) -> (f64, f64, f64) {
+        let peak = self.peak_flops(precision) * self.gpu.efficiency.gemm_peak_fraction;
+        let (mut bytes, mut flops, mut compute_seconds) = (0.0, 0.0, 0.0);
+        for &(n, k) in gemms {
+            let (mf, nf, kf) = (m as f64, n as f64, k as f64);
+            bytes += precision.bytes(nf * kf, Usage::Weights)
+                + precision.bytes(mf * kf, Usage::Activations)
+                + Precision::Bf16.bytes(mf * nf, Usage::Activations);
+            flops += 2.0 * mf * nf * kf;
+            compute_seconds += 2.0 * self.padded_rows(m) as f64 * nf * kf / peak;
+        }
+        (bytes, flops, compute_seconds)
     }
 
     /// Streaming `bytes` through HBM and back (norms, sampling, small element-wise kernels).
@@ -264,6 +298,26 @@ mod tests {
         // Compute-bound at 640 tokens; 641 pad to 704 rows (tiles of 64): 10% more time.
         let t = |m: u64| r.grouped_gemm(&[m], &expert, Precision::Nvfp4).seconds;
         assert!((t(641) / t(640) - 704.0 / 640.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn balanced_grouped_gemm_equals_the_loop_over_experts() {
+        let b200 = gpu("b200-gb200");
+        let r = Roofline::new(&b200);
+        let expert = ffn_gemms(7168, 2048);
+        for (rows, experts) in [(0, 8), (5, 8), (1000, 9), (4096, 32), (7, 1)] {
+            let each = rows / experts;
+            let split: Vec<u64> = (0..experts)
+                .map(|i| each + u64::from(i < rows % experts))
+                .collect();
+            let a = r.grouped_gemm(&split, &expert, Precision::Nvfp4);
+            let b = r.balanced_grouped_gemm(rows, experts, &expert, Precision::Nvfp4);
+            assert!(
+                (a.seconds - b.seconds).abs() <= 1e-12 * a.seconds.max(1e-30),
+                "{rows} {experts}"
+            );
+            assert!((a.bytes - b.bytes).abs() <= 1e-9 * a.bytes.max(1.0));
+        }
     }
 
     #[test]

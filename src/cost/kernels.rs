@@ -77,37 +77,62 @@ impl<'a> Kernels<'a> {
         }
     }
 
-    /// The routed experts of one MoE layer on one rank holding `slots` expert slots, which
-    /// received `rows[i]` token rows for its slot i (the routing draw). Measured as the
-    /// fused MoE block of an EP group with as many experts per rank and as many rows per
-    /// rank under balanced routing: EP = experts / slots, tokens = rows x EP / top-k.
+    /// The routed experts of one MoE layer on one rank holding `rows.len()` expert slots,
+    /// which received `rows[i]` token rows for its slot i (the routing draw). Measured as
+    /// the fused MoE block of an EP group with as many experts per rank and as many rows
+    /// per rank under balanced routing: EP = experts / slots, tokens = rows x EP / top-k.
     pub fn routed_moe(&self, shape: MoeShape, rows: &[u64]) -> Priced {
-        let (p, expert) = (shape.precision, ffn_gemms(shape.hidden, shape.inter));
-        let roof = self.roofline.grouped_gemm(rows, &expert, p);
+        let expert = ffn_gemms(shape.hidden, shape.inter);
+        let roof = self.roofline.grouped_gemm(rows, &expert, shape.precision);
+        match self.measured_moe(shape, rows) {
+            Some((seconds, source)) => Priced::measured(roof, seconds, source),
+            None => Priced::roofline(roof),
+        }
+    }
+
+    /// The seconds of [`Kernels::routed_moe`] alone: the serving loop's inner call, which
+    /// needs no bytes or FLOPs and so skips the roofline where a measurement answers.
+    pub fn routed_moe_seconds(&self, shape: MoeShape, rows: &[u64]) -> f64 {
+        match self.measured_moe(shape, rows) {
+            Some((seconds, _)) => seconds,
+            None => {
+                let expert = ffn_gemms(shape.hidden, shape.inter);
+                self.roofline
+                    .grouped_gemm(rows, &expert, shape.precision)
+                    .seconds
+            }
+        }
+    }
+
+    /// The measured block's seconds and source; `None` where the profile has no table for
+    /// `shape` or no neighbours around the point.
+    fn measured_moe(&self, shape: MoeShape, rows: &[u64]) -> Option<(f64, Source)> {
+        let profile = self.profile.as_ref().filter(|pr| pr.has_moe(shape))?;
         let total: u64 = rows.iter().sum();
-        let Some(profile) = self.profile.as_ref().filter(|pr| pr.has_moe(shape)) else {
-            return Priced::roofline(roof);
-        };
-        if total == 0 || rows.is_empty() {
-            return Priced::roofline(OpCost::default());
+        if total == 0 {
+            return Some((0.0, Source::Measured));
         }
         let topk = shape.topk as f64;
         let ep = shape.experts as f64 / rows.len() as f64;
-        let Some(h) = profile.moe(shape, ep, total as f64 * ep / topk) else {
-            return Priced::roofline(roof);
-        };
+        let h = profile.moe(shape, ep, total as f64 * ep / topk)?;
         if h.source != Source::Extrapolated {
-            return Priced::measured(roof, h.seconds, h.source);
+            return Some((h.seconds, h.source));
         }
         // The measured EP group at the clamped point, balanced, through the roofline.
+        let expert = ffn_gemms(shape.hidden, shape.inter);
+        let roof = |r: &[u64]| {
+            self.roofline
+                .grouped_gemm(r, &expert, shape.precision)
+                .seconds
+        };
         let [at_ep, at_tokens] = h.at;
         let local = (shape.experts as f64 / at_ep).round().max(1.0) as u64;
         let at_rows = (at_tokens * topk / at_ep).round() as u64;
         let edge = self
             .roofline
-            .grouped_gemm(&balanced(at_rows, local), &expert, p)
+            .balanced_grouped_gemm(at_rows, local, &expert, shape.precision)
             .seconds;
-        Priced::measured(roof, h.seconds * roof.seconds / edge, h.source)
+        Some((h.seconds * roof(rows) / edge, h.source))
     }
 
     /// The whole MLA block of one decode layer (projections, norms, RoPE, attention) for

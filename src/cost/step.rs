@@ -85,6 +85,9 @@ pub struct StepCost {
     pub sources: BTreeMap<OpClass, Source>,
     /// Every op, merged over layers; empty unless asked for ([`iteration_detail`]).
     pub ops: Vec<OpLine>,
+    /// The routed experts of the main model's MoE layers under balanced routing, seconds
+    /// (the serving loop replaces them with the routing draw's).
+    pub routed_main_s: f64,
     /// Tokens each local expert receives (balanced routing), per MoE layer of the main model.
     pub tokens_per_expert: Vec<u64>,
     pub experts_per_gpu: u64,
@@ -133,6 +136,49 @@ pub fn iteration_detail(
     price(model, kernels, d, load, true)
 }
 
+/// The context-independent part of iterations already priced, by (tokens, batch, prefill
+/// chunks): the serving loop prices many ranks with equal token counts and differing
+/// contexts. A hit returns exactly what pricing would, so results do not depend on it.
+#[derive(Debug, Default)]
+pub struct TokenPartMemo {
+    entries: Vec<(TokenCounts, TokenPart)>,
+}
+
+/// (tokens through the GEMMs, decode batch, prefill chunks).
+type TokenCounts = (u64, u64, u64);
+/// (seconds of the token-count part, of which the main layers' routed experts).
+type TokenPart = (f64, f64);
+
+/// Distinct token counts kept: a decode instance cycles through a few batch sizes.
+const MEMO_ENTRIES: usize = 64;
+
+/// The seconds of [`iteration_cost`] and its `routed_main_s`, for the serving loop's
+/// inner call: no per-class sums, the token-count part priced once per distinct count.
+pub fn iteration_seconds(
+    model: &ModelConfig,
+    kernels: &Kernels,
+    d: &Deployment,
+    load: &StepLoad,
+    memo: &mut TokenPartMemo,
+) -> (f64, f64) {
+    let step = Step::new(model, kernels, d, load, false);
+    let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
+    let key = (step.tokens(), load.batch, chunks);
+    let (token_s, routed_s) = match memo.entries.iter().find(|(k, _)| *k == key) {
+        Some(&(_, v)) => v,
+        None => {
+            let (part, routed) = step.token_part();
+            let v = (part.seconds(), routed);
+            if memo.entries.len() == MEMO_ENTRIES {
+                memo.entries.remove(0);
+            }
+            memo.entries.push((key, v));
+            v
+        }
+    };
+    (step.context_part().seconds() + token_s, routed_s)
+}
+
 fn price(
     model: &ModelConfig,
     kernels: &Kernels,
@@ -140,51 +186,10 @@ fn price(
     load: &StepLoad,
     detail: bool,
 ) -> StepCost {
-    let step = Step {
-        kernels,
-        model,
-        d,
-        load,
-        tp: match d.attention {
-            AttentionLayout::Dp => 1,
-            AttentionLayout::Tp(n) => n.max(1),
-        },
-        detail,
-    };
-    let mut total = step.costs();
-    let chunk: u64 = load.prefill.iter().map(|p| p.tokens).sum();
-    let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
-    // The layers' GEMMs run over decode and prefill tokens together: weights read once.
-    let verify_tokens = load.batch.saturating_mul(1 + load.mtp);
-    let tokens = verify_tokens.saturating_add(chunk);
-    let queries = 1 + load.mtp;
-    total.add_all(&step.layer(tokens, queries, false), model.dense_layers);
-    total.add_all(&step.layer(tokens, queries, true), model.moe_layers());
-    // The LM head runs for every decode token, and once for a chunk (its next token).
-    let heads = verify_tokens + chunks;
-    total.add_all(&step.lm_head_and_sampling(heads), 1);
-    // Each MTP draft: project [embedding; hidden] (2h -> h), one MoE layer, the LM head.
-    let h = model.hidden_size;
-    let mut draft = step.layer(load.batch, 1, true);
-    draft.add(
-        "mtp projection",
-        OpClass::DenseGemm,
-        kernels.gemm(load.batch, h, 2 * h, d.other_precision),
-    );
-    draft.add_all(&step.lm_head_and_sampling(load.batch), 1);
-    total.add_all(&draft, load.mtp);
-    let overhead = OpCost {
-        seconds: kernels.roofline.layer_overhead_s() * (model.layers + load.mtp) as f64,
-        ..OpCost::default()
-    };
-    total.add(
-        "layer overhead (named constant)",
-        OpClass::Other,
-        Priced {
-            cost: overhead,
-            source: Source::Roofline,
-        },
-    );
+    let step = Step::new(model, kernels, d, load, detail);
+    let mut total = step.context_part();
+    let (tokens_part, routed_main_s) = step.token_part();
+    total.add_all(&tokens_part, 1);
     StepCost {
         by_class: OpClass::ALL
             .iter()
@@ -195,7 +200,8 @@ fn price(
             .filter_map(|&c| total.sources[c.index()].map(|s| (c, s)))
             .collect(),
         ops: total.log.unwrap_or_default(),
-        tokens_per_expert: step.tokens_per_local_expert(tokens),
+        routed_main_s,
+        tokens_per_expert: step.tokens_per_local_expert(step.tokens()),
         experts_per_gpu: step.experts_per_gpu(),
     }
 }
@@ -210,6 +216,10 @@ struct ClassCosts {
 }
 
 impl ClassCosts {
+    fn seconds(&self) -> f64 {
+        self.costs.iter().map(|c| c.seconds).sum()
+    }
+
     fn add(&mut self, op: &'static str, class: OpClass, p: Priced) {
         let i = class.index();
         self.costs[i] += p.cost;
@@ -271,12 +281,94 @@ struct Step<'a> {
     detail: bool,
 }
 
-impl Step<'_> {
+impl<'a> Step<'a> {
+    fn new(
+        model: &'a ModelConfig,
+        kernels: &'a Kernels<'a>,
+        d: &'a Deployment,
+        load: &'a StepLoad<'a>,
+        detail: bool,
+    ) -> Self {
+        Step {
+            kernels,
+            model,
+            d,
+            load,
+            tp: match d.attention {
+                AttentionLayout::Dp => 1,
+                AttentionLayout::Tp(n) => n.max(1),
+            },
+            detail,
+        }
+    }
+
     fn costs(&self) -> ClassCosts {
         ClassCosts {
             log: self.detail.then(Vec::new),
             ..ClassCosts::default()
         }
+    }
+
+    /// Tokens through the layers' GEMMs: decode tokens (verified drafts included) and
+    /// prompt chunks together, so weights are read once.
+    fn tokens(&self) -> u64 {
+        let chunk: u64 = self.load.prefill.iter().map(|p| p.tokens).sum();
+        self.load
+            .batch
+            .saturating_mul(1 + self.load.mtp)
+            .saturating_add(chunk)
+    }
+
+    /// What depends on the requests' contexts: every layer's attention block, the main
+    /// model's and the MTP drafts'.
+    fn context_part(&self) -> ClassCosts {
+        let mut c = self.costs();
+        c.add_all(
+            &self.attention_block(self.tokens(), 1 + self.load.mtp),
+            self.model.layers,
+        );
+        c.add_all(&self.attention_block(self.load.batch, 1), self.load.mtp);
+        c
+    }
+
+    /// What depends on token counts alone: FFNs and experts, LM heads, MTP projections and
+    /// the per-layer overhead; and the main layers' routed experts, seconds.
+    fn token_part(&self) -> (ClassCosts, f64) {
+        let (model, load, k) = (self.model, self.load, self.kernels);
+        let tokens = self.tokens();
+        let mut total = self.costs();
+        total.add_all(&self.ffn(tokens, false), model.dense_layers);
+        let moe = self.ffn(tokens, true);
+        let routed_main_s =
+            moe.costs[OpClass::MoeGroupGemm.index()].seconds * model.moe_layers() as f64;
+        total.add_all(&moe, model.moe_layers());
+        // The LM head runs for every decode token, and once for a chunk (its next token).
+        let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
+        let heads = load.batch.saturating_mul(1 + load.mtp) + chunks;
+        total.add_all(&self.lm_head_and_sampling(heads), 1);
+        // Each MTP draft: project [embedding; hidden] (2h -> h), one MoE layer, the LM head.
+        let h = model.hidden_size;
+        let mut draft = self.ffn(load.batch, true);
+        draft.add(
+            "mtp projection",
+            OpClass::DenseGemm,
+            k.gemm(load.batch, h, 2 * h, self.d.other_precision),
+        );
+        draft.add_all(&self.lm_head_and_sampling(load.batch), 1);
+        total.add_all(&draft, load.mtp);
+        let overhead = OpCost {
+            seconds: k.roofline.layer_overhead_s() * (model.layers + load.mtp) as f64,
+            ..OpCost::default()
+        };
+        total.add(
+            "layer overhead (named constant)",
+            OpClass::Other,
+            Priced {
+                cost: overhead,
+                source: Source::Roofline,
+            },
+        );
+        (total, routed_main_s)
     }
 
     fn experts_per_gpu(&self) -> u64 {
@@ -297,8 +389,9 @@ impl Step<'_> {
         balanced(routed_here, experts)
     }
 
-    /// One transformer layer for `m` tokens of the batch, `queries` per request.
-    fn layer(&self, m: u64, queries: u64, moe: bool) -> ClassCosts {
+    /// The attention half of one transformer layer (through the post-attention norm) for `m`
+    /// tokens of the batch, `queries` per request: the same in dense and MoE layers.
+    fn attention_block(&self, m: u64, queries: u64) -> ClassCosts {
         let (model, d, k) = (self.model, self.d, self.kernels);
         let h = model.hidden_size;
         let mut c = self.costs();
@@ -354,6 +447,14 @@ impl Step<'_> {
                 source: Source::Roofline,
             },
         );
+        c
+    }
+
+    /// The FFN half of one layer for `m` tokens: routed and shared experts, or a dense FFN.
+    fn ffn(&self, m: u64, moe: bool) -> ClassCosts {
+        let (model, d, k) = (self.model, self.d, self.kernels);
+        let h = model.hidden_size;
+        let mut c = self.costs();
         if moe {
             c.add(
                 "router",
@@ -719,5 +820,20 @@ mod tests {
         let sum: f64 = measured.ops.iter().map(|o| o.seconds).sum();
         assert!((sum / measured.total().seconds - 1.0).abs() < 1e-9);
         assert!(iteration_cost(&m, &kernels, &d, &LOAD).ops.is_empty());
+    }
+
+    #[test]
+    fn the_serving_loops_seconds_equal_the_full_price() {
+        let (m, g, d) = setup(8, 256);
+        let kernels = Kernels::for_gpu(&g).unwrap();
+        let mut memo = TokenPartMemo::default();
+        let chunk = chunk(512, 1024);
+        for load in [LOAD, with_chunk(&chunk, 16), with_chunk(&chunk, 0), LOAD] {
+            let full = iteration_cost(&m, &kernels, &d, &load);
+            let (seconds, routed) = iteration_seconds(&m, &kernels, &d, &load, &mut memo);
+            assert!((seconds / full.total().seconds - 1.0).abs() < 1e-12);
+            assert_eq!(routed, full.routed_main_s);
+        }
+        assert_eq!(memo.entries.len(), 3, "the repeated load was a hit");
     }
 }

@@ -16,7 +16,7 @@ use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Phase};
 use crate::cost::kernels::Kernels;
 use crate::cost::network::LinkEfficiency;
 use crate::cost::profile::MoeShape;
-use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
+use crate::cost::step::{PrefillChunk, StepLoad, TokenPartMemo, iteration_seconds};
 use crate::engine::RandomStreams;
 use crate::model::{ModelConfig, Precision, Usage};
 use crate::moe::placement::Placement;
@@ -84,6 +84,7 @@ pub struct Pricer<'a> {
     model: &'a ModelConfig,
     instance: &'a InstanceSpec,
     kernels: Kernels<'a>,
+    memo: TokenPartMemo,
     mtp: Mtp,
     overlap: bool,
     group: EpGroup<'a>,
@@ -167,6 +168,7 @@ impl<'a> Pricer<'a> {
             model,
             instance,
             kernels: Kernels::for_gpu(&instance.gpu)?,
+            memo: TokenPartMemo::default(),
             mtp,
             overlap,
             group: EpGroup::new(topo, gpus.clone()),
@@ -248,23 +250,17 @@ impl<'a> Pricer<'a> {
                 mtp: drafts,
                 prefill: &work.chunks,
             };
-            let cost = iteration_cost(model, &self.kernels, d, &load);
+            let (seconds, routed_main_s) =
+                iteration_seconds(model, &self.kernels, d, &load, &mut self.memo);
             // Its routed experts as if routing were balanced: replaced below by the draw.
-            let balanced = self
-                .kernels
-                .routed_moe(
-                    MoeShape::of(model, d.expert_precision),
-                    &cost.tokens_per_expert,
-                )
-                .cost
-                .seconds;
-            dense_s = dense_s.max(cost.total().seconds - moe_layers * balanced);
+            dense_s = dense_s.max(seconds - routed_main_s);
             tokens += work.tokens(drafts);
         }
         let ep = inst.gpus.len();
         let per_rank = self.placement.slots_per_rank();
         let (mut moe_s, mut a2a_s, mut imbalance) = (0.0, 0.0, 0.0);
         let mut counts = Vec::with_capacity(self.routers.len());
+        let shape = MoeShape::of(model, d.expert_precision);
         for (layer, router) in self.routers.iter().enumerate() {
             let c = router.sample(tokens, &mut self.rng);
             let slots = self.placement.phy2log(layer);
@@ -278,12 +274,12 @@ impl<'a> Pricer<'a> {
                 .collect();
             let mut slowest = 0.0f64;
             let mut loads = Vec::with_capacity(ep);
+            let mut rows = Vec::with_capacity(per_rank);
             for rank in slot_tokens.chunks(per_rank) {
-                let rows: Vec<u64> = rank.iter().map(|x| x.round() as u64).collect();
-                let t = self
-                    .kernels
-                    .routed_moe(MoeShape::of(model, d.expert_precision), &rows);
-                slowest = slowest.max(t.cost.seconds);
+                rows.clear();
+                rows.extend(rank.iter().map(|x| x.round() as u64));
+                let t = self.kernels.routed_moe_seconds(shape, &rows);
+                slowest = slowest.max(t);
                 loads.push(rank.iter().sum::<f64>());
             }
             let mean = loads.iter().sum::<f64>() / ep as f64;

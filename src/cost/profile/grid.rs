@@ -49,6 +49,8 @@ pub struct Hit<const D: usize> {
 pub struct Grid<const D: usize> {
     /// Sorted distinct values of each axis.
     axes: [Vec<f64>; D],
+    /// Their logarithms (interpolation is in log space; computed once, not per lookup).
+    ln_axes: [Vec<f64>; D],
     /// ln(seconds) at each grid point, row-major over `axes`.
     ln_seconds: Vec<f64>,
 }
@@ -64,8 +66,10 @@ impl<const D: usize> Grid<D> {
             v
         });
         let size = axes.iter().map(Vec::len).product();
+        let ln_axes = std::array::from_fn(|a| axes[a].iter().map(|v: &f64| v.ln()).collect());
         let mut grid = Grid {
             axes,
+            ln_axes,
             ln_seconds: vec![f64::NAN; size],
         };
         for (x, s) in points {
@@ -121,7 +125,8 @@ impl<const D: usize> Grid<D> {
             let i = i.min(axis.len().saturating_sub(2));
             lo[a] = i;
             if axis.len() > 1 && axis[i] != at[a] {
-                weight[a] = (at[a] / axis[i]).ln() / (axis[i + 1] / axis[i]).ln();
+                let ln = &self.ln_axes[a];
+                weight[a] = (at[a].ln() - ln[i]) / (ln[i + 1] - ln[i]);
                 if weight[a] > 0.0 && weight[a] < 1.0 {
                     source = source.worst(Source::Interpolated);
                 }
