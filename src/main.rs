@@ -227,7 +227,7 @@ enum Command {
     },
     /// Time one decode iteration of one rank, by op class
     #[command(
-        after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n\nBalanced routing; compute only until the communication model prices dispatch and combine."
+        after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --batch 64 --context 2048 --roofline\n\nBalanced routing; compute only until the communication model prices dispatch and combine.\nEach op is priced from the GPU's kernel profile where it measures the op (measured,\ninterpolated, or extrapolated beyond the measured shapes by the roofline's trend), else\nby the roofline; the op table says which."
     )]
     Step {
         #[command(flatten)]
@@ -248,6 +248,9 @@ enum Command {
         /// Chance an MTP draft token is accepted [default: the model file's mtp_acceptance]
         #[arg(long)]
         mtp_acceptance: Option<f64>,
+        /// Price every op by the roofline, ignoring the GPU's kernel profile
+        #[arg(long)]
+        roofline: bool,
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
@@ -436,6 +439,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefill_chunk,
             prefill_prefix,
             mtp_acceptance,
+            roofline,
             format,
         } => cli::step::run(&cli::step::StepArgs {
             deployment: &deployment,
@@ -444,6 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefill_chunk,
             prefill_prefix,
             acceptance: mtp_acceptance,
+            roofline,
             format,
         }),
     }

@@ -668,10 +668,10 @@ fn step_breakdown_ep8_vs_ep32() {
     .sum();
     assert!((shares - 1.0).abs() < 1e-9);
     assert_eq!(us(&ep8, "dispatch"), 0.0);
-    // Measured fused MoE on GB200 (kernel profile): 9 experts per GPU at EP32 take 2.7x less
-    // time than 32 at EP8 at this batch (the roofline said 3.5x: weights alone).
+    // Measured fused MoE on GB200 (kernel profile): 9 experts per GPU at EP32 take 1.85x
+    // less time than 32 at EP8 at this batch (the roofline said 3.5x: weights alone).
     let ratio = us(&ep8, "moe_group_gemm") / us(&ep32, "moe_group_gemm");
-    assert!(ratio > 2.5 && ratio < 3.0, "{ratio}");
+    assert!(ratio > 1.75 && ratio < 1.95, "{ratio}");
     assert_eq!(us(&ep32, "attention"), us(&ep8, "attention"));
     assert!(ep32["output_tok_s_per_gpu"].as_f64() > ep8["output_tok_s_per_gpu"].as_f64());
     assert_eq!(ep8["experts_per_gpu"], 32);

@@ -16,6 +16,7 @@ pub struct StepArgs<'a> {
     pub prefill_chunk: u64,
     pub prefill_prefix: u64,
     pub acceptance: Option<f64>,
+    pub roofline: bool,
     pub format: TableFormat,
 }
 
@@ -55,7 +56,11 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
         mtp: a.deployment.mtp,
         prefill: &chunks,
     };
-    let kernels = Kernels::for_gpu(&gpu).map_err(UsageError)?;
+    let kernels = if a.roofline {
+        Kernels::roofline_only(&gpu)
+    } else {
+        Kernels::for_gpu(&gpu).map_err(UsageError)?
+    };
     let cost = step::iteration_detail(&model, &kernels, &deployment, &load);
     let total = cost.total();
     let tokens = step::tokens_per_step(load.mtp, acceptance);
