@@ -12,20 +12,46 @@ Run it through the device tool, as one call (about 3 minutes on an H100):
   PYTHONUNBUFFERED=1 python3 calibration/gpu_calibration.py --out $OUT/calibration.json
 It prints a table last and writes every number to the JSON file; copy both into
 calibration/results/<gpu>-<date>.json and quote them where the family file uses them.
+
+With --profile DIR it also measures single GEMMs on a small full grid (n in 4096, 7168;
+k in 2048, 7168; the token counts above; BF16 and FP8) and writes DIR/gemm.csv in epsim's
+kernel-profile format (topologies/gpus/profiles/README.md): point a GPU spec's `profile`
+at DIR and epsim prices those GEMMs from this GPU's measurements. --example-profile DIR
+writes the same file from made-up numbers, without a GPU, to check the format.
 """
 
 import argparse
 import json
+import pathlib
 import statistics
 import sys
 import time
 
-import torch
-
 EXPERT_GEMMS = {"fc1": (4096, 7168), "fc2": (7168, 2048)}  # (N, K), DeepSeek-V3 (reference section 3)
 TOKENS = [1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 GROUP = 8  # experts per grouped call (9 per GPU at EP32 with 288 slots)
+PROFILE_N = [4096, 7168]  # a full grid over the expert shapes, so epsim can interpolate
+PROFILE_K = [2048, 7168]
 ROTATE = 6  # weight sets cycled per measurement: 6 x 8 experts x 44 MB >> L2
+
+
+def write_profile(directory, device, rows):
+    """epsim's gemm.csv: `#` provenance lines, then dtype,m,n,k,latency_us, one row per GEMM."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "gemm.csv", "w") as f:
+        f.write(f"# Measured on {device} by calibration/gpu_calibration.py ({time.strftime('%Y-%m-%d')}).\n")
+        f.write("# fp8 rows: torch._scaled_mm with per-tensor scales (not DeepGEMM's block scales).\n")
+        f.write("dtype,m,n,k,latency_us\n")
+        for r in sorted(rows, key=lambda r: (r["dtype"], r["m"], r["n"], r["k"])):
+            f.write(f"{r['dtype']},{r['m']},{r['n']},{r['k']},{r['ms'] * 1000:.4g}\n")
+    return directory / "gemm.csv"
+
+
+def example_rows():
+    """Made-up GEMM times on the profile grid (a weight-streaming law), for format checks."""
+    return [{"dtype": d, "m": m, "n": n, "k": k, "ms": 1e-3 * (5 + (n * k * (2 if d == "bf16" else 1) + 2 * m * n) / 3e6)}
+            for d in ["bf16", "fp8"] for n in PROFILE_N for k in PROFILE_K for m in TOKENS]
 
 
 def timed(fn, warmup=3, reps=15):
@@ -109,9 +135,16 @@ def gemm(m, n, k, dtype, groups=1, rotate=1):
 
 
 def main():
+    global torch
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="calibration.json")
+    p.add_argument("--profile", help="also write a kernel profile (gemm.csv) into this folder")
+    p.add_argument("--example-profile", help="write a made-up profile into this folder and stop")
     args = p.parse_args()
+    if args.example_profile:
+        print(f"wrote {write_profile(args.example_profile, 'no GPU (made-up numbers)', example_rows())}")
+        return
+    import torch
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: run this through the device tool")
     started = time.time()
@@ -138,6 +171,10 @@ def main():
                         r = {"m": m, "n": n, "k": k, "dtype": dtype, "groups": groups, "error": str(e)}
                     r["gemm"] = name
                     result["experts"].append(r)
+    if args.profile:
+        result["profile"] = [gemm(m, n, k, dtype, rotate=ROTATE)
+                             for dtype in ["bf16", "fp8"] for n in PROFILE_N for k in PROFILE_K for m in TOKENS]
+        print(f"wrote {write_profile(args.profile, props.name, result['profile'])}")
     result["wall_s"] = time.time() - started
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

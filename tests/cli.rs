@@ -1205,3 +1205,55 @@ fn extreme_values_are_refused_cleanly() {
         .code(2)
         .stderr(predicate::str::contains("at most 1000000"));
 }
+
+/// The format `calibration/gpu_calibration.py` writes is one epsim reads: a GPU spec pointed
+/// at it prices the shared expert's GEMMs from it.
+#[test]
+fn a_profile_written_by_the_calibration_script_prices_gemms() {
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("mine");
+    let status = std::process::Command::new("python3")
+        .arg(repo("calibration/gpu_calibration.py"))
+        .arg("--example-profile")
+        .arg(&prof)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+    std::fs::create_dir(dir.path().join("families")).unwrap();
+    std::fs::copy(
+        repo("topologies/gpus/families/hopper.yaml"),
+        dir.path().join("families/hopper.yaml"),
+    )
+    .unwrap();
+    let spec = std::fs::read_to_string(repo("topologies/gpus/h200-sxm.yaml"))
+        .unwrap()
+        .replace("profile: profiles/h200-sxm", "profile: mine")
+        .replace("name: h200-sxm", "name: spec");
+    std::fs::write(dir.path().join("spec.yaml"), spec).unwrap();
+    let args = [
+        "--model",
+        "deepseek-r1",
+        "--ep",
+        "8",
+        "--batch",
+        "8",
+        "--context",
+        "1024",
+    ];
+    let gpu = dir.path().join("spec.yaml");
+    let j = step_json(&[&args[..], &["--gpu", gpu.to_str().unwrap()]].concat());
+    let source = |op: &str| {
+        j["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["op"] == op)
+            .map(|o| o["source"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(source("shared expert fc1").as_deref(), Some("measured"));
+    // Only gemm.csv: the MoE block falls back to the roofline.
+    assert_eq!(
+        source("routed experts (fused MoE)").as_deref(),
+        Some("roofline")
+    );
+}

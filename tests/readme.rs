@@ -52,3 +52,60 @@ fn broken_topology_example_is_the_shipped_file_and_its_real_output() {
     got.push("exit 2".to_owned());
     assert_eq!(shown, got);
 }
+
+/// The lines of the fenced `console` block that starts with the line `command`.
+fn console_block(text: &str, command: &str) -> Vec<String> {
+    let start = text
+        .find(&format!("```console\n{command}\n"))
+        .unwrap_or_else(|| panic!("README lacks a console block for `{command}`"));
+    let body = &text[start + "```console\n".len() + command.len() + 1..];
+    body[..body.find("```").expect("the block is closed")]
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn accuracy_table(dir: &str) -> Vec<String> {
+    let out = epsim()
+        .current_dir(repo("."))
+        .args(["accuracy", dir])
+        .output()
+        .expect("epsim runs");
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_accuracy_tables_are_what_epsim_accuracy_prints() {
+    let text = readme();
+    for dir in ["validation/", "validation/silicon-e2e-b200/"] {
+        let shown = console_block(&text, &format!("$ epsim accuracy {dir}"));
+        assert_eq!(
+            shown,
+            accuracy_table(dir),
+            "README's table for {dir} is stale"
+        );
+    }
+}
+
+#[test]
+fn the_quickstart_summary_is_what_the_run_prints() {
+    let text = readme();
+    let shown = console_block(
+        &text,
+        "$ cargo run --release -- run scenarios/quickstart.yaml",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = epsim()
+        .current_dir(repo("."))
+        .args(["run", "scenarios/quickstart.yaml", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let printed = common::stdout(&out);
+    let summary: Vec<&str> = printed.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(&shown[..summary.len()], &summary[..]);
+}

@@ -126,6 +126,12 @@ pub fn svg(chart: &Chart) -> String {
     );
     for (i, series) in chart.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        // Past the palette, the colours come round again dashed, so no two series look alike.
+        let dash = match i / COLOURS.len() {
+            0 => "",
+            1 => r#" stroke-dasharray="7 4""#,
+            _ => r#" stroke-dasharray="2 3""#,
+        };
         let path: Vec<String> = series
             .points
             .iter()
@@ -134,7 +140,7 @@ pub fn svg(chart: &Chart) -> String {
             .collect();
         let _ = writeln!(
             s,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
             path.join(" ")
         );
         for p in &path {
@@ -144,7 +150,7 @@ pub fn svg(chart: &Chart) -> String {
         let ly = TOP + 10.0 + 18.0 * i as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="{colour}" stroke-width="2"/><text x="{3}" y="{4}">{5}</text>"#,
+            r#"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{3}" y="{4}">{5}</text>"#,
             LEFT + pw + 12.0,
             ly,
             LEFT + pw + 32.0,
