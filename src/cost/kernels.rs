@@ -17,7 +17,8 @@ pub struct Priced {
 }
 
 impl Priced {
-    fn roofline(cost: OpCost) -> Priced {
+    /// A roofline's price.
+    pub fn roofline(cost: OpCost) -> Priced {
         Priced {
             cost,
             source: Source::Roofline,

@@ -363,10 +363,7 @@ impl<'a> Step<'a> {
         total.add(
             "layer overhead (named constant)",
             OpClass::Other,
-            Priced {
-                cost: overhead,
-                source: Source::Roofline,
-            },
+            Priced::roofline(overhead),
         );
         (total, routed_main_s)
     }
@@ -413,39 +410,27 @@ impl<'a> Step<'a> {
             c.add(
                 "attention",
                 OpClass::Attention,
-                Priced {
-                    cost: self.attention(queries),
-                    source: Source::Roofline,
-                },
+                Priced::roofline(self.attention(queries)),
             );
             for &p in chunks.iter().filter(|p| p.tokens > 0) {
                 c.add(
                     "prefill attention",
                     OpClass::Attention,
-                    Priced {
-                        cost: self.prefill_attention(p),
-                        source: Source::Roofline,
-                    },
+                    Priced::roofline(self.prefill_attention(p)),
                 );
             }
             // The input RMS norm, reading and writing the hidden state.
             c.add(
                 "rms norm",
                 OpClass::Other,
-                Priced {
-                    cost: k.roofline.memory_pass(2.0 * hidden_bytes),
-                    source: Source::Roofline,
-                },
+                Priced::roofline(k.roofline.memory_pass(2.0 * hidden_bytes)),
             );
         }
         // The post-attention RMS norm.
         c.add(
             "rms norm",
             OpClass::Other,
-            Priced {
-                cost: k.roofline.memory_pass(2.0 * hidden_bytes),
-                source: Source::Roofline,
-            },
+            Priced::roofline(k.roofline.memory_pass(2.0 * hidden_bytes)),
         );
         c
     }
@@ -580,10 +565,7 @@ impl<'a> Step<'a> {
         c.add(
             "sampling",
             OpClass::Other,
-            Priced {
-                cost: k.roofline.memory_pass(4.0 * (m * vocab) as f64),
-                source: Source::Roofline,
-            },
+            Priced::roofline(k.roofline.memory_pass(4.0 * (m * vocab) as f64)),
         );
         c
     }
