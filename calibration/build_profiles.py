@@ -157,6 +157,18 @@ def moe(d, wide, hbm_bytes_per_s):
     return d[~held], d[held], keys + ["latency_us"]
 
 
+ALLREDUCE_HELD_ELEMENTS = [256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304]
+
+
+def allreduce(d):
+    d = d[d["allreduce_dtype"] == "bfloat16"].assign(dtype="bf16", gpus=d["num_gpus"],
+                                                     elements=d["message_size"])
+    keys = ["dtype", "gpus", "elements"]
+    d = fastest(d, keys)
+    held = d["elements"].isin(ALLREDUCE_HELD_ELEMENTS)
+    return d[~held], d[held], keys + ["latency_us"]
+
+
 def mla(d, axis, held_values):
     d = d[(d["tp_size"] == 1) & d["gemm_type"].isin(DTYPE)]
     d = d.assign(kv_dtype=d["kv_cache_dtype"].map({"bfloat16": "bf16", "fp8": "fp8"}),
@@ -190,6 +202,11 @@ def build(kernels, project, gpu, system):
          lambda d: mla(d, "isl", MLA_HELD_ISL),
          "whole MLA block per layer for a batch of prompts of isl tokens, DeepSeek-V3, tp 1"),
     ]
+    jobs.append(
+        ("allreduce", "comm", "custom_allreduce_perf", allreduce,
+         "TensorRT-LLM's custom all-reduce (BF16), fastest per (gpus, elements); `message_size` "
+         "counts BF16 elements (read as bytes, 8 B200 would reach 364 GB/s of bus bandwidth on "
+         "900 GB/s NVLink; as elements 728 GB/s, near NCCL's measured ~840 on NVL72)"))
     for out, family, name, fn, rule in jobs:
         d = table(kernels, system, family, name)
         if d is None:

@@ -88,6 +88,16 @@ pub fn held_out_errors(
                 });
                 ("mla_prefill", priced, seconds)
             }
+            Measurement::AllReduce {
+                gpus,
+                elements,
+                seconds,
+                ..
+            } => (
+                "allreduce",
+                Some(kernels.all_reduce(gpus, elements).cost.seconds),
+                seconds,
+            ),
         };
         if let Some(p) = priced.filter(|p| *p > 0.0) {
             out.entry(class).or_default().push(p / measured - 1.0);

@@ -166,6 +166,21 @@ impl<'a> Roofline<'a> {
         (bytes, flops, compute_seconds)
     }
 
+    /// A ring all-reduce of `elements` BF16 values over `gpus` GPUs of one NVLink domain:
+    /// each GPU sends and receives 2 (n - 1) / n of the data at the family's achieved
+    /// all-to-all NVLink fraction (no latency term: the measured table supplies floors).
+    pub fn all_reduce(&self, gpus: u64, elements: u64) -> OpCost {
+        let n = gpus.max(1) as f64;
+        let wire = 2.0 * (n - 1.0) / n * 2.0 * elements as f64;
+        let bps = self.gpu.nvlink_gb_s * 1e9 * self.gpu.efficiency.nvlink_efficiency;
+        OpCost {
+            seconds: if gpus > 1 { wire / bps } else { 0.0 },
+            bytes: wire,
+            flops: 0.0,
+            memory_seconds: 0.0,
+        }
+    }
+
     /// Streaming `bytes` through HBM and back (norms, sampling, small element-wise kernels).
     pub fn memory_pass(&self, bytes: f64) -> OpCost {
         self.roofline(bytes, 0.0, 0.0)

@@ -136,6 +136,34 @@ impl<'a> Kernels<'a> {
         Some((h.seconds * roof(rows) / edge, h.source))
     }
 
+    /// An all-reduce of `elements` BF16 values over a tensor-parallel group of `gpus` in one
+    /// NVLink domain (TensorRT-LLM's custom all-reduce where measured).
+    pub fn all_reduce(&self, gpus: u64, elements: u64) -> Priced {
+        if gpus <= 1 || elements == 0 {
+            return Priced::roofline(OpCost::default());
+        }
+        let roof = self.roofline.all_reduce(gpus, elements);
+        let hit = self
+            .profile
+            .as_ref()
+            .and_then(|pr| pr.all_reduce(Precision::Bf16, gpus, elements));
+        match hit {
+            None => Priced::roofline(roof),
+            Some(h) if h.source == Source::Extrapolated => {
+                let [g, e] = h.at.map(|v| v.round() as u64);
+                let edge = self.roofline.all_reduce(g, e).seconds;
+                // Never below the measured floor (tiny messages cost what the smallest did).
+                let scale = if edge > 0.0 {
+                    (roof.seconds / edge).max(1.0)
+                } else {
+                    1.0
+                };
+                Priced::measured(roof, h.seconds * scale, h.source)
+            }
+            Some(h) => Priced::measured(roof, h.seconds, h.source),
+        }
+    }
+
     /// The whole MLA block of one decode layer (projections, norms, RoPE, attention) for
     /// `batch` requests of `kv_len` tokens with `queries` new tokens each, over `1/tp` of
     /// the heads; `None` where the profile does not measure this model's MLA.
@@ -297,6 +325,23 @@ mod tests {
             k.mla_decode(&ds, 64, 2048, 1, 1, (Precision::Fp8, Precision::Fp8))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn all_reduces_are_measured_floors_and_bandwidth() {
+        let b200 = gpu("b200-hgx");
+        let k = Kernels::for_gpu(&b200).unwrap();
+        // allreduce.csv (b200-hgx): 8 GPUs, 128 elements -> 5.0 us.
+        let small = k.all_reduce(8, 128);
+        assert_eq!(small.source, Source::Measured);
+        assert!((small.cost.seconds - 5.0e-6).abs() < 0.2e-6);
+        // Fewer elements than measured: the floor stands.
+        assert!(k.all_reduce(8, 16).cost.seconds >= small.cost.seconds);
+        assert_eq!(k.all_reduce(1, 1 << 20).cost.seconds, 0.0);
+        // Beyond the largest message, the roofline's bandwidth trend.
+        let big = k.all_reduce(8, 1 << 31);
+        assert_eq!(big.source, Source::Extrapolated);
+        assert!(big.cost.seconds > 4.0 * k.all_reduce(8, 1 << 29).cost.seconds * 0.99);
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct Pricer<'a> {
     instance: &'a InstanceSpec,
     kernels: Kernels<'a>,
     memo: TokenPartMemo,
+    /// Whether tokens leave their GPU for the experts: not with one GPU, nor when one
+    /// tensor-parallel group spans the EP group (every rank holds every token; the group's
+    /// all-reduces, priced with the layer, sum the experts' outputs).
+    all_to_all: bool,
     mtp: Mtp,
     overlap: bool,
     group: EpGroup<'a>,
@@ -169,6 +173,7 @@ impl<'a> Pricer<'a> {
             instance,
             kernels: Kernels::for_gpu(&instance.gpu)?,
             memo: TokenPartMemo::default(),
+            all_to_all: instance.dp_ranks() > 1,
             mtp,
             overlap,
             group: EpGroup::new(topo, gpus.clone()),
@@ -287,7 +292,7 @@ impl<'a> Pricer<'a> {
                 imbalance += (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
             }
             moe_s += slowest;
-            if tokens > 0 {
+            if tokens > 0 && self.all_to_all {
                 let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
                 let expert_rank: Vec<usize> = (0..slots.len()).map(|s| s / per_rank).collect();
                 let traffic = |bytes_per_token| ExpectedTraffic {
@@ -318,7 +323,7 @@ impl<'a> Pricer<'a> {
         }
         let sampled = self.routers.len().max(1) as f64;
         // MTP drafts run one MoE layer each: their all-to-alls cost at least the floors.
-        let draft_a2a = if tokens > 0 {
+        let draft_a2a = if tokens > 0 && self.all_to_all {
             drafts as f64 * (self.floors_s.0 + self.floors_s.1)
         } else {
             0.0
@@ -418,6 +423,43 @@ mod tests {
             window: 100,
         };
         assert_eq!(observe_stride(periodic, 58, 4), (periodic, 1));
+    }
+
+    /// One tensor-parallel group spanning the EP group (TP8 attention, EP8 experts; the
+    /// measured HGX B200 run at concurrency 15): every rank holds every token, so nothing
+    /// is dispatched; the group's all-reduces are in the layer's price instead.
+    #[test]
+    fn a_tensor_parallel_group_spanning_the_ep_group_has_no_all_to_all() {
+        let file = crate::testing::repo(
+            "validation/silicon-e2e-b200/scenarios/b200-04-nvfp4-disagg-1024x1024-c15.yaml",
+        );
+        let q = crate::serving::scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let sc = &q.scenario;
+        let decode = sc
+            .instances
+            .iter()
+            .find(|i| i.name.starts_with("decode"))
+            .unwrap();
+        assert_eq!((decode.dp_ranks(), decode.gpus.len()), (1, 8));
+        let streams = RandomStreams::new(1);
+        let mut pricer = Pricer::new(
+            &q.topology,
+            &q.model,
+            decode,
+            &sc.moe,
+            sc.mtp,
+            false,
+            &streams,
+        )
+        .unwrap();
+        let work = [RankWork {
+            batch: 3,
+            context: 1500,
+            chunks: Vec::new(),
+        }];
+        let price = pricer.price(&work).unwrap();
+        assert_eq!(price.all_to_all_s, 0.0);
+        assert!(price.moe_s > 0.0 && price.dense_s > 0.0);
     }
 
     fn quickstart() -> crate::serving::scenario::LoadedScenario {

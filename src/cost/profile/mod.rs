@@ -1,6 +1,6 @@
 //! Kernel profiles: measured latencies of the op classes a serving engine runs, per GPU,
 //! interpolated in shape. A profile is a folder of CSV tables (`gemm.csv`, `moe.csv`,
-//! `mla_decode.csv`, `mla_prefill.csv`; any may be absent) named by a GPU spec's `profile`
+//! `mla_decode.csv`, `mla_prefill.csv`, `allreduce.csv`; any may be absent) named by a GPU spec's `profile`
 //! field. The shipped ones are derived from silicon measurements by
 //! `calibration/build_profiles.py`; `calibration/gpu_calibration.py` writes the same format.
 //! Callers ask for an op at a shape and get seconds with their [`Source`]; they never see
@@ -74,6 +74,12 @@ pub enum Measurement {
         isl: u64,
         seconds: f64,
     },
+    AllReduce {
+        precision: Precision,
+        gpus: u64,
+        elements: u64,
+        seconds: f64,
+    },
 }
 
 /// An MLA block's table: KV-cache format, GEMM format, heads on the rank.
@@ -89,6 +95,8 @@ pub struct KernelProfile {
     mla_decode: BTreeMap<MlaKey, Grid<2>>,
     /// The whole MLA block of one prefill layer, axes (prompts, prompt length).
     mla_prefill: BTreeMap<MlaKey, Grid<2>>,
+    /// An all-reduce within one NVLink domain by format, axes (GPUs, elements).
+    allreduce: BTreeMap<Precision, Grid<2>>,
     /// Where it was read from, for messages.
     pub dir: PathBuf,
 }
@@ -136,6 +144,11 @@ impl KernelProfile {
             .at([batch as f64, isl as f64])
     }
 
+    /// An all-reduce of `elements` values over `gpus` GPUs.
+    pub fn all_reduce(&self, p: Precision, gpus: u64, elements: u64) -> Option<Hit<2>> {
+        self.allreduce.get(&p)?.at([gpus as f64, elements as f64])
+    }
+
     /// Every measured shape, table by table in key order.
     pub fn measurements(&self) -> Vec<Measurement> {
         let mut out = Vec::new();
@@ -179,6 +192,17 @@ impl KernelProfile {
                         heads,
                         batch: u(batch),
                         isl: u(isl),
+                        seconds,
+                    }),
+            );
+        }
+        for (&precision, g) in &self.allreduce {
+            out.extend(
+                g.points()
+                    .map(|([gpus, elements], seconds)| Measurement::AllReduce {
+                        precision,
+                        gpus: u(gpus),
+                        elements: u(elements),
                         seconds,
                     }),
             );
@@ -269,6 +293,16 @@ impl KernelProfile {
                 profile.mla_prefill = g;
             }
         }
+        let allreduce = table(
+            "allreduce.csv",
+            Columns {
+                precisions: &["dtype"],
+                numbers: &["gpus", "elements", "latency_us"],
+            },
+        );
+        profile.allreduce = grids(&allreduce, |r| {
+            (r.precisions[0], [r.numbers[0], r.numbers[1]], r.numbers[2])
+        });
         diags.into_result(profile)
     }
 }
