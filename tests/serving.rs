@@ -296,6 +296,33 @@ fn a_trace_is_replayed() {
     assert!(rows[1].starts_with("1,false,0.25,10,0,1,1,"), "{requests}");
 }
 
+/// A request no rank's KV cache can hold is refused; the ones after it are still served
+/// (hardening: this used to panic when a refused request was not the last).
+#[test]
+fn a_refused_request_in_the_middle_of_a_trace_leaves_the_rest_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(
+        &trace,
+        "arrival_s,input_tokens,output_tokens\n0.0,100,5\n0.1,50000000,5\n0.2,100,5\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace(
+            "{kind: poisson, rate_per_s: 40}",
+            &format!("{{kind: trace, file: {}}}", trace.display()),
+        )
+        .replace("../../", &format!("{}/", repo("").display()));
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("out");
+    run(file.to_str().unwrap(), &out, &[]);
+    let s = summary(&out);
+    assert_eq!(value(&s, "requests_rejected"), 1.0);
+    assert_eq!(value(&s, "requests_completed_all"), 2.0);
+}
+
 /// A small sweep: 2 x 2 points, two seeds each.
 fn write_sweep(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))

@@ -313,8 +313,6 @@ impl<'a> Simulation<'a> {
         spec: RequestSpec,
         user: Option<u64>,
     ) -> Result<(), Error> {
-        let id = self.next_id;
-        self.next_id += 1;
         self.metrics.arrived();
         let entry = |i: &Instance| matches!(i.spec.role, Role::Prefill | Role::Both);
         let choices: Vec<Choice> = (0..self.instances.len())
@@ -328,6 +326,9 @@ impl<'a> Simulation<'a> {
             self.metrics.rejected();
             return Ok(());
         }
+        // Ids are handed out only to requests that are kept: the store is indexed by id.
+        let id = self.next_id;
+        self.next_id += 1;
         let pick = choices[self.policy.place(&choices, self.entry_cursor)].index;
         self.entry_cursor = pick + 1;
         self.requests.insert(
