@@ -1257,3 +1257,22 @@ fn a_profile_written_by_the_calibration_script_prices_gemms() {
         Some("roofline")
     );
 }
+
+#[test]
+fn frontier_at_nan_is_bad_usage() {
+    epsim()
+        .current_dir(repo(""))
+        .args([
+            "frontier",
+            "results/wide-ep-nvl72/summary.csv",
+            "--x",
+            "tok_s_per_user",
+            "--y",
+            "output_tok_s_per_decode_gpu",
+            "--at",
+            "NaN",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--at must be a finite number"));
+}

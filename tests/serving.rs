@@ -225,6 +225,37 @@ instances:
     assert!(!err.contains("panicked"));
 }
 
+/// Values that parse but mean nothing are refused with their locations, all at once.
+#[test]
+fn meaningless_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace("{dist: fixed, tokens: 128}", "{dist: fixed, tokens: 0}")
+        .replace(
+            "  micro_batch_overlap: true\n",
+            "  micro_batch_overlap: true\nmoe:\n  online: {style: layerwise, layers_per_iteration: 0, decay: 7}\n",
+        )
+        .replace(
+            "    max_tokens: 1024\n",
+            "    max_tokens: 1024\n  - name: agg\n    role: both\n    gpus: 4-7\n    max_batch: 32\n    max_tokens: 1024\n",
+        )
+        .replace("    replicas: 2\n", "");
+    std::fs::write(&file, text).unwrap();
+    let out = epsim().args(["run"]).arg(&file).assert().code(2);
+    let err = stderr(&out);
+    for needle in [
+        "workload.output: tokens must be at least 1",
+        "moe.online: layers_per_iteration must be at least 1",
+        "moe.online: decay must be in (0, 1], got 7",
+        "instances[1].name: `agg` names another instance too",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+}
+
 #[test]
 fn a_scenario_naming_missing_files_says_which() {
     let dir = tempfile::tempdir().unwrap();

@@ -33,6 +33,9 @@ fn group_label(f: &Frontier) -> String {
 }
 
 pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
+    if let Some(x) = a.at.filter(|x| !x.is_finite()) {
+        return Err(UsageError(format!("--at must be a finite number, got {x}")).into());
+    }
     let text = std::fs::read_to_string(a.summary)
         .map_err(|e| UsageError(format!("{}: {e}", a.summary.display())))?;
     let groups = frontier::frontiers(&text, a.x, a.y, &a.by)

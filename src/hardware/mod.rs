@@ -82,7 +82,7 @@ struct GpuSpecFile {
     hbm_bandwidth_tb_s: At<f64>,
     dense_tflops: DenseTflopsFile,
     nvlink_gb_s: At<f64>,
-    sms: u32,
+    sms: At<u32>,
     /// Family file in `families/` beside the spec.
     family: At<String>,
     /// Kernel profile folder, relative to the spec file.
@@ -146,6 +146,9 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
     if let Some(usable) = &raw.hbm_usable_gib {
         positive("hbm_usable_gib", usable);
     }
+    if raw.sms.value == 0 {
+        diags.push(file, Problem::new(raw.sms.loc, "sms", "must be at least 1"));
+    }
     let efficiency = load_family_of(file, &raw.family, &mut diags);
     let stem = file
         .file_stem()
@@ -193,7 +196,7 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
             bf16: raw.dense_tflops.bf16.value,
         },
         nvlink_gb_s: raw.nvlink_gb_s.value,
-        sms: raw.sms,
+        sms: raw.sms.value,
         efficiency,
         profile,
     })

@@ -208,6 +208,34 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
             format!("{n} MTP modules need an mtp_acceptance"),
         ),
     }
+    // Sizes that must not be zero (a zero would price attention as free).
+    let sizes: Vec<(&str, u64)> = match &raw.attention.value {
+        Attention::Mla {
+            heads,
+            kv_lora_rank,
+            qk_nope_head_dim,
+            qk_rope_head_dim,
+            v_head_dim,
+            ..
+        } => vec![
+            ("heads", *heads),
+            ("kv_lora_rank", *kv_lora_rank),
+            ("qk_nope_head_dim", *qk_nope_head_dim),
+            ("qk_rope_head_dim", *qk_rope_head_dim),
+            ("v_head_dim", *v_head_dim),
+        ],
+        Attention::Gqa {
+            heads, head_dim, ..
+        } => vec![("heads", *heads), ("head_dim", *head_dim)],
+    };
+    for (name, v) in sizes {
+        check(
+            v >= 1,
+            raw.attention.loc,
+            &format!("attention.{name}"),
+            "must be at least 1".into(),
+        );
+    }
     if let Attention::Gqa {
         heads,
         kv_heads,
@@ -288,6 +316,25 @@ mod tests {
         assert_eq!(
             crate::testing::model("deepseek-r1").mtp_acceptance,
             Some(0.85)
+        );
+    }
+
+    #[test]
+    fn zero_attention_sizes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.yaml");
+        let base =
+            std::fs::read_to_string(crate::testing::repo("models/deepseek-r1.yaml")).unwrap();
+        let bad = base
+            .replace("  heads: 128 ", "  heads: 0 ")
+            .replace("kv_lora_rank: 512 ", "kv_lora_rank: 0 ");
+        assert_ne!(bad, base);
+        std::fs::write(&file, bad).unwrap();
+        let e = load_model(&file).unwrap_err().to_string();
+        assert!(e.contains("attention.heads: must be at least 1"), "{e}");
+        assert!(
+            e.contains("attention.kv_lora_rank: must be at least 1"),
+            "{e}"
         );
     }
 }

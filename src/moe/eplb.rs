@@ -45,6 +45,16 @@ pub fn rebalance_experts(
     gpus: usize,
 ) -> Result<EplbPlan, EplbError> {
     let experts = weight.first().map_or(0, Vec::len);
+    // Zero groups or nodes would silently fall back to the global policy.
+    let mut zero = Vec::new();
+    for (name, v) in [("num_groups", groups), ("num_nodes", nodes)] {
+        if v == 0 {
+            zero.push(format!("{name} must be at least 1"));
+        }
+    }
+    if !zero.is_empty() {
+        return Err(EplbError(zero));
+    }
     let hierarchical =
         groups > 0 && nodes > 0 && groups.is_multiple_of(nodes) && !(groups == 1 && nodes == 1);
     let (policy, groups, nodes) = if hierarchical {
@@ -285,6 +295,14 @@ mod tests {
 
     fn usize_of(v: &Value) -> usize {
         v.as_u64().unwrap() as usize
+    }
+
+    #[test]
+    fn zero_groups_or_nodes_are_errors() {
+        let w = vec![vec![1.0; 4]];
+        let err = rebalance_experts(&w, 4, 1, 0, 2).unwrap_err();
+        assert_eq!(err.0, ["num_nodes must be at least 1"]);
+        assert!(rebalance_experts(&w, 4, 0, 1, 2).is_err());
     }
 
     #[test]

@@ -123,7 +123,7 @@ struct MoeFile {
     #[serde(default)]
     sampled_layers: Option<At<usize>>,
     #[serde(default)]
-    online: Option<OnlineStyle>,
+    online: Option<At<OnlineStyle>>,
 }
 
 #[derive(Deserialize)]
@@ -511,10 +511,18 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
             s.value
         }
     };
-    let online = raw.moe.online.unwrap_or(OnlineStyle::Layerwise {
-        layers_per_iteration: 1,
-        decay: 0.95,
-    });
+    let online = raw.moe.online.as_ref().map_or(
+        OnlineStyle::Layerwise {
+            layers_per_iteration: 1,
+            decay: 0.95,
+        },
+        |o| o.value,
+    );
+    if let Some(o) = &raw.moe.online {
+        for message in online_problems(o.value) {
+            problem(o.loc, "moe.online", message);
+        }
+    }
 
     let precision = PrecisionSettings {
         experts: raw
@@ -543,12 +551,26 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
             "needs at least one instance".into(),
         );
     }
+    let mut names = std::collections::BTreeSet::new();
     for (i, item) in raw.instances.value.iter().enumerate() {
         let Some(inst) = &item.0 else { continue };
         let at = |field: &str| format!("instances[{i}].{field}");
         let f = &inst.value;
+        // Results and requests.csv name instances: two of one name could not be told apart.
+        if !names.insert(f.name.clone()) {
+            problem(
+                inst.loc,
+                &at("name"),
+                format!("`{}` names another instance too", f.name),
+            );
+        }
         let first = match &f.gpus.value {
-            GpuList::Indices(v) => Ok(v.clone()),
+            GpuList::Indices(v) => match v.iter().find(|&&g| g > MAX_GPU_INDEX) {
+                Some(g) => Err(format!(
+                    "GPU {g} is beyond the largest index {MAX_GPU_INDEX}"
+                )),
+                None => Ok(v.clone()),
+            },
             GpuList::Ranges(s) => parse_ranges(s),
         };
         let first = match first {
@@ -792,6 +814,35 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
 }
 
 /// `"0-7,16-23,40"` -> [0..=7, 16..=23, 40].
+/// Online EPLB settings that would never re-plan or would not decay.
+fn online_problems(style: OnlineStyle) -> Vec<String> {
+    match style {
+        OnlineStyle::Periodic { every, window } => [
+            (every == 0).then(|| "every must be at least 1 iteration".to_owned()),
+            (window == 0).then(|| "window must be at least 1 iteration".to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        OnlineStyle::Layerwise {
+            layers_per_iteration,
+            decay,
+        } => [
+            (layers_per_iteration == 0)
+                .then(|| "layers_per_iteration must be at least 1".to_owned()),
+            (!(decay > 0.0 && decay <= 1.0))
+                .then(|| format!("decay must be in (0, 1], got {decay}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    }
+}
+
+/// The largest GPU index a scenario may name: far beyond any topology epsim builds, small
+/// enough that a range is never an allocation the machine cannot make.
+pub const MAX_GPU_INDEX: usize = 1 << 20;
+
 fn parse_ranges(text: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -803,6 +854,11 @@ fn parse_ranges(text: &str) -> Result<Vec<usize>, String> {
         let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
         if a > b {
             return Err(format!("range {part} runs backwards"));
+        }
+        if b > MAX_GPU_INDEX {
+            return Err(format!(
+                "GPU {b} is beyond the largest index {MAX_GPU_INDEX}"
+            ));
         }
         out.extend(a..=b);
     }
@@ -818,6 +874,14 @@ fn parse_ranges(text: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_gpu_ranges_are_errors_not_allocations() {
+        let err = parse_ranges("0-18446744073709551615").unwrap_err();
+        assert!(err.contains("beyond the largest index"), "{err}");
+        assert!(parse_ranges("0-4000000000").is_err());
+        assert_eq!(parse_ranges("1048575-1048576").unwrap().len(), 2);
+    }
 
     #[test]
     fn gpu_ranges_parse_and_bad_ones_say_why() {

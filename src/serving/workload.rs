@@ -44,12 +44,17 @@ impl Lengths {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         match *self {
+            // A request of no tokens is no request (it used to become one of 1 token).
+            Lengths::Fixed { tokens: 0 } => p.push("tokens must be at least 1".to_owned()),
             Lengths::Fixed { .. } => {}
             Lengths::Uniform { min, max }
             | Lengths::Normal { min, max, .. }
             | Lengths::Lognormal { min, max, .. } => {
                 if min > max {
                     p.push(format!("min ({min}) is above max ({max})"));
+                }
+                if min == 0 {
+                    p.push("min must be at least 1 token".to_owned());
                 }
             }
         }

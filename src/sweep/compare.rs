@@ -155,8 +155,18 @@ pub fn compare(
     for (key, brow) in &brows {
         let crow = &crows[key];
         for &(m, bi, ci) in &columns {
-            let value = |row: &[String], i: usize| row.get(i).and_then(|v| v.parse::<f64>().ok());
-            let (b, c) = (value(brow, bi), value(crow, ci));
+            // An empty cell measured nothing; NaN or infinity is a broken value, not "same".
+            let value = |row: &[String], i: usize, what: &str| match row
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                Some(v) if !v.is_finite() => Err(format!(
+                    "the {what}'s row {key} has `{}` = {v}, not a finite number",
+                    m.column
+                )),
+                v => Ok(v),
+            };
+            let (b, c) = (value(brow, bi, "baseline")?, value(crow, ci, "candidate")?);
             let change = match (b, c) {
                 (Some(b), Some(c)) if b != 0.0 => Some(c / b - 1.0),
                 (Some(b), Some(c)) if b == c => Some(0.0),
@@ -225,6 +235,25 @@ mod tests {
         assert_eq!(v("p=b", "tput"), Verdict::WorseWithin);
         assert_eq!(v("p=b", "lat"), Verdict::Worse, "5% slower is beyond 2%");
         assert_eq!(c.iter().filter(|x| x.is_regression()).count(), 1);
+    }
+
+    #[test]
+    fn a_nan_metric_is_an_error_not_same() {
+        let base = "param_p,tput,lat\na,NaN,1\n";
+        let err = compare(base, "param_p,tput,lat\na,5,1\n", &metrics(), 0.0).unwrap_err();
+        assert!(err.contains("`tput` = NaN, not a finite number"), "{err}");
+        let cand = "param_p,tput,lat\na,1,inf\n";
+        assert!(compare("param_p,tput,lat\na,1,1\n", cand, &metrics(), 0.0).is_err());
+        // Empty cells still mean "nothing measured".
+        assert!(
+            compare(
+                "param_p,tput,lat\na,,1\n",
+                "param_p,tput,lat\na,,1\n",
+                &metrics(),
+                0.0
+            )
+            .is_ok()
+        );
     }
 
     #[test]
