@@ -256,6 +256,43 @@ fn meaningless_values_are_refused() {
     }
 }
 
+/// Sizes past the documented limits are refused at validation (exit 2, located), not run
+/// into an abort or a wrapped integer.
+#[test]
+fn sizes_beyond_the_limits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace("duration_s: 8", "duration_s: 1e308")
+        .replace("rate_per_s: 40", "rate_per_s: 1e8")
+        .replace(
+            "{dist: fixed, tokens: 128}",
+            "{dist: fixed, tokens: 18446744073709551615}",
+        );
+    std::fs::write(&file, text).unwrap();
+    let out = epsim().args(["validate"]).arg(&file).assert().code(2);
+    let err = stderr(&out);
+    for needle in [
+        "duration_s: must be a number of seconds in (0, 1000000]",
+        "workload.arrivals.rate_per_s: must be > 0 and at most 1000000",
+        "workload.output: at most 100000000 tokens per request",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+    let closed = std::fs::read_to_string(&file).unwrap().replace(
+        "{kind: poisson, rate_per_s: 1e8}",
+        "{kind: closed_loop, users_per_gpu: 2305843009213693952}",
+    );
+    std::fs::write(&file, closed).unwrap();
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    assert!(
+        err.contains("workload.arrivals.users: at most 10000000 users"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_scenario_naming_missing_files_says_which() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,6 +78,16 @@ impl Lengths {
         p
     }
 
+    /// The longest length it can give.
+    pub fn largest(&self) -> u64 {
+        match *self {
+            Lengths::Fixed { tokens } => tokens,
+            Lengths::Uniform { max, .. }
+            | Lengths::Normal { max, .. }
+            | Lengths::Lognormal { max, .. } => max,
+        }
+    }
+
     /// A representative value (the mean, or the median of a lognormal), for sizing.
     pub fn typical(&self) -> u64 {
         let clip = |x: f64, min: u64, max: u64| (x.round().max(min as f64).min(max as f64)) as u64;

@@ -1,0 +1,370 @@
+//! The scenario's sections checked one at a time. Each records its problems and goes on,
+//! so one run of `epsim validate` or `epsim run` reports all of them.
+
+use super::*;
+use crate::input::Loc;
+
+/// Documented limits (README, "Reliability"): beyond them a run would overflow, exhaust
+/// memory or never end, so validation refuses them with their location.
+/// Simulated seconds of one run (11.6 days).
+pub const MAX_DURATION_S: f64 = 1e6;
+/// Requests per second of an open-loop workload.
+pub const MAX_RATE_PER_S: f64 = 1e6;
+/// Coefficient of variation of gamma inter-arrival gaps.
+pub const MAX_GAMMA_CV: f64 = 100.0;
+/// Closed-loop users of one run, however given.
+pub const MAX_USERS: u64 = 10_000_000;
+/// Tokens of one request's prompt or answer.
+pub const MAX_REQUEST_TOKENS: u64 = 100_000_000;
+/// MTP draft tokens per step.
+pub const MAX_MTP_DRAFTS: u64 = 16;
+
+/// The problems found so far in one scenario file.
+pub(super) struct Checks<'a> {
+    file: &'a Path,
+    pub diags: Diagnostics,
+}
+
+impl<'a> Checks<'a> {
+    pub fn new(file: &'a Path) -> Self {
+        Checks {
+            file,
+            diags: Diagnostics::new(),
+        }
+    }
+
+    pub fn problem(&mut self, loc: Loc, path: &str, message: String) {
+        self.diags.push(self.file, Problem::new(loc, path, message));
+    }
+}
+
+/// The topology and model a scenario names, and their own files' problems.
+pub(super) struct Named {
+    pub topology_file: PathBuf,
+    pub model_file: PathBuf,
+    pub topology: Option<Topology>,
+    pub model: Option<ModelConfig>,
+    pub diags: Diagnostics,
+}
+
+/// Loads the files the scenario names; their problems are reported against them.
+pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Named {
+    let topology_file = dir.join(&raw.topology.value);
+    let model_file = dir.join(&raw.model.value);
+    let mut named = Diagnostics::new();
+    let topology = match topology::load(&topology_file) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.problem(
+                raw.topology.loc,
+                "topology",
+                format!("cannot use {}", topology_file.display()),
+            );
+            named.append(e);
+            None
+        }
+    };
+    let model = match load_model(&model_file) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            c.problem(
+                raw.model.loc,
+                "model",
+                format!("cannot use {}", model_file.display()),
+            );
+            named.append(e);
+            None
+        }
+    };
+
+    Named {
+        topology_file,
+        model_file,
+        topology,
+        model,
+        diags: named,
+    }
+}
+
+/// Duration and warm-up, seconds.
+pub(super) fn timing(c: &mut Checks, raw: &ScenarioFile) -> (f64, f64) {
+    let duration_s = raw.duration_s.value;
+    if !(duration_s > 0.0 && duration_s <= MAX_DURATION_S) {
+        c.problem(
+            raw.duration_s.loc,
+            "duration_s",
+            format!("must be a number of seconds in (0, {MAX_DURATION_S}], got {duration_s}"),
+        );
+    }
+    let warmup_s = match &raw.warmup_s {
+        Some(w) => {
+            if !(w.value.is_finite() && w.value >= 0.0 && w.value < duration_s) {
+                c.problem(
+                    w.loc,
+                    "warmup_s",
+                    format!(
+                        "must be at least 0 and below duration_s ({duration_s}), got {}",
+                        w.value
+                    ),
+                );
+            }
+            w.value
+        }
+        None => DEFAULT_WARMUP_SHARE * duration_s,
+    };
+
+    (duration_s, warmup_s)
+}
+
+/// Arrivals, lengths, prefix hits and the trace; returns the prefix-hit share and the
+/// replayed requests.
+pub(super) fn workload(
+    c: &mut Checks,
+    w: &WorkloadFile,
+    dir: &Path,
+    named: &mut Diagnostics,
+) -> (f64, Option<Vec<RequestSpec>>) {
+    match &w.arrivals.value {
+        Arrivals::Poisson { rate_per_s } | Arrivals::Gamma { rate_per_s, .. }
+            if !(*rate_per_s > 0.0 && *rate_per_s <= MAX_RATE_PER_S) =>
+        {
+            c.problem(
+                w.arrivals.loc,
+                "workload.arrivals.rate_per_s",
+                format!("must be > 0 and at most {MAX_RATE_PER_S}, got {rate_per_s}"),
+            );
+        }
+        Arrivals::Gamma { cv, .. } if !(*cv > 0.0 && *cv <= MAX_GAMMA_CV) => c.problem(
+            w.arrivals.loc,
+            "workload.arrivals.cv",
+            format!("must be > 0 and at most {MAX_GAMMA_CV}, got {cv}"),
+        ),
+        Arrivals::ClosedLoop {
+            users,
+            users_per_gpu,
+            ..
+        } if *users > MAX_USERS || users_per_gpu.is_some_and(|u| u > MAX_USERS) => c.problem(
+            w.arrivals.loc,
+            "workload.arrivals.users",
+            format!("at most {MAX_USERS} users (users_per_gpu too)"),
+        ),
+        Arrivals::ClosedLoop {
+            users,
+            users_per_gpu,
+            ..
+        } if (*users == 0) == users_per_gpu.is_none_or(|u| u == 0) => c.problem(
+            w.arrivals.loc,
+            "workload.arrivals.users",
+            "give users (at least 1) or users_per_gpu (at least 1), not both".into(),
+        ),
+        Arrivals::ClosedLoop { ramp_up_s, .. } if !(ramp_up_s.is_finite() && *ramp_up_s >= 0.0) => {
+            c.problem(
+                w.arrivals.loc,
+                "workload.arrivals.ramp_up_s",
+                format!("must be a number of seconds >= 0, got {ramp_up_s}"),
+            )
+        }
+        _ => {}
+    }
+    for (path, lengths) in [("workload.input", &w.input), ("workload.output", &w.output)] {
+        for p in lengths.value.problems() {
+            c.problem(lengths.loc, path, p);
+        }
+        if lengths.value.largest() > MAX_REQUEST_TOKENS {
+            c.problem(
+                lengths.loc,
+                path,
+                format!("at most {MAX_REQUEST_TOKENS} tokens per request"),
+            );
+        }
+    }
+    let prefix_hit = w.prefix_hit.as_ref().map_or(0.0, |p| p.value);
+    if let Some(p) = &w.prefix_hit
+        && !(0.0..1.0).contains(&p.value)
+    {
+        c.problem(
+            p.loc,
+            "workload.prefix_hit",
+            format!(
+                "must be in [0, 1) (a share of each prompt already cached), got {}",
+                p.value
+            ),
+        );
+    }
+    let mut trace = None;
+    if let Arrivals::Trace { file: t } = &w.arrivals.value {
+        match read_trace(&dir.join(t), prefix_hit) {
+            Ok(rows) => trace = Some(rows),
+            Err(e) => {
+                c.problem(
+                    w.arrivals.loc,
+                    "workload.arrivals.file",
+                    format!("cannot use the trace {}", dir.join(t).display()),
+                );
+                named.append(e);
+            }
+        }
+    }
+
+    (prefix_hit, trace)
+}
+
+/// Multi-token prediction.
+pub(super) fn mtp(c: &mut Checks, raw: &ScenarioFile, model: Option<&ModelConfig>) -> Mtp {
+    let model_acceptance = model.as_ref().and_then(|m| m.mtp_acceptance);
+    match &raw.mtp {
+        None => Mtp {
+            drafts: 0,
+            acceptance: 0.0,
+        },
+        Some(m) => {
+            let acceptance = m.value.acceptance.or(model_acceptance).unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&acceptance) {
+                c.problem(
+                    m.loc,
+                    "mtp.acceptance",
+                    format!("must be in [0, 1], got {acceptance}"),
+                );
+            }
+            if let Some(model) = &model
+                && m.value.drafts > 0
+                && model.mtp_modules == 0
+            {
+                c.problem(
+                    m.loc,
+                    "mtp.drafts",
+                    format!("{} has no MTP module to draft with", model.name),
+                );
+            }
+            if m.value.drafts > MAX_MTP_DRAFTS {
+                c.problem(
+                    m.loc,
+                    "mtp.drafts",
+                    format!(
+                        "at most {MAX_MTP_DRAFTS} draft tokens, got {}",
+                        m.value.drafts
+                    ),
+                );
+            }
+            if m.value.drafts > 0 && m.value.acceptance.is_none() && model_acceptance.is_none() {
+                c.problem(
+                    m.loc,
+                    "mtp.acceptance",
+                    "the model file gives no acceptance rate; set one".into(),
+                );
+            }
+            Mtp {
+                drafts: m.value.drafts,
+                acceptance,
+            }
+        }
+    }
+}
+
+/// The routing model and online EPLB.
+pub(super) fn moe(c: &mut Checks, raw: &ScenarioFile, model: Option<&ModelConfig>) -> MoeSettings {
+    let popularity = match &raw.moe.popularity {
+        None => Popularity::Calibrated,
+        Some(p) => Popularity::from_str(&p.value).unwrap_or_else(|e| {
+            c.problem(p.loc, "moe.popularity", e);
+            Popularity::Calibrated
+        }),
+    };
+    let moe_layers = model.as_ref().map_or(1, |m| m.moe_layers() as usize);
+    let sampled_layers = match &raw.moe.sampled_layers {
+        None => DEFAULT_SAMPLED_LAYERS.min(moe_layers),
+        Some(s) => {
+            if !(1..=moe_layers).contains(&s.value) {
+                c.problem(
+                    s.loc,
+                    "moe.sampled_layers",
+                    format!(
+                        "must be 1 to the model's {moe_layers} MoE layers, got {}",
+                        s.value
+                    ),
+                );
+            }
+            s.value
+        }
+    };
+    let online = raw.moe.online.as_ref().map_or(
+        OnlineStyle::Layerwise {
+            layers_per_iteration: 1,
+            decay: 0.95,
+        },
+        |o| o.value,
+    );
+    if let Some(o) = &raw.moe.online {
+        for message in online_problems(o.value) {
+            c.problem(o.loc, "moe.online", message);
+        }
+    }
+
+    MoeSettings {
+        popularity,
+        sampled_layers,
+        online,
+    }
+}
+
+/// Number formats: the scenario's, else the model's native ones.
+pub(super) fn precision(raw: &ScenarioFile, model: Option<&ModelConfig>) -> PrecisionSettings {
+    PrecisionSettings {
+        experts: raw
+            .precision
+            .experts
+            .or(model.as_ref().map(|m| m.native_precision.experts))
+            .unwrap_or(Precision::Fp8),
+        other: raw
+            .precision
+            .other
+            .or(model.as_ref().map(|m| m.native_precision.other))
+            .unwrap_or(Precision::Bf16),
+        kv: raw.precision.kv.unwrap_or(Precision::Fp8),
+    }
+}
+
+/// Either aggregated (only `both`) or disaggregated (`prefill` and `decode`) serving.
+pub(super) fn roles(c: &mut Checks, raw: &ScenarioFile) {
+    let roles: Vec<Role> = raw
+        .instances
+        .value
+        .iter()
+        .filter_map(|i| i.0.as_ref().map(|i| i.value.role))
+        .collect();
+    let has = |r: Role| roles.contains(&r);
+    let aggregated = has(Role::Both) && !has(Role::Prefill) && !has(Role::Decode);
+    let disaggregated = !has(Role::Both) && has(Role::Prefill) && has(Role::Decode);
+    if !roles.is_empty() && !aggregated && !disaggregated {
+        c.problem(
+            raw.instances.loc,
+            "instances",
+            "serve either aggregated (only role: both) or disaggregated (role: prefill and role: decode instances)".into(),
+        );
+    }
+}
+
+/// Online EPLB settings that would never re-plan or would not decay.
+fn online_problems(style: OnlineStyle) -> Vec<String> {
+    match style {
+        OnlineStyle::Periodic { every, window } => [
+            (every == 0).then(|| "every must be at least 1 iteration".to_owned()),
+            (window == 0).then(|| "window must be at least 1 iteration".to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        OnlineStyle::Layerwise {
+            layers_per_iteration,
+            decay,
+        } => [
+            (layers_per_iteration == 0)
+                .then(|| "layers_per_iteration must be at least 1".to_owned()),
+            (!(decay > 0.0 && decay <= 1.0))
+                .then(|| format!("decay must be in (0, 1], got {decay}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    }
+}

@@ -1,0 +1,405 @@
+//! Scenario files: what to serve (model, workload), on what (topology), and how (instances
+//! with their GPUs, EP, EPLB, batch limits; the scheduling policy). Loading checks every
+//! field and reports every problem at once with file, line and column; the result is a
+//! resolved [`Scenario`] whose every default is spelled out (it goes into manifest.json).
+
+use super::workload::{Lengths, RequestSpec, read_trace};
+use crate::hardware::GpuSpec;
+use crate::input::{self, At, Diagnostics, Node, Problem, Recover};
+use crate::model::memory::{self, AttentionLayout, Deployment, MemoryPlan};
+use crate::model::{ModelConfig, Precision, load_model};
+use crate::moe::imbalance::EplbMode;
+use crate::moe::policy::OnlineStyle;
+use crate::moe::popularity::Popularity;
+use crate::topology::{self, Topology};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+mod check;
+mod instances;
+
+use check::Checks;
+pub use instances::MAX_GPU_INDEX;
+
+/// Share of the run excluded from statistics when `warmup_s` is not given.
+pub const DEFAULT_WARMUP_SHARE: f64 = 0.2;
+/// MoE layers priced with sampled routing each iteration when `moe.sampled_layers` is not
+/// given; each stands for an equal share of the model's MoE layers.
+pub const DEFAULT_SAMPLED_LAYERS: usize = 4;
+
+// ---------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    topology: At<String>,
+    model: At<String>,
+    #[serde(default)]
+    seed: Option<u64>,
+    duration_s: At<f64>,
+    #[serde(default)]
+    warmup_s: Option<At<f64>>,
+    workload: WorkloadFile,
+    #[serde(default)]
+    precision: PrecisionFile,
+    #[serde(default)]
+    mtp: Option<At<MtpFile>>,
+    #[serde(default)]
+    scheduling: SchedulingFile,
+    #[serde(default)]
+    moe: MoeFile,
+    instances: At<Vec<Recover<At<InstanceFile>>>>,
+    #[serde(default)]
+    output: OutputSettings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadFile {
+    arrivals: At<Arrivals>,
+    input: At<Lengths>,
+    output: At<Lengths>,
+    #[serde(default)]
+    prefix_hit: Option<At<f64>>,
+}
+
+/// Where requests come from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Arrivals {
+    /// Open loop, exponential gaps.
+    Poisson { rate_per_s: f64 },
+    /// Open loop, gamma-distributed gaps with coefficient of variation `cv`.
+    Gamma { rate_per_s: f64, cv: f64 },
+    /// A fixed number of users, each sending its next request when its last one finishes.
+    /// User u sends its first request at u x `ramp_up_s` / `users` (default 0: all at once).
+    /// `users_per_gpu` instead sets users per GPU of the decoding instances (`decode` or
+    /// `both`); the resolved scenario has both.
+    ClosedLoop {
+        #[serde(default)]
+        users: u64,
+        #[serde(default)]
+        users_per_gpu: Option<u64>,
+        #[serde(default)]
+        ramp_up_s: f64,
+    },
+    /// Replay of `arrival_s,input_tokens,output_tokens` rows (path relative to the scenario).
+    Trace { file: String },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PrecisionFile {
+    #[serde(default)]
+    experts: Option<Precision>,
+    #[serde(default)]
+    other: Option<Precision>,
+    #[serde(default)]
+    kv: Option<Precision>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MtpFile {
+    drafts: u64,
+    #[serde(default)]
+    acceptance: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SchedulingFile {
+    #[serde(default)]
+    policy: Option<PolicyName>,
+    #[serde(default)]
+    micro_batch_overlap: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MoeFile {
+    #[serde(default)]
+    popularity: Option<At<String>>,
+    #[serde(default)]
+    sampled_layers: Option<At<usize>>,
+    #[serde(default)]
+    online: Option<At<OnlineStyle>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceFile {
+    name: String,
+    role: Role,
+    gpus: At<GpuList>,
+    #[serde(default)]
+    replicas: Option<At<u64>>,
+    #[serde(default)]
+    attention_tp: Option<At<u64>>,
+    #[serde(default)]
+    slots: Option<u64>,
+    #[serde(default)]
+    redundant_experts_per_gpu: Option<u64>,
+    #[serde(default)]
+    eplb: Option<EplbMode>,
+    max_batch: At<u64>,
+    max_tokens: At<u64>,
+}
+
+/// GPU indices (in the topology's rank order): a list, or ranges like `"0-7,16-23"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum GpuList {
+    Indices(Vec<usize>),
+    Ranges(String),
+}
+
+/// What an instance does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Prefill only (disaggregated); hands each request's KV cache to a decode instance.
+    Prefill,
+    /// Decode only (disaggregated).
+    Decode,
+    /// Prefill chunks mixed into decode iterations (aggregated).
+    Both,
+}
+
+/// The scheduling policies, by the names scenarios use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyName {
+    /// First come, first served; instances and DP ranks taken round robin.
+    #[default]
+    Fcfs,
+    /// Shortest prompt first (ties by arrival); round robin placement.
+    ShortestPromptFirst,
+    /// First come, first served; each request to the instance and DP rank with the least
+    /// KV cache in use.
+    KvAware,
+}
+
+/// What `epsim run` writes besides summary.csv and manifest.json.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    /// One row per finished request (turn off for big runs).
+    #[serde(default = "yes")]
+    pub requests_csv: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        OutputSettings { requests_csv: true }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The resolved scenario.
+
+/// A scenario with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub file: PathBuf,
+    pub topology_file: PathBuf,
+    pub model_file: PathBuf,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub workload: Workload,
+    pub precision: PrecisionSettings,
+    pub mtp: Mtp,
+    pub policy: PolicyName,
+    pub micro_batch_overlap: bool,
+    pub moe: MoeSettings,
+    pub instances: Vec<InstanceSpec>,
+    pub output: OutputSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workload {
+    pub arrivals: Arrivals,
+    pub input: Lengths,
+    pub output: Lengths,
+    pub prefix_hit: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PrecisionSettings {
+    pub experts: Precision,
+    pub other: Precision,
+    pub kv: Precision,
+}
+
+/// Multi-token prediction: `drafts` draft tokens per decode step, each accepted with
+/// `acceptance` given the ones before it were.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Mtp {
+    pub drafts: u64,
+    pub acceptance: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeSettings {
+    #[serde(serialize_with = "display")]
+    pub popularity: Popularity,
+    pub sampled_layers: usize,
+    pub online: OnlineStyle,
+}
+
+fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// One instance: its GPUs (topology rank indices), layout and limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub role: Role,
+    pub gpus: Vec<usize>,
+    /// GPUs sharing one request batch's attention (1 = data-parallel attention).
+    pub attention_tp: u64,
+    pub slots: u64,
+    pub eplb: EplbMode,
+    /// Requests per DP rank.
+    pub max_batch: u64,
+    /// Tokens per DP rank per iteration (decode tokens plus prefill chunks).
+    pub max_tokens: u64,
+    /// The memory plan, with the deployment it plans (`plan.deployment`).
+    #[serde(skip)]
+    pub plan: MemoryPlan,
+    #[serde(skip)]
+    pub gpu: GpuSpec,
+}
+
+impl InstanceSpec {
+    pub fn ep(&self) -> u64 {
+        self.gpus.len() as u64
+    }
+
+    /// Attention groups: the ranks requests are placed on.
+    pub fn dp_ranks(&self) -> usize {
+        self.gpus.len() / self.attention_tp as usize
+    }
+}
+
+/// A scenario with the inputs it names, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    pub scenario: Scenario,
+    pub topology: Topology,
+    pub model: ModelConfig,
+    /// The replayed requests, for trace arrivals.
+    pub trace: Option<Vec<RequestSpec>>,
+}
+
+/// Reads and checks a scenario file and everything it names.
+pub fn load(file: &Path) -> Result<LoadedScenario, Diagnostics> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        let mut d = Diagnostics::new();
+        d.push_file(file, format!("cannot read the file: {e}"));
+        d
+    })?;
+    let root = input::parse_tree(file, &text)?;
+    from_tree(file, &root)
+}
+
+/// Checks a scenario given as a parsed tree (a sweep edits the tree before this).
+pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics> {
+    let raw: ScenarioFile = input::from_node(root).map_err(|problems| {
+        let mut d = Diagnostics::new();
+        d.extend(file, problems);
+        d
+    })?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut c = Checks::new(file);
+    let mut named = check::named_files(&mut c, &raw, dir);
+    let (duration_s, warmup_s) = check::timing(&mut c, &raw);
+    let (prefix_hit, trace) = check::workload(&mut c, &raw.workload, dir, &mut named.diags);
+    let model = named.model.as_ref();
+    let mtp = check::mtp(&mut c, &raw, model);
+    let moe = check::moe(&mut c, &raw, model);
+    let precision = check::precision(&raw, model);
+    let instances =
+        instances::instances(&mut c, &raw, named.topology.as_ref(), model, mtp, precision);
+    check::roles(&mut c, &raw);
+    let mut diags = c.diags;
+    let w = &raw.workload;
+    diags.append(named.diags);
+    let mut arrivals = w.arrivals.value.clone();
+    if let Arrivals::ClosedLoop {
+        users,
+        users_per_gpu: Some(per_gpu),
+        ..
+    } = &mut arrivals
+    {
+        let decoding: u64 = instances
+            .iter()
+            .filter(|i| i.role != Role::Prefill)
+            .map(InstanceSpec::ep)
+            .sum();
+        // Saturating, and within MAX_USERS (checked below), so it never wraps to 0 users.
+        *users = per_gpu.saturating_mul(decoding);
+        if *users > check::MAX_USERS {
+            diags.push(
+                file,
+                Problem::new(
+                    w.arrivals.loc,
+                    "workload.arrivals.users_per_gpu",
+                    format!(
+                        "{per_gpu} per GPU x {decoding} decoding GPUs is more than {} users",
+                        check::MAX_USERS
+                    ),
+                ),
+            );
+        }
+    }
+    let scenario = Scenario {
+        name: raw.name.unwrap_or_else(|| {
+            file.file_stem()
+                .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
+        }),
+        description: raw.description,
+        file: file.to_owned(),
+        topology_file: named.topology_file,
+        model_file: named.model_file,
+        seed: raw.seed.unwrap_or(1),
+        duration_s,
+        warmup_s,
+        workload: Workload {
+            arrivals,
+            input: w.input.value.clone(),
+            output: w.output.value.clone(),
+            prefix_hit,
+        },
+        precision,
+        mtp,
+        policy: raw.scheduling.policy.unwrap_or_default(),
+        micro_batch_overlap: raw.scheduling.micro_batch_overlap,
+        moe,
+        instances,
+        output: raw.output,
+    };
+    match (diags.is_empty(), named.topology, named.model) {
+        (true, Some(topology), Some(model)) => Ok(LoadedScenario {
+            scenario,
+            topology,
+            model,
+            trace,
+        }),
+        _ => Err(diags.into_error()),
+    }
+}
