@@ -1276,3 +1276,12 @@ fn frontier_at_nan_is_bad_usage() {
         .code(2)
         .stderr(predicate::str::contains("--at must be a finite number"));
 }
+
+#[test]
+fn an_endless_input_is_refused_quickly() {
+    epsim()
+        .args(["validate", "/dev/zero"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("/dev/zero: larger than 64 MiB"));
+}

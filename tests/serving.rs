@@ -234,6 +234,7 @@ fn meaningless_values_are_refused() {
         .unwrap()
         .replace("../../", &format!("{}/", repo("").display()))
         .replace("{dist: fixed, tokens: 128}", "{dist: fixed, tokens: 0}")
+        .replace("name: small-aggregated", "name: ../../escape")
         .replace(
             "  micro_batch_overlap: true\n",
             "  micro_batch_overlap: true\nmoe:\n  online: {style: layerwise, layers_per_iteration: 0, decay: 7}\n",
@@ -251,6 +252,7 @@ fn meaningless_values_are_refused() {
         "moe.online: layers_per_iteration must be at least 1",
         "moe.online: decay must be in (0, 1], got 7",
         "instances[1].name: `agg` names another instance too",
+        "name: `../../escape` is not a plain name",
     ] {
         assert!(err.contains(needle), "{needle}\n{err}");
     }

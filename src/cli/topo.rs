@@ -55,11 +55,7 @@ pub fn validate(
 }
 
 fn validate_one(file: &Path, overrides: &BTreeMap<String, String>) -> Result<String, Diagnostics> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let mut d = Diagnostics::new();
-        d.push_file(file, format!("cannot read the file: {e}"));
-        d
-    })?;
+    let text = input::read_text(file)?;
     let root = input::parse_tree(file, &text)?;
     if has_field(&root, "hbm_gb") {
         let spec = epsim::hardware::load_spec(file)?;

@@ -146,16 +146,36 @@ pub fn parse_tree(file: &Path, text: &str) -> Result<Node, Diagnostics> {
     }
 }
 
+/// The largest input file epsim reads: far above any scenario, topology, model, trace or
+/// profile, and small enough that `/dev/zero` or a mistaken path fails fast.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// A text input file, refused (with its name) when unreadable or larger than
+/// [`MAX_INPUT_BYTES`].
+pub fn read_text(file: &Path) -> Result<String, Diagnostics> {
+    use std::io::Read;
+    let fail = |message: String| {
+        let mut diags = Diagnostics::new();
+        diags.push_file(file, message);
+        diags
+    };
+    let f = std::fs::File::open(file).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let mut text = String::new();
+    f.take(MAX_INPUT_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    if text.len() as u64 > MAX_INPUT_BYTES {
+        return Err(fail(format!(
+            "larger than {} MiB: not an input file",
+            MAX_INPUT_BYTES >> 20
+        )));
+    }
+    Ok(text)
+}
+
 /// Reads and deserializes a YAML file, reporting every problem in it at once.
 pub fn read_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, Diagnostics> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => {
-            let mut diags = Diagnostics::new();
-            diags.push_file(file, format!("cannot read the file: {e}"));
-            return Err(diags);
-        }
-    };
+    let text = read_text(file)?;
     parse_yaml(file, &text)
 }
 

@@ -9,11 +9,16 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `file` atomically (temporary file in the same folder, then rename).
+/// Writes `bytes` to `file` atomically: a temporary file with a unique, unpredictable name
+/// created in the same folder (never following a link planted there), then renamed.
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = file.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, file)
+    use std::io::Write;
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
+    tmp.write_all(bytes)?;
+    tmp.persist(file)
+        .map(|_| ())
+        .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", file.display(), e.error)))
 }
 
 /// summary.csv's text: a header and one row.
@@ -121,5 +126,22 @@ mod tests {
         let full = String::from_utf8(requests_csv(&report(vec![row])).unwrap()).unwrap();
         let empty = String::from_utf8(requests_csv(&report(Vec::new())).unwrap()).unwrap();
         assert_eq!(full.lines().next(), empty.lines().next());
+    }
+
+    /// No predictable temporary name: a link planted where the old `.tmp` name was is left
+    /// alone, and its target untouched.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_never_write_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("summary.tmp")).unwrap();
+        let file = dir.path().join("summary.csv");
+        write_atomic(&file, b"a,b\n1,2\n").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a,b\n1,2\n");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 3, "no temporary file stays behind");
     }
 }

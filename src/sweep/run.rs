@@ -21,11 +21,7 @@ pub struct SweepFile {
 /// Reads a scenario and its sweep; checks every point as a scenario (each problem is
 /// reported with the point it belongs to).
 pub fn load(file: &Path) -> Result<SweepFile, Diagnostics> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let mut d = Diagnostics::new();
-        d.push_file(file, format!("cannot read the file: {e}"));
-        d
-    })?;
+    let text = input::read_text(file)?;
     let root = input::parse_tree(file, &text)?;
     let (scenario, section) = plan::split(&root);
     let sweep = match &section {

@@ -33,13 +33,7 @@ fn precision(text: &str) -> Option<Precision> {
 /// Reads `file`'s rows, or every problem in it.
 pub fn read(file: &Path, columns: &Columns) -> Result<Vec<Row>, Diagnostics> {
     let mut diags = Diagnostics::new();
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            diags.push_file(file, format!("cannot read the kernel profile table: {e}"));
-            return Err(diags);
-        }
-    };
+    let text = crate::input::read_text(file)?;
     let mut lines = text
         .lines()
         .enumerate()
@@ -185,6 +179,9 @@ mod tests {
         let err = read(Path::new("/nonexistent/moe.csv"), &COLUMNS)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/nonexistent/moe.csv: cannot read"), "{err}");
+        assert!(
+            err.contains("/nonexistent/moe.csv: cannot read the file"),
+            "{err}"
+        );
     }
 }

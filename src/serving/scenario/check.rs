@@ -344,6 +344,23 @@ pub(super) fn roles(c: &mut Checks, raw: &ScenarioFile) {
     }
 }
 
+/// The name becomes the default output folder (`out/<name>`), so it must be one plain
+/// folder name: no separators, no `..`, nothing hidden, nothing absolute.
+pub(super) fn name(c: &mut Checks, raw: &ScenarioFile) {
+    let Some(n) = &raw.name else { return };
+    let plain = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '+');
+    if n.value.is_empty() || n.value.starts_with('.') || !n.value.chars().all(plain) {
+        c.problem(
+            n.loc,
+            "name",
+            format!(
+                "`{}` is not a plain name (letters, digits, - _ . +; not starting with a dot)",
+                n.value
+            ),
+        );
+    }
+}
+
 /// Online EPLB settings that would never re-plan or would not decay.
 fn online_problems(style: OnlineStyle) -> Vec<String> {
     match style {

@@ -35,7 +35,7 @@ pub const DEFAULT_SAMPLED_LAYERS: usize = 4;
 #[serde(deny_unknown_fields)]
 struct ScenarioFile {
     #[serde(default)]
-    name: Option<String>,
+    name: Option<At<String>>,
     #[serde(default)]
     description: String,
     topology: At<String>,
@@ -308,11 +308,7 @@ pub struct LoadedScenario {
 
 /// Reads and checks a scenario file and everything it names.
 pub fn load(file: &Path) -> Result<LoadedScenario, Diagnostics> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let mut d = Diagnostics::new();
-        d.push_file(file, format!("cannot read the file: {e}"));
-        d
-    })?;
+    let text = input::read_text(file)?;
     let root = input::parse_tree(file, &text)?;
     from_tree(file, &root)
 }
@@ -336,6 +332,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
     let instances =
         instances::instances(&mut c, &raw, named.topology.as_ref(), model, mtp, precision);
     check::roles(&mut c, &raw);
+    check::name(&mut c, &raw);
     let mut diags = c.diags;
     let w = &raw.workload;
     diags.append(named.diags);
@@ -368,7 +365,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         }
     }
     let scenario = Scenario {
-        name: raw.name.unwrap_or_else(|| {
+        name: raw.name.map(|n| n.value).unwrap_or_else(|| {
             file.file_stem()
                 .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
         }),
