@@ -721,3 +721,49 @@ fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fai
     );
     args("-1", "50").assert().code(2);
 }
+
+/// A scenario whose GPU spec names a malformed kernel profile is bad input (exit 2), with
+/// the profile's file, line and column.
+#[test]
+fn a_malformed_kernel_profile_fails_validation_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("gpus/families")).unwrap();
+    std::fs::create_dir_all(d.join("gpus/profiles/bad")).unwrap();
+    std::fs::copy(repo("topologies/hgx-h100x8.yaml"), d.join("hgx.yaml")).unwrap();
+    std::fs::copy(
+        repo("topologies/gpus/families/hopper.yaml"),
+        d.join("gpus/families/hopper.yaml"),
+    )
+    .unwrap();
+    let spec = std::fs::read_to_string(repo("topologies/gpus/h100-sxm.yaml"))
+        .unwrap()
+        .replace("profile: profiles/h100-sxm", "profile: profiles/bad");
+    std::fs::write(d.join("gpus/h100-sxm.yaml"), spec).unwrap();
+    std::fs::write(
+        d.join("gpus/profiles/bad/gemm.csv"),
+        "dtype,m,n,k,latency_us\nfp8,1,2,x,4\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace(
+            "../../topologies/hgx-h100x8.yaml",
+            d.join("hgx.yaml").to_str().unwrap(),
+        )
+        .replace("../../", &format!("{}/", repo("").display()));
+    let file = d.join("s.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = epsim()
+        .args(["run"])
+        .arg(&file)
+        .arg("--out")
+        .arg(d.join("out"))
+        .assert()
+        .code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("profiles/bad/gemm.csv:2:9: k: must be a number > 0"),
+        "{err}"
+    );
+}

@@ -239,6 +239,14 @@ impl Placer {
             );
             return None;
         };
+        // A GPU spec's kernel profile is input too: its problems are reported here, at
+        // validation, with their own file, line and column (exit 2), not when pricing starts.
+        if let Some(dir) = &gpu.profile
+            && let Err(e) = crate::cost::profile::cached(dir)
+        {
+            c.diags.append(e);
+            return None;
+        }
         let tp = r.shape.tp;
         let deployment = Deployment {
             ep: gpus.len() as u64,
