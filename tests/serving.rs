@@ -211,7 +211,7 @@ instances:
         "bad.yaml:7:13: workload.arrivals.rate_per_s: must be > 0",
         "bad.yaml:8:10: workload.input: min (10) is above max (5)",
         "bad.yaml:10:15: workload.prefix_hit: must be in [0, 1)",
-        "bad.yaml:11:6: mtp.acceptance: must be in [0, 1], got 2",
+        "bad.yaml:11:6: mtp.acceptance: must be a probability in [0, 1], got 2",
         "bad.yaml:13:15: moe.popularity: unknown popularity",
         "bad.yaml:14:19: moe.sampled_layers: must be 1 to the model's 58 MoE layers",
         "instances[0].max_batch: must be at least 1",
@@ -766,4 +766,22 @@ fn a_malformed_kernel_profile_fails_validation_with_its_location() {
         err.contains("profiles/bad/gemm.csv:2:9: k: must be a number > 0"),
         "{err}"
     );
+}
+
+/// MTP-3 on DeepSeek-R1 gains ~2.55 tokens per step (acceptance falling with draft position,
+/// reference section 6), not the 3.19 of 0.85 for every draft: a step's time over TPOT.
+#[test]
+fn mtp_3_gains_what_per_position_acceptance_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("scenarios/quickstart.yaml"))
+        .unwrap()
+        .replace("mtp: {drafts: 1}", "mtp: {drafts: 3}")
+        .replace("../", &format!("{}/", repo("").display()));
+    let file = dir.path().join("q3.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("out");
+    run(file.to_str().unwrap(), &out, &[]);
+    let s = summary(&out);
+    let tokens_per_step = value(&s, "step_ms_mean") / value(&s, "tpot_ms_p50");
+    assert!((2.45..2.65).contains(&tokens_per_step), "{tokens_per_step}");
 }

@@ -6,6 +6,7 @@ use epsim::cost::compute::OpCost;
 use epsim::cost::kernels::Kernels;
 use epsim::cost::step::{self, OpClass, PrefillChunk, StepCost, StepLoad};
 use epsim::model::memory;
+use epsim::model::{Acceptance, AcceptanceFile};
 use std::fmt::Write;
 use std::process::ExitCode;
 
@@ -26,16 +27,13 @@ const COMMUNICATION_NOTE: &str =
 
 pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     let (model, gpu, deployment) = a.deployment.resolve()?;
+    // --mtp-acceptance gives every draft the same chance; else the model file's per draft.
     let acceptance = match (a.acceptance, model.mtp_acceptance) {
-        (Some(x), _) | (None, Some(x)) => x,
-        (None, None) => 0.0,
+        (Some(x), _) => Acceptance::from_file(&AcceptanceFile::One(x))
+            .map_err(|e| UsageError(format!("--mtp-acceptance {e}")))?,
+        (None, Some(per_draft)) => per_draft,
+        (None, None) => Acceptance::uniform(0.0),
     };
-    if !(0.0..=1.0).contains(&acceptance) {
-        return Err(UsageError(format!(
-            "--mtp-acceptance must be in [0, 1], got {acceptance}"
-        ))
-        .into());
-    }
     // The same checks as the memory plan (slots, EP, fit), and how many requests fit.
     let plan = memory::plan(&model, &gpu, &deployment, a.context, 0)
         .map_err(|e| UsageError(format!("this deployment cannot work:\n  {e}")))?;
@@ -63,7 +61,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     };
     let cost = step::iteration_detail(&model, &kernels, &deployment, &load);
     let total = cost.total();
-    let tokens = step::tokens_per_step(load.mtp, acceptance);
+    let tokens = acceptance.tokens_per_step(load.mtp);
     let tok_s_per_user = tokens / total.seconds;
     let requests_fit = plan.max_requests;
     let text = match a.format {

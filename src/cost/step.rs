@@ -598,12 +598,6 @@ impl<'a> Step<'a> {
     }
 }
 
-/// Tokens a request gains per step with `mtp` drafts, each accepted with `acceptance` given
-/// that the ones before it were: 1 + a + a^2 + ... + a^mtp.
-pub fn tokens_per_step(mtp: u64, acceptance: f64) -> f64 {
-    (0..=mtp).map(|i| acceptance.powi(i as i32)).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,13 +782,6 @@ mod tests {
             "one long prompt is quadratic"
         );
         assert_eq!(two.tokens_per_expert, merged.tokens_per_expert);
-    }
-
-    #[test]
-    fn mtp_tokens_per_step() {
-        assert_eq!(tokens_per_step(0, 0.85), 1.0);
-        assert!((tokens_per_step(1, 0.85) - 1.85).abs() < 1e-12);
-        assert!((tokens_per_step(2, 0.5) - 1.75).abs() < 1e-12);
     }
 
     #[test]

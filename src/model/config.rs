@@ -1,6 +1,7 @@
 //! A MoE model's architecture as read from `models/*.yaml`: enough structure to count the
 //! parameters of each component and the KV cache per token.
 
+use super::acceptance::{Acceptance, AcceptanceFile};
 use super::precision::Precision;
 use crate::input::{self, At, Diagnostics, Problem};
 use serde::{Deserialize, Serialize};
@@ -22,8 +23,9 @@ pub struct ModelConfig {
     pub moe: Moe,
     /// Multi-token-prediction modules (each one MoE transformer layer plus a projection).
     pub mtp_modules: u64,
-    /// Chance that an MTP draft token is accepted, where the model has MTP modules.
-    pub mtp_acceptance: Option<f64>,
+    /// Chance that each MTP draft token is accepted, by draft position, where the model has
+    /// MTP modules.
+    pub mtp_acceptance: Option<Acceptance>,
     /// Precisions of the released checkpoint.
     pub native_precision: NativePrecision,
 }
@@ -121,7 +123,7 @@ struct ModelFile {
     #[serde(default)]
     mtp_modules: u64,
     #[serde(default)]
-    mtp_acceptance: Option<At<f64>>,
+    mtp_acceptance: Option<At<AcceptanceFile>>,
     native_precision: NativePrecision,
 }
 
@@ -194,13 +196,13 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
             m.groups, m.groups_per_token
         ),
     );
-    match (&raw.mtp_acceptance, raw.mtp_modules) {
-        (Some(a), _) => check(
-            (0.0..=1.0).contains(&a.value),
-            a.loc,
-            "mtp_acceptance",
-            format!("must be a probability in [0, 1], got {}", a.value),
-        ),
+    let acceptance = raw
+        .mtp_acceptance
+        .as_ref()
+        .map(|a| (a.loc, Acceptance::from_file(&a.value)));
+    match (&acceptance, raw.mtp_modules) {
+        (Some((loc, Err(e))), _) => check(false, *loc, "mtp_acceptance", e.clone()),
+        (Some(_), _) => {}
         (None, n) => check(
             n == 0,
             raw.moe.loc,
@@ -270,7 +272,7 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
         attention: raw.attention.value,
         moe: raw.moe.value,
         mtp_modules: raw.mtp_modules,
-        mtp_acceptance: raw.mtp_acceptance.map(|a| a.value),
+        mtp_acceptance: acceptance.and_then(|(_, a)| a.ok()),
         native_precision: raw.native_precision,
     })
 }
@@ -293,7 +295,10 @@ mod tests {
             std::fs::read_to_string(crate::testing::repo("models/deepseek-r1.yaml")).unwrap();
         std::fs::write(
             &file,
-            base.replace("mtp_acceptance: 0.85", "mtp_acceptance: 1.5"),
+            base.replace(
+                "mtp_acceptance: [0.85, 0.54]",
+                "mtp_acceptance: [0.85, 1.5]",
+            ),
         )
         .unwrap();
         let e = load_model(&file).unwrap_err().to_string();
@@ -313,10 +318,8 @@ mod tests {
                 .to_string()
                 .contains("1 MTP modules need an mtp_acceptance")
         );
-        assert_eq!(
-            crate::testing::model("deepseek-r1").mtp_acceptance,
-            Some(0.85)
-        );
+        let ds = crate::testing::model("deepseek-r1").mtp_acceptance.unwrap();
+        assert_eq!(ds.values(), [0.85, 0.54]);
     }
 
     #[test]

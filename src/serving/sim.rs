@@ -508,7 +508,8 @@ impl<'a> Simulation<'a> {
                 let r = self.requests.get_mut(&id).expect("running requests exist");
                 if chunk == 0 {
                     let mut accepted = 1;
-                    while accepted <= drafts && self.acceptance.random_bool(acceptance) {
+                    while accepted <= drafts && self.acceptance.random_bool(acceptance.at(accepted))
+                    {
                         accepted += 1;
                     }
                     let n = accepted.min(r.spec.output_tokens - r.generated);

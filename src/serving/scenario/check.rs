@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::input::Loc;
+use crate::model::Acceptance;
 
 /// Documented limits (README, "Reliability"): beyond them a run would overflow, exhaust
 /// memory or never end, so validation refuses them with their location.
@@ -215,17 +216,18 @@ pub(super) fn mtp(c: &mut Checks, raw: &ScenarioFile, model: Option<&ModelConfig
     match &raw.mtp {
         None => Mtp {
             drafts: 0,
-            acceptance: 0.0,
+            acceptance: Acceptance::uniform(0.0),
         },
         Some(m) => {
-            let acceptance = m.value.acceptance.or(model_acceptance).unwrap_or(0.0);
-            if !(0.0..=1.0).contains(&acceptance) {
-                c.problem(
-                    m.loc,
-                    "mtp.acceptance",
-                    format!("must be in [0, 1], got {acceptance}"),
-                );
-            }
+            let given = m.value.acceptance.as_ref().map(Acceptance::from_file);
+            let acceptance = match given {
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
+                    c.problem(m.loc, "mtp.acceptance", e);
+                    Acceptance::uniform(0.0)
+                }
+                None => model_acceptance.unwrap_or(Acceptance::uniform(0.0)),
+            };
             if let Some(model) = &model
                 && m.value.drafts > 0
                 && model.mtp_modules == 0

@@ -108,8 +108,9 @@ struct PrecisionFile {
 #[serde(deny_unknown_fields)]
 struct MtpFile {
     drafts: u64,
+    /// One chance for every draft, or one per draft position.
     #[serde(default)]
-    acceptance: Option<f64>,
+    acceptance: Option<crate::model::AcceptanceFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -244,12 +245,12 @@ pub struct PrecisionSettings {
     pub kv: Precision,
 }
 
-/// Multi-token prediction: `drafts` draft tokens per decode step, each accepted with
-/// `acceptance` given the ones before it were.
+/// Multi-token prediction: `drafts` draft tokens per decode step, draft i accepted with
+/// `acceptance.at(i)` given the ones before it were.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Mtp {
     pub drafts: u64,
-    pub acceptance: f64,
+    pub acceptance: crate::model::Acceptance,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
