@@ -785,3 +785,31 @@ fn mtp_3_gains_what_per_position_acceptance_says() {
     let tokens_per_step = value(&s, "step_ms_mean") / value(&s, "tpot_ms_p50");
     assert!((2.45..2.65).contains(&tokens_per_step), "{tokens_per_step}");
 }
+
+/// A scenario sets its topology's parameters (here HGX B200 nodes): GPUs past them do not
+/// exist, and an unknown parameter is the topology's own error.
+#[test]
+fn a_scenario_sets_its_topologys_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    let base = std::fs::read_to_string(repo("scenarios/calibration-b200-ep8.yaml"))
+        .unwrap()
+        .replace("../", &format!("{}/", repo("").display()));
+    let write = |extra: &str, gpus: &str| {
+        let text = base
+            .replace("model: ", &format!("{extra}model: "))
+            .replace("gpus: 0-7", &format!("gpus: {gpus}"));
+        std::fs::write(&file, text).unwrap();
+    };
+    write("topology_parameters: {nodes: 1}\n", "8-15");
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    assert!(
+        err.contains("GPU 8 is not in the topology (8 GPUs"),
+        "{err}"
+    );
+    write("topology_parameters: {nodes: 2}\n", "8-15");
+    epsim().args(["validate"]).arg(&file).assert().success();
+    write("topology_parameters: {racks: 2}\n", "0-7");
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    assert!(err.contains("racks"), "{err}");
+}

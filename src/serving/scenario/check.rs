@@ -4,6 +4,7 @@
 use super::*;
 use crate::input::Loc;
 use crate::model::Acceptance;
+use std::collections::BTreeMap;
 
 /// Documented limits (README, "Reliability"): beyond them a run would overflow, exhaust
 /// memory or never end, so validation refuses them with their location.
@@ -53,7 +54,12 @@ pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Nam
     let topology_file = dir.join(&raw.topology.value);
     let model_file = dir.join(&raw.model.value);
     let mut named = Diagnostics::new();
-    let topology = match topology::load(&topology_file) {
+    let overrides: BTreeMap<String, String> = raw
+        .topology_parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.to_string()))
+        .collect();
+    let topology = match topology::load_with(&topology_file, &overrides) {
         Ok(t) => Some(t),
         Err(e) => {
             c.problem(

@@ -39,6 +39,9 @@ struct ScenarioFile {
     #[serde(default)]
     description: String,
     topology: At<String>,
+    /// The topology's parameters (`nodes`, `racks`), as `epsim topo show --set` sets them.
+    #[serde(default)]
+    topology_parameters: std::collections::BTreeMap<String, At<u64>>,
     model: At<String>,
     #[serde(default)]
     seed: Option<u64>,
@@ -216,6 +219,8 @@ pub struct Scenario {
     pub description: String,
     pub file: PathBuf,
     pub topology_file: PathBuf,
+    /// The topology's parameters the scenario sets (the rest keep the file's defaults).
+    pub topology_parameters: std::collections::BTreeMap<String, u64>,
     pub model_file: PathBuf,
     pub seed: u64,
     pub duration_s: f64,
@@ -373,6 +378,11 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         description: raw.description,
         file: file.to_owned(),
         topology_file: named.topology_file,
+        topology_parameters: raw
+            .topology_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value))
+            .collect(),
         model_file: named.model_file,
         seed: raw.seed.unwrap_or(1),
         duration_s,
