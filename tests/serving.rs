@@ -335,13 +335,12 @@ fn the_calibration_scenario_stays_near_the_published_point() {
     );
 }
 
-#[test]
-fn a_trace_is_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace.csv");
+/// The small aggregated scenario replaying `rows` (CSV after the header), written in `dir`.
+fn trace_scenario(dir: &Path, rows: &str) -> PathBuf {
+    let trace = dir.join("trace.csv");
     std::fs::write(
         &trace,
-        "arrival_s,input_tokens,output_tokens\n0.0,100,5\n0.5,3000,20\n0.25,10,1\n",
+        format!("arrival_s,input_tokens,output_tokens\n{rows}"),
     )
     .unwrap();
     let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
@@ -351,8 +350,15 @@ fn a_trace_is_replayed() {
             &format!("{{kind: trace, file: {}}}", trace.display()),
         )
         .replace("../../", &format!("{}/", repo("").display()));
-    let file = dir.path().join("s.yaml");
+    let file = dir.join("s.yaml");
     std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn a_trace_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = trace_scenario(dir.path(), "0.0,100,5\n0.5,3000,20\n0.25,10,1\n");
     let out = dir.path().join("out");
     epsim()
         .args(["run", file.to_str().unwrap(), "--out"])
@@ -371,21 +377,7 @@ fn a_trace_is_replayed() {
 #[test]
 fn a_refused_request_in_the_middle_of_a_trace_leaves_the_rest_served() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace.csv");
-    std::fs::write(
-        &trace,
-        "arrival_s,input_tokens,output_tokens\n0.0,100,5\n0.1,50000000,5\n0.2,100,5\n",
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
-        .unwrap()
-        .replace(
-            "{kind: poisson, rate_per_s: 40}",
-            &format!("{{kind: trace, file: {}}}", trace.display()),
-        )
-        .replace("../../", &format!("{}/", repo("").display()));
-    let file = dir.path().join("s.yaml");
-    std::fs::write(&file, text).unwrap();
+    let file = trace_scenario(dir.path(), "0.0,100,5\n0.1,50000000,5\n0.2,100,5\n");
     let out = dir.path().join("out");
     run(file.to_str().unwrap(), &out, &[]);
     let s = summary(&out);

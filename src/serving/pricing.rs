@@ -442,16 +442,7 @@ mod tests {
             .unwrap();
         assert_eq!((decode.dp_ranks(), decode.gpus.len()), (1, 8));
         let streams = RandomStreams::new(1);
-        let mut pricer = Pricer::new(
-            &q.topology,
-            &q.model,
-            decode,
-            &sc.moe,
-            sc.mtp,
-            false,
-            &streams,
-        )
-        .unwrap();
+        let mut pricer = pricer_for(&q, decode, false, &streams);
         let work = [RankWork {
             batch: 3,
             context: 1500,
@@ -460,6 +451,26 @@ mod tests {
         let price = pricer.price(&work).unwrap();
         assert_eq!(price.all_to_all_s, 0.0);
         assert!(price.moe_s > 0.0 && price.dense_s > 0.0);
+    }
+
+    /// A pricer for `instance` of the loaded scenario `q`.
+    fn pricer_for<'a>(
+        q: &'a crate::serving::scenario::LoadedScenario,
+        instance: &'a InstanceSpec,
+        overlap: bool,
+        streams: &RandomStreams,
+    ) -> Pricer<'a> {
+        let sc = &q.scenario;
+        Pricer::new(
+            &q.topology,
+            &q.model,
+            instance,
+            &sc.moe,
+            sc.mtp,
+            overlap,
+            streams,
+        )
+        .unwrap()
     }
 
     fn quickstart() -> crate::serving::scenario::LoadedScenario {
@@ -473,16 +484,7 @@ mod tests {
         let sc = &q.scenario;
         let decode = &sc.instances[1];
         let streams = RandomStreams::new(1);
-        let mut pricer = Pricer::new(
-            &q.topology,
-            &q.model,
-            decode,
-            &sc.moe,
-            sc.mtp,
-            false,
-            &streams,
-        )
-        .unwrap();
+        let mut pricer = pricer_for(&q, decode, false, &streams);
         let work = vec![
             RankWork {
                 batch: 16,
@@ -517,18 +519,9 @@ mod tests {
                 decode.dp_ranks()
             ];
             let price = |overlap| {
-                Pricer::new(
-                    &q.topology,
-                    &q.model,
-                    decode,
-                    &sc.moe,
-                    sc.mtp,
-                    overlap,
-                    &streams,
-                )
-                .unwrap()
-                .price(&work)
-                .unwrap()
+                pricer_for(&q, decode, overlap, &streams)
+                    .price(&work)
+                    .unwrap()
             };
             (price(false), price(true))
         };
