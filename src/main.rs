@@ -106,6 +106,9 @@ enum Command {
         /// No progress bar (there is none when stderr is not a terminal)
         #[arg(long)]
         no_progress: bool,
+        /// Set a topology parameter, as the scenario's `topology_parameters` (repeatable)
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+        set: Vec<(String, String)>,
     },
     /// Find the deployment with the fewest GPUs that meets a latency SLA at a rate
     #[command(
@@ -334,6 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shard,
             list,
             no_progress,
+            set,
         } => cli::run::run(&cli::run::RunArgs {
             scenario,
             out,
@@ -343,6 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shard,
             list,
             progress: !no_progress,
+            set,
         }),
         Command::Merge { dirs, out } => cli::run::merge(&dirs, &out),
         Command::Plan {

@@ -805,3 +805,31 @@ fn a_scenario_sets_its_topologys_parameters() {
     let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
     assert!(err.contains("racks"), "{err}");
 }
+
+/// `epsim run --set NAME=VALUE` sets a topology parameter as the scenario's
+/// `topology_parameters` would, and the manifest records it.
+#[test]
+fn run_sets_topology_parameters_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(
+        "scenarios/calibration-b200-ep8.yaml",
+        &out,
+        &["--set", "nodes=1"],
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["scenario"]["topology_parameters"]["nodes"], 1);
+    let bad = epsim()
+        .args([
+            "run",
+            repo("scenarios/calibration-b200-ep8.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .args(["--set", "bogus=1", "--out"])
+        .arg(dir.path().join("bad"))
+        .assert()
+        .code(2);
+    assert!(stderr(&bad).contains("the topology has no parameter `bogus`"));
+}

@@ -16,10 +16,15 @@ pub struct RunArgs {
     pub shard: Option<(usize, usize)>,
     pub list: bool,
     pub progress: bool,
+    /// Topology parameters to set (`--set nodes=2`).
+    pub set: Vec<(String, String)>,
 }
 
 pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
-    let file = sweep::load(&a.scenario)?;
+    let mut file = sweep::load(&a.scenario)?;
+    for (name, value) in &a.set {
+        file.set_topology_parameter(name, value)?;
+    }
     if a.list {
         let mut text = String::new();
         for p in sweep::shard_points(&file.points, a.shard) {

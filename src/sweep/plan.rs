@@ -370,6 +370,12 @@ fn parse_path(text: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
+/// Writes `value` at the field `path` (`topology_parameters.nodes`) of a scenario tree, as
+/// a sweep axis would; for command-line overrides.
+pub fn set_field(root: &mut Node, path: &str, value: Node) -> Result<(), String> {
+    set(root, &parse_path(path)?, value)
+}
+
 /// Writes `value` at `path`, creating missing mapping keys (so an axis can set a field the
 /// scenario leaves to its default).
 fn set(node: &mut Node, path: &[Segment], value: Node) -> Result<(), String> {

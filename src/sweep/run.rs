@@ -41,6 +41,22 @@ pub fn load(file: &Path) -> Result<SweepFile, Diagnostics> {
 }
 
 impl SweepFile {
+    /// Sets the topology parameter `name` (`--set nodes=2`) for every point, as if the
+    /// scenario's `topology_parameters` said so; the value is checked with the scenario.
+    pub fn set_topology_parameter(&mut self, name: &str, value: &str) -> Result<(), Diagnostics> {
+        let node = input::parse_tree(&self.file, value)?;
+        plan::set_field(
+            &mut self.scenario,
+            &format!("topology_parameters.{name}"),
+            node,
+        )
+        .map_err(|e| {
+            let mut d = Diagnostics::new();
+            d.push_file(&self.file, format!("--set {name}={value}: {e}"));
+            d
+        })
+    }
+
     pub fn is_sweep(&self) -> bool {
         self.points.len() > 1 || !self.sweep.groups.is_empty()
     }
