@@ -1285,3 +1285,22 @@ fn an_endless_input_is_refused_quickly() {
         .code(2)
         .stderr(predicate::str::contains("/dev/zero: larger than 64 MiB"));
 }
+
+#[test]
+fn a_seed_whose_replicates_would_wrap_is_bad_usage() {
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        + "sweep:\n  seeds: 2\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, text).unwrap();
+    epsim()
+        .args(["run"])
+        .arg(&file)
+        .args(["--seed", "18446744073709551615", "--out"])
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("would run past the largest seed"));
+}

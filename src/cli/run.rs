@@ -22,6 +22,17 @@ pub struct RunArgs {
 
 pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut file = sweep::load(&a.scenario)?;
+    if let Some(seed) = a.seed {
+        let replicates = file.points.iter().map(|p| p.seed_offset).max().unwrap_or(0);
+        if seed.checked_add(replicates).is_none() {
+            return Err(UsageError(format!(
+                "--seed {seed}: its {} replicates would run past the largest seed {}",
+                replicates + 1,
+                u64::MAX
+            ))
+            .into());
+        }
+    }
     for (name, value) in &a.set {
         file.set_topology_parameter(name, value)?;
     }

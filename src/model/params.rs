@@ -51,7 +51,8 @@ pub struct ModelParams {
 impl ModelConfig {
     /// Parameters of one routed or shared expert: gate, up and down projections.
     pub fn expert_params(&self) -> f64 {
-        3.0 * (self.hidden_size * self.moe.expert_intermediate_size) as f64
+        // In floating point: a product of two sizes can pass u64 (a wrapped one read 0 GiB).
+        3.0 * self.hidden_size as f64 * self.moe.expert_intermediate_size as f64
     }
 
     /// The attention projections of one layer as (n, k) weight matrices (outputs x inputs),
@@ -127,14 +128,14 @@ impl ModelConfig {
 
     /// One MoE layer's router (a linear map from the hidden state to expert scores).
     pub fn router_params(&self) -> f64 {
-        (self.moe.routed_experts * self.hidden_size) as f64
+        self.moe.routed_experts as f64 * self.hidden_size as f64
     }
 
     pub fn params(&self) -> ModelParams {
         let h = self.hidden_size as f64;
         let layers = self.layers as f64;
         let moe_layers = self.moe_layers() as f64;
-        let table = (self.vocab_size * self.hidden_size) as f64;
+        let table = self.vocab_size as f64 * self.hidden_size as f64;
         let expert = self.expert_params();
         let main = ComponentParams {
             embedding: table,
@@ -222,6 +223,15 @@ mod tests {
             published / 1e9,
             error * 100.0
         );
+    }
+
+    /// Sizes whose product passes u64 still count (a wrapped product read 0 GiB).
+    #[test]
+    fn huge_sizes_do_not_wrap() {
+        let mut m = model("deepseek-r1");
+        m.moe.expert_intermediate_size = 1 << 52;
+        let expert = m.expert_params();
+        assert!((expert / (3.0 * 7168.0 * 2f64.powi(52)) - 1.0).abs() < 1e-12);
     }
 
     /// Published totals and active counts (reference section 3; Kimi-K2's total is its

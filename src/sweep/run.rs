@@ -72,7 +72,11 @@ impl SweepFile {
             d
         })?;
         let mut loaded = scenario::from_tree(&self.file, &tree)?;
-        loaded.scenario.seed += point.seed_offset;
+        loaded.scenario.seed = offset_seed(loaded.scenario.seed, point).map_err(|e| {
+            let mut d = Diagnostics::new();
+            d.push_file(&self.file, e);
+            d
+        })?;
         Ok(loaded)
     }
 
@@ -194,10 +198,24 @@ pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
     })
 }
 
+/// The seed of a point's replicate: the base seed plus its offset, refused (never wrapped
+/// to a seed another replicate has) past the largest seed.
+fn offset_seed(seed: u64, point: &Point) -> Result<u64, String> {
+    seed.checked_add(point.seed_offset).ok_or_else(|| {
+        format!(
+            "point {} ({}): seed {seed} + replicate {} is past the largest seed {}",
+            point.index,
+            point.label(),
+            point.seed_offset,
+            u64::MAX
+        )
+    })
+}
+
 fn run_point(sweep: &SweepFile, point: &Point, opts: &Options) -> Result<(), String> {
     let mut loaded = sweep.scenario(point).map_err(|d| d.to_string())?;
     if let Some(seed) = opts.seed {
-        loaded.scenario.seed = seed + point.seed_offset;
+        loaded.scenario.seed = offset_seed(seed, point)?;
     }
     let report =
         sim::run(&loaded).map_err(|e| format!("point {} ({}): {e}", point.index, point.label()))?;
