@@ -833,3 +833,50 @@ fn run_sets_topology_parameters_from_the_command_line() {
         .code(2);
     assert!(stderr(&bad).contains("the topology has no parameter `bogus`"));
 }
+
+/// `--resume` re-runs a point file cut short and refuses a folder of another run; `merge`
+/// refuses shards of different runs.
+#[test]
+fn resume_and_merge_verify_what_they_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_sweep(dir.path());
+    let whole = dir.path().join("whole");
+    let run = |out: &Path, extra: &[&str]| {
+        epsim()
+            .args(["run", "-j", "2", "--no-progress", "--out"])
+            .arg(out)
+            .args(extra)
+            .arg(&file)
+            .assert()
+    };
+    run(&whole, &[]).success();
+    let expected = std::fs::read_to_string(whole.join("summary.csv")).unwrap();
+    // A point cut short (a killed run): its header only.
+    let point = whole.join("points/00003.csv");
+    let text = std::fs::read_to_string(&point).unwrap();
+    std::fs::write(&point, text.lines().next().unwrap()).unwrap();
+    run(&whole, &["--resume"]).success();
+    assert_eq!(
+        std::fs::read_to_string(whole.join("summary.csv")).unwrap(),
+        expected
+    );
+    // Another seed is another run.
+    let err = stderr(&run(&whole, &["--resume", "--seed", "9"]).code(2));
+    assert!(err.contains("holds another run"), "{err}");
+    let other = dir.path().join("other");
+    run(&other, &["--seed", "9", "--shard", "1/2"]).success();
+    let mine = dir.path().join("mine");
+    run(&mine, &["--shard", "2/2"]).success();
+    let merged = epsim()
+        .arg("merge")
+        .args([&other, &mine])
+        .arg("--out")
+        .arg(dir.path().join("merged"))
+        .assert()
+        .code(2);
+    assert!(
+        stderr(&merged).contains("different sweep"),
+        "{}",
+        stderr(&merged)
+    );
+}

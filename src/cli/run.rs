@@ -59,18 +59,17 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let outcome = sweep::run(
-        &file,
-        &Options {
-            out: out.clone(),
-            jobs,
-            resume: a.resume,
-            shard: a.shard,
-            progress: a.progress,
-            seed: a.seed,
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
+    let opts = Options {
+        out: out.clone(),
+        jobs,
+        resume: a.resume,
+        shard: a.shard,
+        progress: a.progress,
+        seed: a.seed,
+    };
+    sweep::check_resume(&file, &opts).map_err(UsageError)?;
+    let outcome =
+        sweep::run(&file, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let mut text = format!(
         "{} points run, {} already done, in {:.1} s wall with {jobs} threads; points in {}\n",
         outcome.ran,

@@ -167,10 +167,11 @@ pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
         .map_err(|e| format!("{}: {e}", opts.out.display()))?;
     write_manifest(sweep, opts)?;
     let mine = shard_points(&sweep.points, opts.shard);
+    // A point file cut short (a killed run) or from another point is run again.
     let todo: Vec<&Point> = mine
         .iter()
         .copied()
-        .filter(|p| !(opts.resume && point_file(&opts.out, p.index).is_file()))
+        .filter(|p| !(opts.resume && whole_point_file(&point_file(&opts.out, p.index), Some(p))))
         .collect();
     let skipped = mine.len() - todo.len();
     let bar = progress_bar(opts.progress, todo.len());
@@ -250,6 +251,12 @@ pub fn assemble(out: &Path, dirs: &[PathBuf], total: usize) -> Result<Option<Pat
         else {
             return Ok(None);
         };
+        if !whole_point_file(&file, None) {
+            return Err(format!(
+                "{}: not a whole point file (cut short?); run the point again with --resume",
+                file.display()
+            ));
+        }
         let body =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         let (header, row) = body
@@ -282,10 +289,65 @@ pub struct SweepManifest {
     pub points: Vec<String>,
     /// `k/n` for a shard.
     pub shard: Option<String>,
+    /// FNV-1a of the resolved scenario tree (overrides applied), its points and the seed
+    /// override: resuming or merging folders of different runs is refused. Empty in
+    /// folders written before digests were recorded.
+    #[serde(default)]
+    pub digest: String,
+}
+
+/// What makes two runs of a sweep the same run: the scenario as resolved (a `--set` edits
+/// it), every point, and the `--seed` override.
+pub fn digest(sweep: &SweepFile, seed: Option<u64>) -> String {
+    let text = format!("{:?}|{:?}|{seed:?}", sweep.scenario, sweep.points);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Whether `file` is a whole point file: a header and exactly one row of as many cells, its
+/// `param_*` cells those of `point` when given.
+fn whole_point_file(file: &Path, point: Option<&Point>) -> bool {
+    let Ok(mut r) = csv::Reader::from_path(file) else {
+        return false;
+    };
+    let Ok(header) = r.headers().cloned() else {
+        return false;
+    };
+    let rows: Vec<csv::StringRecord> = r.records().map_while(Result::ok).collect();
+    let [row] = rows.as_slice() else {
+        return false;
+    };
+    let params_match = point.is_none_or(|p| {
+        p.params.iter().enumerate().all(|(i, (k, v))| {
+            header.get(i) == Some(format!("param_{k}").as_str()) && row.get(i) == Some(v.as_str())
+        })
+    });
+    row.len() == header.len() && !header.is_empty() && params_match
+}
+
+/// With `--resume`, the output folder must hold this same run (or nothing yet).
+pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
+    if opts.resume
+        && let Ok(old) = read_manifest(&opts.out)
+        && old.digest != digest(sweep, opts.seed)
+    {
+        return Err(format!(
+            "{}: holds another run (the scenario, its overrides or --seed changed); resume \
+             only the same run, or write to another --out",
+            opts.out.display()
+        ));
+    }
+    Ok(())
 }
 
 fn write_manifest(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
+    check_resume(sweep, opts)?;
     let manifest = SweepManifest {
+        digest: digest(sweep, opts.seed),
         epsim_version: env!("CARGO_PKG_VERSION").into(),
         scenario: sweep.file.display().to_string(),
         total_points: sweep.points.len(),
@@ -313,7 +375,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let first = manifests.first().ok_or("nothing to merge")?;
     for (d, m) in dirs.iter().zip(&manifests) {
-        if m.points != first.points {
+        if m.points != first.points || m.digest != first.digest {
             return Err(format!(
                 "{} holds a different sweep ({} points) from {} ({} points)",
                 d.display(),
