@@ -5,7 +5,7 @@
 //! arrivals.
 
 use crate::engine::{RandomStreams, SimDuration, SimTime};
-use crate::input::Diagnostics;
+use crate::input::{Diagnostics, Loc, Problem};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, LogNormal, Normal};
@@ -218,6 +218,9 @@ impl ClosedLoop {
     }
 }
 
+/// Tokens of one request's prompt or answer (a documented limit, README "Reliability").
+pub const MAX_REQUEST_TOKENS: u64 = 100_000_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TraceRow {
@@ -246,30 +249,15 @@ pub fn read_trace(file: &Path, prefix_hit: f64) -> Result<Vec<RequestSpec>, Diag
     };
     let mut out = Vec::new();
     for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                diags.push_file(file, format!("line {line}: {e}"));
-                continue;
-            }
-        };
-        let line = record.position().map_or(0, |p| p.line());
-        match record.deserialize::<TraceRow>(Some(&headers)) {
-            Ok(r) => match SimDuration::from_secs_f64(r.arrival_s) {
-                Ok(d) if r.input_tokens > 0 && r.output_tokens > 0 => out.push(RequestSpec {
-                    arrival: SimTime::ZERO.checked_add(d).unwrap_or(SimTime::MAX),
-                    input_tokens: r.input_tokens,
-                    output_tokens: r.output_tokens,
-                    cached_tokens: (r.input_tokens as f64 * prefix_hit).floor() as u64,
-                }),
-                Ok(_) => diags.push_file(
-                    file,
-                    format!("line {line}: input_tokens and output_tokens must be at least 1"),
-                ),
-                Err(e) => diags.push_file(file, format!("line {line}: arrival_s: {e}")),
+        match record {
+            Ok(r) => match trace_row(&r, &headers, prefix_hit) {
+                Ok(spec) => out.push(spec),
+                Err(problems) => diags.extend(file, problems),
             },
-            Err(e) => diags.push_file(file, format!("line {line}: {e}")),
+            Err(e) => {
+                let at = at_cell(e.position().map_or(0, |p| p.line()), None, None);
+                diags.push(file, Problem::new(at, "", e.to_string()));
+            }
         }
     }
     if out.is_empty() && diags.is_empty() {
@@ -277,6 +265,64 @@ pub fn read_trace(file: &Path, prefix_hit: f64) -> Result<Vec<RequestSpec>, Diag
     }
     out.sort_by_key(|r| r.arrival);
     diags.into_result(out)
+}
+
+/// One trace row as a request, or every problem in it (located at its cells).
+fn trace_row(
+    record: &csv::StringRecord,
+    headers: &csv::StringRecord,
+    prefix_hit: f64,
+) -> Result<RequestSpec, Vec<Problem>> {
+    let line = record.position().map_or(0, |p| p.line());
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let problem = |i: Option<usize>, field: &str, msg: String| {
+        Problem::new(at_cell(line, Some(record), i), field, msg)
+    };
+    let r = record.deserialize::<TraceRow>(Some(headers)).map_err(|e| {
+        // A bad cell: its field and message (without csv's own position prefix).
+        let (i, msg) = match e.kind() {
+            csv::ErrorKind::Deserialize { err, .. } => {
+                (err.field().map(|f| f as usize), err.kind().to_string())
+            }
+            _ => (None, e.to_string()),
+        };
+        let name = i.and_then(|i| headers.get(i)).unwrap_or("").to_owned();
+        vec![problem(i, &name, msg)]
+    })?;
+    let mut problems = Vec::new();
+    for (name, n) in [
+        ("input_tokens", r.input_tokens),
+        ("output_tokens", r.output_tokens),
+    ] {
+        if !(1..=MAX_REQUEST_TOKENS).contains(&n) {
+            let msg = format!("must be 1 to {MAX_REQUEST_TOKENS} tokens, got {n}");
+            problems.push(problem(column(name), name, msg));
+        }
+    }
+    let arrival = SimDuration::from_secs_f64(r.arrival_s)
+        .map_err(|e| problems.push(problem(column("arrival_s"), "arrival_s", e.to_string())));
+    match arrival {
+        Ok(d) if problems.is_empty() => Ok(RequestSpec {
+            arrival: SimTime::ZERO.checked_add(d).unwrap_or(SimTime::MAX),
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cached_tokens: (r.input_tokens as f64 * prefix_hit).floor() as u64,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Line and column of cell `i` of `record` (column 1 without a cell). A record keeps its
+/// cells without the commas between them, so cell i starts i commas further on (unquoted).
+fn at_cell(line: u64, record: Option<&csv::StringRecord>, i: Option<usize>) -> Loc {
+    let column = record
+        .zip(i)
+        .and_then(|(r, i)| r.range(i).map(|range| range.start + i))
+        .map_or(1, |start| start + 1);
+    Loc {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        column: u32::try_from(column).unwrap_or(u32::MAX),
+    }
 }
 
 #[cfg(test)]
@@ -411,16 +457,23 @@ mod tests {
         assert_eq!(t[1].arrival, SimTime::from_ps(500_000_000_000));
         std::fs::write(
             &file,
-            "arrival_s,input_tokens,output_tokens\n-1,100,10\n0.2,0,5\n0.3,x,5\n",
+            "arrival_s,input_tokens,output_tokens\n-1,100,10\n0.2,0,5\n0.3,x,5\n\
+             0.4,5,5\n0.4,5,5\n0.4,5,5\n0.4,5,5\n0.4,5,5\n0.5,1,1000000000\n",
         )
         .unwrap();
         let e = read_trace(&file, 0.0).unwrap_err().to_string();
+        // file:line:column: field: message, sorted by position (line 10 after line 2).
         for needle in [
-            "line 2: arrival_s",
-            "line 3: input_tokens and output_tokens",
-            "line 4:",
+            "t.csv:2:1: arrival_s:",
+            "t.csv:3:5: input_tokens: must be 1 to 100000000 tokens, got 0",
+            "t.csv:4:5: input_tokens:",
+            "t.csv:10:7: output_tokens: must be 1 to 100000000 tokens, got 1000000000",
         ] {
             assert!(e.contains(needle), "{needle} in {e}");
         }
+        assert!(
+            e.find("t.csv:2:").unwrap() < e.find("t.csv:10:").unwrap(),
+            "{e}"
+        );
     }
 }

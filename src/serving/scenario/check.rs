@@ -16,8 +16,7 @@ pub const MAX_RATE_PER_S: f64 = 1e6;
 pub const MAX_GAMMA_CV: f64 = 100.0;
 /// Closed-loop users of one run, however given.
 pub const MAX_USERS: u64 = 10_000_000;
-/// Tokens of one request's prompt or answer.
-pub const MAX_REQUEST_TOKENS: u64 = 100_000_000;
+pub use crate::serving::workload::MAX_REQUEST_TOKENS;
 /// MTP draft tokens per step.
 pub const MAX_MTP_DRAFTS: u64 = 16;
 
