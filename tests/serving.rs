@@ -528,6 +528,23 @@ fn frontier_finds_the_best_points_per_group_and_interpolates() {
         j[2]["y_at"].is_null() && j[2]["note"].is_string(),
         "no measured points for ep 64"
     );
+    // The table's last line: the last group's value over the first's (the help's promise).
+    let ratio = |by: &str| {
+        let out = epsim()
+            .args(["frontier"])
+            .arg(&summary)
+            .args(["--x", "tok_s_per_user", "--y", "output_tok_s_per_gpu"])
+            .args(["--by", by, "--at", "150"])
+            .assert()
+            .success();
+        stdout(&out).lines().last().unwrap().to_owned()
+    };
+    assert_eq!(
+        ratio("ep"),
+        "ep=64 / ep=8 at 150: no ratio (a group has no value there)"
+    );
+    std::fs::write(&summary, "param_ep,tok_s_per_user,output_tok_s_per_gpu\n8,200,1000\n8,100,3000\n32,200,2000\n32,100,5000\n").unwrap();
+    assert_eq!(ratio("ep"), "ep=32 / ep=8 at 150: 1.75");
     epsim()
         .args(["frontier"])
         .arg(&summary)

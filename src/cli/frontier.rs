@@ -143,9 +143,29 @@ pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            if let (Some(x), Some(first), Some(last)) = (a.at, groups.first(), groups.last())
+                && groups.len() > 1
+            {
+                t.push_str(&ratio_line(x, first, last, at(first), at(last)));
+            }
             t
         }
     };
     emit(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The help's promise for `--at`: the last group's value over the first's.
+fn ratio_line(
+    x: f64,
+    first: &Frontier,
+    last: &Frontier,
+    y0: Option<f64>,
+    y1: Option<f64>,
+) -> String {
+    let (a, b) = (group_label(last), group_label(first));
+    match (y1, y0) {
+        (Some(y1), Some(y0)) if y0 != 0.0 => format!("{a} / {b} at {x}: {:.2}\n", y1 / y0),
+        _ => format!("{a} / {b} at {x}: no ratio (a group has no value there)\n"),
+    }
 }
