@@ -88,3 +88,45 @@ fn bad_cases_exit_2_with_every_problem_located() {
         stderr(&out)
     );
 }
+
+/// A sweep case reads the row of its `point:` (matched on the `param_*` cells).
+#[test]
+fn a_sweep_case_reads_the_row_of_its_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace("duration_s: 8", "duration_s: 2")
+        + "sweep:\n  axes:\n    - {name: rate, path: workload.arrivals.rate_per_s, values: [20, 40]}\n";
+    std::fs::write(dir.path().join("sweep.yaml"), scenario).unwrap();
+    let simulated = |rate: u32| {
+        let case = write_case(
+            dir.path(),
+            &format!(
+                "name: r{rate}\nsource: test\nscenario: sweep.yaml\npoint: {{rate: {rate}}}\nmetric: input_tok_s\npublished: 1\ntolerance_pct: 1\n"
+            ),
+        );
+        let out = epsim()
+            .args(["accuracy", "--format", "json"])
+            .arg(&case)
+            .assert()
+            .code(1);
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        doc["cases"][0]["simulated"].as_f64().unwrap()
+    };
+    let (low, high) = (simulated(20), simulated(40));
+    assert!(
+        high > 1.5 * low,
+        "rate 40 offers twice the tokens of rate 20: {low} {high}"
+    );
+    let case = write_case(
+        dir.path(),
+        "name: none\nsource: test\nscenario: sweep.yaml\npoint: {rate: 99}\nmetric: input_tok_s\npublished: 1\ntolerance_pct: 1\n",
+    );
+    let out = epsim().args(["accuracy"]).arg(&case).assert().code(2);
+    assert!(
+        stderr(&out).contains("point: no row of the sweep"),
+        "{}",
+        stderr(&out)
+    );
+}
