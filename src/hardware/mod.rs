@@ -236,28 +236,64 @@ fn load_family_of(
 
 /// Reads and checks a family file of achieved fractions.
 pub fn load_family(file: &Path) -> Result<Efficiency, Diagnostics> {
-    let e: Efficiency = input::read_yaml(file)?;
+    let raw: EfficiencyFile = input::read_yaml(file)?;
     let mut diags = Diagnostics::new();
-    for (name, v) in [
-        ("gemm_peak_fraction", e.gemm_peak_fraction),
-        ("attention_peak_fraction", e.attention_peak_fraction),
-        ("hbm_fraction", e.hbm_fraction),
-        ("nvlink_efficiency", e.nvlink_efficiency),
-    ] {
-        if !(v > 0.0 && v <= 1.0) {
-            diags.push_file(
+    let mut bad = |v: &At<f64>, name: &str, ok: bool, what: &str| {
+        if !ok {
+            diags.push(
                 file,
-                format!("{name}: must be a fraction in (0, 1], got {v}"),
+                Problem::new(v.loc, name, format!("{what}, got {}", v.value)),
             );
         }
+    };
+    for (name, v) in [
+        ("gemm_peak_fraction", &raw.gemm_peak_fraction),
+        ("attention_peak_fraction", &raw.attention_peak_fraction),
+        ("hbm_fraction", &raw.hbm_fraction),
+        ("nvlink_efficiency", &raw.nvlink_efficiency),
+    ] {
+        bad(
+            v,
+            name,
+            v.value > 0.0 && v.value <= 1.0,
+            "must be a fraction in (0, 1]",
+        );
     }
-    if e.mma_tile_rows == 0 {
-        diags.push_file(file, "mma_tile_rows: must be at least 1");
+    let o = &raw.layer_overhead_us;
+    bad(
+        o,
+        "layer_overhead_us",
+        o.value.is_finite() && o.value >= 0.0,
+        "must be a number >= 0",
+    );
+    if raw.mma_tile_rows.value == 0 {
+        diags.push(
+            file,
+            Problem::new(raw.mma_tile_rows.loc, "mma_tile_rows", "must be at least 1"),
+        );
     }
-    if !(e.layer_overhead_us.is_finite() && e.layer_overhead_us >= 0.0) {
-        diags.push_file(file, "layer_overhead_us: must be a number >= 0");
-    }
-    diags.into_result(e)
+    diags.into_result(Efficiency {
+        name: raw.name,
+        gemm_peak_fraction: raw.gemm_peak_fraction.value,
+        attention_peak_fraction: raw.attention_peak_fraction.value,
+        hbm_fraction: raw.hbm_fraction.value,
+        mma_tile_rows: raw.mma_tile_rows.value,
+        layer_overhead_us: raw.layer_overhead_us.value,
+        nvlink_efficiency: raw.nvlink_efficiency.value,
+    })
+}
+
+/// A family file as written, with positions for its checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EfficiencyFile {
+    name: String,
+    gemm_peak_fraction: At<f64>,
+    attention_peak_fraction: At<f64>,
+    hbm_fraction: At<f64>,
+    mma_tile_rows: At<u32>,
+    layer_overhead_us: At<f64>,
+    nvlink_efficiency: At<f64>,
 }
 
 #[cfg(test)]
@@ -299,6 +335,26 @@ mod tests {
             "one curve set per family"
         );
         assert_eq!(b200.efficiency.name, "blackwell");
+    }
+
+    #[test]
+    fn bad_family_values_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fam.yaml");
+        std::fs::write(
+            &file,
+            "name: x\ngemm_peak_fraction: 1.5\nattention_peak_fraction: 0.5\nhbm_fraction: 0\nmma_tile_rows: 0\nlayer_overhead_us: -1\nnvlink_efficiency: 0.8\n",
+        )
+        .unwrap();
+        let err = load_family(&file).unwrap_err().to_string();
+        for needle in [
+            "fam.yaml:2:21: gemm_peak_fraction: must be a fraction in (0, 1], got 1.5",
+            "fam.yaml:4:15: hbm_fraction: must be a fraction in (0, 1], got 0",
+            "fam.yaml:5:16: mma_tile_rows: must be at least 1",
+            "fam.yaml:6:20: layer_overhead_us: must be a number >= 0, got -1",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
     }
 
     #[test]
