@@ -182,6 +182,28 @@ def mla(d, axis, held_values):
     return d[~held], d[held], keys + ["latency_us"]
 
 
+MLA_SHAPE = ["hidden_size", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+             "qk_rope_head_dim", "v_head_dim"]
+
+
+def write_mla_model(project, gpu, system):
+    """The attention shape the MLA tables measured (their `model` column: DeepSeek-V3), read
+    from the project's DeepSeek-R1 model file (same architecture; its lines cite the config),
+    so epsim prices only models of that shape from them."""
+    values = {}
+    for line in open(project / "models" / "deepseek-r1.yaml"):
+        key, _, rest = line.strip().partition(":")
+        if key in MLA_SHAPE:
+            values[key] = rest.split("#")[0].strip()
+    path = project / "topologies/gpus/profiles" / gpu / "mla_model.csv"
+    with open(path, "w") as f:
+        f.write(f"# The model shape of mla_decode.csv and mla_prefill.csv ({system}): the tables' `model`\n"
+                "# column is deepseek-ai/DeepSeek-V3; values from models/deepseek-r1.yaml (same\n"
+                "# architecture; docs/reference/hardware-and-models.md section 3).\n")
+        f.write("hidden,q_lora_rank,kv_lora_rank,qk_nope_head_dim,qk_rope_head_dim,v_head_dim\n")
+        f.write(",".join(values[k] for k in MLA_SHAPE) + "\n")
+
+
 def build(kernels, project, gpu, system):
     device = {"gb200": "GB200", "b200_sxm": "HGX B200", "gb300": "GB300", "b300_sxm": "HGX B300",
               "h200_sxm": "HGX H200", "h100_sxm": "HGX H100"}[system]
@@ -221,6 +243,7 @@ def build(kernels, project, gpu, system):
             h = write(project / "tests/data/kernels-heldout" / gpu / f"{out}.csv",
                       header.replace("# derived", "# HELD OUT (not priced from); derived"), held, columns)
         print(f"{gpu}: {out}: {n} rows kept, {h} held out")
+    write_mla_model(project, gpu, system)
 
 
 def check_min_latency(kernels):

@@ -64,7 +64,11 @@ pub fn held_out_errors(
                     kernels
                         .mla_decode(model, batch, kv_len, 1, tp, (kv, gemm))
                         .map_or_else(
-                            || roofline_decode_block(kernels, model, batch, kv_len, tp, (kv, gemm)),
+                            || {
+                                let r = &kernels.roofline;
+                                let att = r.decode_attention(model, batch, kv_len, 1, kv, tp);
+                                roofline_mla_block(kernels, model, batch, tp, gemm, att.seconds)
+                            },
                             |p| p.cost.seconds,
                         )
                 });
@@ -82,7 +86,20 @@ pub fn held_out_errors(
                     kernels
                         .mla_prefill(model, batch, isl, 0, tp, (kv, gemm))
                         .map_or_else(
-                            || roofline_prefill_block(kernels, model, batch, isl, tp, (kv, gemm)),
+                            || {
+                                let r = &kernels.roofline;
+                                let att = r
+                                    .prefill_attention(model, isl, 0, kv, tp)
+                                    .times(batch as f64);
+                                roofline_mla_block(
+                                    kernels,
+                                    model,
+                                    batch * isl,
+                                    tp,
+                                    gemm,
+                                    att.seconds,
+                                )
+                            },
                             |p| p.cost.seconds,
                         )
                 });
@@ -106,48 +123,23 @@ pub fn held_out_errors(
     out
 }
 
-/// Without a measured block: the attention projections, attention and input norm as
-/// `epsim step` prices them without a profile.
-fn roofline_decode_block(
+/// Without a measured block: the attention projections over `rows` tokens, the attention
+/// (`attention_s`) and the input norm, as `epsim step` prices them without a profile.
+fn roofline_mla_block(
     k: &Kernels,
     model: &ModelConfig,
-    batch: u64,
-    kv_len: u64,
+    rows: u64,
     tp: u64,
-    (kv, gemm): (Precision, Precision),
+    gemm: Precision,
+    attention_s: f64,
 ) -> f64 {
-    let gemms: f64 = model
-        .attention_projections(tp)
-        .into_iter()
-        .map(|(n, kk)| k.gemm(batch, n, kk, gemm).cost.seconds)
-        .sum();
-    let norm = Precision::Bf16.bytes((2 * batch * model.hidden_size) as f64, Usage::Activations);
-    gemms
-        + k.roofline
-            .decode_attention(model, batch, kv_len, 1, kv, tp)
-            .seconds
-        + k.roofline.memory_pass(norm).seconds
-}
-
-/// The prefill counterpart of [`roofline_decode_block`], for `prompts` prompts of `isl`.
-fn roofline_prefill_block(
-    k: &Kernels,
-    model: &ModelConfig,
-    prompts: u64,
-    isl: u64,
-    tp: u64,
-    (kv, gemm): (Precision, Precision),
-) -> f64 {
-    let rows = prompts * isl;
     let gemms: f64 = model
         .attention_projections(tp)
         .into_iter()
         .map(|(n, kk)| k.gemm(rows, n, kk, gemm).cost.seconds)
         .sum();
     let norm = Precision::Bf16.bytes((2 * rows * model.hidden_size) as f64, Usage::Activations);
-    gemms
-        + prompts as f64 * k.roofline.prefill_attention(model, isl, 0, kv, tp).seconds
-        + k.roofline.memory_pass(norm).seconds
+    gemms + attention_s + k.roofline.memory_pass(norm).seconds
 }
 
 /// Median, mean and largest of the absolute values of `errors`, and how many there are.

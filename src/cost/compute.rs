@@ -171,7 +171,8 @@ impl<'a> Roofline<'a> {
     /// all-to-all NVLink fraction (no latency term: the measured table supplies floors).
     pub fn all_reduce(&self, gpus: u64, elements: u64) -> OpCost {
         let n = gpus.max(1) as f64;
-        let wire = 2.0 * (n - 1.0) / n * 2.0 * elements as f64;
+        let data = Precision::Bf16.bytes(elements as f64, Usage::Activations);
+        let wire = 2.0 * (n - 1.0) / n * data;
         let bps = self.gpu.nvlink_gb_s * 1e9 * self.gpu.efficiency.nvlink_efficiency;
         OpCost {
             seconds: if gpus > 1 { wire / bps } else { 0.0 },

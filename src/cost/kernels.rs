@@ -4,7 +4,7 @@
 //! measured efficiency carries over and the roofline supplies only the trend.
 
 use super::compute::{OpCost, Roofline, ffn_gemms};
-use super::profile::{self, KernelProfile, MoeShape, Source};
+use super::profile::{self, KernelProfile, MlaShape, MoeShape, Source};
 use crate::hardware::GpuSpec;
 use crate::model::{Attention, ModelConfig, Precision};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ impl<'a> Kernels<'a> {
             Some(h) if h.source == Source::Extrapolated => {
                 let [am, an, ak] = h.at.map(|v| v.round() as u64);
                 let edge = self.roofline.gemm(am, an, ak, p).seconds;
-                Priced::measured(roof, h.seconds * roof.seconds / edge, h.source)
+                Priced::measured(roof, anchored(h.seconds, roof.seconds, edge), h.source)
             }
             Some(h) => Priced::measured(roof, h.seconds, h.source),
         }
@@ -83,57 +83,86 @@ impl<'a> Kernels<'a> {
     /// the fused MoE block of an EP group with as many experts per rank and as many rows
     /// per rank under balanced routing: EP = experts / slots, tokens = rows x EP / top-k.
     pub fn routed_moe(&self, shape: MoeShape, rows: &[u64]) -> Priced {
-        let expert = ffn_gemms(shape.hidden, shape.inter);
-        let roof = self.roofline.grouped_gemm(rows, &expert, shape.precision);
-        match self.measured_moe(shape, rows) {
+        let roof = self.moe_roofline(shape, rows);
+        match self.measured_moe(shape, rows, || roof.seconds) {
             Some((seconds, source)) => Priced::measured(roof, seconds, source),
             None => Priced::roofline(roof),
         }
     }
 
     /// The seconds of [`Kernels::routed_moe`] alone: the serving loop's inner call, which
-    /// needs no bytes or FLOPs and so skips the roofline where a measurement answers.
+    /// needs no bytes or FLOPs and so runs the roofline only where no measurement answers.
     pub fn routed_moe_seconds(&self, shape: MoeShape, rows: &[u64]) -> f64 {
-        match self.measured_moe(shape, rows) {
-            Some((seconds, _)) => seconds,
-            None => {
-                let expert = ffn_gemms(shape.hidden, shape.inter);
-                self.roofline
-                    .grouped_gemm(rows, &expert, shape.precision)
-                    .seconds
-            }
-        }
+        let roof_s = || self.moe_roofline(shape, rows).seconds;
+        self.measured_moe(shape, rows, roof_s)
+            .map_or_else(roof_s, |(seconds, _)| seconds)
+    }
+
+    fn moe_roofline(&self, shape: MoeShape, rows: &[u64]) -> OpCost {
+        let expert = ffn_gemms(shape.hidden, shape.inter);
+        self.roofline.grouped_gemm(rows, &expert, shape.precision)
     }
 
     /// The measured block's seconds and source; `None` where the profile has no table for
-    /// `shape` or no neighbours around the point.
-    fn measured_moe(&self, shape: MoeShape, rows: &[u64]) -> Option<(f64, Source)> {
-        let profile = self.profile.as_ref().filter(|pr| pr.has_moe(shape))?;
+    /// `shape` or no neighbours around the point. `roof_s` is the roofline's time for
+    /// `rows`, asked for only to carry a measurement beyond the measured range.
+    fn measured_moe(
+        &self,
+        shape: MoeShape,
+        rows: &[u64],
+        roof_s: impl FnOnce() -> f64,
+    ) -> Option<(f64, Source)> {
+        // No tokens: nothing runs (the roofline's zero); no table or neighbours: the roofline.
         let total: u64 = rows.iter().sum();
         if total == 0 {
-            return Some((0.0, Source::Measured));
+            return None;
         }
         let topk = shape.topk as f64;
         let ep = shape.experts as f64 / rows.len() as f64;
-        let h = profile.moe(shape, ep, total as f64 * ep / topk)?;
+        let h = self
+            .profile
+            .as_ref()?
+            .moe(shape, ep, total as f64 * ep / topk)?;
         if h.source != Source::Extrapolated {
             return Some((h.seconds, h.source));
         }
         // The measured EP group at the clamped point, balanced, through the roofline.
-        let expert = ffn_gemms(shape.hidden, shape.inter);
-        let roof = |r: &[u64]| {
-            self.roofline
-                .grouped_gemm(r, &expert, shape.precision)
-                .seconds
-        };
         let [at_ep, at_tokens] = h.at;
         let local = (shape.experts as f64 / at_ep).round().max(1.0) as u64;
         let at_rows = (at_tokens * topk / at_ep).round() as u64;
+        let expert = ffn_gemms(shape.hidden, shape.inter);
         let edge = self
             .roofline
             .balanced_grouped_gemm(at_rows, local, &expert, shape.precision)
             .seconds;
-        Some((h.seconds * roof(rows) / edge, h.source))
+        Some((anchored(h.seconds, roof_s(), edge), h.source))
+    }
+
+    /// Heads per rank when `model`'s attention has the MLA shape the profile's MLA tables
+    /// measured (any head count); `None` otherwise.
+    fn mla_heads(&self, model: &ModelConfig, tp: u64) -> Option<u64> {
+        let measured = self.profile.as_ref()?.mla_shape?;
+        match model.attention {
+            Attention::Mla {
+                heads,
+                q_lora_rank,
+                kv_lora_rank,
+                qk_nope_head_dim,
+                qk_rope_head_dim,
+                v_head_dim,
+            } if MlaShape {
+                hidden: model.hidden_size,
+                q_lora_rank,
+                kv_lora_rank,
+                qk_nope_head_dim,
+                qk_rope_head_dim,
+                v_head_dim,
+            } == measured =>
+            {
+                Some(heads.div_ceil(tp.max(1)))
+            }
+            _ => None,
+        }
     }
 
     /// An all-reduce of `elements` BF16 values over a tensor-parallel group of `gpus` in one
@@ -153,12 +182,8 @@ impl<'a> Kernels<'a> {
                 let [g, e] = h.at.map(|v| v.round() as u64);
                 let edge = self.roofline.all_reduce(g, e).seconds;
                 // Never below the measured floor (tiny messages cost what the smallest did).
-                let scale = if edge > 0.0 {
-                    (roof.seconds / edge).max(1.0)
-                } else {
-                    1.0
-                };
-                Priced::measured(roof, h.seconds * scale, h.source)
+                let seconds = anchored(h.seconds, roof.seconds, edge).max(h.seconds);
+                Priced::measured(roof, seconds, h.source)
             }
             Some(h) => Priced::measured(roof, h.seconds, h.source),
         }
@@ -176,7 +201,7 @@ impl<'a> Kernels<'a> {
         tp: u64,
         (kv, gemm): (Precision, Precision),
     ) -> Option<Priced> {
-        let heads = deepseek_mla_heads(model, tp)?;
+        let heads = self.mla_heads(model, tp)?;
         // MTP verification: each query is a row of the projections and, MLA decode being
         // compute-bound at 128 heads, of the attention too; priced as batch x queries rows.
         let rows = batch.saturating_mul(queries);
@@ -193,7 +218,7 @@ impl<'a> Kernels<'a> {
                 .roofline
                 .decode_attention(model, b, l, 1, kv, tp)
                 .seconds;
-            Priced::measured(roof, h.seconds * roof.seconds / edge, h.source)
+            Priced::measured(roof, anchored(h.seconds, roof.seconds, edge), h.source)
         } else {
             Priced::measured(roof, h.seconds, h.source)
         })
@@ -211,7 +236,7 @@ impl<'a> Kernels<'a> {
         tp: u64,
         (kv, gemm): (Precision, Precision),
     ) -> Option<Priced> {
-        let heads = deepseek_mla_heads(model, tp)?;
+        let heads = self.mla_heads(model, tp)?;
         let h = self
             .profile
             .as_ref()?
@@ -226,7 +251,7 @@ impl<'a> Kernels<'a> {
             let edge = r
                 .prefill_attention(model, l.round() as u64, 0, kv, tp)
                 .times(b);
-            seconds *= whole.seconds / edge.seconds;
+            seconds = anchored(seconds, whole.seconds, edge.seconds);
         }
         let source = if prefix > 0 {
             h.source.worst(Source::Interpolated)
@@ -241,19 +266,13 @@ impl<'a> Kernels<'a> {
     }
 }
 
-/// Heads per rank when `model` has DeepSeek-V3's MLA (the shape the MLA tables measure,
-/// at any head count); `None` otherwise.
-fn deepseek_mla_heads(model: &ModelConfig, tp: u64) -> Option<u64> {
-    match model.attention {
-        Attention::Mla {
-            heads,
-            q_lora_rank: 1536,
-            kv_lora_rank: 512,
-            qk_nope_head_dim: 128,
-            qk_rope_head_dim: 64,
-            v_head_dim: 128,
-        } if model.hidden_size == 7168 => Some(heads.div_ceil(tp.max(1))),
-        _ => None,
+/// A measurement at the edge of the measured range carried to a shape beyond it: scaled by
+/// the roofline's ratio between the two shapes, so the measured efficiency carries over.
+fn anchored(measured_s: f64, roofline_s: f64, roofline_edge_s: f64) -> f64 {
+    if roofline_edge_s > 0.0 {
+        measured_s * roofline_s / roofline_edge_s
+    } else {
+        measured_s
     }
 }
 

@@ -169,8 +169,7 @@ pub fn iteration_seconds(
     memo: &mut TokenPartMemo,
 ) -> (f64, f64) {
     let step = Step::new(model, kernels, d, load, false);
-    let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
-    let key = (step.tokens(), load.batch, chunks);
+    let key = (step.tokens(), load.batch, step.chunks());
     let (token_s, routed_s) = match memo.entries.iter().find(|(k, _)| *k == key) {
         Some(&(_, v)) => v,
         None => {
@@ -230,7 +229,7 @@ impl ClassCosts {
     fn add(&mut self, op: &'static str, class: OpClass, p: Priced) {
         let i = class.index();
         self.costs[i] += p.cost;
-        self.sources[i] = Some(self.sources[i].map_or(p.source, |s| s.worst(p.source)));
+        self.sources[i] = weaker(self.sources[i], Some(p.source));
         if let Some(log) = &mut self.log {
             log.push(OpLine {
                 op,
@@ -251,10 +250,7 @@ impl ClassCosts {
             *mine += theirs.times(n as f64);
         }
         for (mine, theirs) in self.sources.iter_mut().zip(&other.sources) {
-            *mine = match (*mine, *theirs) {
-                (Some(a), Some(b)) => Some(a.worst(b)),
-                (a, b) => a.or(b),
-            };
+            *mine = weaker(*mine, *theirs);
         }
         if let (Some(log), Some(theirs)) = (&mut self.log, &other.log) {
             for line in theirs {
@@ -275,6 +271,14 @@ impl ClassCosts {
                 }
             }
         }
+    }
+}
+
+/// The less measured of two sources, either of which may be absent.
+fn weaker(a: Option<Source>, b: Option<Source>) -> Option<Source> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.worst(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -326,6 +330,11 @@ impl<'a> Step<'a> {
             .saturating_add(chunk)
     }
 
+    /// Prompt chunks of the iteration (each gets its next token from the LM head).
+    fn chunks(&self) -> u64 {
+        self.load.prefill.iter().filter(|p| p.tokens > 0).count() as u64
+    }
+
     /// What depends on the requests' contexts: every layer's attention block, the main
     /// model's and the MTP drafts'.
     fn context_part(&self) -> ClassCosts {
@@ -350,8 +359,7 @@ impl<'a> Step<'a> {
             moe.costs[OpClass::MoeGroupGemm.index()].seconds * model.moe_layers() as f64;
         total.add_all(&moe, model.moe_layers());
         // The LM head runs for every decode token, and once for a chunk (its next token).
-        let chunks = load.prefill.iter().filter(|p| p.tokens > 0).count() as u64;
-        let heads = load.batch.saturating_mul(1 + load.mtp) + chunks;
+        let heads = load.batch.saturating_mul(1 + load.mtp) + self.chunks();
         total.add_all(&self.lm_head_and_sampling(heads), 1);
         // Each MTP draft: project [embedding; hidden] (2h -> h), one MoE layer, the LM head.
         let h = model.hidden_size;

@@ -233,13 +233,9 @@ struct TraceRow {
 /// arrival, ties in file order); every bad row is reported with its line.
 pub fn read_trace(file: &Path, prefix_hit: f64) -> Result<Vec<RequestSpec>, Diagnostics> {
     let mut diags = Diagnostics::new();
-    let mut reader = match csv::Reader::from_path(file) {
-        Ok(r) => r,
-        Err(e) => {
-            diags.push_file(file, format!("cannot read the trace: {e}"));
-            return Err(diags);
-        }
-    };
+    // Read like every input file (size-capped), then parsed.
+    let text = crate::input::read_text(file)?;
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = match reader.headers() {
         Ok(h) => h.clone(),
         Err(e) => {

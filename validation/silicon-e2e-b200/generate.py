@@ -56,6 +56,8 @@ def scenario(r):
         body += instance("prefill", "prefill", first, pgpus, ptp, int(r["prefill_batch"]), pw, isl)
     if dtp > 1:
         gaps.append(f"attention TP{dtp} without its all-reduce")
+    # Run length only, not a model input: long enough for ~4 request lifetimes at a slow
+    # 50 ms per output token and 1 s per 1,000 prompt tokens, a third of it warm-up.
     lifetime_s = osl * 0.05 + isl / 1000.0
     duration = max(120, round(4 * lifetime_s))
     text = [

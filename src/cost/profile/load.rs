@@ -20,14 +20,12 @@ pub struct Columns<'a> {
     pub numbers: &'a [&'a str],
 }
 
+/// A precision by the name files use ([`Precision::name`]).
 fn precision(text: &str) -> Option<Precision> {
-    match text {
-        "bf16" => Some(Precision::Bf16),
-        "fp8" => Some(Precision::Fp8),
-        "nvfp4" => Some(Precision::Nvfp4),
-        "mxfp4" => Some(Precision::Mxfp4),
-        _ => None,
-    }
+    <Precision as clap::ValueEnum>::value_variants()
+        .iter()
+        .copied()
+        .find(|p| p.name() == text)
 }
 
 /// Reads `file`'s rows, or every problem in it.

@@ -82,6 +82,18 @@ pub enum Measurement {
     },
 }
 
+/// The attention shape the MLA tables measured (`mla_model.csv`): a model's MLA blocks are
+/// priced from them only when its shape is this one (any head count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaShape {
+    pub hidden: u64,
+    pub q_lora_rank: u64,
+    pub kv_lora_rank: u64,
+    pub qk_nope_head_dim: u64,
+    pub qk_rope_head_dim: u64,
+    pub v_head_dim: u64,
+}
+
 /// An MLA block's table: KV-cache format, GEMM format, heads on the rank.
 type MlaKey = (Precision, Precision, u64);
 
@@ -97,6 +109,8 @@ pub struct KernelProfile {
     mla_prefill: BTreeMap<MlaKey, Grid<2>>,
     /// An all-reduce within one NVLink domain by format, axes (GPUs, elements).
     allreduce: BTreeMap<Precision, Grid<2>>,
+    /// The model shape of the MLA tables; without it they price nothing.
+    pub mla_shape: Option<MlaShape>,
     /// Where it was read from, for messages.
     pub dir: PathBuf,
 }
@@ -112,10 +126,6 @@ impl KernelProfile {
     /// holding `tokens` tokens before dispatch.
     pub fn moe(&self, shape: MoeShape, ep: f64, tokens: f64) -> Option<Hit<2>> {
         self.moe.get(&shape)?.at([ep, tokens])
-    }
-
-    pub fn has_moe(&self, shape: MoeShape) -> bool {
-        self.moe.contains_key(&shape)
     }
 
     pub fn mla_decode(
@@ -303,6 +313,37 @@ impl KernelProfile {
         profile.allreduce = grids(&allreduce, |r| {
             (r.precisions[0], [r.numbers[0], r.numbers[1]], r.numbers[2])
         });
+        let shape = table(
+            "mla_model.csv",
+            Columns {
+                precisions: &[],
+                numbers: &[
+                    "hidden",
+                    "q_lora_rank",
+                    "kv_lora_rank",
+                    "qk_nope_head_dim",
+                    "qk_rope_head_dim",
+                    "v_head_dim",
+                ],
+            },
+        );
+        if shape.len() > 1 {
+            diags.push_file(
+                &dir.join("mla_model.csv"),
+                "one row only: the shape the MLA tables measured",
+            );
+        }
+        profile.mla_shape = shape.first().map(|r| {
+            let n = r.numbers.iter().map(|&v| v as u64).collect::<Vec<_>>();
+            MlaShape {
+                hidden: n[0],
+                q_lora_rank: n[1],
+                kv_lora_rank: n[2],
+                qk_nope_head_dim: n[3],
+                qk_rope_head_dim: n[4],
+                v_head_dim: n[5],
+            }
+        });
         diags.into_result(profile)
     }
 }
@@ -364,7 +405,29 @@ mod tests {
                 !p.moe.is_empty() && !p.mla_decode.is_empty() && !p.mla_prefill.is_empty(),
                 "{gpu}"
             );
+            // The MLA tables' model shape: DeepSeek-V3's (reference section 3).
+            let shape = p
+                .mla_shape
+                .unwrap_or_else(|| panic!("{gpu}: no mla_model.csv"));
+            assert_eq!(
+                (shape.hidden, shape.kv_lora_rank, shape.qk_rope_head_dim),
+                (7168, 512, 64)
+            );
         }
+    }
+
+    #[test]
+    fn an_mla_model_file_gives_one_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let header =
+            "hidden,q_lora_rank,kv_lora_rank,qk_nope_head_dim,qk_rope_head_dim,v_head_dim\n";
+        std::fs::write(
+            dir.path().join("mla_model.csv"),
+            format!("{header}1,2,3,4,5,6\n1,2,3,4,5,6\n"),
+        )
+        .unwrap();
+        let err = KernelProfile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("mla_model.csv: one row only"), "{err}");
     }
 
     #[test]

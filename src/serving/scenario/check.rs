@@ -17,8 +17,8 @@ pub const MAX_GAMMA_CV: f64 = 100.0;
 /// Closed-loop users of one run, however given.
 pub const MAX_USERS: u64 = 10_000_000;
 pub use crate::serving::workload::MAX_REQUEST_TOKENS;
-/// MTP draft tokens per step.
-pub const MAX_MTP_DRAFTS: u64 = 16;
+/// MTP draft tokens per step: as many as an acceptance list has positions.
+pub const MAX_MTP_DRAFTS: u64 = crate::model::acceptance::MAX_POSITIONS as u64;
 
 /// The problems found so far in one scenario file.
 pub(super) struct Checks<'a> {

@@ -20,6 +20,9 @@ mod check;
 mod instances;
 
 use check::Checks;
+pub use check::{
+    MAX_DURATION_S, MAX_GAMMA_CV, MAX_MTP_DRAFTS, MAX_RATE_PER_S, MAX_REQUEST_TOKENS, MAX_USERS,
+};
 pub use instances::MAX_GPU_INDEX;
 
 /// Share of the run excluded from statistics when `warmup_s` is not given.
