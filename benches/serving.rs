@@ -45,7 +45,6 @@ fn price_one_decode_iteration(c: &mut Criterion) {
         decode,
         &sc.moe,
         sc.mtp,
-        sc.micro_batch_overlap,
         &streams,
     )
     .expect("the pricer builds");

@@ -78,6 +78,11 @@ enum Command {
         after_help = "Examples:\n  epsim imbalance --model deepseek-r1 --ep 32\n  epsim imbalance --model deepseek-r1 --ep 32 --slots 288 --eplb online --format json\n  epsim imbalance --model deepseek-r1 --ep 64 --slots 320 --eplb static --popularity zipf:1.0 --format csv\n\nRank imbalance is (max - mean)/mean of tokens per rank (TensorRT-LLM's imbalance ratio);\nbalancedness is mean/max (SGLang's)."
     )]
     Imbalance(cli::imbalance::ImbalanceArgs),
+    /// One instance of a scenario at a fixed load, with one micro-batch and with two
+    #[command(
+        after_help = "Examples:\n  epsim iteration validation/sglang-h100-tbo/deployment.yaml --instance decode --batch 256 --context 2048\n  epsim iteration validation/sglang-h100-tbo/deployment.yaml --instance prefill --prefill-tokens 8192 --format json\n\nEvery DP rank decodes --batch requests (or prefills a --prefill-tokens chunk); each\niteration draws its routing (the scenario's seed), prices the all-to-all and applies the\ninstance's EPLB, as `epsim run` does. overlap_gain is the throughput with two micro-batches\n(two-batch overlap) over the throughput with one."
+    )]
+    Iteration(cli::iteration::IterationArgs),
     /// Simulate serving a scenario (every point of its sweep); write summary.csv and more
     #[command(
         after_help = "Examples:\n  epsim run scenarios/quickstart.yaml\n  epsim run scenarios/calibration-b200-ep8.yaml --out /tmp/cal --seed 7\n  epsim run scenarios/wide-ep-nvl72.yaml -j 2\n  epsim run scenarios/wide-ep-nvl72.yaml --shard 2/3 --out shard2\n\nOne scenario: the summary is printed and written to DIR/summary.csv (one row; units in\ncolumn names), with DIR/requests.csv and DIR/manifest.json.\nA sweep: each point is written to DIR/points/NNNNN.csv as it finishes; DIR/summary.csv\n(one row per point, param_<axis> columns first) once all are there. The same scenario and\nseed give byte-identical CSV files whatever -j or --shard."
@@ -437,6 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eplb { input } => cli::eplb::run(&input),
         Command::Accuracy { cases, format } => cli::accuracy::run(&cases, format),
         Command::Imbalance(args) => cli::imbalance::run(&args),
+        Command::Iteration(args) => cli::iteration::run(&args),
         Command::Step {
             deployment,
             batch,

@@ -897,3 +897,52 @@ fn resume_and_merge_verify_what_they_reuse() {
         stderr(&merged)
     );
 }
+
+/// Precision, two-batch overlap and the all-to-all (kernels, dispatch and combine formats)
+/// are each instance's own: given ones reach the resolved scenario, the rest keep the
+/// scenario's (or the topology's) defaults, and the decode price moves with them.
+#[test]
+fn instances_set_their_own_precision_overlap_and_all_to_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()));
+    let own = base.replace(
+        "    max_batch: 64\n",
+        "    max_batch: 64\n    precision: {experts: fp8}\n    micro_batch_overlap: true\n    all_to_all: {algorithm: low-latency, combine: nvfp4}\n",
+    );
+    let run = |name: &str, text: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let out = dir.path().join(name);
+        epsim()
+            .args(["run"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+        (
+            doc["scenario"]["instances"].as_array().unwrap().clone(),
+            summary,
+        )
+    };
+    let ((before, base_summary), (after, own_summary)) = (run("base", &base), run("own", &own));
+    assert_ne!(base_summary, own_summary);
+    let [prefill, decode] = [&after[0], &after[1]];
+    assert_eq!(decode["precision"]["experts"], "fp8");
+    assert_eq!(decode["precision"]["other"], "fp8", "the scenario's");
+    assert_eq!(decode["micro_batch_overlap"], true);
+    assert_eq!(decode["all_to_all"]["algorithm"], "low-latency");
+    assert_eq!(decode["all_to_all"]["dispatch"], "fp8", "the default");
+    assert_eq!(decode["all_to_all"]["combine"], "nvfp4");
+    assert_eq!(prefill, &before[0], "the other instance keeps the defaults");
+    assert_eq!(
+        prefill["all_to_all"]["algorithm"], "direct",
+        "the topology's"
+    );
+    assert_ne!(decode, &before[1]);
+}

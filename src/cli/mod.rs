@@ -6,6 +6,7 @@ pub mod compare;
 pub mod eplb;
 pub mod frontier;
 pub mod imbalance;
+pub mod iteration;
 pub mod limits;
 pub mod lookup;
 pub mod memory;

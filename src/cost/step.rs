@@ -153,13 +153,27 @@ pub struct TokenPartMemo {
 
 /// (tokens through the GEMMs, decode batch, prefill chunks).
 type TokenCounts = (u64, u64, u64);
-/// (seconds of the token-count part, of which the main layers' routed experts).
-type TokenPart = (f64, f64);
+/// The token-count part: (seconds, of which the main layers' routed experts, of which the
+/// MoE layers' FFN side with their overhead).
+type TokenPart = (f64, f64, f64);
 
 /// Distinct token counts kept: a decode instance cycles through a few batch sizes.
 const MEMO_ENTRIES: usize = 64;
 
-/// The seconds of [`iteration_cost`] and its `routed_main_s`, for the serving loop's
+/// An iteration's seconds on one rank, split the way micro-batch overlap needs them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IterationSeconds {
+    pub total_s: f64,
+    /// The main model's routed experts (all MoE layers).
+    pub routed_main_s: f64,
+    /// Everything inside the main model's MoE layers (attention block, router, shared
+    /// expert, routed experts, TP all-reduces, per-layer overhead): the part two
+    /// micro-batches can interleave with the all-to-all. The rest (dense layers, LM head,
+    /// MTP drafts) runs once per micro-batch with nothing to hide.
+    pub moe_layers_s: f64,
+}
+
+/// The seconds of [`iteration_cost`], split as [`IterationSeconds`], for the serving loop's
 /// inner call: no per-class sums, the token-count part priced once per distinct count.
 pub fn iteration_seconds(
     model: &ModelConfig,
@@ -167,14 +181,14 @@ pub fn iteration_seconds(
     d: &Deployment,
     load: &StepLoad,
     memo: &mut TokenPartMemo,
-) -> (f64, f64) {
+) -> IterationSeconds {
     let step = Step::new(model, kernels, d, load, false);
     let key = (step.tokens(), load.batch, step.chunks());
-    let (token_s, routed_s) = match memo.entries.iter().find(|(k, _)| *k == key) {
+    let (token_s, routed_s, moe_ffn_s) = match memo.entries.iter().find(|(k, _)| *k == key) {
         Some(&(_, v)) => v,
         None => {
-            let (part, routed) = step.token_part();
-            let v = (part.seconds(), routed);
+            let (part, routed, moe_ffn) = step.token_part();
+            let v = (part.seconds(), routed, moe_ffn);
             if memo.entries.len() == MEMO_ENTRIES {
                 memo.entries.remove(0);
             }
@@ -182,7 +196,12 @@ pub fn iteration_seconds(
             v
         }
     };
-    (step.context_part().seconds() + token_s, routed_s)
+    let (context, moe_attention_s) = step.context_part();
+    IterationSeconds {
+        total_s: context.seconds() + token_s,
+        routed_main_s: routed_s,
+        moe_layers_s: moe_attention_s + moe_ffn_s,
+    }
 }
 
 fn price(
@@ -193,8 +212,8 @@ fn price(
     detail: bool,
 ) -> StepCost {
     let step = Step::new(model, kernels, d, load, detail);
-    let mut total = step.context_part();
-    let (tokens_part, routed_main_s) = step.token_part();
+    let (mut total, _) = step.context_part();
+    let (tokens_part, routed_main_s, _) = step.token_part();
     total.add_all(&tokens_part, 1);
     StepCost {
         by_class: OpClass::ALL
@@ -336,20 +355,19 @@ impl<'a> Step<'a> {
     }
 
     /// What depends on the requests' contexts: every layer's attention block, the main
-    /// model's and the MTP drafts'.
-    fn context_part(&self) -> ClassCosts {
+    /// model's and the MTP drafts'; and the seconds of those in the main MoE layers.
+    fn context_part(&self) -> (ClassCosts, f64) {
         let mut c = self.costs();
-        c.add_all(
-            &self.attention_block(self.tokens(), 1 + self.load.mtp),
-            self.model.layers,
-        );
+        let layer = self.attention_block(self.tokens(), 1 + self.load.mtp);
+        c.add_all(&layer, self.model.layers);
         c.add_all(&self.attention_block(self.load.batch, 1), self.load.mtp);
-        c
+        (c, layer.seconds() * self.model.moe_layers() as f64)
     }
 
     /// What depends on token counts alone: FFNs and experts, LM heads, MTP projections and
-    /// the per-layer overhead; and the main layers' routed experts, seconds.
-    fn token_part(&self) -> (ClassCosts, f64) {
+    /// the per-layer overhead; and, seconds, the main layers' routed experts and the main
+    /// MoE layers' whole FFN side with their overhead.
+    fn token_part(&self) -> (ClassCosts, f64, f64) {
         let (model, load, k) = (self.model, self.load, self.kernels);
         let tokens = self.tokens();
         let mut total = self.costs();
@@ -380,7 +398,8 @@ impl<'a> Step<'a> {
             OpClass::Other,
             Priced::roofline(overhead),
         );
-        (total, routed_main_s)
+        let moe_ffn_s = (moe.seconds() + k.roofline.layer_overhead_s()) * model.moe_layers() as f64;
+        (total, routed_main_s, moe_ffn_s)
     }
 
     fn experts_per_gpu(&self) -> u64 {
@@ -834,9 +853,13 @@ mod tests {
         let chunk = chunk(512, 1024);
         for load in [LOAD, with_chunk(&chunk, 16), with_chunk(&chunk, 0), LOAD] {
             let full = iteration_cost(&m, &kernels, &d, &load);
-            let (seconds, routed) = iteration_seconds(&m, &kernels, &d, &load, &mut memo);
-            assert!((seconds / full.total().seconds - 1.0).abs() < 1e-12);
-            assert_eq!(routed, full.routed_main_s);
+            let s = iteration_seconds(&m, &kernels, &d, &load, &mut memo);
+            assert!((s.total_s / full.total().seconds - 1.0).abs() < 1e-12);
+            assert_eq!(s.routed_main_s, full.routed_main_s);
+            // The MoE layers hold the routed experts and most, not all, of the iteration:
+            // the dense layers, LM head and MTP draft are outside.
+            assert!(s.moe_layers_s > s.routed_main_s && s.moe_layers_s < 0.97 * s.total_s);
+            assert!(s.moe_layers_s > 0.7 * s.total_s, "{s:?}");
         }
         assert_eq!(memo.entries.len(), 3, "the repeated load was a hit");
     }

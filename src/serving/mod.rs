@@ -5,6 +5,7 @@
 pub mod kv_network;
 pub mod metrics;
 pub mod output;
+pub mod overlap;
 pub mod policy;
 pub mod pricing;
 pub mod scenario;

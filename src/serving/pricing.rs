@@ -8,9 +8,10 @@
 //! with the routed tokens drawn from the routing model each iteration for a few
 //! representative layers (each standing for an equal share of the model's MoE layers), the
 //! all-to-all priced from the same draw, and online EPLB re-planning those layers from the
-//! draws. With two micro-batches, each half is priced on its own and communication hides
-//! behind compute: the iteration costs the larger of the two sums.
+//! draws. With two micro-batches, each half is priced on its own and the two interleave
+//! as [`super::overlap`] models.
 
+use super::overlap::{self, MicroBatch};
 use super::scenario::{InstanceSpec, MoeSettings, Mtp};
 use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Phase};
 use crate::cost::kernels::Kernels;
@@ -18,7 +19,7 @@ use crate::cost::network::LinkEfficiency;
 use crate::cost::profile::MoeShape;
 use crate::cost::step::{PrefillChunk, StepLoad, TokenPartMemo, iteration_seconds};
 use crate::engine::RandomStreams;
-use crate::model::{ModelConfig, Precision, Usage};
+use crate::model::{ModelConfig, Usage};
 use crate::moe::placement::Placement;
 use crate::moe::policy::{self, OnlineStyle, PlacementPolicy, Shape, Transport};
 use crate::moe::popularity::Drifting;
@@ -49,13 +50,31 @@ impl RankWork {
         self.batch * (1 + drafts) + self.chunks.iter().map(|c| c.tokens).sum::<u64>()
     }
 
-    /// Two halves for two micro-batches: requests and chunks dealt alternately.
+    /// Two halves for two micro-batches: decoding requests by count, prompt tokens at
+    /// their midpoint, splitting the one chunk that straddles it (its second part keeps
+    /// the first as prefix). SGLang's two-batch overlap splits by tokens the same way
+    /// (`--tbo-token-distribution-threshold`, reference engines.md).
     fn halves(&self) -> [RankWork; 2] {
         let mut h = [RankWork::default(), RankWork::default()];
         h[0].batch = self.batch.div_ceil(2);
         h[1].batch = self.batch / 2;
-        for (i, c) in self.chunks.iter().enumerate() {
-            h[i % 2].chunks.push(*c);
+        let total: u64 = self.chunks.iter().map(|c| c.tokens).sum();
+        let mut room = total.div_ceil(2);
+        for c in &self.chunks {
+            let first = c.tokens.min(room);
+            room -= first;
+            if first > 0 {
+                h[0].chunks.push(PrefillChunk {
+                    tokens: first,
+                    prefix: c.prefix,
+                });
+            }
+            if first < c.tokens {
+                h[1].chunks.push(PrefillChunk {
+                    tokens: c.tokens - first,
+                    prefix: c.prefix + first,
+                });
+            }
         }
         for half in &mut h {
             half.context = self.context;
@@ -80,6 +99,45 @@ pub struct Price {
     pub rank_imbalance: f64,
 }
 
+/// One pass of all ranks in lock step, seconds, all layers together.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Pass {
+    /// Slowest rank's work outside the routed experts.
+    dense_s: f64,
+    /// Of which inside the MoE layers (what interleaves with the all-to-all).
+    layer_dense_s: f64,
+    /// Routed GroupGEMM of the slowest rank.
+    moe_s: f64,
+    dispatch_s: f64,
+    combine_s: f64,
+    /// The MTP draft layers' all-to-alls.
+    draft_a2a_s: f64,
+    rank_imbalance: f64,
+}
+
+impl Pass {
+    fn micro_batch(&self) -> MicroBatch {
+        MicroBatch {
+            attention_s: self.layer_dense_s,
+            experts_s: self.moe_s,
+            dispatch_s: self.dispatch_s,
+            combine_s: self.combine_s,
+            serial_s: self.dense_s - self.layer_dense_s + self.draft_a2a_s,
+        }
+    }
+
+    fn price(&self, seconds: f64) -> Price {
+        Price {
+            seconds,
+            dense_s: self.dense_s,
+            moe_s: self.moe_s,
+            all_to_all_s: self.dispatch_s + self.combine_s + self.draft_a2a_s,
+            eplb_stall_s: 0.0,
+            rank_imbalance: self.rank_imbalance,
+        }
+    }
+}
+
 pub struct Pricer<'a> {
     model: &'a ModelConfig,
     instance: &'a InstanceSpec,
@@ -91,6 +149,8 @@ pub struct Pricer<'a> {
     all_to_all: bool,
     mtp: Mtp,
     overlap: bool,
+    /// Share of the SMs the all-to-all kernels hold while they run.
+    comm_sm_share: f64,
     group: EpGroup<'a>,
     algorithm: A2aAlgorithm,
     efficiency: LinkEfficiency,
@@ -116,7 +176,6 @@ impl<'a> Pricer<'a> {
         instance: &'a InstanceSpec,
         moe: &MoeSettings,
         mtp: Mtp,
-        overlap: bool,
         streams: &RandomStreams,
     ) -> Result<Self, String> {
         let gpus: Vec<_> = instance.gpus.iter().map(|&g| topo.gpus[g]).collect();
@@ -175,18 +234,25 @@ impl<'a> Pricer<'a> {
             memo: TokenPartMemo::default(),
             all_to_all: instance.dp_ranks() > 1,
             mtp,
-            overlap,
+            overlap: instance.micro_batch_overlap,
+            comm_sm_share: f64::from(overlap::communication_sms(instance.all_to_all.algorithm))
+                / f64::from(instance.gpu.sms.max(1)),
             group: EpGroup::new(topo, gpus.clone()),
-            algorithm: collectives.algorithm,
+            algorithm: instance.all_to_all.algorithm,
             efficiency,
             floors_s: (
                 collectives.dispatch_latency_us * 1e-6,
                 collectives.combine_latency_us * 1e-6,
             ),
-            // FP8 dispatch, BF16 combine: DeepSeek's production choice (reference section 4).
             bytes_per_token: (
-                Precision::Fp8.bytes(hidden, Usage::Activations),
-                Precision::Bf16.bytes(hidden, Usage::Activations),
+                instance
+                    .all_to_all
+                    .dispatch
+                    .bytes(hidden, Usage::Activations),
+                instance
+                    .all_to_all
+                    .combine
+                    .bytes(hidden, Usage::Activations),
             ),
             routers,
             placement,
@@ -218,21 +284,24 @@ impl<'a> Pricer<'a> {
                     *x += y;
                 }
             }
-            let compute = pa.dense_s + pa.moe_s + pb.dense_s + pb.moe_s;
-            let comm = pa.all_to_all_s + pb.all_to_all_s;
-            let price = Price {
-                seconds: compute.max(comm),
-                dense_s: pa.dense_s + pb.dense_s,
-                moe_s: pa.moe_s + pb.moe_s,
-                all_to_all_s: comm,
-                eplb_stall_s: 0.0,
-                rank_imbalance: (pa.rank_imbalance + pb.rank_imbalance) / 2.0,
-            };
+            let layers = self.model.moe_layers() as f64;
+            let seconds = overlap::overlapped_seconds(
+                &pa.micro_batch(),
+                &pb.micro_batch(),
+                layers,
+                self.comm_sm_share,
+            );
+            let mut price = pa.price(0.0);
+            let other = pb.price(0.0);
+            price.dense_s += other.dense_s;
+            price.moe_s += other.moe_s;
+            price.all_to_all_s += other.all_to_all_s;
+            price.rank_imbalance = (price.rank_imbalance + other.rank_imbalance) / 2.0;
+            price.seconds = seconds;
             (price, counts)
         } else {
             let (p, counts) = self.lockstep(ranks);
-            let seconds = p.dense_s + p.moe_s + p.all_to_all_s;
-            (Price { seconds, ..p }, counts)
+            (p.price(p.micro_batch().alone_s()), counts)
         };
         price.eplb_stall_s = self.replan(&counts, price.seconds)?;
         price.seconds += price.eplb_stall_s;
@@ -241,12 +310,12 @@ impl<'a> Pricer<'a> {
 
     /// One pass of all ranks in lock step (one micro-batch), and the routed counts
     /// `[sampled layer][expert]` it drew.
-    fn lockstep(&mut self, ranks: &[RankWork]) -> (Price, Vec<Vec<u64>>) {
+    fn lockstep(&mut self, ranks: &[RankWork]) -> (Pass, Vec<Vec<u64>>) {
         let (model, inst) = (self.model, self.instance);
         let d = &inst.plan.deployment;
         let moe_layers = model.moe_layers() as f64;
         let drafts = self.mtp.drafts;
-        let mut dense_s = 0.0f64;
+        let mut pass = Pass::default();
         let mut tokens = 0;
         for work in ranks.iter().filter(|w| w.tokens(drafts) > 0) {
             let load = StepLoad {
@@ -255,15 +324,17 @@ impl<'a> Pricer<'a> {
                 mtp: drafts,
                 prefill: &work.chunks,
             };
-            let (seconds, routed_main_s) =
-                iteration_seconds(model, &self.kernels, d, &load, &mut self.memo);
+            let s = iteration_seconds(model, &self.kernels, d, &load, &mut self.memo);
             // Its routed experts as if routing were balanced: replaced below by the draw.
-            dense_s = dense_s.max(seconds - routed_main_s);
+            let dense_s = s.total_s - s.routed_main_s;
+            if dense_s > pass.dense_s {
+                pass.dense_s = dense_s;
+                pass.layer_dense_s = s.moe_layers_s - s.routed_main_s;
+            }
             tokens += work.tokens(drafts);
         }
         let ep = inst.gpus.len();
         let per_rank = self.placement.slots_per_rank();
-        let (mut moe_s, mut a2a_s, mut imbalance) = (0.0, 0.0, 0.0);
         let mut counts = Vec::with_capacity(self.routers.len());
         let shape = MoeShape::of(model, d.expert_precision);
         for (layer, router) in self.routers.iter().enumerate() {
@@ -289,54 +360,55 @@ impl<'a> Pricer<'a> {
             }
             let mean = loads.iter().sum::<f64>() / ep as f64;
             if mean > 0.0 {
-                imbalance += (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
+                pass.rank_imbalance += (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
             }
-            moe_s += slowest;
+            pass.moe_s += slowest;
             if tokens > 0 && self.all_to_all {
-                let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
-                let expert_rank: Vec<usize> = (0..slots.len()).map(|s| s / per_rank).collect();
-                let traffic = |bytes_per_token| ExpectedTraffic {
-                    picks: &picks,
-                    expert_rank: &expert_rank,
-                    tokens_per_rank: tokens as f64 / ep as f64,
-                    bytes_per_token,
-                };
-                let (dispatch, combine) = self.bytes_per_token;
-                a2a_s += self.floors_s.0
-                    + self.floors_s.1
-                    + collective::expected_fast_path_seconds(
-                        &self.group,
-                        traffic(dispatch),
-                        self.algorithm,
-                        Phase::Dispatch,
-                        self.efficiency,
-                    )
-                    + collective::expected_fast_path_seconds(
-                        &self.group,
-                        traffic(combine),
-                        self.algorithm,
-                        Phase::Combine,
-                        self.efficiency,
-                    );
+                let (dispatch_s, combine_s) = self.all_to_all_seconds(&slot_tokens, tokens);
+                pass.dispatch_s += dispatch_s;
+                pass.combine_s += combine_s;
             }
             counts.push(c);
         }
         let sampled = self.routers.len().max(1) as f64;
+        pass.moe_s *= moe_layers / sampled;
+        pass.dispatch_s *= moe_layers / sampled;
+        pass.combine_s *= moe_layers / sampled;
+        pass.rank_imbalance /= sampled;
         // MTP drafts run one MoE layer each: their all-to-alls cost at least the floors.
-        let draft_a2a = if tokens > 0 && self.all_to_all {
-            drafts as f64 * (self.floors_s.0 + self.floors_s.1)
-        } else {
-            0.0
+        if tokens > 0 && self.all_to_all {
+            pass.draft_a2a_s = drafts as f64 * (self.floors_s.0 + self.floors_s.1);
+        }
+        (pass, counts)
+    }
+
+    /// One layer's dispatch and combine, floors included, when `slot_tokens[s]` of the
+    /// group's `tokens` go to slot s.
+    fn all_to_all_seconds(&self, slot_tokens: &[f64], tokens: u64) -> (f64, f64) {
+        let ep = self.instance.gpus.len();
+        let per_rank = self.placement.slots_per_rank();
+        let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
+        let expert_rank: Vec<usize> = (0..slot_tokens.len()).map(|s| s / per_rank).collect();
+        let traffic = |bytes_per_token| ExpectedTraffic {
+            picks: &picks,
+            expert_rank: &expert_rank,
+            tokens_per_rank: tokens as f64 / ep as f64,
+            bytes_per_token,
         };
-        let price = Price {
-            seconds: 0.0,
-            dense_s,
-            moe_s: moe_s / sampled * moe_layers,
-            all_to_all_s: a2a_s / sampled * moe_layers + draft_a2a,
-            eplb_stall_s: 0.0,
-            rank_imbalance: imbalance / sampled,
+        let (dispatch, combine) = self.bytes_per_token;
+        let phase = |bytes, phase| {
+            collective::expected_fast_path_seconds(
+                &self.group,
+                traffic(bytes),
+                self.algorithm,
+                phase,
+                self.efficiency,
+            )
         };
-        (price, counts)
+        (
+            self.floors_s.0 + phase(dispatch, Phase::Dispatch),
+            self.floors_s.1 + phase(combine, Phase::Combine),
+        )
     }
 
     /// Shows the draw to the placement policy; returns how long serving waits for the
@@ -402,6 +474,31 @@ fn observe_stride(online: OnlineStyle, moe_layers: u64, sampled: usize) -> (Onli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::A2aAlgorithm;
+
+    #[test]
+    fn micro_batches_split_requests_by_count_and_prompts_by_tokens() {
+        let chunk = |tokens, prefix| PrefillChunk { tokens, prefix };
+        let work = RankWork {
+            batch: 5,
+            context: 900,
+            chunks: vec![chunk(1000, 0), chunk(300, 64)],
+        };
+        let [a, b] = work.halves();
+        assert_eq!((a.batch, b.batch), (3, 2));
+        assert_eq!(a.chunks, vec![chunk(650, 0)]);
+        assert_eq!(b.chunks, vec![chunk(350, 650), chunk(300, 64)]);
+        assert_eq!((a.context, b.context), (900, 900));
+        let one = RankWork {
+            chunks: vec![chunk(8192, 0)],
+            ..RankWork::default()
+        };
+        let [a, b] = one.halves();
+        assert_eq!(
+            (a.chunks, b.chunks),
+            (vec![chunk(4096, 0)], vec![chunk(4096, 4096)])
+        );
+    }
 
     #[test]
     fn representative_layers_are_replanned_as_often_as_real_ones() {
@@ -453,24 +550,118 @@ mod tests {
         assert!(price.moe_s > 0.0 && price.dense_s > 0.0);
     }
 
-    /// A pricer for `instance` of the loaded scenario `q`.
+    /// SGLang's H100 deployment (validation/scenarios/sglang-h100-96.yaml): its decode
+    /// instance runs DeepEP's low-latency kernels, its prefill instance the normal ones.
+    fn sglang() -> crate::serving::scenario::LoadedScenario {
+        let file = crate::testing::repo("validation/scenarios/sglang-h100-96.yaml");
+        crate::serving::scenario::load(&file).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mean seconds of `n` iterations of `instance` running `work` on every DP rank.
+    fn mean_seconds(
+        q: &crate::serving::scenario::LoadedScenario,
+        instance: &InstanceSpec,
+        overlap: bool,
+        work: &RankWork,
+    ) -> (f64, Price) {
+        let streams = RandomStreams::new(1);
+        let mut pricer = pricer_for(q, instance, overlap, &streams);
+        let work = vec![work.clone(); instance.dp_ranks()];
+        let n = 10;
+        let mut last = Price::default();
+        let mut sum = 0.0;
+        for _ in 0..n {
+            last = pricer.price(&work).unwrap();
+            sum += last.seconds;
+        }
+        (sum / n as f64, last)
+    }
+
+    /// Reference section 6: two-batch overlap loses at 32 decode tokens per GPU and gains
+    /// at 256, but less than perfect overlap (max of compute and communication) would.
+    #[test]
+    fn two_batch_overlap_loses_at_small_decode_batches_and_gains_less_than_perfect_at_large() {
+        let q = sglang();
+        let decode = q
+            .scenario
+            .instances
+            .iter()
+            .find(|i| i.name == "decode")
+            .unwrap();
+        assert_eq!(decode.all_to_all.algorithm, A2aAlgorithm::LowLatency);
+        let at = |batch| {
+            let work = RankWork {
+                batch,
+                context: 2000,
+                chunks: Vec::new(),
+            };
+            let (serial_s, p) = mean_seconds(&q, decode, false, &work);
+            let (overlapped_s, _) = mean_seconds(&q, decode, true, &work);
+            let perfect_s = (p.dense_s + p.moe_s).max(p.all_to_all_s);
+            (serial_s, overlapped_s, perfect_s)
+        };
+        let (serial, overlapped, _) = at(32);
+        assert!(
+            overlapped > serial,
+            "a loss at 32: {overlapped} vs {serial}"
+        );
+        let (serial, overlapped, perfect) = at(256);
+        assert!(
+            overlapped < serial,
+            "a gain at 256: {overlapped} vs {serial}"
+        );
+        assert!(
+            overlapped > 1.05 * perfect,
+            "{overlapped} vs perfect {perfect}"
+        );
+    }
+
+    /// The SMs DeepEP's normal kernels hold (20 of an H100's 132) slow the compute beside
+    /// them: the same overlapped prefill with the share set to zero is faster.
+    #[test]
+    fn communication_that_holds_sms_slows_the_overlapped_compute() {
+        let q = sglang();
+        let prefill = q
+            .scenario
+            .instances
+            .iter()
+            .find(|i| i.name == "prefill")
+            .unwrap();
+        assert_eq!(prefill.all_to_all.algorithm, A2aAlgorithm::Hierarchical);
+        let chunk = PrefillChunk {
+            tokens: 8192,
+            prefix: 0,
+        };
+        let work = RankWork {
+            chunks: vec![chunk],
+            ..RankWork::default()
+        };
+        let (holding_s, _) = mean_seconds(&q, prefill, true, &work);
+        let mut free = pricer_for(&q, prefill, true, &RandomStreams::new(1));
+        assert!((free.comm_sm_share - 20.0 / 132.0).abs() < 1e-12);
+        free.comm_sm_share = 0.0;
+        let work = vec![work; prefill.dp_ranks()];
+        let free_s = (0..10)
+            .map(|_| free.price(&work).unwrap().seconds)
+            .sum::<f64>()
+            / 10.0;
+        assert!(holding_s > 1.02 * free_s, "{holding_s} vs {free_s}");
+    }
+
+    /// A pricer for `instance` of the loaded scenario `q`, with two micro-batches or not.
     fn pricer_for<'a>(
         q: &'a crate::serving::scenario::LoadedScenario,
-        instance: &'a InstanceSpec,
+        instance: &InstanceSpec,
         overlap: bool,
         streams: &RandomStreams,
     ) -> Pricer<'a> {
         let sc = &q.scenario;
-        Pricer::new(
-            &q.topology,
-            &q.model,
-            instance,
-            &sc.moe,
-            sc.mtp,
-            overlap,
-            streams,
-        )
-        .unwrap()
+        // Leaked: a test's pricer borrows its instance for the test's whole life.
+        let instance = Box::leak(Box::new(InstanceSpec {
+            micro_batch_overlap: overlap,
+            ..instance.clone()
+        }));
+        Pricer::new(&q.topology, &q.model, instance, &sc.moe, sc.mtp, streams).unwrap()
     }
 
     fn quickstart() -> crate::serving::scenario::LoadedScenario {
@@ -503,7 +694,10 @@ mod tests {
             );
         }
         assert!(price.rank_imbalance > 0.0);
-        assert!(price.all_to_all_s > 58.0 * 50e-6, "at least the floors");
+        assert!(
+            price.dispatch_s + price.combine_s > 58.0 * 50e-6,
+            "at least the floors"
+        );
         // Two micro-batches hide communication behind compute but read the weights twice
         // and pay the all-to-all floors twice: a loss at small batches, a gain at large. On
         // the measured fused MoE (GB200, EP32) the gain needs a batch whose experts are

@@ -199,16 +199,8 @@ impl<'a> Simulation<'a> {
         let streams = RandomStreams::new(sc.seed);
         let mut instances = Vec::new();
         for spec in &sc.instances {
-            let pricer = Pricer::new(
-                topo,
-                &loaded.model,
-                spec,
-                &sc.moe,
-                sc.mtp,
-                sc.micro_batch_overlap,
-                &streams,
-            )
-            .map_err(|e| format!("instance {}: {e}", spec.name))?;
+            let pricer = Pricer::new(topo, &loaded.model, spec, &sc.moe, sc.mtp, &streams)
+                .map_err(|e| format!("instance {}: {e}", spec.name))?;
             let tp = spec.attention_tp as usize;
             instances.push(Instance {
                 spec,

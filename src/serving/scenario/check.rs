@@ -316,19 +316,12 @@ pub(super) fn moe(c: &mut Checks, raw: &ScenarioFile, model: Option<&ModelConfig
 
 /// Number formats: the scenario's, else the model's native ones.
 pub(super) fn precision(raw: &ScenarioFile, model: Option<&ModelConfig>) -> PrecisionSettings {
-    PrecisionSettings {
-        experts: raw
-            .precision
-            .experts
-            .or(model.as_ref().map(|m| m.native_precision.experts))
-            .unwrap_or(Precision::Fp8),
-        other: raw
-            .precision
-            .other
-            .or(model.as_ref().map(|m| m.native_precision.other))
-            .unwrap_or(Precision::Bf16),
-        kv: raw.precision.kv.unwrap_or(Precision::Fp8),
-    }
+    let native = PrecisionSettings {
+        experts: model.map_or(Precision::Fp8, |m| m.native_precision.experts),
+        other: model.map_or(Precision::Bf16, |m| m.native_precision.other),
+        kv: Precision::Fp8,
+    };
+    native.over(&raw.precision)
 }
 
 /// Either aggregated (only `both`) or disaggregated (`prefill` and `decode`) serving.

@@ -22,6 +22,7 @@ pub(super) fn instances(
             .clamp(1, 2 * super::check::MAX_REQUEST_TOKENS),
         mtp,
         precision,
+        overlap: raw.scheduling.micro_batch_overlap,
     };
     if raw.instances.value.is_empty() {
         c.problem(
@@ -199,7 +200,9 @@ struct Placer {
     /// Tokens of a typical request, for the memory plan.
     context: u64,
     mtp: Mtp,
+    /// The scenario's precisions and overlap: each instance's defaults.
     precision: PrecisionSettings,
+    overlap: bool,
 }
 
 impl Placer {
@@ -248,6 +251,7 @@ impl Placer {
             return None;
         }
         let tp = r.shape.tp;
+        let precision = self.precision.over(&f.precision);
         let deployment = Deployment {
             ep: gpus.len() as u64,
             slots: r.slots,
@@ -256,9 +260,9 @@ impl Placer {
             } else {
                 AttentionLayout::Tp(tp)
             },
-            expert_precision: self.precision.experts,
-            other_precision: self.precision.other,
-            kv_precision: self.precision.kv,
+            expert_precision: precision.experts,
+            other_precision: precision.other,
+            kv_precision: precision.kv,
             mtp: self.mtp.drafts > 0,
             kv_share_of_free_memory: memory::DEFAULT_KV_SHARE_OF_FREE_MEMORY,
         };
@@ -272,6 +276,17 @@ impl Placer {
                 eplb: f.eplb.unwrap_or(EplbMode::None),
                 max_batch: f.max_batch.value,
                 max_tokens: f.max_tokens.value,
+                precision,
+                micro_batch_overlap: f.micro_batch_overlap.unwrap_or(self.overlap),
+                all_to_all: AllToAll {
+                    algorithm: f.all_to_all.algorithm.unwrap_or_else(|| {
+                        topo.collectives
+                            .as_ref()
+                            .map_or(A2aAlgorithm::Direct, |c| c.algorithm)
+                    }),
+                    dispatch: f.all_to_all.dispatch.unwrap_or(AllToAll::DEFAULT_DISPATCH),
+                    combine: f.all_to_all.combine.unwrap_or(AllToAll::DEFAULT_COMBINE),
+                },
                 plan,
                 gpu: gpu.clone(),
             }),

@@ -11,7 +11,7 @@ use crate::model::{ModelConfig, Precision, load_model};
 use crate::moe::imbalance::EplbMode;
 use crate::moe::policy::OnlineStyle;
 use crate::moe::popularity::Popularity;
-use crate::topology::{self, Topology};
+use crate::topology::{self, A2aAlgorithm, Topology};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -73,6 +73,21 @@ struct WorkloadFile {
     output: At<Lengths>,
     #[serde(default)]
     prefix_hit: Option<At<f64>>,
+}
+
+/// How an instance's MoE all-to-all runs: the kernels and the formats of the tokens sent
+/// to the experts and of the outputs sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AllToAll {
+    pub algorithm: A2aAlgorithm,
+    pub dispatch: Precision,
+    pub combine: Precision,
+}
+
+impl AllToAll {
+    /// FP8 dispatch, BF16 combine: DeepSeek's production choice (reference section 4).
+    pub const DEFAULT_DISPATCH: Precision = Precision::Fp8;
+    pub const DEFAULT_COMBINE: Precision = Precision::Bf16;
 }
 
 /// Where requests come from.
@@ -157,6 +172,28 @@ struct InstanceFile {
     eplb: Option<EplbMode>,
     max_batch: At<u64>,
     max_tokens: At<u64>,
+    /// This instance's precisions, field by field over the scenario's `precision`.
+    #[serde(default)]
+    precision: PrecisionFile,
+    /// Two micro-batches per iteration; the scenario's `scheduling.micro_batch_overlap`
+    /// when not given.
+    #[serde(default)]
+    micro_batch_overlap: Option<bool>,
+    #[serde(default)]
+    all_to_all: AllToAllFile,
+}
+
+/// An instance's MoE all-to-all, field by field over the defaults.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AllToAllFile {
+    /// The topology's `collectives.algorithm` when not given.
+    #[serde(default)]
+    algorithm: Option<A2aAlgorithm>,
+    #[serde(default)]
+    dispatch: Option<Precision>,
+    #[serde(default)]
+    combine: Option<Precision>,
 }
 
 /// GPU indices (in the topology's rank order): a list, or ranges like `"0-7,16-23"`.
@@ -232,6 +269,7 @@ pub struct Scenario {
     pub precision: PrecisionSettings,
     pub mtp: Mtp,
     pub policy: PolicyName,
+    /// The instances' default (each instance's own is in `instances`).
     pub micro_batch_overlap: bool,
     pub moe: MoeSettings,
     pub instances: Vec<InstanceSpec>,
@@ -251,6 +289,17 @@ pub struct PrecisionSettings {
     pub experts: Precision,
     pub other: Precision,
     pub kv: Precision,
+}
+
+impl PrecisionSettings {
+    /// These, with each field `file` gives in their place.
+    fn over(&self, file: &PrecisionFile) -> PrecisionSettings {
+        PrecisionSettings {
+            experts: file.experts.unwrap_or(self.experts),
+            other: file.other.unwrap_or(self.other),
+            kv: file.kv.unwrap_or(self.kv),
+        }
+    }
 }
 
 /// Multi-token prediction: `drafts` draft tokens per decode step, draft i accepted with
@@ -287,6 +336,10 @@ pub struct InstanceSpec {
     pub max_batch: u64,
     /// Tokens per DP rank per iteration (decode tokens plus prefill chunks).
     pub max_tokens: u64,
+    pub precision: PrecisionSettings,
+    /// Two micro-batches per iteration, one's communication under the other's compute.
+    pub micro_batch_overlap: bool,
+    pub all_to_all: AllToAll,
     /// The memory plan, with the deployment it plans (`plan.deployment`).
     #[serde(skip)]
     pub plan: MemoryPlan,
