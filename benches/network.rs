@@ -45,6 +45,7 @@ fn ep72_all_to_all(c: &mut Criterion) {
         expert_rank: &expert_rank,
         tokens_per_rank: 128.0,
         bytes_per_token: 7392.0,
+        miss: None,
     };
     c.bench_function("a2a_ep72_expected_fast_path", |b| {
         b.iter(|| {

@@ -81,7 +81,11 @@ fn accuracy_table(dir: &str) -> Vec<String> {
 #[test]
 fn the_accuracy_tables_are_what_epsim_accuracy_prints() {
     let text = readme();
-    for dir in ["validation/", "validation/silicon-e2e-b200/"] {
+    for dir in [
+        "validation/",
+        "validation/silicon-e2e-b200/",
+        "validation/tbo-h100/",
+    ] {
         let shown = console_block(&text, &format!("$ epsim accuracy {dir}"));
         assert_eq!(
             shown,

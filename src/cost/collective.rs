@@ -84,6 +84,17 @@ impl<'a> EpGroup<'a> {
         }
     }
 
+    /// Per rank: its domain's position among the group's domains (0..[`Self::domains`]).
+    pub fn domain_ordinals(&self) -> Vec<usize> {
+        let ordinal: BTreeMap<usize, usize> = self
+            .members
+            .keys()
+            .enumerate()
+            .map(|(i, &d)| (d, i))
+            .collect();
+        self.domain.iter().map(|d| ordinal[d]).collect()
+    }
+
     /// The rank in `domain` that relays for rank `src` (same local index, wrapping).
     fn relay(&self, src: usize, domain: usize) -> usize {
         let m = &self.members[&domain];
@@ -290,6 +301,18 @@ pub struct ExpectedTraffic<'a> {
     pub expert_rank: &'a [usize],
     pub tokens_per_rank: f64,
     pub bytes_per_token: f64,
+    /// The chance a token reaches none of a rank's experts, per rank, and none of a
+    /// domain's, per domain (by [`EpGroup::domain_ordinals`]), from a routing model that
+    /// knows how a token's experts cluster (group-limited routing puts DeepSeek's 8 on at
+    /// most 4 groups). Without it, a token's picks are taken as independent.
+    pub miss: Option<Misses<'a>>,
+}
+
+/// See [`ExpectedTraffic::miss`].
+#[derive(Debug, Clone, Copy)]
+pub struct Misses<'a> {
+    pub rank: &'a [f64],
+    pub domain: &'a [f64],
 }
 
 pub fn expected_fast_path_seconds(
@@ -304,6 +327,7 @@ pub fn expected_fast_path_seconds(
         expert_rank,
         tokens_per_rank,
         bytes_per_token,
+        miss: given,
     } = traffic;
     let n = group.size();
     // Per destination rank: expected copies per token (low-latency) and chance of a hit.
@@ -314,11 +338,17 @@ pub fn expected_fast_path_seconds(
         copies[r] += p;
         miss[r] *= 1.0 - p.clamp(0.0, 1.0);
     }
-    let hit: Vec<f64> = miss.iter().map(|m| 1.0 - m).collect();
     let mut domain_miss: BTreeMap<usize, f64> = BTreeMap::new();
     for (r, m) in miss.iter().enumerate() {
         *domain_miss.entry(group.domain[r]).or_insert(1.0) *= m;
     }
+    if let Some(g) = given {
+        miss.copy_from_slice(g.rank);
+        for (m, &given) in domain_miss.values_mut().zip(g.domain) {
+            *m = given;
+        }
+    }
+    let hit: Vec<f64> = miss.iter().map(|m| 1.0 - m).collect();
     let per_token = |r: usize| match algorithm {
         A2aAlgorithm::LowLatency => copies[r],
         A2aAlgorithm::Direct | A2aAlgorithm::Hierarchical => hit[r],
@@ -345,9 +375,17 @@ pub fn expected_fast_path_seconds(
             bytes[r].network_in += t * own * (n - local_ranks) as f64;
         }
     }
-    for s in 0..n {
-        if algorithm == A2aAlgorithm::Hierarchical {
-            // Once per other domain to the relay, which forwards to the GPUs hit there.
+    if algorithm == A2aAlgorithm::Hierarchical {
+        // Once per other domain to the relay, which forwards to the GPUs hit there. Each
+        // domain's members receive once per source relayed into it, except through
+        // themselves: counted per relay, so the cost is O(ranks x domains).
+        let mut hit_sum: BTreeMap<usize, f64> = BTreeMap::new();
+        for (&domain, &h) in group.domain.iter().zip(&hit) {
+            *hit_sum.entry(domain).or_insert(0.0) += h;
+        }
+        let mut relayed = vec![0usize; n];
+        let mut into_domain: BTreeMap<usize, usize> = BTreeMap::new();
+        for s in 0..n {
             for (&domain, &m) in &domain_miss {
                 if domain == group.domain[s] {
                     continue;
@@ -355,13 +393,14 @@ pub fn expected_fast_path_seconds(
                 let relay = group.relay(s, domain);
                 bytes[s].network_out += t * (1.0 - m);
                 bytes[relay].network_in += t * (1.0 - m);
-                for &d in &group.members[&domain] {
-                    if d != relay {
-                        bytes[relay].nvlink_out += t * hit[d];
-                        bytes[d].nvlink_in += t * hit[d];
-                    }
-                }
+                bytes[relay].nvlink_out += t * (hit_sum[&domain] - hit[relay]);
+                relayed[relay] += 1;
+                *into_domain.entry(domain).or_insert(0) += 1;
             }
+        }
+        for d in 0..n {
+            let times = into_domain.get(&group.domain[d]).copied().unwrap_or(0) - relayed[d];
+            bytes[d].nvlink_in += t * hit[d] * times as f64;
         }
     }
     if phase == Phase::Combine {
@@ -552,18 +591,22 @@ mod tests {
     fn expected_fast_path_matches_per_token_legs() {
         use crate::moe::popularity::Popularity;
         use crate::moe::routing::Router;
+        // (topology, EP, algorithm, groups, groups per token): DeepSeek's group-limited
+        // routing (8, 4) concentrates a token on few ranks, which the misses carry.
         let cases = [
-            ("gb200-nvl72", 32, A2aAlgorithm::Direct),
-            ("gb200-nvl72", 72, A2aAlgorithm::LowLatency),
-            ("h800-cluster", 32, A2aAlgorithm::Hierarchical),
-            ("h800-cluster", 16, A2aAlgorithm::Direct),
+            ("gb200-nvl72", 32, A2aAlgorithm::Direct, 1, 1),
+            ("gb200-nvl72", 72, A2aAlgorithm::LowLatency, 1, 1),
+            ("h800-cluster", 32, A2aAlgorithm::Hierarchical, 1, 1),
+            ("h800-cluster", 16, A2aAlgorithm::Direct, 1, 1),
+            ("gb200-nvl72", 8, A2aAlgorithm::Direct, 8, 4),
+            ("h800-cluster", 32, A2aAlgorithm::Hierarchical, 8, 4),
         ];
-        for (name, ep, algorithm) in cases {
+        for (name, ep, algorithm, groups, per_token) in cases {
             let t = topo(name);
             let group = EpGroup::new(&t, t.gpus[..ep].to_vec());
             let mut rng = RandomStreams::new(9).stream("routing");
             let p = Popularity::Zipf { exponent: 0.6 }.draw(256, &mut rng);
-            let router = Router::new(&p, 8, 1, 1).unwrap();
+            let router = Router::new(&p, 8, groups, per_token).unwrap();
             // Each expert's chance to be among a token's picks, measured by sampling.
             let samples = 200_000u64;
             let picks: Vec<f64> = router
@@ -572,6 +615,11 @@ mod tests {
                 .map(|&c| c as f64 / samples as f64)
                 .collect();
             let expert_rank: Vec<usize> = (0..256).map(|e| e * ep / 256).collect();
+            let slots: Vec<usize> = (0..256).collect();
+            let rank_miss = router.miss_chances(&slots, &expert_rank, ep);
+            let ordinal = group.domain_ordinals();
+            let slot_domain: Vec<usize> = expert_rank.iter().map(|&r| ordinal[r]).collect();
+            let domain_miss = router.miss_chances(&slots, &slot_domain, group.domains());
             let tokens = 512;
             let d: Destinations = (0..ep)
                 .map(|_| {
@@ -594,6 +642,10 @@ mod tests {
                     expert_rank: &expert_rank,
                     tokens_per_rank: tokens as f64,
                     bytes_per_token: 7392.0,
+                    miss: Some(Misses {
+                        rank: &rank_miss,
+                        domain: &domain_miss,
+                    }),
                 };
                 let expected =
                     expected_fast_path_seconds(&group, traffic, algorithm, phase, eff(group.topo));

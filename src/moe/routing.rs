@@ -26,6 +26,11 @@ pub struct Router {
     /// Per group, choice subsets over its experts: (expert, probability within subset).
     expert_subsets: Vec<Vec<Vec<(usize, f64)>>>,
     experts: usize,
+    /// Per group: its choice subset and the chance a token chooses it.
+    group_chance: Vec<(usize, f64)>,
+    /// Per expert: its choice subset (numbered over all groups, group-major) and its
+    /// chance within that subset.
+    expert_choice: Vec<(usize, f64)>,
 }
 
 /// A routing shape the model cannot express.
@@ -71,20 +76,77 @@ impl Router {
             })
             .collect();
         let group_ids: Vec<usize> = (0..groups).collect();
+        let group_subsets = choice_subsets(&group_ids, &group_mass, groups_per_token);
+        let expert_subsets: Vec<Vec<Vec<(usize, f64)>>> = (0..groups)
+            .map(|g| {
+                let ids: Vec<usize> = (g * group_size..(g + 1) * group_size).collect();
+                choice_subsets(
+                    &ids,
+                    &popularity[g * group_size..(g + 1) * group_size],
+                    per_group,
+                )
+            })
+            .collect();
+        let mut group_chance = vec![(0, 0.0); groups];
+        for (k, subset) in group_subsets.iter().enumerate() {
+            for &(g, p) in subset {
+                group_chance[g] = (k, p);
+            }
+        }
+        let mut expert_choice = vec![(0, 0.0); experts];
+        for (g, subsets) in expert_subsets.iter().enumerate() {
+            for (j, subset) in subsets.iter().enumerate() {
+                for &(e, p) in subset {
+                    expert_choice[e] = (g * per_group + j, p);
+                }
+            }
+        }
         Ok(Router {
-            group_subsets: choice_subsets(&group_ids, &group_mass, groups_per_token),
-            expert_subsets: (0..groups)
-                .map(|g| {
-                    let ids: Vec<usize> = (g * group_size..(g + 1) * group_size).collect();
-                    choice_subsets(
-                        &ids,
-                        &popularity[g * group_size..(g + 1) * group_size],
-                        per_group,
-                    )
-                })
-                .collect(),
+            group_subsets,
+            expert_subsets,
             experts,
+            group_chance,
+            expert_choice,
         })
+    }
+
+    /// Per target (a rank, an NVLink domain), the chance that a token reaches none of its
+    /// slots, exact under this model: each group subset chooses one group (g with chance
+    /// q_g), each of g's expert subsets then picks one expert, and a pick of expert e lands
+    /// on a target with the share of e's replicas there (replicas split an expert's tokens
+    /// evenly). Slot s holds expert `slot_expert[s]` and lies on target `target[s]`.
+    pub fn miss_chances(
+        &self,
+        slot_expert: &[usize],
+        target: &[usize],
+        targets: usize,
+    ) -> Vec<f64> {
+        let mut replicas = vec![0u32; self.experts];
+        for &e in slot_expert {
+            replicas[e] += 1;
+        }
+        let per_group = self.expert_subsets.first().map_or(1, Vec::len);
+        let subsets = self.group_chance.len() * per_group;
+        // hit[t][expert subset]: the chance the subset's pick lands on target t.
+        let mut hit = vec![0.0; targets * subsets];
+        for (&e, &t) in slot_expert.iter().zip(target) {
+            let (subset, p) = self.expert_choice[e];
+            hit[t * subsets + subset] += p / f64::from(replicas[e]);
+        }
+        let mut reach = vec![0.0; self.group_subsets.len()];
+        hit.chunks(subsets)
+            .map(|row| {
+                // Per group subset: the chance its group is chosen and then reaches t.
+                reach.fill(0.0);
+                for (picks, &(k, q)) in row.chunks(per_group).zip(&self.group_chance) {
+                    if picks.iter().any(|&x| x > 0.0) {
+                        let missed: f64 = picks.iter().map(|x| 1.0 - x.min(1.0)).product();
+                        reach[k] += q * (1.0 - missed);
+                    }
+                }
+                reach.iter().map(|r| 1.0 - r.min(1.0)).product()
+            })
+            .collect()
     }
 
     /// Tokens per expert for `tokens` tokens: O(experts), exactly `tokens x top_k` in all.
@@ -227,6 +289,57 @@ mod tests {
         let mut rng = RandomStreams::new(seed).stream("popularity");
         let p = Popularity::Dirichlet { concentration: 0.5 }.draw(64, &mut rng);
         Router::new(&p, 8, 8, 4).unwrap()
+    }
+
+    /// DeepSeek's 256 experts in 8 groups, top-8 from 4 groups, at EP8 with one group per
+    /// rank: every token reaches exactly 4 ranks (picks taken as independent would say 5.1).
+    #[test]
+    fn group_limited_tokens_reach_exactly_as_many_ranks_as_groups_at_ep8() {
+        let router = Router::new(&vec![1.0; 256], 8, 8, 4).unwrap();
+        let slots: Vec<usize> = (0..256).collect();
+        let rank: Vec<usize> = (0..256).map(|e| e / 32).collect();
+        let reached: f64 = router
+            .miss_chances(&slots, &rank, 8)
+            .iter()
+            .map(|m| 1.0 - m)
+            .sum();
+        assert!((reached - 4.0).abs() < 1e-9, "{reached}");
+        let independent = 8.0 * (1.0 - (1.0 - 8.0 / 256.0f64).powi(32));
+        assert!((independent - 5.1).abs() < 0.05, "{independent}");
+    }
+
+    /// The exact miss chances against token-by-token draws, on skewed popularity with
+    /// replicas and a placement that splits groups over ranks.
+    #[test]
+    fn miss_chances_match_per_token_draws() {
+        let mut rng = RandomStreams::new(4).stream("popularity");
+        let p = Popularity::Zipf { exponent: 1.0 }.draw(64, &mut rng);
+        let router = Router::new(&p, 8, 8, 4).unwrap();
+        // 72 slots: the 64 experts and 8 of them twice, dealt over 6 ranks.
+        let slots: Vec<usize> = (0..64).chain([0, 9, 18, 27, 36, 45, 54, 63]).collect();
+        let rank: Vec<usize> = (0..slots.len()).map(|s| (s * 7) % 6).collect();
+        let miss = router.miss_chances(&slots, &rank, 6);
+        let mut replicas = vec![Vec::new(); 64];
+        for (s, &e) in slots.iter().enumerate() {
+            replicas[e].push(rank[s]);
+        }
+        let tokens = 100_000;
+        let mut missed = [0u64; 6];
+        let mut rng = RandomStreams::new(5).stream("routing");
+        for _ in 0..tokens {
+            let mut hit = [false; 6];
+            for e in router.pick(&mut rng) {
+                let on = &replicas[e];
+                hit[on[rng.random_range(0..on.len())]] = true;
+            }
+            for (m, h) in missed.iter_mut().zip(hit) {
+                *m += u64::from(!h);
+            }
+        }
+        for (r, (&m, &n)) in miss.iter().zip(&missed).enumerate() {
+            let drawn = n as f64 / tokens as f64;
+            assert!((m - drawn).abs() < 0.01, "rank {r}: {m} vs {drawn}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use super::overlap::{self, MicroBatch};
 use super::scenario::{InstanceSpec, MoeSettings, Mtp};
-use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Phase};
+use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Misses, Phase};
 use crate::cost::kernels::Kernels;
 use crate::cost::network::LinkEfficiency;
 use crate::cost::profile::MoeShape;
@@ -152,6 +152,8 @@ pub struct Pricer<'a> {
     /// Share of the SMs the all-to-all kernels hold while they run.
     comm_sm_share: f64,
     group: EpGroup<'a>,
+    /// Per rank of the group: its NVLink domain (by [`EpGroup::domain_ordinals`]).
+    rank_domain: Vec<usize>,
     algorithm: A2aAlgorithm,
     efficiency: LinkEfficiency,
     floors_s: (f64, f64),
@@ -227,6 +229,7 @@ impl<'a> Pricer<'a> {
         }
         let placement = policy.initial(&profile).map_err(|e| e.0)?;
         let hidden = model.hidden_size as f64;
+        let group = EpGroup::new(topo, gpus.clone());
         Ok(Pricer {
             model,
             instance,
@@ -237,7 +240,8 @@ impl<'a> Pricer<'a> {
             overlap: instance.micro_batch_overlap,
             comm_sm_share: f64::from(overlap::communication_sms(instance.all_to_all.algorithm))
                 / f64::from(instance.gpu.sms.max(1)),
-            group: EpGroup::new(topo, gpus.clone()),
+            rank_domain: group.domain_ordinals(),
+            group,
             algorithm: instance.all_to_all.algorithm,
             efficiency,
             floors_s: (
@@ -364,7 +368,7 @@ impl<'a> Pricer<'a> {
             }
             pass.moe_s += slowest;
             if tokens > 0 && self.all_to_all {
-                let (dispatch_s, combine_s) = self.all_to_all_seconds(&slot_tokens, tokens);
+                let (dispatch_s, combine_s) = self.all_to_all_seconds(layer, &slot_tokens, tokens);
                 pass.dispatch_s += dispatch_s;
                 pass.combine_s += combine_s;
             }
@@ -383,17 +387,28 @@ impl<'a> Pricer<'a> {
     }
 
     /// One layer's dispatch and combine, floors included, when `slot_tokens[s]` of the
-    /// group's `tokens` go to slot s.
-    fn all_to_all_seconds(&self, slot_tokens: &[f64], tokens: u64) -> (f64, f64) {
+    /// group's `tokens` go to slot s. Which ranks and domains a token reaches comes from
+    /// the routing model (a token's experts cluster in its few groups); how many copies
+    /// go where, from this iteration's draw.
+    fn all_to_all_seconds(&self, layer: usize, slot_tokens: &[f64], tokens: u64) -> (f64, f64) {
         let ep = self.instance.gpus.len();
         let per_rank = self.placement.slots_per_rank();
         let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
         let expert_rank: Vec<usize> = (0..slot_tokens.len()).map(|s| s / per_rank).collect();
+        let slot_expert = self.placement.phy2log(layer);
+        let router = &self.routers[layer];
+        let rank_miss = router.miss_chances(slot_expert, &expert_rank, ep);
+        let slot_domain: Vec<usize> = expert_rank.iter().map(|&r| self.rank_domain[r]).collect();
+        let domain_miss = router.miss_chances(slot_expert, &slot_domain, self.group.domains());
         let traffic = |bytes_per_token| ExpectedTraffic {
             picks: &picks,
             expert_rank: &expert_rank,
             tokens_per_rank: tokens as f64 / ep as f64,
             bytes_per_token,
+            miss: Some(Misses {
+                rank: &rank_miss,
+                domain: &domain_miss,
+            }),
         };
         let (dispatch, combine) = self.bytes_per_token;
         let phase = |bytes, phase| {
