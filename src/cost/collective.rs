@@ -332,20 +332,25 @@ pub fn expected_fast_path_seconds(
     let n = group.size();
     // Per destination rank: expected copies per token (low-latency) and chance of a hit.
     let mut copies = vec![0.0; n];
-    let mut miss = vec![1.0; n];
     for (e, &p) in picks.iter().enumerate() {
-        let r = expert_rank[e];
-        copies[r] += p;
-        miss[r] *= 1.0 - p.clamp(0.0, 1.0);
+        copies[expert_rank[e]] += p;
     }
+    let mut miss = vec![1.0; n];
     let mut domain_miss: BTreeMap<usize, f64> = BTreeMap::new();
-    for (r, m) in miss.iter().enumerate() {
-        *domain_miss.entry(group.domain[r]).or_insert(1.0) *= m;
-    }
-    if let Some(g) = given {
-        miss.copy_from_slice(g.rank);
-        for (m, &given) in domain_miss.values_mut().zip(g.domain) {
-            *m = given;
+    match given {
+        Some(g) => {
+            miss.copy_from_slice(g.rank);
+            for (&domain, &m) in group.members.keys().zip(g.domain) {
+                domain_miss.insert(domain, m);
+            }
+        }
+        None => {
+            for (e, &p) in picks.iter().enumerate() {
+                miss[expert_rank[e]] *= 1.0 - p.clamp(0.0, 1.0);
+            }
+            for (r, m) in miss.iter().enumerate() {
+                *domain_miss.entry(group.domain[r]).or_insert(1.0) *= m;
+            }
         }
     }
     let hit: Vec<f64> = miss.iter().map(|m| 1.0 - m).collect();

@@ -154,6 +154,9 @@ pub struct Pricer<'a> {
     group: EpGroup<'a>,
     /// Per rank of the group: its NVLink domain (by [`EpGroup::domain_ordinals`]).
     rank_domain: Vec<usize>,
+    /// Per sampled layer: the chance a token misses each rank and each domain, under the
+    /// current placement (see [`Router::miss_chances`]; redone when EPLB moves experts).
+    misses: Vec<(Vec<f64>, Vec<f64>)>,
     algorithm: A2aAlgorithm,
     efficiency: LinkEfficiency,
     floors_s: (f64, f64),
@@ -230,7 +233,7 @@ impl<'a> Pricer<'a> {
         let placement = policy.initial(&profile).map_err(|e| e.0)?;
         let hidden = model.hidden_size as f64;
         let group = EpGroup::new(topo, gpus.clone());
-        Ok(Pricer {
+        let mut pricer = Pricer {
             model,
             instance,
             kernels: Kernels::for_gpu(&instance.gpu)?,
@@ -241,6 +244,7 @@ impl<'a> Pricer<'a> {
             comm_sm_share: f64::from(overlap::communication_sms(instance.all_to_all.algorithm))
                 / f64::from(instance.gpu.sms.max(1)),
             rank_domain: group.domain_ordinals(),
+            misses: Vec::new(),
             group,
             algorithm: instance.all_to_all.algorithm,
             efficiency,
@@ -272,7 +276,27 @@ impl<'a> Pricer<'a> {
                 .bytes(model.expert_params(), Usage::Weights),
             nvlink_bps: topo.nvlink_gb_s(gpus[0]) * 1e9 * efficiency.nvlink,
             host_bps: topo.host_link_gb_s(gpus[0]).unwrap_or(0.0) * 1e9,
-        })
+        };
+        pricer.find_misses();
+        Ok(pricer)
+    }
+
+    /// Recomputes [`Self::misses`] for the current placement.
+    fn find_misses(&mut self) {
+        let per_rank = self.placement.slots_per_rank();
+        let domains = self.group.domains();
+        let ep = self.instance.gpus.len();
+        self.misses = (self.routers.iter().enumerate())
+            .map(|(layer, router)| {
+                let slot_expert = self.placement.phy2log(layer);
+                let rank: Vec<usize> = (0..slot_expert.len()).map(|s| s / per_rank).collect();
+                let domain: Vec<usize> = rank.iter().map(|&r| self.rank_domain[r]).collect();
+                (
+                    router.miss_chances(slot_expert, &rank, ep),
+                    router.miss_chances(slot_expert, &domain, domains),
+                )
+            })
+            .collect();
     }
 
     /// Prices one iteration in which DP rank r runs `ranks[r]`.
@@ -395,19 +419,15 @@ impl<'a> Pricer<'a> {
         let per_rank = self.placement.slots_per_rank();
         let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
         let expert_rank: Vec<usize> = (0..slot_tokens.len()).map(|s| s / per_rank).collect();
-        let slot_expert = self.placement.phy2log(layer);
-        let router = &self.routers[layer];
-        let rank_miss = router.miss_chances(slot_expert, &expert_rank, ep);
-        let slot_domain: Vec<usize> = expert_rank.iter().map(|&r| self.rank_domain[r]).collect();
-        let domain_miss = router.miss_chances(slot_expert, &slot_domain, self.group.domains());
+        let (rank_miss, domain_miss) = &self.misses[layer];
         let traffic = |bytes_per_token| ExpectedTraffic {
             picks: &picks,
             expert_rank: &expert_rank,
             tokens_per_rank: tokens as f64 / ep as f64,
             bytes_per_token,
             miss: Some(Misses {
-                rank: &rank_miss,
-                domain: &domain_miss,
+                rank: rank_miss,
+                domain: domain_miss,
             }),
         };
         let (dispatch, combine) = self.bytes_per_token;
@@ -451,6 +471,7 @@ impl<'a> Pricer<'a> {
         else {
             return Ok(0.0);
         };
+        self.find_misses();
         let most = m.changed_slots_per_rank.iter().copied().max().unwrap_or(0) as f64;
         let bytes = most * self.expert_bytes;
         Ok(match m.transport {
