@@ -164,6 +164,11 @@ impl Drifting {
         }
     }
 
+    /// Iterations to move from one draw to the next; 0 = never change.
+    pub fn period(&self) -> u64 {
+        self.period
+    }
+
     /// Probabilities of every layer at `iteration` (iterations must not go backwards).
     pub fn at(&mut self, iteration: u64) -> Vec<Vec<f64>> {
         if self.period == 0 {

@@ -21,7 +21,7 @@ use crate::cost::step::{PrefillChunk, StepLoad, TokenPartMemo, iteration_seconds
 use crate::engine::RandomStreams;
 use crate::model::{ModelConfig, Usage};
 use crate::moe::placement::Placement;
-use crate::moe::policy::{self, OnlineStyle, PlacementPolicy, Shape, Transport};
+use crate::moe::policy::{self, Migration, OnlineStyle, PlacementPolicy, Shape, Transport};
 use crate::moe::popularity::Drifting;
 use crate::moe::routing::Router;
 use crate::topology::{A2aAlgorithm, Topology};
@@ -34,6 +34,26 @@ const PROFILE_ITERATIONS: u64 = 16;
 /// Tokens per rank in each profiling iteration: TensorRT-LLM wide-EP's max batch
 /// (reference section 4).
 const PROFILE_TOKENS_PER_RANK: u64 = 256;
+
+/// Router rebuilds per drift period (see [`Pricer::drift`]).
+const DRIFT_STEPS: u64 = 64;
+
+/// One router per layer of `popularity`.
+fn routers_for(model: &ModelConfig, popularity: &[Vec<f64>]) -> Result<Vec<Router>, String> {
+    let m = &model.moe;
+    popularity
+        .iter()
+        .map(|p| {
+            Router::new(
+                p,
+                m.experts_per_token as usize,
+                m.groups as usize,
+                m.groups_per_token as usize,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
 
 /// What one DP rank runs in the iteration.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -162,10 +182,16 @@ pub struct Pricer<'a> {
     floors_s: (f64, f64),
     bytes_per_token: (f64, f64),
     routers: Vec<Router>,
+    /// Where the routers come from; with drift they are rebuilt as it moves.
+    popularity: Drifting,
+    /// Iterations priced so far.
+    iteration: u64,
     placement: Placement,
     policy: Box<dyn PlacementPolicy>,
     /// Iterations whose counts the policy sees at once (see [`observe_stride`]).
     observe_every: u64,
+    /// Real layers layer-wise EPLB re-plans (and copies from host) per iteration.
+    copied_layers_per_iteration: f64,
     unobserved: Vec<Vec<u64>>,
     unobserved_iterations: u64,
     rng: ChaCha8Rng,
@@ -197,23 +223,11 @@ impl<'a> Pricer<'a> {
             moe.popularity.clone(),
             layers,
             m.routed_experts as usize,
-            0,
+            moe.drift_period_iterations,
             streams.stream(&format!("popularity/{name}")),
         );
-        let routers = popularity
-            .at(0)
-            .iter()
-            .map(|p| {
-                Router::new(
-                    p,
-                    m.experts_per_token as usize,
-                    m.groups as usize,
-                    m.groups_per_token as usize,
-                )
-                .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut rng = streams.stream(&format!("routing/{name}"));
+        let routers = routers_for(model, &popularity.at(0))?;
+        let rng = streams.stream(&format!("routing/{name}"));
         let shape = Shape {
             layers,
             experts: m.routed_experts as usize,
@@ -223,11 +237,14 @@ impl<'a> Pricer<'a> {
         };
         let (online, observe_every) = observe_stride(moe.online, model.moe_layers(), layers);
         let mut policy = policy::for_mode(instance.eplb, shape, online, None);
+        // The profile's draws have their own stream: statistics gathered before serving,
+        // from the popularity serving starts with (with drift, it moves away from them).
+        let mut profile_rng = streams.stream(&format!("eplb-profile/{name}"));
         let mut profile = vec![vec![0.0; shape.experts]; layers];
         let tokens = PROFILE_TOKENS_PER_RANK * instance.ep();
         for _ in 0..PROFILE_ITERATIONS {
             for (sum, router) in profile.iter_mut().zip(&routers) {
-                policy::add_counts(sum, &router.sample(tokens, &mut rng), 1.0);
+                policy::add_counts(sum, &router.sample(tokens, &mut profile_rng), 1.0);
             }
         }
         let placement = policy.initial(&profile).map_err(|e| e.0)?;
@@ -263,9 +280,18 @@ impl<'a> Pricer<'a> {
                     .bytes(hidden, Usage::Activations),
             ),
             routers,
+            popularity,
+            iteration: 0,
             placement,
             policy,
             observe_every,
+            copied_layers_per_iteration: match moe.online {
+                OnlineStyle::Layerwise {
+                    layers_per_iteration,
+                    ..
+                } => layers_per_iteration as f64,
+                OnlineStyle::Periodic { .. } => 0.0,
+            },
             unobserved: vec![vec![0; shape.experts]; layers],
             unobserved_iterations: 0,
             rng,
@@ -279,6 +305,20 @@ impl<'a> Pricer<'a> {
         };
         pricer.find_misses();
         Ok(pricer)
+    }
+
+    /// Moves the routers along the popularity's drift: rebuilt every 1/64 of its period
+    /// (closer steps would change each expert's chance by under 2% of the way between
+    /// draws, at the price of rebuilding every iteration).
+    fn drift(&mut self) -> Result<(), String> {
+        self.iteration += 1;
+        let period = self.popularity.period();
+        if period == 0 || !self.iteration.is_multiple_of((period / DRIFT_STEPS).max(1)) {
+            return Ok(());
+        }
+        self.routers = routers_for(self.model, &self.popularity.at(self.iteration))?;
+        self.find_misses();
+        Ok(())
     }
 
     /// Recomputes [`Self::misses`] for the current placement.
@@ -301,6 +341,7 @@ impl<'a> Pricer<'a> {
 
     /// Prices one iteration in which DP rank r runs `ranks[r]`.
     pub fn price(&mut self, ranks: &[RankWork]) -> Result<Price, String> {
+        self.drift()?;
         let (mut price, counts) = if self.overlap {
             let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
             let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
@@ -472,15 +513,30 @@ impl<'a> Pricer<'a> {
             return Ok(0.0);
         };
         self.find_misses();
+        Ok(self.migration_stall_s(&m, iteration_s))
+    }
+
+    /// How long serving waits for a re-plan's weights, counted over the real layers: the
+    /// re-planned representative layers stand for their share of them, each real layer
+    /// moving what its representative did (`layer_bytes` on the busiest rank).
+    fn migration_stall_s(&self, m: &Migration, iteration_s: f64) -> f64 {
+        let replanned = m.layers_replanned.max(1) as f64;
         let most = m.changed_slots_per_rank.iter().copied().max().unwrap_or(0) as f64;
-        let bytes = most * self.expert_bytes;
-        Ok(match m.transport {
-            Transport::NvlinkBlocking if self.nvlink_bps > 0.0 => bytes / self.nvlink_bps,
+        let layer_bytes = most / replanned * self.expert_bytes;
+        let real_per_sampled = self.model.moe_layers() as f64 / self.routers.len().max(1) as f64;
+        match m.transport {
+            // Every real layer at once; serving waits.
+            Transport::NvlinkBlocking if self.nvlink_bps > 0.0 => {
+                replanned * real_per_sampled * layer_bytes / self.nvlink_bps
+            }
+            // Each iteration since the last observation copied its layers from host memory,
+            // hidden behind that iteration as far as it lasts.
             Transport::HostBackground if self.host_bps > 0.0 => {
-                (bytes / self.host_bps - iteration_s).max(0.0)
+                let copy_s = self.copied_layers_per_iteration * layer_bytes / self.host_bps;
+                self.observe_every as f64 * (copy_s - iteration_s).max(0.0)
             }
             _ => 0.0,
-        })
+        }
     }
 }
 
@@ -510,6 +566,7 @@ fn observe_stride(online: OnlineStyle, moe_layers: u64, sampled: usize) -> (Onli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::moe::imbalance::EplbMode;
     use crate::topology::A2aAlgorithm;
 
     #[test]
@@ -682,6 +739,120 @@ mod tests {
             .sum::<f64>()
             / 10.0;
         assert!(holding_s > 1.02 * free_s, "{holding_s} vs {free_s}");
+    }
+
+    /// Static EPLB plans from statistics gathered before serving. While popularity stays
+    /// put they keep describing it and static is about as good as online; when it drifts
+    /// (`moe.drift_period_iterations`), static falls behind and online keeps up.
+    #[test]
+    fn drifting_popularity_separates_static_from_online_eplb() {
+        let mut q = quickstart();
+        let decode = q.scenario.instances[1].clone();
+        assert_eq!((decode.eplb, decode.slots), (EplbMode::Static, 288));
+        let imbalance = |q: &crate::serving::scenario::LoadedScenario, eplb| {
+            let spec = InstanceSpec {
+                eplb,
+                ..decode.clone()
+            };
+            let streams = RandomStreams::new(1);
+            let mut pricer = pricer_for(q, &spec, false, &streams);
+            let work = vec![
+                RankWork {
+                    batch: 64,
+                    context: 1500,
+                    chunks: Vec::new(),
+                };
+                spec.dp_ranks()
+            ];
+            let n = 600;
+            (0..n)
+                .map(|_| pricer.price(&work).unwrap().rank_imbalance)
+                .sum::<f64>()
+                / n as f64
+        };
+        let (fixed_static, fixed_online) = (
+            imbalance(&q, EplbMode::Static),
+            imbalance(&q, EplbMode::Online),
+        );
+        assert!(
+            (fixed_static / fixed_online - 1.0).abs() < 0.25,
+            "no drift: static {fixed_static} vs online {fixed_online}"
+        );
+        q.scenario.moe.drift_period_iterations = 100;
+        let (drift_static, drift_online) = (
+            imbalance(&q, EplbMode::Static),
+            imbalance(&q, EplbMode::Online),
+        );
+        assert!(
+            drift_static > 1.5 * drift_online,
+            "drift: static {drift_static} vs online {drift_online}"
+        );
+        assert!(
+            drift_static > 1.3 * fixed_static,
+            "{drift_static} vs {fixed_static}"
+        );
+    }
+
+    /// EPLB's weight moves count the real layers, not the sampled ones: the stalls of
+    /// periodic GPU-to-GPU re-placement and of layer-wise host copies barely move when
+    /// 4 or 16 representative layers stand for DeepSeek-R1's 58.
+    #[test]
+    fn eplb_migration_counts_every_real_layer() {
+        let mut q = quickstart();
+        let decode = InstanceSpec {
+            eplb: EplbMode::Online,
+            ..q.scenario.instances[1].clone()
+        };
+        q.scenario.moe.drift_period_iterations = 200;
+        // `host_gb_s`: a slow host link, so that the copies show.
+        let stall =
+            |q: &mut crate::serving::scenario::LoadedScenario, online, sampled, host_gb_s: f64| {
+                q.scenario.moe.online = online;
+                q.scenario.moe.sampled_layers = sampled;
+                let streams = RandomStreams::new(1);
+                let mut pricer = pricer_for(q, &decode, false, &streams);
+                if host_gb_s > 0.0 {
+                    pricer.host_bps = host_gb_s * 1e9;
+                }
+                let work = vec![
+                    RankWork {
+                        batch: 256,
+                        context: 1500,
+                        chunks: Vec::new(),
+                    };
+                    decode.dp_ranks()
+                ];
+                (0..400)
+                    .map(|_| pricer.price(&work).unwrap().eplb_stall_s)
+                    .sum::<f64>()
+            };
+        let periodic = OnlineStyle::Periodic {
+            every: 100,
+            window: 100,
+        };
+        let (four, sixteen) = (
+            stall(&mut q, periodic, 4, 0.0),
+            stall(&mut q, periodic, 16, 0.0),
+        );
+        assert!(
+            four > 0.0 && (four / sixteen - 1.0).abs() < 0.3,
+            "{four} vs {sixteen}"
+        );
+        // Host copies of one layer per iteration hide behind the ~50 ms iterations over
+        // Grace's NVLink-C2C; over a 1 GB/s link they do not, and every iteration waits.
+        let layerwise = OnlineStyle::Layerwise {
+            layers_per_iteration: 1,
+            decay: 0.95,
+        };
+        assert_eq!(stall(&mut q, layerwise, 4, 0.0), 0.0);
+        let (four, sixteen) = (
+            stall(&mut q, layerwise, 4, 1.0),
+            stall(&mut q, layerwise, 16, 1.0),
+        );
+        assert!(
+            four > 1.0 && (four / sixteen - 1.0).abs() < 0.3,
+            "{four} vs {sixteen}"
+        );
     }
 
     /// A pricer for `instance` of the loaded scenario `q`, with two micro-batches or not.

@@ -306,13 +306,30 @@ pub(super) fn moe(c: &mut Checks, raw: &ScenarioFile, model: Option<&ModelConfig
             c.problem(o.loc, "moe.online", message);
         }
     }
-
+    let drift_period_iterations = raw
+        .moe
+        .drift_period_iterations
+        .as_ref()
+        .map_or(0, |d| d.value);
+    if let Some(d) = &raw.moe.drift_period_iterations
+        && d.value > MAX_DRIFT_PERIOD_ITERATIONS
+    {
+        c.problem(
+            d.loc,
+            "moe.drift_period_iterations",
+            format!("must be at most {MAX_DRIFT_PERIOD_ITERATIONS} (0 = no drift)"),
+        );
+    }
     MoeSettings {
         popularity,
         sampled_layers,
         online,
+        drift_period_iterations,
     }
 }
+
+/// The longest popularity drift period: far beyond any run's iterations.
+pub const MAX_DRIFT_PERIOD_ITERATIONS: u64 = 1 << 40;
 
 /// Number formats: the scenario's, else the model's native ones.
 pub(super) fn precision(raw: &ScenarioFile, model: Option<&ModelConfig>) -> PrecisionSettings {

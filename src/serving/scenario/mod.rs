@@ -152,6 +152,8 @@ struct MoeFile {
     sampled_layers: Option<At<usize>>,
     #[serde(default)]
     online: Option<At<OnlineStyle>>,
+    #[serde(default)]
+    drift_period_iterations: Option<At<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +318,9 @@ pub struct MoeSettings {
     pub popularity: Popularity,
     pub sampled_layers: usize,
     pub online: OnlineStyle,
+    /// Iterations over which each layer's expert popularity glides to a new draw, so the
+    /// experts hot now are not those hot later; 0 = popularity never changes.
+    pub drift_period_iterations: u64,
 }
 
 fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
