@@ -12,12 +12,17 @@ pub struct Choice {
     pub index: usize,
     /// KV cache tokens reserved there.
     pub kv_used: u64,
+    /// KV cache tokens the requests queued for it will reserve (0 for a DP rank: requests
+    /// queue at their instance).
+    pub kv_queued: u64,
     pub kv_capacity: u64,
 }
 
 impl Choice {
+    /// The share of its KV cache in use or promised to queued requests: the load a
+    /// KV-aware router balances (Dynamo's counts active and incoming blocks alike).
     fn kv_share(&self) -> f64 {
-        self.kv_used as f64 / self.kv_capacity.max(1) as f64
+        self.kv_used.saturating_add(self.kv_queued) as f64 / self.kv_capacity.max(1) as f64
     }
 }
 
@@ -71,7 +76,9 @@ impl SchedulingPolicy for ShortestPromptFirst {
 }
 
 /// First come, first served; each request to the place with the smallest share of its KV
-/// cache in use (ties to the lowest index): least-loaded DP routing.
+/// cache in use or queued for (ties to the lowest index): least-loaded DP routing. Counting
+/// the queue keeps an overloaded instance from taking every arrival while the KV it has
+/// reserved so far is small.
 pub struct KvAware;
 
 impl SchedulingPolicy for KvAware {
@@ -99,8 +106,21 @@ mod tests {
         Choice {
             index,
             kv_used,
+            kv_queued: 0,
             kv_capacity: 100,
         }
+    }
+
+    /// An instance with little KV reserved but a long queue is not the least loaded.
+    #[test]
+    fn kv_aware_counts_what_is_queued() {
+        let idle_but_queued = Choice {
+            kv_queued: 60,
+            ..choice(0, 5)
+        };
+        let busy = choice(1, 40);
+        assert_eq!(KvAware.place(&[idle_but_queued, busy], 0), 1);
+        assert_eq!(KvAware.place(&[choice(0, 5), busy], 0), 0);
     }
 
     #[test]

@@ -113,6 +113,8 @@ struct Instance<'a> {
     kv_capacity: u64,
     /// (policy key, join order) -> request.
     waiting: BTreeMap<(u64, u64), u64>,
+    /// KV tokens the waiting requests will reserve here.
+    waiting_kv: u64,
     cursor: usize,
     /// The iteration in flight: per rank, (request, prompt tokens; 0 = a decode step).
     running: Option<Vec<Vec<(u64, u64)>>>,
@@ -123,6 +125,7 @@ impl Instance<'_> {
         Choice {
             index,
             kv_used: self.ranks.iter().map(|r| r.kv_used).sum(),
+            kv_queued: self.waiting_kv,
             kv_capacity: self.kv_capacity * self.ranks.len() as u64,
         }
     }
@@ -214,6 +217,7 @@ impl<'a> Simulation<'a> {
                     .collect(),
                 kv_capacity: spec.plan.kv_tokens.floor() as u64,
                 waiting: BTreeMap::new(),
+                waiting_kv: 0,
                 cursor: 0,
                 running: None,
             });
@@ -347,11 +351,12 @@ impl<'a> Simulation<'a> {
     }
 
     fn enqueue(&mut self, instance: usize, id: u64) {
-        let key = self.policy.queue_key(&self.requests[&id].spec);
+        let spec = &self.requests[&id].spec;
+        let key = self.policy.queue_key(spec);
         self.joins += 1;
-        self.instances[instance]
-            .waiting
-            .insert((key, self.joins), id);
+        let inst = &mut self.instances[instance];
+        inst.waiting_kv += inst.need(spec);
+        inst.waiting.insert((key, self.joins), id);
     }
 
     /// Admits waiting requests, in queue order, while a rank has a batch slot and KV room.
@@ -372,6 +377,7 @@ impl<'a> Simulation<'a> {
                 .map(|(index, r)| Choice {
                     index,
                     kv_used: r.kv_used,
+                    kv_queued: 0,
                     kv_capacity: inst.kv_capacity,
                 })
                 .collect();
@@ -382,6 +388,7 @@ impl<'a> Simulation<'a> {
             let inst = &mut self.instances[i];
             inst.cursor = rank + 1;
             inst.waiting.remove(&key);
+            inst.waiting_kv -= need;
             inst.ranks[rank].slots += 1;
             inst.ranks[rank].kv_used += need;
             let role = inst.spec.role;
@@ -742,6 +749,38 @@ instances:
         let file = repo("tests/scenarios/prop.yaml");
         let tree = input::parse_tree(&file, text).unwrap();
         scenario::from_tree(&file, &tree).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Under prefill overload a KV-aware router counts what is queued at each prefill
+    /// instance: the queues grow together instead of one instance taking every arrival
+    /// while the KV it has reserved so far is no larger than the others'.
+    #[test]
+    fn kv_aware_spreads_an_overload_over_the_prefill_queues() {
+        let layout =
+            "  - {name: p, role: prefill, gpus: 0-3, replicas: 3, max_batch: 2, max_tokens: 1024}
+  - {name: d, role: decode, gpus: 12-19, max_batch: 64, max_tokens: 128}
+";
+        let text = scenario_text(
+            3,
+            "{kind: poisson, rate_per_s: 300}",
+            "kv_aware",
+            layout,
+            false,
+        )
+        .replace(
+            "{dist: uniform, min: 8, max: 600}",
+            "{dist: fixed, tokens: 2000}",
+        );
+        let loaded = load(&text);
+        let mut sim = Simulation::new(&loaded).unwrap();
+        let mut scheduler = Scheduler::new();
+        sim.start(&mut scheduler).unwrap();
+        let end = sim.end;
+        scheduler.run_until(&mut sim, end).unwrap();
+        let queued: Vec<usize> = sim.instances[..3].iter().map(|i| i.waiting.len()).collect();
+        let (least, most) = (queued.iter().min().unwrap(), queued.iter().max().unwrap());
+        assert!(*least > 50, "overloaded: {queued:?}");
+        assert!(*most as f64 <= 1.2 * *least as f64, "{queued:?}");
     }
 
     proptest! {
