@@ -3,6 +3,7 @@
 mod common;
 
 use common::{epsim, repo, stderr, stdout};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn run(scenario: &str, out: &Path, extra: &[&str]) -> String {
@@ -945,4 +946,110 @@ fn instances_set_their_own_precision_overlap_and_all_to_all() {
         "the topology's"
     );
     assert_ne!(decode, &before[1]);
+}
+
+/// A benchmark client: every prompt is answered, every request counted (no warm-up), and
+/// the run ends with the last answer, well before the `duration_s` limit.
+#[test]
+fn a_benchmark_client_answers_every_prompt_and_counts_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.yaml");
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace(
+            "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
+            "arrivals: {kind: benchmark, concurrency: 16, prompts: 48}",
+        )
+        .replace("duration_s: 6\nwarmup_s: 1\n", "duration_s: 600\n");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("out");
+    epsim()
+        .args(["run"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let summary = summary_row(&out);
+    assert_eq!(summary["requests_completed"], "48");
+    assert_eq!(summary["requests_completed_all"], "48");
+    assert_eq!(summary["requests_unfinished_measured"], "0");
+    assert_eq!(summary["warmup_s"], "0.0000");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let simulated = manifest["simulation"]["simulated_s"].as_f64().unwrap();
+    assert!(simulated > 0.1 && simulated < 60.0, "{simulated}");
+    // Throughput is over the time to the last answer.
+    let tokens: f64 = std::fs::read_to_string(out.join("requests.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(6).unwrap().parse::<f64>().unwrap())
+        .sum();
+    let tok_s: f64 = summary["output_tok_s"].parse().unwrap();
+    assert!(
+        (tok_s * simulated / tokens - 1.0).abs() < 0.01,
+        "{tok_s} x {simulated} vs {tokens}"
+    );
+}
+
+/// An overloaded run stopped at `duration_s` reports its survivors and says how many it
+/// cannot see; a drain finishes them, and their waits raise the TTFT tail.
+#[test]
+fn a_drain_measures_the_requests_a_hard_stop_would_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace(
+            "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
+            "arrivals: {kind: poisson, rate_per_s: 150}",
+        );
+    let run = |name: &str, text: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let out = dir.path().join(name);
+        epsim()
+            .args(["run"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        summary_row(&out)
+    };
+    let hard = run("hard", &base);
+    let drained = run(
+        "drained",
+        &base.replace("warmup_s: 1\n", "warmup_s: 1\ndrain_s: 120\n"),
+    );
+    let unfinished =
+        |s: &BTreeMap<String, String>| s["requests_unfinished_measured"].parse::<u64>().unwrap();
+    assert!(unfinished(&hard) > 20, "overloaded: {hard:?}");
+    assert_eq!(unfinished(&drained), 0);
+    let ttft = |s: &BTreeMap<String, String>| s["ttft_ms_p99"].parse::<f64>().unwrap();
+    assert!(
+        ttft(&drained) > ttft(&hard),
+        "{} vs {}",
+        ttft(&drained),
+        ttft(&hard)
+    );
+    assert_eq!(
+        hard["output_tok_s"], drained["output_tok_s"],
+        "the window is the same"
+    );
+}
+
+/// summary.csv as column -> value.
+fn summary_row(out: &std::path::Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let values: Vec<&str> = lines.next().unwrap().split(',').collect();
+    header
+        .iter()
+        .zip(values)
+        .map(|(h, v)| (h.to_string(), v.to_string()))
+        .collect()
 }

@@ -1,10 +1,13 @@
 //! What a run measures. Requests that arrive during the warm-up are served but left out of
 //! latency statistics; tokens count towards throughput when they are produced inside the
-//! measured window (warm-up to end).
+//! measured window (warm-up to end; a drain after the end finishes requests but adds no
+//! throughput). A benchmark client's run counts every request, over the time until its
+//! last answer, as serving benchmarks do. The summary says how many measured requests were
+//! still unfinished when the run stopped (the latency statistics cannot see them).
 
 use super::pricing::{Price, RankWork};
 use super::scenario::{Role, Scenario};
-use super::sim::Request;
+use super::workload::RequestSpec;
 use crate::engine::{SimDuration, SimTime};
 use crate::metrics::Latencies;
 use serde::Serialize;
@@ -63,9 +66,45 @@ pub struct SimStats {
     pub kv_bytes_delivered: f64,
 }
 
+/// What the collector reads of a finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct FinishedRequest<'a> {
+    pub id: u64,
+    pub spec: &'a RequestSpec,
+    pub generated: u64,
+    pub first_token: Option<SimTime>,
+    /// Gaps between the steps that brought it tokens.
+    pub gaps: &'a TailGaps,
+}
+
+/// Requests still in flight when a run stops: all of them, and those that arrived after the
+/// warm-up (the latency statistics miss them: they are right-censored).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct InFlight {
+    pub all: u64,
+    pub measured: u64,
+}
+
+/// How a run ended: what was left, when, and what the engine and network did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunEnd {
+    pub in_flight: InFlight,
+    pub stopped: SimTime,
+    pub events: u64,
+    pub wall_s: f64,
+    pub kv_bytes_started: f64,
+    pub kv_bytes_delivered: f64,
+}
+
 pub struct Collector {
     warmup: SimTime,
     end: SimTime,
+    /// A benchmark client's run: the window ends with the last answer.
+    benchmark: bool,
+    last_finish: SimTime,
+    e2e: Latencies,
+    /// Measured requests finished inside the window.
+    finished_in_window: u64,
     keep_rows: bool,
     ttft: Latencies,
     tpot: Latencies,
@@ -94,6 +133,10 @@ impl Collector {
         Collector {
             warmup,
             end,
+            benchmark: sc.workload.arrivals.is_benchmark(),
+            last_finish: SimTime::ZERO,
+            e2e: Latencies::new(),
+            finished_in_window: 0,
             keep_rows: sc.output.requests_csv,
             ttft: Latencies::new(),
             tpot: Latencies::new(),
@@ -122,8 +165,9 @@ impl Collector {
         self.warmup
     }
 
+    /// Inside the measured window: after the warm-up, not in the drain.
     fn measuring(&self, now: SimTime) -> bool {
-        now >= self.warmup
+        now >= self.warmup && now <= self.end
     }
 
     pub fn arrived(&mut self) {
@@ -183,9 +227,10 @@ impl Collector {
         }
     }
 
-    pub fn finished(&mut self, r: &mut Request, now: SimTime, prefill: &str, decode: &str) {
+    pub fn finished(&mut self, r: FinishedRequest, now: SimTime, prefill: &str, decode: &str) {
         self.completed += 1;
-        let spec = &r.spec;
+        self.last_finish = self.last_finish.max(now);
+        let spec = r.spec;
         let measured = spec.arrival >= self.warmup;
         let first = r.first_token.unwrap_or(now);
         let since = |a: SimTime, b: SimTime| a.duration_since(b).unwrap_or(SimDuration::ZERO);
@@ -200,6 +245,8 @@ impl Collector {
         let itl_p99_ms = r.gaps.quantile_us(0.99) / 1e3;
         if measured {
             self.completed_measured += 1;
+            self.finished_in_window += u64::from(self.measuring(now));
+            self.e2e.record(since(now, spec.arrival));
             self.ttft.record(ttft);
             if after_first > 0 {
                 self.tpot
@@ -228,17 +275,21 @@ impl Collector {
         }
     }
 
-    pub fn report(
-        mut self,
-        sc: &Scenario,
-        in_flight: u64,
-        events: u64,
-        wall_s: f64,
-        kv_bytes_started: f64,
-        kv_bytes_delivered: f64,
-    ) -> Report {
-        let window = self
-            .end
+    pub fn report(mut self, sc: &Scenario, run: RunEnd) -> Report {
+        let RunEnd {
+            in_flight,
+            stopped,
+            events,
+            wall_s,
+            kv_bytes_started,
+            kv_bytes_delivered,
+        } = run;
+        let window_end = if self.benchmark {
+            self.last_finish
+        } else {
+            self.end
+        };
+        let window = window_end
             .duration_since(self.warmup)
             .map_or(0.0, |d| d.as_secs_f64())
             .max(1e-12);
@@ -269,7 +320,11 @@ impl Collector {
             ("requests_arrived", self.arrived.to_string()),
             ("requests_completed", self.completed_measured.to_string()),
             ("requests_completed_all", self.completed.to_string()),
-            ("requests_pending", in_flight.to_string()),
+            ("requests_pending", in_flight.all.to_string()),
+            (
+                "requests_unfinished_measured",
+                in_flight.measured.to_string(),
+            ),
             ("requests_rejected", self.rejected.to_string()),
             ("output_tok_s", num(output_tok_s)),
             (
@@ -282,6 +337,10 @@ impl Collector {
             ),
             ("input_tok_s", num(self.input_tokens as f64 / window)),
             (
+                "request_throughput_per_s",
+                num(self.finished_in_window as f64 / window),
+            ),
+            (
                 "tok_s_per_user",
                 // Empty when no measured request finished: there is no rate to report.
                 if self.user_rate_count > 0 {
@@ -290,13 +349,17 @@ impl Collector {
                     String::new()
                 },
             ),
+            ("ttft_ms_mean", mean(&self.ttft)),
             ("ttft_ms_p50", quantile(&self.ttft, 0.5)),
             ("ttft_ms_p90", quantile(&self.ttft, 0.9)),
             ("ttft_ms_p99", quantile(&self.ttft, 0.99)),
+            ("tpot_ms_mean", mean(&self.tpot)),
             ("tpot_ms_p50", quantile(&self.tpot, 0.5)),
             ("tpot_ms_p90", quantile(&self.tpot, 0.9)),
             ("tpot_ms_p99", quantile(&self.tpot, 0.99)),
             ("itl_ms_p99", quantile(&self.itl, 0.99)),
+            ("e2e_ms_p50", quantile(&self.e2e, 0.5)),
+            ("e2e_ms_p99", quantile(&self.e2e, 0.99)),
             (
                 "mean_batch_per_rank",
                 num(per_decode_s(self.decode_batch_sum)),
@@ -325,7 +388,13 @@ impl Collector {
             ("events", events.to_string()),
         ];
         self.rows.sort_by_key(|r| r.id);
-        let simulated_s = sc.duration_s;
+        // A benchmark ends with its last answer, a drain when its requests are done.
+        let stopped_s = stopped.as_secs_f64();
+        let simulated_s = if self.benchmark {
+            stopped_s
+        } else {
+            stopped_s.max(sc.duration_s)
+        };
         Report {
             summary,
             requests: self.rows,
@@ -344,6 +413,14 @@ impl Collector {
 }
 
 /// A latency quantile in ms; empty when nothing was recorded.
+fn mean(l: &Latencies) -> String {
+    if l.count() == 0 {
+        String::new()
+    } else {
+        format!("{:.3}", l.mean_ms())
+    }
+}
+
 fn quantile(l: &Latencies, q: f64) -> String {
     if l.count() == 0 {
         String::new()

@@ -7,7 +7,7 @@
 //! from the `acceptance` stream.
 
 use super::kv_network::KvNetwork;
-use super::metrics::{Collector, Report, TailGaps};
+use super::metrics::{Collector, FinishedRequest, InFlight, Report, RunEnd, TailGaps};
 use super::policy::{self, Choice, SchedulingPolicy};
 use super::pricing::{Pricer, RankWork};
 use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
@@ -82,6 +82,15 @@ impl Requests {
 
     fn len(&self) -> usize {
         self.live
+    }
+
+    /// Live requests that arrived at or after `t`.
+    fn live_since(&self, t: SimTime) -> u64 {
+        self.items
+            .iter()
+            .flatten()
+            .filter(|r| r.spec.arrival >= t)
+            .count() as u64
     }
 }
 
@@ -168,7 +177,10 @@ pub struct Simulation<'a> {
     network: KvNetwork<'a>,
     entry_cursor: usize,
     decode_cursor: usize,
+    /// Arrivals stop here.
     end: SimTime,
+    /// The run stops here (after the drain), or earlier when nothing is left to do.
+    stop: SimTime,
     pub metrics: Collector,
 }
 
@@ -178,21 +190,25 @@ pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
     let mut sim = Simulation::new(loaded)?;
     let mut scheduler = Scheduler::new();
     sim.start(&mut scheduler).map_err(|e| e.to_string())?;
-    let end = sim.end;
+    let stop = sim.stop;
     let reason = scheduler
-        .run_until(&mut sim, end)
+        .run_until(&mut sim, stop)
         .map_err(|e| e.to_string())?;
     debug_assert_ne!(reason, crate::engine::StopReason::Stopped);
-    let in_flight = sim.requests.len() as u64;
+    let in_flight = InFlight {
+        all: sim.requests.len() as u64,
+        measured: sim.requests.live_since(sim.metrics.warmup()),
+    };
     let events = scheduler.events_handled();
-    Ok(sim.metrics.report(
-        &loaded.scenario,
+    let run = RunEnd {
         in_flight,
+        stopped: scheduler.now(),
         events,
-        wall.elapsed().as_secs_f64(),
-        sim.network.bytes_started,
-        sim.network.bytes_delivered,
-    ))
+        wall_s: wall.elapsed().as_secs_f64(),
+        kv_bytes_started: sim.network.bytes_started,
+        kv_bytes_delivered: sim.network.bytes_delivered,
+    };
+    Ok(sim.metrics.report(&loaded.scenario, run))
 }
 
 impl<'a> Simulation<'a> {
@@ -235,8 +251,17 @@ impl<'a> Simulation<'a> {
                 Source::Open(Box::new(OpenLoop::new(*rate_per_s, *cv, shape, &streams)?))
             }
             Arrivals::ClosedLoop { users, .. } => {
-                Source::Closed(Box::new(ClosedLoop::new(*users, shape, &streams)))
+                Source::Closed(Box::new(ClosedLoop::new(*users, None, shape, &streams)))
             }
+            Arrivals::Benchmark {
+                concurrency,
+                prompts,
+            } => Source::Closed(Box::new(ClosedLoop::new(
+                *concurrency,
+                Some(*prompts),
+                shape,
+                &streams,
+            ))),
             Arrivals::Trace { .. } => Source::Trace(
                 loaded
                     .trace
@@ -247,9 +272,12 @@ impl<'a> Simulation<'a> {
         };
         let eff = LinkEfficiency::for_gpu(topo, topo.gpus[sc.instances[0].gpus[0]])
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
-        let end = SimTime::ZERO
-            .checked_add(SimDuration::from_secs_f64(sc.duration_s).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let at = |seconds: f64| -> Result<SimTime, String> {
+            let d = SimDuration::from_secs_f64(seconds).map_err(|e| e.to_string())?;
+            SimTime::ZERO.checked_add(d).map_err(|e| e.to_string())
+        };
+        let end = at(sc.duration_s)?;
+        let stop = at(sc.duration_s + sc.drain_s)?;
         let warmup = SimTime::ZERO
             .checked_add(SimDuration::from_secs_f64(sc.warmup_s).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -267,6 +295,7 @@ impl<'a> Simulation<'a> {
             entry_cursor: 0,
             decode_cursor: 0,
             end,
+            stop,
             metrics: Collector::new(sc, warmup, end),
         })
     }
@@ -278,6 +307,7 @@ impl<'a> Simulation<'a> {
             _ => return self.schedule_next_arrival(s),
         };
         let ramp_up_s = match self.loaded.scenario.workload.arrivals {
+            // Benchmark clients all start at once.
             Arrivals::ClosedLoop { ramp_up_s, .. } => ramp_up_s,
             _ => 0.0,
         };
@@ -633,7 +663,7 @@ impl<'a> Simulation<'a> {
     }
 
     fn finish(&mut self, s: &mut Scheduler<Event>, id: u64) -> Result<(), Error> {
-        let mut r = self.requests.remove(&id).expect("finished requests exist");
+        let r = self.requests.remove(&id).expect("finished requests exist");
         if let Some((i, rank)) = r.home {
             let need = self.instances[i].need(&r.spec);
             let slot = &mut self.instances[i].ranks[rank];
@@ -643,7 +673,14 @@ impl<'a> Simulation<'a> {
         }
         let name = |i: Option<usize>| i.map_or("", |i| self.instances[i].spec.name.as_str());
         let (prefill, decode) = (name(r.prefill_instance), name(r.decode_instance));
-        self.metrics.finished(&mut r, s.now(), prefill, decode);
+        let done = FinishedRequest {
+            id: r.id,
+            spec: &r.spec,
+            generated: r.generated,
+            first_token: r.first_token,
+            gaps: &r.gaps,
+        };
+        self.metrics.finished(done, s.now(), prefill, decode);
         self.next_for_user(s, r.user, s.now())
     }
 
@@ -654,8 +691,12 @@ impl<'a> Simulation<'a> {
         user: Option<u64>,
         now: SimTime,
     ) -> Result<(), Error> {
-        if let (Some(user), Source::Closed(c)) = (user, &mut self.source) {
-            let spec = c.next_request(now);
+        if now > self.end {
+            return Ok(());
+        }
+        if let (Some(user), Source::Closed(c)) = (user, &mut self.source)
+            && let Some(spec) = c.next_request(now)
+        {
             return self.arrive(s, spec, Some(user));
         }
         Ok(())

@@ -200,21 +200,35 @@ impl OpenLoop {
 #[derive(Debug, Clone)]
 pub struct ClosedLoop {
     pub users: u64,
+    /// Requests still to send (a benchmark client's prompts); `None`: no limit.
+    left: Option<u64>,
     shape: Shape,
     lengths: ChaCha8Rng,
 }
 
 impl ClosedLoop {
-    pub fn new(users: u64, shape: Shape, streams: &RandomStreams) -> ClosedLoop {
+    /// `users` users sending requests one after another, `prompts` of them in all (or
+    /// without end).
+    pub fn new(
+        users: u64,
+        prompts: Option<u64>,
+        shape: Shape,
+        streams: &RandomStreams,
+    ) -> ClosedLoop {
         ClosedLoop {
             users,
+            left: prompts,
             shape,
             lengths: streams.stream("lengths"),
         }
     }
 
-    pub fn next_request(&mut self, now: SimTime) -> RequestSpec {
-        self.shape.request(now, &mut self.lengths)
+    /// The next request, sent at `now`; `None` once the prompts are all sent.
+    pub fn next_request(&mut self, now: SimTime) -> Option<RequestSpec> {
+        if let Some(left) = &mut self.left {
+            *left = left.checked_sub(1)?;
+        }
+        Some(self.shape.request(now, &mut self.lengths))
     }
 }
 
@@ -402,9 +416,18 @@ mod tests {
                 "lengths never move arrivals"
             );
         }
-        let mut c = ClosedLoop::new(4, shape(), &RandomStreams::new(3));
-        let mut d = ClosedLoop::new(4, shape(), &RandomStreams::new(3));
+        let mut c = ClosedLoop::new(4, None, shape(), &RandomStreams::new(3));
+        let mut d = ClosedLoop::new(4, None, shape(), &RandomStreams::new(3));
         assert_eq!(c.next_request(SimTime::ZERO), d.next_request(SimTime::ZERO));
+    }
+
+    #[test]
+    fn a_benchmark_client_sends_its_prompts_and_no_more() {
+        let mut c = ClosedLoop::new(2, Some(3), shape(), &RandomStreams::new(3));
+        let sent = (0..10)
+            .filter_map(|_| c.next_request(SimTime::ZERO))
+            .count();
+        assert_eq!(sent, 3);
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Nam
 }
 
 /// Duration and warm-up, seconds.
-pub(super) fn timing(c: &mut Checks, raw: &ScenarioFile) -> (f64, f64) {
+/// Duration, warm-up and drain, seconds. A benchmark client has neither warm-up nor drain:
+/// it counts every request and ends when the last is answered.
+pub(super) fn timing(c: &mut Checks, raw: &ScenarioFile) -> (f64, f64, f64) {
+    let benchmark = raw.workload.arrivals.value.is_benchmark();
     let duration_s = raw.duration_s.value;
     if !(duration_s > 0.0 && duration_s <= MAX_DURATION_S) {
         c.problem(
@@ -116,10 +119,37 @@ pub(super) fn timing(c: &mut Checks, raw: &ScenarioFile) -> (f64, f64) {
             }
             w.value
         }
+        None if benchmark => 0.0,
         None => DEFAULT_WARMUP_SHARE * duration_s,
     };
-
-    (duration_s, warmup_s)
+    let drain_s = raw.drain_s.as_ref().map_or(0.0, |d| {
+        if !(d.value.is_finite() && (0.0..=MAX_DURATION_S).contains(&d.value)) {
+            c.problem(
+                d.loc,
+                "drain_s",
+                format!(
+                    "must be a number of seconds in [0, {MAX_DURATION_S}], got {}",
+                    d.value
+                ),
+            );
+        }
+        d.value
+    });
+    if benchmark {
+        for (given, field) in [
+            (raw.warmup_s.as_ref(), "warmup_s"),
+            (raw.drain_s.as_ref(), "drain_s"),
+        ] {
+            if let Some(g) = given {
+                c.problem(
+                    g.loc,
+                    field,
+                    "a benchmark client counts every request and ends with the last: no warm-up or drain".into(),
+                );
+            }
+        }
+    }
+    (duration_s, warmup_s, drain_s)
 }
 
 /// Arrivals, lengths, prefix hits and the trace; returns the prefix-hit share and the
@@ -163,6 +193,18 @@ pub(super) fn workload(
             "workload.arrivals.users",
             "give users (at least 1) or users_per_gpu (at least 1), not both".into(),
         ),
+        Arrivals::Benchmark {
+            concurrency,
+            prompts,
+        } if !(1..=MAX_USERS).contains(concurrency) || !(1..=MAX_PROMPTS).contains(prompts) => {
+            c.problem(
+                w.arrivals.loc,
+                "workload.arrivals",
+                format!(
+                    "concurrency must be 1 to {MAX_USERS} and prompts 1 to {MAX_PROMPTS}, got {concurrency} and {prompts}"
+                ),
+            )
+        }
         Arrivals::ClosedLoop { ramp_up_s, .. } if !(ramp_up_s.is_finite() && *ramp_up_s >= 0.0) => {
             c.problem(
                 w.arrivals.loc,
@@ -327,6 +369,9 @@ pub(super) fn moe(c: &mut Checks, raw: &ScenarioFile, model: Option<&ModelConfig
         drift_period_iterations,
     }
 }
+
+/// Prompts one benchmark client run may send.
+pub const MAX_PROMPTS: u64 = 100_000_000;
 
 /// The longest popularity drift period: far beyond any run's iterations.
 pub const MAX_DRIFT_PERIOD_ITERATIONS: u64 = 1 << 40;

@@ -51,6 +51,8 @@ struct ScenarioFile {
     duration_s: At<f64>,
     #[serde(default)]
     warmup_s: Option<At<f64>>,
+    #[serde(default)]
+    drain_s: Option<At<f64>>,
     workload: WorkloadFile,
     #[serde(default)]
     precision: PrecisionFile,
@@ -112,6 +114,18 @@ pub enum Arrivals {
     },
     /// Replay of `arrival_s,input_tokens,output_tokens` rows (path relative to the scenario).
     Trace { file: String },
+    /// A serving benchmark client (sglang bench_serving, vLLM benchmark_serving,
+    /// genai-perf; reference engines.md): `concurrency` clients start together, each
+    /// sending its next prompt when its last one is answered, until `prompts` have been
+    /// sent. The run ends when the last is answered (`duration_s` is only a limit), and
+    /// statistics cover every request, as the benchmarks compute them.
+    Benchmark { concurrency: u64, prompts: u64 },
+}
+
+impl Arrivals {
+    pub fn is_benchmark(&self) -> bool {
+        matches!(self, Arrivals::Benchmark { .. })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -267,6 +281,9 @@ pub struct Scenario {
     pub seed: u64,
     pub duration_s: f64,
     pub warmup_s: f64,
+    /// After `duration_s` arrivals stop and requests in flight run on for up to this long,
+    /// so latency statistics also cover the requests a hard stop would cut off.
+    pub drain_s: f64,
     pub workload: Workload,
     pub precision: PrecisionSettings,
     pub mtp: Mtp,
@@ -390,7 +407,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut c = Checks::new(file);
     let mut named = check::named_files(&mut c, &raw, dir);
-    let (duration_s, warmup_s) = check::timing(&mut c, &raw);
+    let (duration_s, warmup_s, drain_s) = check::timing(&mut c, &raw);
     let (prefix_hit, trace) = check::workload(&mut c, &raw.workload, dir, &mut named.diags);
     let model = named.model.as_ref();
     let mtp = check::mtp(&mut c, &raw, model);
@@ -448,6 +465,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         seed: raw.seed.unwrap_or(1),
         duration_s,
         warmup_s,
+        drain_s,
         workload: Workload {
             arrivals,
             input: w.input.value.clone(),
