@@ -4,23 +4,14 @@
 //! the balancedness mean/max of tokens per rank.
 
 use super::placement::{PlacementError, ReplicaSplit};
-use super::policy::{OnlineStyle, PlacementPolicy, Shape, Transport, add_counts, for_mode};
+use super::policy::{
+    EplbMode, OnlineStyle, PlacementPolicy, Shape, Transport, add_counts, for_mode,
+};
 use super::popularity::{Drifting, Popularity};
 use super::replay::Recording;
 use super::routing::Router;
 use crate::engine::RandomStreams;
 use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum EplbMode {
-    /// Contiguous placement: expert e on rank e / (experts / EP).
-    None,
-    /// DeepSeek's EPLB, planned once from the warm-up iterations' counts.
-    Static,
-    /// DeepSeek's EPLB, re-planned while serving.
-    Online,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImbalanceSetup {

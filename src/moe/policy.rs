@@ -5,6 +5,18 @@ use super::placement::{Placement, PlacementError};
 use serde::Serialize;
 use std::collections::VecDeque;
 
+/// Where experts live: placement fixed, planned once, or re-planned while serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EplbMode {
+    /// Contiguous placement: expert e on rank e / (experts / EP).
+    None,
+    /// DeepSeek's EPLB, planned once from the warm-up iterations' counts.
+    Static,
+    /// DeepSeek's EPLB, re-planned while serving.
+    Online,
+}
+
 /// How online EPLB gathers statistics, re-plans and moves weights.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "style", deny_unknown_fields)]
@@ -213,12 +225,11 @@ impl PlacementPolicy for OnlineEplb {
 
 /// The policy for an EPLB mode.
 pub fn for_mode(
-    mode: super::imbalance::EplbMode,
+    mode: EplbMode,
     shape: Shape,
     online: OnlineStyle,
     profile: Option<Vec<Vec<f64>>>,
 ) -> Box<dyn PlacementPolicy> {
-    use super::imbalance::EplbMode;
     match mode {
         EplbMode::None => Box::new(NoEplb(shape)),
         EplbMode::Static => Box::new(StaticEplb { shape, profile }),

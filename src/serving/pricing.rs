@@ -566,7 +566,7 @@ fn observe_stride(online: OnlineStyle, moe_layers: u64, sampled: usize) -> (Onli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::moe::imbalance::EplbMode;
+    use crate::moe::policy::EplbMode;
     use crate::topology::A2aAlgorithm;
 
     #[test]

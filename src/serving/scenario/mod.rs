@@ -8,7 +8,7 @@ use crate::hardware::GpuSpec;
 use crate::input::{self, At, Diagnostics, Node, Problem, Recover};
 use crate::model::memory::{self, AttentionLayout, Deployment, MemoryPlan};
 use crate::model::{ModelConfig, Precision, load_model};
-use crate::moe::imbalance::EplbMode;
+use crate::moe::policy::EplbMode;
 use crate::moe::policy::OnlineStyle;
 use crate::moe::popularity::Popularity;
 use crate::topology::{self, A2aAlgorithm, Topology};
