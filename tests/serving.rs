@@ -1053,3 +1053,30 @@ fn summary_row(out: &std::path::Path) -> BTreeMap<String, String> {
         .map(|(h, v)| (h.to_string(), v.to_string()))
         .collect()
 }
+
+/// Rate matching: the prefill share the prompt load needs lies between nothing and the
+/// scenario's prefill GPUs (its prefill is not the bottleneck), so the per-GPU figure that
+/// counts it lies between per decode GPU and per GPU of everything the scenario holds.
+#[test]
+fn rate_matched_throughput_counts_the_prefill_share_the_load_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    epsim()
+        .args(["run", "tests/scenarios/small-disaggregated.yaml", "--out"])
+        .arg(&out)
+        .current_dir(repo(""))
+        .assert()
+        .success();
+    let s = summary_row(&out);
+    let f = |c: &str| s[c].parse::<f64>().unwrap();
+    let share = f("prefill_gpus_rate_matched");
+    assert!(share > 0.05 && share < 4.0, "{share}");
+    assert_eq!(s["prefill_gpus_needed"], "4", "one whole EP4 instance");
+    let matched = f("output_tok_s_per_gpu_rate_matched");
+    assert!(f("output_tok_s_per_gpu") < matched && matched < f("output_tok_s_per_decode_gpu"));
+    let expected = f("output_tok_s") / (f("decode_gpus") + share);
+    assert!(
+        (matched / expected - 1.0).abs() < 1e-3,
+        "{matched} vs {expected}"
+    );
+}

@@ -105,6 +105,8 @@ pub struct Collector {
     e2e: Latencies,
     /// Measured requests finished inside the window.
     finished_in_window: u64,
+    /// Prompt tokens per second one full prefill instance takes, and its GPUs.
+    prefill_capacity: Option<(f64, u64)>,
     keep_rows: bool,
     ttft: Latencies,
     tpot: Latencies,
@@ -137,6 +139,7 @@ impl Collector {
             last_finish: SimTime::ZERO,
             e2e: Latencies::new(),
             finished_in_window: 0,
+            prefill_capacity: None,
             keep_rows: sc.output.requests_csv,
             ttft: Latencies::new(),
             tpot: Latencies::new(),
@@ -158,6 +161,28 @@ impl Collector {
             split: [0.0; 4],
             rows: Vec::new(),
         }
+    }
+
+    /// What one full prefill instance of `gpus` GPUs prefills, prompt tokens per second:
+    /// the rate-matching columns divide the run's prompt load by it.
+    pub fn prefill_capacity(&mut self, tok_s: f64, gpus: u64) {
+        self.prefill_capacity = Some((tok_s, gpus));
+    }
+
+    /// The prefill GPUs this run's prompt load needs ("rate matching", reference section 6):
+    /// `input_tok_s` over one full instance's capacity, in instances, times its GPUs; and
+    /// that rounded up to whole instances, what one copy of the deployment needs. The first
+    /// is the prefill share when copies of the deployment share a prefill pool (x prefill
+    /// workers per y decode workers), so one small copy's rounding does not count against
+    /// it. 0 when serving is aggregated (every GPU is counted already).
+    fn prefill_gpus(&self, input_tok_s: f64) -> (f64, u64) {
+        let Some((capacity, gpus)) = self.prefill_capacity else {
+            return (0.0, 0);
+        };
+        let instances = input_tok_s / capacity.max(1e-12);
+        // A whisker over a whole instance is that instance, not the next (float sums).
+        let whole = (instances - 1e-9).ceil().max(0.0) as u64;
+        (instances * gpus as f64, whole * gpus)
     }
 
     /// When statistics start.
@@ -207,7 +232,10 @@ impl Collector {
         kv_share: f64,
     ) {
         self.iterations += 1;
-        if !self.measuring(now) || role == Role::Prefill {
+        if !self.measuring(now) {
+            return;
+        }
+        if role == Role::Prefill {
             return;
         }
         self.decode_iterations += 1;
@@ -301,6 +329,8 @@ impl Collector {
             .map(|i| i.ep())
             .sum();
         let output_tok_s = self.output_tokens as f64 / window;
+        let input_tok_s = self.input_tokens as f64 / window;
+        let (prefill_busy, prefill_needed) = self.prefill_gpus(input_tok_s);
         let per_decode_s = |x: f64| {
             if self.decode_iterations > 0 {
                 x / self.decode_iterations as f64
@@ -335,7 +365,13 @@ impl Collector {
                 "output_tok_s_per_decode_gpu",
                 num(output_tok_s / decode_gpus.max(1) as f64),
             ),
-            ("input_tok_s", num(self.input_tokens as f64 / window)),
+            ("prefill_gpus_rate_matched", num(prefill_busy)),
+            ("prefill_gpus_needed", prefill_needed.to_string()),
+            (
+                "output_tok_s_per_gpu_rate_matched",
+                num(output_tok_s / (decode_gpus as f64 + prefill_busy).max(1.0)),
+            ),
+            ("input_tok_s", num(input_tok_s)),
             (
                 "request_throughput_per_s",
                 num(self.finished_in_window as f64 / window),

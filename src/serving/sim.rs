@@ -9,7 +9,7 @@
 use super::kv_network::KvNetwork;
 use super::metrics::{Collector, FinishedRequest, InFlight, Report, RunEnd, TailGaps};
 use super::policy::{self, Choice, SchedulingPolicy};
-use super::pricing::{Pricer, RankWork};
+use super::pricing::{Pricer, RankWork, prefill_capacity_tok_s};
 use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
 use super::workload::{ClosedLoop, OpenLoop, RequestSpec, Shape};
 use crate::cost::network::{LinkEfficiency, resources};
@@ -184,6 +184,16 @@ pub struct Simulation<'a> {
     pub metrics: Collector,
 }
 
+/// The simulated time `seconds` after the start.
+fn at_s(seconds: f64) -> Result<SimTime, String> {
+    let d = SimDuration::from_secs_f64(seconds).map_err(|e| e.to_string())?;
+    SimTime::ZERO.checked_add(d).map_err(|e| e.to_string())
+}
+
+fn warmup_at(sc: &crate::serving::scenario::Scenario) -> Result<SimTime, String> {
+    at_s(sc.warmup_s)
+}
+
 /// Runs a loaded scenario to its end and reports what was measured.
 pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
     let wall = std::time::Instant::now();
@@ -270,17 +280,32 @@ impl<'a> Simulation<'a> {
                     .into_iter(),
             ),
         };
+        let mut metrics = Collector::new(sc, warmup_at(sc)?, at_s(sc.duration_s)?);
+        if let Some(p) = sc
+            .instances
+            .iter()
+            .filter(|i| i.role == Role::Prefill)
+            .max_by_key(|i| i.ep())
+        {
+            let w = &sc.workload;
+            let prompt = w.input.typical();
+            let cached = (prompt as f64 * w.prefix_hit).floor() as u64;
+            let tok_s = prefill_capacity_tok_s(
+                topo,
+                &loaded.model,
+                p,
+                &sc.moe,
+                sc.mtp,
+                &streams,
+                (prompt - cached, cached),
+            )
+            .map_err(|e| format!("instance {}: {e}", p.name))?;
+            metrics.prefill_capacity(tok_s, p.ep());
+        }
         let eff = LinkEfficiency::for_gpu(topo, topo.gpus[sc.instances[0].gpus[0]])
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
-        let at = |seconds: f64| -> Result<SimTime, String> {
-            let d = SimDuration::from_secs_f64(seconds).map_err(|e| e.to_string())?;
-            SimTime::ZERO.checked_add(d).map_err(|e| e.to_string())
-        };
-        let end = at(sc.duration_s)?;
-        let stop = at(sc.duration_s + sc.drain_s)?;
-        let warmup = SimTime::ZERO
-            .checked_add(SimDuration::from_secs_f64(sc.warmup_s).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let end = at_s(sc.duration_s)?;
+        let stop = at_s(sc.duration_s + sc.drain_s)?;
         Ok(Simulation {
             loaded,
             instances,
@@ -296,7 +321,7 @@ impl<'a> Simulation<'a> {
             decode_cursor: 0,
             end,
             stop,
-            metrics: Collector::new(sc, warmup, end),
+            metrics,
         })
     }
 
