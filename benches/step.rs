@@ -22,6 +22,7 @@ fn price_iteration_cost(c: &mut Criterion) {
     for (ep, slots) in [(8u64, 256u64), (32, 288)] {
         let d = Deployment {
             ep,
+            moe_tp: 1,
             slots,
             attention: AttentionLayout::Dp,
             expert_precision: Precision::Nvfp4,

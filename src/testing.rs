@@ -28,6 +28,7 @@ pub fn gpu(name: &str) -> GpuSpec {
 pub fn nvfp4_deployment(ep: u64, slots: u64) -> Deployment {
     Deployment {
         ep,
+        moe_tp: 1,
         slots,
         attention: AttentionLayout::Dp,
         expert_precision: Precision::Nvfp4,

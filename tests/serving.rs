@@ -1080,3 +1080,45 @@ fn rate_matched_throughput_counts_the_prefill_share_the_load_needs() {
         "{matched} vs {expected}"
     );
 }
+
+/// Tensor-parallel experts: one group of four GPUs holding every expert sends nothing
+/// through an all-to-all and has no rank imbalance; sizes that cannot split are refused.
+#[test]
+fn tensor_parallel_experts_need_no_all_to_all_and_must_divide() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()));
+    let with = |extra: &str| {
+        base.replace(
+            "    max_batch: 32\n",
+            &format!("    max_batch: 32\n{extra}"),
+        )
+    };
+    let file = dir.path().join("tp.yaml");
+    std::fs::write(&file, with("    moe_tp: 4\n")).unwrap();
+    let out = dir.path().join("out");
+    epsim()
+        .args(["run"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let s = summary_row(&out);
+    assert_eq!(s["step_all_to_all_ms_mean"], "0.000");
+    assert_eq!(s["mean_rank_imbalance"], "0.0000");
+    assert!(s["step_moe_ms_mean"].parse::<f64>().unwrap() > 0.0);
+    std::fs::write(&file, with("    moe_tp: 3\n")).unwrap();
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    assert!(
+        err.contains("instances[0].moe_tp: 3 does not divide the instance's 4 GPUs"),
+        "{err}"
+    );
+    std::fs::write(&file, with("    moe_tp: 4\n    attention_tp: 2\n")).unwrap();
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    assert!(
+        err.contains("with attention_tp 2, moe_tp must be 1 or 2, got 4"),
+        "{err}"
+    );
+}

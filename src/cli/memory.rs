@@ -78,6 +78,7 @@ impl DeploymentArgs {
         let gpu = lookup::gpu(&self.gpu, &self.gpus_dir)?;
         let deployment = Deployment {
             ep: self.ep,
+            moe_tp: 1,
             slots: self.slots.unwrap_or(model.moe.routed_experts),
             attention: self.attention,
             expert_precision: self.weights.unwrap_or(model.native_precision.experts),

@@ -90,6 +90,43 @@ impl<'a> Kernels<'a> {
         }
     }
 
+    /// The routed experts with each expert's intermediate dimension split over `moe_tp`
+    /// GPUs (tensor-parallel experts): the measured full-width block scaled by the
+    /// roofline's ratio of split to full width, since the profiles measure moe_tp 1 only;
+    /// so a split block is at best extrapolated.
+    pub fn routed_moe_split(&self, shape: MoeShape, rows: &[u64], moe_tp: u64) -> Priced {
+        let full = self.routed_moe(shape, rows);
+        if moe_tp <= 1 {
+            return full;
+        }
+        let split = self.moe_roofline(Self::split(shape, moe_tp), rows);
+        match full.source {
+            Source::Roofline => Priced::roofline(split),
+            _ => {
+                let roof_full = self.moe_roofline(shape, rows).seconds;
+                let seconds = anchored(full.cost.seconds, split.seconds, roof_full);
+                Priced::measured(split, seconds, Source::Extrapolated)
+            }
+        }
+    }
+
+    /// The seconds of [`Kernels::routed_moe_split`] alone (the serving loop's inner call).
+    pub fn routed_moe_split_seconds(&self, shape: MoeShape, rows: &[u64], moe_tp: u64) -> f64 {
+        let full_s = self.routed_moe_seconds(shape, rows);
+        if moe_tp <= 1 {
+            return full_s;
+        }
+        let split_s = self.moe_roofline(Self::split(shape, moe_tp), rows).seconds;
+        anchored(full_s, split_s, self.moe_roofline(shape, rows).seconds)
+    }
+
+    fn split(shape: MoeShape, moe_tp: u64) -> MoeShape {
+        MoeShape {
+            inter: shape.inter.div_ceil(moe_tp),
+            ..shape
+        }
+    }
+
     /// The seconds of [`Kernels::routed_moe`] alone: the serving loop's inner call, which
     /// needs no bytes or FLOPs and so runs the roofline only where no measurement answers.
     pub fn routed_moe_seconds(&self, shape: MoeShape, rows: &[u64]) -> f64 {

@@ -410,7 +410,14 @@ impl<'a> Step<'a> {
     /// every rank sends its own tokens (a TP group splits them over its ranks), each to
     /// top_k slots, spread evenly over all slots of the EP group.
     fn tokens_per_local_expert(&self, tokens: u64) -> Vec<u64> {
-        let per_rank = tokens.div_ceil(self.tp);
+        // With tensor-parallel experts an expert group computes a slice of its every token:
+        // a data-parallel rank's tokens are gathered over the group; a TP attention group
+        // that is the expert group shares its tokens already.
+        let per_rank = match (self.tp, self.d.moe_tp) {
+            (tp, 1) => tokens.div_ceil(tp),
+            (1, n) => tokens.saturating_mul(n),
+            _ => tokens,
+        };
         let experts = self.experts_per_gpu();
         let picks = per_rank
             .saturating_mul(self.model.moe.experts_per_token)
@@ -503,11 +510,22 @@ impl<'a> Step<'a> {
                     k.gemm(m, n2, k2, d.expert_precision),
                 );
             }
-            let routed = k.routed_moe(
+            let routed = k.routed_moe_split(
                 MoeShape::of(model, d.expert_precision),
                 &self.tokens_per_local_expert(m),
+                d.moe_tp,
             );
             c.add("routed experts (fused MoE)", OpClass::MoeGroupGemm, routed);
+            // Data-parallel attention with tensor-parallel experts: each GPU's tokens are
+            // gathered by its expert group and the partial outputs reduce-scattered back,
+            // together the traffic of one all-reduce of the group's tokens.
+            if self.tp == 1 && d.moe_tp > 1 {
+                c.add(
+                    "MoE TP gather and reduce-scatter",
+                    OpClass::TpAllReduce,
+                    k.all_reduce(d.moe_tp, m.saturating_mul(d.moe_tp) * h),
+                );
+            }
         } else {
             let [(n1, k1), (n2, k2)] = ffn_gemms(h, model.dense_intermediate_size);
             let (n1, k2) = (n1.div_ceil(self.tp), k2.div_ceil(self.tp));
@@ -724,6 +742,7 @@ mod tests {
         let h200 = testing::gpu("h200-sxm");
         let d = Deployment {
             ep: 8,
+            moe_tp: 1,
             slots: 128,
             expert_precision: Precision::Mxfp4,
             other_precision: Precision::Bf16,
@@ -862,6 +881,44 @@ mod tests {
             assert!(s.moe_layers_s > 0.7 * s.total_s, "{s:?}");
         }
         assert_eq!(memo.entries.len(), 3, "the repeated load was a hit");
+    }
+
+    /// Tensor-parallel experts (SGLang's `--tp 8` without EP): each GPU runs every token
+    /// routed to its group through a slice of each expert, scaled from the measured
+    /// full-width block, and data-parallel ranks gather and reduce-scatter over the group.
+    #[test]
+    fn tensor_parallel_experts_split_every_expert_and_gather_over_the_group() {
+        let (m, g, _) = setup(8, 256);
+        let kernels = Kernels::for_gpu(&g).unwrap();
+        let ep8 = testing::nvfp4_deployment(8, 256);
+        let tp8 = Deployment {
+            ep: 1,
+            moe_tp: 8,
+            ..ep8
+        };
+        let load = StepLoad {
+            batch: 64,
+            context: 2048,
+            mtp: 0,
+            prefill: &[],
+        };
+        let (a, b) = (
+            iteration_detail(&m, &kernels, &ep8, &load),
+            iteration_detail(&m, &kernels, &tp8, &load),
+        );
+        let op = |c: &StepCost, name: &str| c.ops.iter().find(|o| o.op == name).cloned();
+        let routed = op(&b, "routed experts (fused MoE)").unwrap();
+        assert_eq!(routed.source, Source::Extrapolated);
+        assert!(op(&a, "MoE TP gather and reduce-scatter").is_none());
+        let gather = op(&b, "MoE TP gather and reduce-scatter").unwrap();
+        assert_eq!(gather.calls, 58.0);
+        // The same expert bytes per GPU: 32 whole experts, or an eighth of 256.
+        let plan = |d: &Deployment| crate::model::memory::plan(&m, &g, d, 2048, 0).unwrap();
+        let w = |d: &Deployment| plan(d).weights.routed_experts;
+        assert!((w(&ep8) / w(&tp8) - 1.0).abs() < 1e-12);
+        // Every token's 8 experts, each an eighth as wide: the rows are the group's 8 x 64
+        // tokens times top-8 over 256 experts.
+        assert_eq!(b.tokens_per_expert.iter().sum::<u64>(), 8 * 64 * 8);
     }
 
     #[test]

@@ -46,7 +46,12 @@ impl fmt::Display for AttentionLayout {
 /// One deployment's choices.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deployment {
+    /// Expert-parallel ranks: groups of `moe_tp` GPUs, each group holding its experts.
     pub ep: u64,
+    /// GPUs each expert's intermediate dimension is split over (tensor-parallel experts, as
+    /// SGLang and vLLM run them with `--tp`); 1 = expert parallelism alone. The instance
+    /// has `ep x moe_tp` GPUs.
+    pub moe_tp: u64,
     /// Expert slots per MoE layer over the EP group (>= routed experts; extra slots hold
     /// redundant copies of hot experts).
     pub slots: u64,
@@ -184,7 +189,7 @@ pub fn plan(
         routed_experts: w(
             (expert_layers * experts_per_gpu) as f64 * model.expert_params(),
             d.expert_precision,
-        ),
+        ) / d.moe_tp.max(1) as f64,
         shared_experts: w(
             p.main.shared_experts + mtp_share * p.mtp.shared_experts,
             d.expert_precision,

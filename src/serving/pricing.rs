@@ -204,7 +204,8 @@ pub struct Pricer<'a> {
     memo: TokenPartMemo,
     /// Whether tokens leave their GPU for the experts: not with one GPU, nor when one
     /// tensor-parallel group spans the EP group (every rank holds every token; the group's
-    /// all-reduces, priced with the layer, sum the experts' outputs).
+    /// all-reduces, priced with the layer, sum the experts' outputs), nor when one group of
+    /// tensor-parallel experts holds every expert (its gather is priced with the layer).
     all_to_all: bool,
     mtp: Mtp,
     overlap: bool,
@@ -249,6 +250,13 @@ impl<'a> Pricer<'a> {
         streams: &RandomStreams,
     ) -> Result<Self, String> {
         let gpus: Vec<_> = instance.gpus.iter().map(|&g| topo.gpus[g]).collect();
+        // The all-to-all runs between expert ranks: one GPU stands for each group of
+        // tensor-parallel experts (the group's gather is priced with the layer).
+        let expert_gpus: Vec<_> = gpus
+            .iter()
+            .copied()
+            .step_by(instance.moe_tp.max(1) as usize)
+            .collect();
         let collectives = topo
             .collectives
             .as_ref()
@@ -272,7 +280,7 @@ impl<'a> Pricer<'a> {
             experts: m.routed_experts as usize,
             slots: instance.slots as usize,
             groups: m.groups as usize,
-            ranks: instance.gpus.len(),
+            ranks: instance.expert_ranks(),
         };
         let (online, observe_every) = observe_stride(moe.online, model.moe_layers(), layers);
         let mut policy = policy::for_mode(instance.eplb, shape, online, None);
@@ -288,13 +296,13 @@ impl<'a> Pricer<'a> {
         }
         let placement = policy.initial(&profile).map_err(|e| e.0)?;
         let hidden = model.hidden_size as f64;
-        let group = EpGroup::new(topo, gpus.clone());
+        let group = EpGroup::new(topo, expert_gpus);
         let mut pricer = Pricer {
             model,
             instance,
             kernels: Kernels::for_gpu(&instance.gpu)?,
             memo: TokenPartMemo::default(),
-            all_to_all: instance.dp_ranks() > 1,
+            all_to_all: instance.dp_ranks() > 1 && instance.expert_ranks() > 1,
             mtp,
             overlap: instance.micro_batch_overlap,
             comm_sm_share: f64::from(overlap::communication_sms(instance.all_to_all.algorithm))
@@ -364,7 +372,7 @@ impl<'a> Pricer<'a> {
     fn find_misses(&mut self) {
         let per_rank = self.placement.slots_per_rank();
         let domains = self.group.domains();
-        let ep = self.instance.gpus.len();
+        let ep = self.instance.expert_ranks();
         self.misses = (self.routers.iter().enumerate())
             .map(|(layer, router)| {
                 let slot_expert = self.placement.phy2log(layer);
@@ -441,7 +449,7 @@ impl<'a> Pricer<'a> {
             }
             tokens += work.tokens(drafts);
         }
-        let ep = inst.gpus.len();
+        let ep = inst.expert_ranks();
         let per_rank = self.placement.slots_per_rank();
         let mut counts = Vec::with_capacity(self.routers.len());
         let shape = MoeShape::of(model, d.expert_precision);
@@ -462,7 +470,9 @@ impl<'a> Pricer<'a> {
             for rank in slot_tokens.chunks(per_rank) {
                 rows.clear();
                 rows.extend(rank.iter().map(|x| x.round() as u64));
-                let t = self.kernels.routed_moe_seconds(shape, &rows);
+                let t = self
+                    .kernels
+                    .routed_moe_split_seconds(shape, &rows, inst.moe_tp);
                 slowest = slowest.max(t);
                 loads.push(rank.iter().sum::<f64>());
             }
@@ -495,7 +505,7 @@ impl<'a> Pricer<'a> {
     /// the routing model (a token's experts cluster in its few groups); how many copies
     /// go where, from this iteration's draw.
     fn all_to_all_seconds(&self, layer: usize, slot_tokens: &[f64], tokens: u64) -> (f64, f64) {
-        let ep = self.instance.gpus.len();
+        let ep = self.instance.expert_ranks();
         let per_rank = self.placement.slots_per_rank();
         let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
         let expert_rank: Vec<usize> = (0..slot_tokens.len()).map(|s| s / per_rank).collect();

@@ -51,7 +51,8 @@ pub(super) fn instances(
         let (Some(topo), Some(model)) = (topology, model) else {
             continue;
         };
-        let Some(slots) = slots(c, inst, &at, model, shape.first.len() as u64) else {
+        let expert_ranks = shape.first.len() as u64 / shape.moe_tp;
+        let Some(slots) = slots(c, inst, &at, model, expert_ranks) else {
             continue;
         };
         for k in 0..shape.replicas as usize {
@@ -70,11 +71,12 @@ pub(super) fn instances(
     instances
 }
 
-/// An instance's GPUs (of its first replica), replicas and attention TP size.
+/// An instance's GPUs (of its first replica), replicas, attention and expert TP sizes.
 struct Shape {
     first: Vec<usize>,
     replicas: u64,
     tp: u64,
+    moe_tp: u64,
 }
 
 /// Checks the GPU list, replicas, TP size, batch and token limits; `None` when the instance
@@ -122,6 +124,29 @@ fn shape(
         );
         return None;
     }
+    let moe_tp = f.moe_tp.as_ref().map_or(1, |t| t.value);
+    let moe_tp_loc = f.moe_tp.as_ref().map_or(inst.loc, |t| t.loc);
+    if moe_tp == 0 || !(first.len() as u64).is_multiple_of(moe_tp) {
+        c.problem(
+            moe_tp_loc,
+            &at("moe_tp"),
+            format!(
+                "{moe_tp} does not divide the instance's {} GPUs",
+                first.len()
+            ),
+        );
+        return None;
+    }
+    // Tensor-parallel experts take their tokens from data-parallel ranks (gathered) or from
+    // the attention group that is their expert group.
+    if moe_tp > 1 && tp > 1 && tp != moe_tp {
+        c.problem(
+            moe_tp_loc,
+            &at("moe_tp"),
+            format!("with attention_tp {tp}, moe_tp must be 1 or {tp}, got {moe_tp}"),
+        );
+        return None;
+    }
     if f.max_batch.value == 0 {
         c.problem(
             f.max_batch.loc,
@@ -144,6 +169,7 @@ fn shape(
         first,
         replicas,
         tp,
+        moe_tp,
     })
 }
 
@@ -253,7 +279,8 @@ impl Placer {
         let tp = r.shape.tp;
         let precision = self.precision.over(&f.precision);
         let deployment = Deployment {
-            ep: gpus.len() as u64,
+            ep: gpus.len() as u64 / r.shape.moe_tp,
+            moe_tp: r.shape.moe_tp,
             slots: r.slots,
             attention: if tp == 1 {
                 AttentionLayout::Dp
@@ -272,6 +299,7 @@ impl Placer {
                 role: f.role,
                 gpus,
                 attention_tp: tp,
+                moe_tp: r.shape.moe_tp,
                 slots: r.slots,
                 eplb: f.eplb.unwrap_or(EplbMode::None),
                 max_batch: f.max_batch.value,

@@ -180,6 +180,9 @@ struct InstanceFile {
     replicas: Option<At<u64>>,
     #[serde(default)]
     attention_tp: Option<At<u64>>,
+    /// GPUs each expert is split over (tensor-parallel experts); default 1.
+    #[serde(default)]
+    moe_tp: Option<At<u64>>,
     #[serde(default)]
     slots: Option<u64>,
     #[serde(default)]
@@ -352,6 +355,9 @@ pub struct InstanceSpec {
     pub gpus: Vec<usize>,
     /// GPUs sharing one request batch's attention (1 = data-parallel attention).
     pub attention_tp: u64,
+    /// GPUs each expert's intermediate dimension is split over (1 = expert parallelism
+    /// alone); the instance's GPUs form `gpus / moe_tp` expert-parallel ranks.
+    pub moe_tp: u64,
     pub slots: u64,
     pub eplb: EplbMode,
     /// Requests per DP rank.
@@ -377,6 +383,11 @@ impl InstanceSpec {
     /// Attention groups: the ranks requests are placed on.
     pub fn dp_ranks(&self) -> usize {
         self.gpus.len() / self.attention_tp as usize
+    }
+
+    /// Expert-parallel ranks: groups of `moe_tp` GPUs, each holding its own experts.
+    pub fn expert_ranks(&self) -> usize {
+        self.gpus.len() / self.moe_tp.max(1) as usize
     }
 }
 
