@@ -1,0 +1,407 @@
+//! The price of one iteration of one instance, all its ranks in lock step. Per MoE layer the
+//! ranks meet twice: the dispatch waits for the slowest rank's attention, the combine for
+//! the slowest rank's experts. So an iteration costs
+//!
+//!   max over ranks (attention, dense GEMMs, norms, LM head, MTP drafts, per-layer overhead)
+//!   + MoE layers x (slowest rank's routed GroupGEMM + dispatch + combine),
+//!
+//! with the routed tokens drawn from the routing model each iteration for a few
+//! representative layers (each standing for an equal share of the model's MoE layers), the
+//! all-to-all priced from the same draw, and online EPLB re-planning those layers from the
+//! draws. With two micro-batches, each half is priced on its own and the two interleave
+//! as [`super::overlap`] models.
+
+mod capacity;
+mod eplb;
+#[cfg(test)]
+mod tests;
+mod work;
+
+pub use capacity::prefill_capacity_tok_s;
+use eplb::observe_stride;
+use work::Pass;
+pub use work::{Price, RankWork};
+
+use super::overlap;
+use super::scenario::{InstanceSpec, MoeSettings, Mtp};
+use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Misses, Phase};
+use crate::cost::kernels::Kernels;
+use crate::cost::network::LinkEfficiency;
+use crate::cost::profile::MoeShape;
+use crate::cost::step::{StepLoad, TokenPartMemo, iteration_seconds};
+use crate::engine::RandomStreams;
+use crate::model::{ModelConfig, Usage};
+use crate::moe::placement::Placement;
+use crate::moe::policy::{self, OnlineStyle, PlacementPolicy, Shape};
+use crate::moe::popularity::Drifting;
+use crate::moe::routing::Router;
+use crate::topology::{A2aAlgorithm, Topology};
+use rand_chacha::ChaCha8Rng;
+
+/// Iterations of routing drawn before serving to plan static EPLB (its load profile): 16 x
+/// 256 tokens per rank x top-8 puts ~1,000 picks per expert into the profile at EP8 (more at
+/// wider EP), so its sampling noise (~3%) stays well below the calibrated popularity skew.
+const PROFILE_ITERATIONS: u64 = 16;
+/// Tokens per rank in each profiling iteration: TensorRT-LLM wide-EP's max batch
+/// (reference section 4).
+const PROFILE_TOKENS_PER_RANK: u64 = 256;
+
+/// Router rebuilds per drift period (see [`Pricer::drift`]).
+const DRIFT_STEPS: u64 = 64;
+
+/// One router per layer of `popularity`.
+fn routers_for(model: &ModelConfig, popularity: &[Vec<f64>]) -> Result<Vec<Router>, String> {
+    let m = &model.moe;
+    popularity
+        .iter()
+        .map(|p| {
+            Router::new(
+                p,
+                m.experts_per_token as usize,
+                m.groups as usize,
+                m.groups_per_token as usize,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+pub struct Pricer<'a> {
+    model: &'a ModelConfig,
+    instance: &'a InstanceSpec,
+    kernels: Kernels<'a>,
+    memo: TokenPartMemo,
+    /// Whether tokens leave their GPU for the experts: not with one GPU, nor when one
+    /// tensor-parallel group spans the EP group (every rank holds every token; the group's
+    /// all-reduces, priced with the layer, sum the experts' outputs), nor when one group of
+    /// tensor-parallel experts holds every expert (its gather is priced with the layer).
+    all_to_all: bool,
+    mtp: Mtp,
+    overlap: bool,
+    /// Share of the SMs the all-to-all kernels hold while they run.
+    comm_sm_share: f64,
+    group: EpGroup<'a>,
+    /// Per rank of the group: its NVLink domain (by [`EpGroup::domain_ordinals`]).
+    rank_domain: Vec<usize>,
+    /// Per sampled layer: the chance a token misses each rank and each domain, under the
+    /// current placement (see [`Router::miss_chances`]; redone when EPLB moves experts).
+    misses: Vec<(Vec<f64>, Vec<f64>)>,
+    algorithm: A2aAlgorithm,
+    efficiency: LinkEfficiency,
+    floors_s: (f64, f64),
+    bytes_per_token: (f64, f64),
+    routers: Vec<Router>,
+    /// Where the routers come from; with drift they are rebuilt as it moves.
+    popularity: Drifting,
+    /// Iterations priced so far.
+    iteration: u64,
+    placement: Placement,
+    policy: Box<dyn PlacementPolicy>,
+    /// Iterations whose counts the policy sees at once (see [`observe_stride`]).
+    observe_every: u64,
+    /// Real layers layer-wise EPLB re-plans (and copies from host) per iteration.
+    copied_layers_per_iteration: f64,
+    unobserved: Vec<Vec<u64>>,
+    unobserved_iterations: u64,
+    rng: ChaCha8Rng,
+    expert_bytes: f64,
+    nvlink_bps: f64,
+    host_bps: f64,
+}
+
+impl<'a> Pricer<'a> {
+    pub fn new(
+        topo: &'a Topology,
+        model: &'a ModelConfig,
+        instance: &'a InstanceSpec,
+        moe: &MoeSettings,
+        mtp: Mtp,
+        streams: &RandomStreams,
+    ) -> Result<Self, String> {
+        let gpus: Vec<_> = instance.gpus.iter().map(|&g| topo.gpus[g]).collect();
+        // The all-to-all runs between expert ranks: one GPU stands for each group of
+        // tensor-parallel experts (the group's gather is priced with the layer).
+        let expert_gpus: Vec<_> = gpus
+            .iter()
+            .copied()
+            .step_by(instance.moe_tp.max(1) as usize)
+            .collect();
+        let collectives = topo
+            .collectives
+            .as_ref()
+            .ok_or("the topology has no `collectives` section to price the all-to-all")?;
+        let efficiency = LinkEfficiency::for_gpu(topo, gpus[0])
+            .ok_or("the topology gives no link efficiencies for its GPUs")?;
+        let m = &model.moe;
+        let layers = moe.sampled_layers;
+        let name = &instance.name;
+        let mut popularity = Drifting::new(
+            moe.popularity.clone(),
+            layers,
+            m.routed_experts as usize,
+            moe.drift_period_iterations,
+            streams.stream(&format!("popularity/{name}")),
+        );
+        let routers = routers_for(model, &popularity.at(0))?;
+        let rng = streams.stream(&format!("routing/{name}"));
+        let shape = Shape {
+            layers,
+            experts: m.routed_experts as usize,
+            slots: instance.slots as usize,
+            groups: m.groups as usize,
+            ranks: instance.expert_ranks(),
+        };
+        let (online, observe_every) = observe_stride(moe.online, model.moe_layers(), layers);
+        let mut policy = policy::for_mode(instance.eplb, shape, online, None);
+        // The profile's draws have their own stream: statistics gathered before serving,
+        // from the popularity serving starts with (with drift, it moves away from them).
+        let mut profile_rng = streams.stream(&format!("eplb-profile/{name}"));
+        let mut profile = vec![vec![0.0; shape.experts]; layers];
+        let tokens = PROFILE_TOKENS_PER_RANK * instance.ep();
+        for _ in 0..PROFILE_ITERATIONS {
+            for (sum, router) in profile.iter_mut().zip(&routers) {
+                policy::add_counts(sum, &router.sample(tokens, &mut profile_rng), 1.0);
+            }
+        }
+        let placement = policy.initial(&profile).map_err(|e| e.0)?;
+        let hidden = model.hidden_size as f64;
+        let group = EpGroup::new(topo, expert_gpus);
+        let mut pricer = Pricer {
+            model,
+            instance,
+            kernels: Kernels::for_gpu(&instance.gpu)?,
+            memo: TokenPartMemo::default(),
+            all_to_all: instance.dp_ranks() > 1 && instance.expert_ranks() > 1,
+            mtp,
+            overlap: instance.micro_batch_overlap,
+            comm_sm_share: f64::from(overlap::communication_sms(instance.all_to_all.algorithm))
+                / f64::from(instance.gpu.sms.max(1)),
+            rank_domain: group.domain_ordinals(),
+            misses: Vec::new(),
+            group,
+            algorithm: instance.all_to_all.algorithm,
+            efficiency,
+            floors_s: (
+                collectives.dispatch_latency_us * 1e-6,
+                collectives.combine_latency_us * 1e-6,
+            ),
+            bytes_per_token: (
+                instance
+                    .all_to_all
+                    .dispatch
+                    .bytes(hidden, Usage::Activations),
+                instance
+                    .all_to_all
+                    .combine
+                    .bytes(hidden, Usage::Activations),
+            ),
+            routers,
+            popularity,
+            iteration: 0,
+            placement,
+            policy,
+            observe_every,
+            copied_layers_per_iteration: match moe.online {
+                OnlineStyle::Layerwise {
+                    layers_per_iteration,
+                    ..
+                } => layers_per_iteration as f64,
+                OnlineStyle::Periodic { .. } => 0.0,
+            },
+            unobserved: vec![vec![0; shape.experts]; layers],
+            unobserved_iterations: 0,
+            rng,
+            expert_bytes: instance
+                .plan
+                .deployment
+                .expert_precision
+                .bytes(model.expert_params(), Usage::Weights),
+            nvlink_bps: topo.nvlink_gb_s(gpus[0]) * 1e9 * efficiency.nvlink,
+            host_bps: topo.host_link_gb_s(gpus[0]).unwrap_or(0.0) * 1e9,
+        };
+        pricer.find_misses();
+        Ok(pricer)
+    }
+
+    /// Moves the routers along the popularity's drift: rebuilt every 1/64 of its period
+    /// (closer steps would change each expert's chance by under 2% of the way between
+    /// draws, at the price of rebuilding every iteration).
+    fn drift(&mut self) -> Result<(), String> {
+        self.iteration += 1;
+        let period = self.popularity.period();
+        if period == 0 || !self.iteration.is_multiple_of((period / DRIFT_STEPS).max(1)) {
+            return Ok(());
+        }
+        self.routers = routers_for(self.model, &self.popularity.at(self.iteration))?;
+        self.find_misses();
+        Ok(())
+    }
+
+    /// Recomputes [`Self::misses`] for the current placement.
+    fn find_misses(&mut self) {
+        let per_rank = self.placement.slots_per_rank();
+        let domains = self.group.domains();
+        let ep = self.instance.expert_ranks();
+        self.misses = (self.routers.iter().enumerate())
+            .map(|(layer, router)| {
+                let slot_expert = self.placement.phy2log(layer);
+                let rank: Vec<usize> = (0..slot_expert.len()).map(|s| s / per_rank).collect();
+                let domain: Vec<usize> = rank.iter().map(|&r| self.rank_domain[r]).collect();
+                (
+                    router.miss_chances(slot_expert, &rank, ep),
+                    router.miss_chances(slot_expert, &domain, domains),
+                )
+            })
+            .collect();
+    }
+
+    /// Prices one iteration in which DP rank r runs `ranks[r]`.
+    pub fn price(&mut self, ranks: &[RankWork]) -> Result<Price, String> {
+        self.drift()?;
+        let (mut price, counts) = if self.overlap {
+            let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
+            let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
+            let b: Vec<RankWork> = halves.iter().map(|h| h[1].clone()).collect();
+            let (pa, mut counts) = self.lockstep(&a);
+            let (pb, more) = self.lockstep(&b);
+            for (sum, extra) in counts.iter_mut().zip(more) {
+                for (x, y) in sum.iter_mut().zip(extra) {
+                    *x += y;
+                }
+            }
+            let layers = self.model.moe_layers() as f64;
+            let seconds = overlap::overlapped_seconds(
+                &pa.micro_batch(),
+                &pb.micro_batch(),
+                layers,
+                self.comm_sm_share,
+            );
+            let mut price = pa.price(0.0);
+            let other = pb.price(0.0);
+            price.dense_s += other.dense_s;
+            price.moe_s += other.moe_s;
+            price.all_to_all_s += other.all_to_all_s;
+            price.rank_imbalance = (price.rank_imbalance + other.rank_imbalance) / 2.0;
+            price.seconds = seconds;
+            (price, counts)
+        } else {
+            let (p, counts) = self.lockstep(ranks);
+            (p.price(p.micro_batch().alone_s()), counts)
+        };
+        price.eplb_stall_s = self.replan(&counts, price.seconds)?;
+        price.seconds += price.eplb_stall_s;
+        Ok(price)
+    }
+
+    /// One pass of all ranks in lock step (one micro-batch), and the routed counts
+    /// `[sampled layer][expert]` it drew.
+    fn lockstep(&mut self, ranks: &[RankWork]) -> (Pass, Vec<Vec<u64>>) {
+        let (model, inst) = (self.model, self.instance);
+        let d = &inst.plan.deployment;
+        let moe_layers = model.moe_layers() as f64;
+        let drafts = self.mtp.drafts;
+        let mut pass = Pass::default();
+        let mut tokens = 0;
+        for work in ranks.iter().filter(|w| w.tokens(drafts) > 0) {
+            let load = StepLoad {
+                batch: work.batch,
+                context: work.context,
+                mtp: drafts,
+                prefill: &work.chunks,
+            };
+            let s = iteration_seconds(model, &self.kernels, d, &load, &mut self.memo);
+            // Its routed experts as if routing were balanced: replaced below by the draw.
+            let dense_s = s.total_s - s.routed_main_s;
+            if dense_s > pass.dense_s {
+                pass.dense_s = dense_s;
+                pass.layer_dense_s = s.moe_layers_s - s.routed_main_s;
+            }
+            tokens += work.tokens(drafts);
+        }
+        let ep = inst.expert_ranks();
+        let per_rank = self.placement.slots_per_rank();
+        let mut counts = Vec::with_capacity(self.routers.len());
+        let shape = MoeShape::of(model, d.expert_precision);
+        for (layer, router) in self.routers.iter().enumerate() {
+            let c = router.sample(tokens, &mut self.rng);
+            let slots = self.placement.phy2log(layer);
+            let mut replicas = vec![0u64; c.len()];
+            for &e in slots {
+                replicas[e] += 1;
+            }
+            let slot_tokens: Vec<f64> = slots
+                .iter()
+                .map(|&e| c[e] as f64 / replicas[e] as f64)
+                .collect();
+            let mut slowest = 0.0f64;
+            let mut loads = Vec::with_capacity(ep);
+            let mut rows = Vec::with_capacity(per_rank);
+            for rank in slot_tokens.chunks(per_rank) {
+                rows.clear();
+                rows.extend(rank.iter().map(|x| x.round() as u64));
+                let t = self
+                    .kernels
+                    .routed_moe_split_seconds(shape, &rows, inst.moe_tp);
+                slowest = slowest.max(t);
+                loads.push(rank.iter().sum::<f64>());
+            }
+            let mean = loads.iter().sum::<f64>() / ep as f64;
+            if mean > 0.0 {
+                pass.rank_imbalance += (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
+            }
+            pass.moe_s += slowest;
+            if tokens > 0 && self.all_to_all {
+                let (dispatch_s, combine_s) = self.all_to_all_seconds(layer, &slot_tokens, tokens);
+                pass.dispatch_s += dispatch_s;
+                pass.combine_s += combine_s;
+            }
+            counts.push(c);
+        }
+        let sampled = self.routers.len().max(1) as f64;
+        pass.moe_s *= moe_layers / sampled;
+        pass.dispatch_s *= moe_layers / sampled;
+        pass.combine_s *= moe_layers / sampled;
+        pass.rank_imbalance /= sampled;
+        // MTP drafts run one MoE layer each: their all-to-alls cost at least the floors.
+        if tokens > 0 && self.all_to_all {
+            pass.draft_a2a_s = drafts as f64 * (self.floors_s.0 + self.floors_s.1);
+        }
+        (pass, counts)
+    }
+
+    /// One layer's dispatch and combine, floors included, when `slot_tokens[s]` of the
+    /// group's `tokens` go to slot s. Which ranks and domains a token reaches comes from
+    /// the routing model (a token's experts cluster in its few groups); how many copies
+    /// go where, from this iteration's draw.
+    fn all_to_all_seconds(&self, layer: usize, slot_tokens: &[f64], tokens: u64) -> (f64, f64) {
+        let ep = self.instance.expert_ranks();
+        let per_rank = self.placement.slots_per_rank();
+        let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
+        let expert_rank: Vec<usize> = (0..slot_tokens.len()).map(|s| s / per_rank).collect();
+        let (rank_miss, domain_miss) = &self.misses[layer];
+        let traffic = |bytes_per_token| ExpectedTraffic {
+            picks: &picks,
+            expert_rank: &expert_rank,
+            tokens_per_rank: tokens as f64 / ep as f64,
+            bytes_per_token,
+            miss: Some(Misses {
+                rank: rank_miss,
+                domain: domain_miss,
+            }),
+        };
+        let (dispatch, combine) = self.bytes_per_token;
+        let phase = |bytes, phase| {
+            collective::expected_fast_path_seconds(
+                &self.group,
+                traffic(bytes),
+                self.algorithm,
+                phase,
+                self.efficiency,
+            )
+        };
+        (
+            self.floors_s.0 + phase(dispatch, Phase::Dispatch),
+            self.floors_s.1 + phase(combine, Phase::Combine),
+        )
+    }
+}
