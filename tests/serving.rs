@@ -1122,3 +1122,56 @@ fn tensor_parallel_experts_need_no_all_to_all_and_must_divide() {
         "{err}"
     );
 }
+
+/// The shipped regression scenario (5 seeds of 30 s) tells a neutral change from a real
+/// one: other seeds alone pass; two micro-batches at its small decode batches (a loss,
+/// reference section 6) fail on throughput and TPOT.
+#[test]
+fn compare_passes_a_neutral_change_and_fails_a_real_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = repo("results/policies-regression");
+    let neutral = dir.path().join("neutral");
+    epsim()
+        .args(["run", "--no-progress", "--seed", "100", "--out"])
+        .arg(&neutral)
+        .arg(repo("scenarios/policies-regression.yaml"))
+        .assert()
+        .success();
+    let out = epsim()
+        .arg("compare")
+        .arg(&golden)
+        .arg(&neutral)
+        .assert()
+        .success();
+    assert!(stdout(&out).contains("0 regressions"), "{}", stdout(&out));
+    let text = std::fs::read_to_string(repo("scenarios/policies-regression.yaml"))
+        .unwrap()
+        .replace(
+            "../topologies/",
+            &format!("{}/topologies/", repo("").display()),
+        )
+        .replace("../models/", &format!("{}/models/", repo("").display()))
+        .replace(
+            "    max_tokens: 64\n",
+            "    max_tokens: 64\n    micro_batch_overlap: true\n",
+        );
+    let file = dir.path().join("policies-regression.yaml");
+    std::fs::write(&file, text).unwrap();
+    let worse = dir.path().join("worse");
+    epsim()
+        .args(["run", "--no-progress", "--out"])
+        .arg(&worse)
+        .arg(&file)
+        .assert()
+        .success();
+    let out = epsim()
+        .arg("compare")
+        .arg(&golden)
+        .arg(&worse)
+        .assert()
+        .code(1);
+    let text = stdout(&out);
+    for needle in ["tpot_ms_p99", "REGRESSION", "95% interval"] {
+        assert!(text.contains(needle), "{needle}\n{text}");
+    }
+}

@@ -60,9 +60,28 @@ pub fn run(
         .max()
         .unwrap_or(3)
         .max(3);
+    let replicated = changes.iter().any(|c| c.seeds.is_some());
+    let pct = |x: f64| format!("{:+.2}%", x * 100.0);
     let mut text = format!(
-        "{:<width$}  {:<22} {:>14} {:>14} {:>9}  verdict\n",
-        "row", "metric", "baseline", "candidate", "change"
+        "{:<width$}  {:<22} {:>14} {:>14} {:>9}{}  verdict\n",
+        "row",
+        "metric",
+        if replicated {
+            "baseline mean"
+        } else {
+            "baseline"
+        },
+        if replicated {
+            "candidate mean"
+        } else {
+            "candidate"
+        },
+        "change",
+        if replicated {
+            format!(" {:>19} {:>6}", "95% interval", "seeds")
+        } else {
+            String::new()
+        },
     );
     for c in &changes {
         let verdict = match c.verdict {
@@ -71,22 +90,40 @@ pub fn run(
             Verdict::WorseWithin => "worse, within tolerance",
             Verdict::Worse => "REGRESSION",
             Verdict::Lost => "REGRESSION (no longer measured)",
+            Verdict::Inconclusive => "inconclusive (more seeds, or longer runs)",
+        };
+        let stats = if replicated {
+            let interval = c.interval.map_or("-".to_owned(), |(lo, hi)| {
+                format!("[{}, {}]", pct(lo), pct(hi))
+            });
+            let seeds = c.seeds.map_or("-".to_owned(), |(b, k)| format!("{b}/{k}"));
+            format!(" {interval:>19} {seeds:>6}")
+        } else {
+            String::new()
         };
         text.push_str(&format!(
-            "{:<width$}  {:<22} {:>14} {:>14} {:>9}  {verdict}\n",
+            "{:<width$}  {:<22} {:>14} {:>14} {:>9}{stats}  {verdict}\n",
             c.row,
             c.metric,
             fmt(c.baseline),
             fmt(c.candidate),
-            c.change
-                .map_or("-".to_owned(), |x| format!("{:+.2}%", x * 100.0)),
+            c.change.map_or("-".to_owned(), pct),
         ));
     }
     let regressions = changes.iter().filter(|c| c.is_regression()).count();
+    let inconclusive = changes
+        .iter()
+        .filter(|c| c.verdict == Verdict::Inconclusive)
+        .count();
     text.push_str(&format!(
-        "\n{regressions} regressions beyond {:.2}% in {} comparisons\n",
+        "\n{regressions} regressions beyond {:.2}% in {} comparisons{}\n",
         tolerance * 100.0,
-        changes.len()
+        changes.len(),
+        if inconclusive > 0 {
+            format!("; {inconclusive} inconclusive")
+        } else {
+            String::new()
+        }
     ));
     emit(&text)?;
     Ok(if regressions > 0 {

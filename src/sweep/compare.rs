@@ -1,7 +1,19 @@
 //! Comparing two runs' summary.csv: rows matched by their `param_*` columns, each metric
 //! judged in its good direction against a relative tolerance. What CI runs to catch a
 //! scheduling-policy change that makes latency or throughput worse.
+//!
+//! A sweep with `seeds: N` replicates is judged statistically: each metric's mean over the
+//! seeds, and the 95% interval of its relative change (see [`super::replicates`]):
+//! - regression: the interval lies on the worse side of 0 and the mean change is worse
+//!   than the tolerance;
+//! - worse within tolerance: on the worse side of 0, by less than the tolerance;
+//! - better: the interval lies on the better side of 0;
+//! - same: the interval lies within the tolerance on both sides;
+//! - inconclusive: none of these; the seeds cannot tell (run more of them, or longer).
+//!
+//! A single run (or one seed) is judged by its values alone.
 
+use super::replicates::{self, Samples};
 use std::collections::BTreeMap;
 
 /// Which way is better for a metric.
@@ -50,6 +62,8 @@ pub enum Verdict {
     WorseWithin,
     /// Measured in the baseline, not in the candidate.
     Lost,
+    /// Replicates whose interval neither clears nor condemns the change.
+    Inconclusive,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,8 +73,11 @@ pub struct Change {
     pub metric: String,
     pub baseline: Option<f64>,
     pub candidate: Option<f64>,
-    /// Relative change, candidate over baseline minus 1.
+    /// Relative change, candidate over baseline minus 1 (of the means, with replicates).
     pub change: Option<f64>,
+    /// With replicates: the 95% interval of `change`, and the seeds on each side.
+    pub interval: Option<(f64, f64)>,
+    pub seeds: Option<(usize, usize)>,
     pub verdict: Verdict,
 }
 
@@ -151,48 +168,23 @@ pub fn compare(
         };
         columns.push((m, find(&bh, "baseline")?, find(&ch, "candidate")?));
     }
+    if let (Some(bs), Some(cs)) = (column(&bh, "seed"), column(&ch, "seed"))
+        && bh.iter().any(|c| c == "param_seed")
+    {
+        return replicated(&brows, &crows, &columns, (bs, cs), tolerance);
+    }
     let mut changes = Vec::new();
     for (key, brow) in &brows {
         let crow = &crows[key];
         for &(m, bi, ci) in &columns {
-            // An empty cell measured nothing; NaN or infinity is a broken value, not "same".
-            let value = |row: &[String], i: usize, what: &str| match row
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-            {
-                Some(v) if !v.is_finite() => Err(format!(
-                    "the {what}'s row {key} has `{}` = {v}, not a finite number",
-                    m.column
-                )),
-                v => Ok(v),
-            };
-            let (b, c) = (value(brow, bi, "baseline")?, value(crow, ci, "candidate")?);
+            let (b, c) = (
+                cell(brow, bi, key, m, "baseline")?,
+                cell(crow, ci, key, m, "candidate")?,
+            );
             let change = match (b, c) {
                 (Some(b), Some(c)) if b != 0.0 => Some(c / b - 1.0),
                 (Some(b), Some(c)) if b == c => Some(0.0),
                 _ => None,
-            };
-            let worse_by = |x: f64| match m.better {
-                Better::Higher => -x,
-                Better::Lower => x,
-            };
-            let verdict = match (b, c, change) {
-                (Some(_), None, _) => Verdict::Lost,
-                (None, _, _) => Verdict::Same,
-                (Some(b), Some(c), None) => {
-                    // Baseline 0: any move is judged by direction alone.
-                    match worse_by(c - b) {
-                        d if d > 0.0 => Verdict::Worse,
-                        d if d < 0.0 => Verdict::Better,
-                        _ => Verdict::Same,
-                    }
-                }
-                (_, _, Some(x)) => match worse_by(x) {
-                    d if d > tolerance => Verdict::Worse,
-                    d if d > 0.0 => Verdict::WorseWithin,
-                    d if d < 0.0 => Verdict::Better,
-                    _ => Verdict::Same,
-                },
             };
             changes.push(Change {
                 row: key.clone(),
@@ -200,11 +192,161 @@ pub fn compare(
                 baseline: b,
                 candidate: c,
                 change,
-                verdict,
+                interval: None,
+                seeds: None,
+                verdict: single_verdict(m.better, b, c, change, tolerance),
             });
         }
     }
     Ok(changes)
+}
+
+fn column(headers: &[String], name: &str) -> Option<usize> {
+    headers.iter().position(|c| c == name)
+}
+
+/// A metric's cell: `None` when empty (nothing measured); NaN or infinity is a broken
+/// value, not "same".
+fn cell(
+    row: &[String],
+    i: usize,
+    key: &str,
+    m: &Metric,
+    what: &str,
+) -> Result<Option<f64>, String> {
+    match row.get(i).and_then(|v| v.parse::<f64>().ok()) {
+        Some(v) if !v.is_finite() => Err(format!(
+            "the {what}'s row {key} has `{}` = {v}, not a finite number",
+            m.column
+        )),
+        v => Ok(v),
+    }
+}
+
+/// How much worse `x` (a change) is, in the metric's bad direction.
+fn worse_by(better: Better, x: f64) -> f64 {
+    match better {
+        Better::Higher => -x,
+        Better::Lower => x,
+    }
+}
+
+/// One value against one value.
+fn single_verdict(
+    better: Better,
+    b: Option<f64>,
+    c: Option<f64>,
+    change: Option<f64>,
+    tolerance: f64,
+) -> Verdict {
+    match (b, c, change) {
+        (Some(_), None, _) => Verdict::Lost,
+        (None, _, _) => Verdict::Same,
+        // Baseline 0: any move is judged by direction alone.
+        (Some(b), Some(c), None) => match worse_by(better, c - b) {
+            d if d > 0.0 => Verdict::Worse,
+            d if d < 0.0 => Verdict::Better,
+            _ => Verdict::Same,
+        },
+        (_, _, Some(x)) => match worse_by(better, x) {
+            d if d > tolerance => Verdict::Worse,
+            d if d > 0.0 => Verdict::WorseWithin,
+            d if d < 0.0 => Verdict::Better,
+            _ => Verdict::Same,
+        },
+    }
+}
+
+/// Rows grouped by their params other than `param_seed`, each metric judged over the
+/// group's seeds. `seed` holds the seed column of each side, which pairs the seeds.
+fn replicated(
+    brows: &BTreeMap<String, Vec<String>>,
+    crows: &BTreeMap<String, Vec<String>>,
+    columns: &[(&Metric, usize, usize)],
+    seed: (usize, usize),
+    tolerance: f64,
+) -> Result<Vec<Change>, String> {
+    let group_of = |key: &str| {
+        let g: Vec<&str> = key.split(' ').filter(|p| !p.starts_with("seed=")).collect();
+        if g.is_empty() {
+            "(run)".to_owned()
+        } else {
+            g.join(" ")
+        }
+    };
+    let mut groups: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for key in brows.keys() {
+        groups.entry(group_of(key)).or_default().push(key);
+    }
+    let mut changes = Vec::new();
+    for (group, keys) in &groups {
+        for &(m, bi, ci) in columns {
+            let mut s = Samples {
+                baseline: Vec::new(),
+                candidate: Vec::new(),
+            };
+            for key in keys {
+                let (brow, crow) = (&brows[*key], &crows[*key]);
+                let seed_of = |row: &[String], i: usize| {
+                    row.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                };
+                if let Some(v) = cell(brow, bi, key, m, "baseline")? {
+                    s.baseline.push((seed_of(brow, seed.0), v));
+                }
+                if let Some(v) = cell(crow, ci, key, m, "candidate")? {
+                    s.candidate.push((seed_of(crow, seed.1), v));
+                }
+            }
+            changes.push(judge(group, m, &s, tolerance));
+        }
+    }
+    Ok(changes)
+}
+
+/// One metric of one group over its seeds.
+fn judge(group: &str, m: &Metric, s: &Samples, tolerance: f64) -> Change {
+    let mean = |v: &[(u64, f64)]| {
+        (!v.is_empty()).then(|| v.iter().map(|&(_, x)| x).sum::<f64>() / v.len() as f64)
+    };
+    let (b, c) = (mean(&s.baseline), mean(&s.candidate));
+    let iv = replicates::interval(s);
+    let change = match (iv, b, c) {
+        (Some(iv), _, _) => Some(iv.change),
+        (None, Some(b), Some(c)) if b != 0.0 => Some(c / b - 1.0),
+        _ => None,
+    };
+    let verdict = match iv {
+        None => single_verdict(m.better, b, c, change, tolerance),
+        Some(iv) => {
+            // The interval of "how much worse", low to high.
+            let (lo, hi) = match m.better {
+                Better::Higher => (-iv.high, -iv.low),
+                Better::Lower => (iv.low, iv.high),
+            };
+            let mean_worse = worse_by(m.better, iv.change);
+            if lo > 0.0 && mean_worse > tolerance {
+                Verdict::Worse
+            } else if lo > 0.0 {
+                Verdict::WorseWithin
+            } else if hi < 0.0 {
+                Verdict::Better
+            } else if lo >= -tolerance && hi <= tolerance {
+                Verdict::Same
+            } else {
+                Verdict::Inconclusive
+            }
+        }
+    };
+    Change {
+        row: group.to_owned(),
+        metric: m.column.clone(),
+        baseline: b,
+        candidate: c,
+        change,
+        interval: iv.map(|iv| (iv.low, iv.high)),
+        seeds: Some((s.baseline.len(), s.candidate.len())),
+        verdict,
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +377,42 @@ mod tests {
         assert_eq!(v("p=b", "tput"), Verdict::WorseWithin);
         assert_eq!(v("p=b", "lat"), Verdict::Worse, "5% slower is beyond 2%");
         assert_eq!(c.iter().filter(|x| x.is_regression()).count(), 1);
+    }
+
+    /// Five seeds a side: `rows` as (seed, tput, lat) for policy a.
+    fn replicated(rows: &[(u64, f64, f64)]) -> String {
+        let mut t = "param_p,param_seed,seed,tput,lat\n".to_owned();
+        for (i, (seed, tput, lat)) in rows.iter().enumerate() {
+            t.push_str(&format!("a,{i},{seed},{tput},{lat}\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn replicates_are_judged_by_the_interval_of_the_change() {
+        let base: Vec<(u64, f64, f64)> = (0..5)
+            .map(|i| (1 + i, 100.0 + 10.0 * i as f64, 10.0 + i as f64))
+            .collect();
+        // The same seeds, 5% less throughput and the same latency: paired, a regression.
+        let slower: Vec<_> = base.iter().map(|&(s, t, l)| (s, t * 0.95, l)).collect();
+        let c = compare(&replicated(&base), &replicated(&slower), &metrics(), 0.02).unwrap();
+        assert_eq!(
+            (c[0].row.as_str(), c[0].verdict.clone()),
+            ("p=a", Verdict::Worse)
+        );
+        assert_eq!(c[0].seeds, Some((5, 5)));
+        let (lo, hi) = c[0].interval.unwrap();
+        assert!(lo < -0.049 && hi > -0.051, "{lo} {hi}");
+        assert_eq!(c[1].verdict, Verdict::Same);
+        // Other seeds whose values scatter as much as the seed moves them: cannot tell.
+        let other: Vec<_> = base
+            .iter()
+            .rev()
+            .map(|&(s, t, l)| (s + 100, t * 1.01, l))
+            .collect();
+        let c = compare(&replicated(&base), &replicated(&other), &metrics(), 0.02).unwrap();
+        assert_eq!(c[0].verdict, Verdict::Inconclusive);
+        assert!(!c.iter().any(Change::is_regression));
     }
 
     #[test]

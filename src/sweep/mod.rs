@@ -7,4 +7,5 @@ pub mod frontier;
 pub mod plan;
 pub mod plot;
 pub mod pool;
+pub mod replicates;
 pub mod run;

@@ -1,0 +1,154 @@
+//! Comparing replicated runs: a metric measured over several seeds in the baseline and in
+//! the candidate, judged by the 95% confidence interval of the relative change of its
+//! mean. Paired by seed when both sides ran the same seeds (a policy change on common
+//! random numbers), Welch's unpaired interval otherwise (a change of seeds).
+
+/// One metric's values, by seed, on each side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    pub baseline: Vec<(u64, f64)>,
+    pub candidate: Vec<(u64, f64)>,
+}
+
+/// The relative change of the mean, candidate over baseline minus 1, and its 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub change: f64,
+    pub low: f64,
+    pub high: f64,
+    /// Whether the seeds were paired.
+    pub paired: bool,
+}
+
+/// The interval of `s`; `None` with fewer than two values on a side or a zero baseline mean.
+pub fn interval(s: &Samples) -> Option<Interval> {
+    let (nb, nc) = (s.baseline.len(), s.candidate.len());
+    if nb < 2 || nc < 2 {
+        return None;
+    }
+    let values = |v: &[(u64, f64)]| v.iter().map(|&(_, x)| x).collect::<Vec<f64>>();
+    let (b, c) = (values(&s.baseline), values(&s.candidate));
+    let base = mean(&b);
+    if base == 0.0 {
+        return None;
+    }
+    let seeds = |v: &[(u64, f64)]| v.iter().map(|&(k, _)| k).collect::<Vec<u64>>();
+    let paired = seeds(&s.baseline) == seeds(&s.candidate);
+    let (diff, half) = if paired {
+        let d: Vec<f64> = c.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let se = (variance(&d) / d.len() as f64).sqrt();
+        (mean(&d), t95(d.len() as f64 - 1.0) * se)
+    } else {
+        let (vb, vc) = (variance(&b) / nb as f64, variance(&c) / nc as f64);
+        let se = (vb + vc).sqrt();
+        // Welch-Satterthwaite degrees of freedom.
+        let df = if se > 0.0 {
+            (vb + vc).powi(2) / (vb * vb / (nb as f64 - 1.0) + vc * vc / (nc as f64 - 1.0))
+        } else {
+            (nb + nc - 2) as f64
+        };
+        (mean(&c) - base, t95(df) * se)
+    };
+    let scale = base.abs();
+    Some(Interval {
+        change: diff / scale,
+        low: (diff - half) / scale,
+        high: (diff + half) / scale,
+        paired,
+    })
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len().max(1) as f64
+}
+
+/// Sample variance (n - 1).
+fn variance(x: &[f64]) -> f64 {
+    let m = mean(x);
+    x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() as f64 - 1.0).max(1.0)
+}
+
+/// Student's t for a two-sided 95% interval at `df` degrees of freedom, from the standard
+/// table; between its rows, the row of fewer degrees (a wider, conservative interval).
+fn t95(df: f64) -> f64 {
+    const TABLE: [(f64, f64); 25] = [
+        (1.0, 12.706),
+        (2.0, 4.303),
+        (3.0, 3.182),
+        (4.0, 2.776),
+        (5.0, 2.571),
+        (6.0, 2.447),
+        (7.0, 2.365),
+        (8.0, 2.306),
+        (9.0, 2.262),
+        (10.0, 2.228),
+        (11.0, 2.201),
+        (12.0, 2.179),
+        (13.0, 2.160),
+        (14.0, 2.145),
+        (15.0, 2.131),
+        (16.0, 2.120),
+        (17.0, 2.110),
+        (18.0, 2.101),
+        (19.0, 2.093),
+        (20.0, 2.086),
+        (25.0, 2.060),
+        (30.0, 2.042),
+        (40.0, 2.021),
+        (60.0, 2.000),
+        (120.0, 1.980),
+    ];
+    if df >= 1e6 {
+        return 1.960;
+    }
+    TABLE
+        .iter()
+        .rev()
+        .find(|&&(d, _)| d <= df)
+        .map_or(TABLE[0].1, |&(_, t)| t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(b: &[f64], c: &[f64], offset: u64) -> Samples {
+        let side = |v: &[f64], from: u64| {
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| (from + i as u64, x))
+                .collect()
+        };
+        Samples {
+            baseline: side(b, 1),
+            candidate: side(c, 1 + offset),
+        }
+    }
+
+    #[test]
+    fn paired_seeds_cancel_what_the_seed_moves() {
+        // The seed moves both sides alike; the change is a steady +2%.
+        let b = [100.0, 120.0, 90.0, 110.0];
+        let c: Vec<f64> = b.iter().map(|x| x * 1.02).collect();
+        let paired = interval(&samples(&b, &c, 0)).unwrap();
+        assert!(
+            paired.paired && paired.low > 0.0 && paired.high < 0.04,
+            "{paired:?}"
+        );
+        let unpaired = interval(&samples(&b, &c, 10)).unwrap();
+        assert!(
+            !unpaired.paired && unpaired.low < 0.0 && unpaired.high > 0.04,
+            "{unpaired:?}"
+        );
+        assert!((paired.change - 0.02).abs() < 1e-12);
+    }
+
+    #[test]
+    fn intervals_widen_with_fewer_seeds_and_need_two() {
+        assert_eq!(t95(4.0), 2.776);
+        assert_eq!(t95(22.5), 2.086, "between rows: the wider one");
+        assert_eq!(t95(1e9), 1.960);
+        assert!(interval(&samples(&[1.0], &[1.0, 2.0], 0)).is_none());
+        assert!(interval(&samples(&[0.0, 0.0], &[1.0, 2.0], 0)).is_none());
+    }
+}
