@@ -1175,3 +1175,42 @@ fn compare_passes_a_neutral_change_and_fails_a_real_regression() {
         assert!(text.contains(needle), "{needle}\n{text}");
     }
 }
+
+/// Policy parameters are scenario fields: located when meaningless, sweepable by path.
+#[test]
+fn policy_parameters_are_set_and_swept_from_the_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()));
+    let file = dir.path().join("p.yaml");
+    let bad = base.replace(
+        "  policy: kv_aware\n",
+        "  policy: kv_aware\n  kv_aware: {queued_weight: -1}\n  shortest_prompt_first: {aging_tokens_per_s: 1e12}\n",
+    );
+    std::fs::write(&file, bad).unwrap();
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    for needle in [
+        "scheduling.kv_aware.queued_weight: must be a number in [0, 1000000], got -1",
+        "scheduling.shortest_prompt_first.aging_tokens_per_s: must be a number in [0, 1000000000], got 1000000000000",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+    let swept = base.replace(
+        "  policy: kv_aware\n",
+        "  policy: kv_aware\n  kv_aware: {queued_weight: 1}\n",
+    ) + "sweep:\n  axes:\n    - {name: queued_weight, path: scheduling.kv_aware.queued_weight, values: [0, 0.5]}\n";
+    std::fs::write(&file, swept).unwrap();
+    let out = dir.path().join("out");
+    epsim()
+        .args(["run", "--no-progress", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .assert()
+        .success();
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(summary.starts_with("param_queued_weight,"), "{summary}");
+    assert_eq!(summary.lines().count(), 3);
+    let point = std::fs::read_to_string(out.join("points").join("00001.csv")).unwrap();
+    assert!(point.contains("0.5"), "{point}");
+}

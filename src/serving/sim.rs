@@ -309,7 +309,7 @@ impl<'a> Simulation<'a> {
         Ok(Simulation {
             loaded,
             instances,
-            policy: policy::by_name(sc.policy),
+            policy: policy::by_name(sc.policy, &sc.policy_parameters),
             requests: Requests::default(),
             next_id: 0,
             joins: 0,

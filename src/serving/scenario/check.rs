@@ -386,6 +386,56 @@ pub(super) fn precision(raw: &ScenarioFile, model: Option<&ModelConfig>) -> Prec
     native.over(&raw.precision)
 }
 
+/// The policies' parameters: finite, not negative, and at most a limit past which they
+/// would only overflow the queue keys.
+pub(super) fn policy_parameters(c: &mut Checks, s: &SchedulingFile) -> PolicyParameters {
+    let mut check = |value: f64, loc, path: &str, max: f64| {
+        if !(value.is_finite() && (0.0..=max).contains(&value)) {
+            c.problem(
+                loc,
+                path,
+                format!("must be a number in [0, {max}], got {value}"),
+            );
+        }
+    };
+    let kv_aware = s
+        .kv_aware
+        .as_ref()
+        .map_or_else(KvAwareParameters::default, |p| {
+            let w = p.value.queued_weight;
+            check(
+                w,
+                p.loc,
+                "scheduling.kv_aware.queued_weight",
+                MAX_POLICY_WEIGHT,
+            );
+            p.value
+        });
+    let shortest_prompt_first =
+        s.shortest_prompt_first
+            .as_ref()
+            .map_or_else(Default::default, |p| {
+                let a = p.value.aging_tokens_per_s;
+                check(
+                    a,
+                    p.loc,
+                    "scheduling.shortest_prompt_first.aging_tokens_per_s",
+                    MAX_AGING_TOKENS_PER_S,
+                );
+                p.value
+            });
+    PolicyParameters {
+        kv_aware,
+        shortest_prompt_first,
+    }
+}
+
+/// The largest `kv_aware.queued_weight`.
+pub const MAX_POLICY_WEIGHT: f64 = 1e6;
+/// The largest `shortest_prompt_first.aging_tokens_per_s`: with runs of at most
+/// MAX_DURATION_S, queue keys stay far below 2^64.
+pub const MAX_AGING_TOKENS_PER_S: f64 = 1e9;
+
 /// Either aggregated (only `both`) or disaggregated (`prefill` and `decode`) serving.
 pub(super) fn roles(c: &mut Checks, raw: &ScenarioFile) {
     let roles: Vec<Role> = raw

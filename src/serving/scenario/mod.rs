@@ -155,6 +155,46 @@ struct SchedulingFile {
     policy: Option<PolicyName>,
     #[serde(default)]
     micro_batch_overlap: bool,
+    #[serde(default)]
+    kv_aware: Option<At<KvAwareParameters>>,
+    #[serde(default)]
+    shortest_prompt_first: Option<At<ShortestPromptFirstParameters>>,
+}
+
+/// `kv_aware`'s parameter: how much the KV that queued requests will reserve counts
+/// against a place, beside the KV reserved there (Dynamo's router weighs incoming and
+/// active blocks alike: 1).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvAwareParameters {
+    #[serde(default = "one")]
+    pub queued_weight: f64,
+}
+
+/// `shortest_prompt_first`'s parameter: prompt tokens a request's priority gains per
+/// second it waits, so long prompts are not starved (0 = strict shortest first).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShortestPromptFirstParameters {
+    #[serde(default)]
+    pub aging_tokens_per_s: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for KvAwareParameters {
+    fn default() -> Self {
+        KvAwareParameters { queued_weight: 1.0 }
+    }
+}
+
+/// Every policy's parameters (each policy reads its own).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct PolicyParameters {
+    pub kv_aware: KvAwareParameters,
+    pub shortest_prompt_first: ShortestPromptFirstParameters,
 }
 
 #[derive(Deserialize, Default)]
@@ -291,6 +331,7 @@ pub struct Scenario {
     pub precision: PrecisionSettings,
     pub mtp: Mtp,
     pub policy: PolicyName,
+    pub policy_parameters: PolicyParameters,
     /// The instances' default (each instance's own is in `instances`).
     pub micro_batch_overlap: bool,
     pub moe: MoeSettings,
@@ -428,6 +469,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         instances::instances(&mut c, &raw, named.topology.as_ref(), model, mtp, precision);
     check::roles(&mut c, &raw);
     check::name(&mut c, &raw);
+    let policy_parameters = check::policy_parameters(&mut c, &raw.scheduling);
     let mut diags = c.diags;
     let w = &raw.workload;
     diags.append(named.diags);
@@ -486,6 +528,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         precision,
         mtp,
         policy: raw.scheduling.policy.unwrap_or_default(),
+        policy_parameters,
         micro_batch_overlap: raw.scheduling.micro_batch_overlap,
         moe,
         instances,
