@@ -17,7 +17,7 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(
     name = "epsim",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("EPSIM_GIT_COMMIT"), ")"),
     about = "Discrete-event simulator of rack-scale Mixture-of-Experts LLM inference",
     after_help = "Examples:\n  epsim topo show topologies/gb200-nvl72.yaml\n  epsim validate topologies/*.yaml\n\nExit codes: 0 success, 1 the job failed, 2 bad usage or bad input."
 )]
@@ -235,7 +235,7 @@ enum Command {
     },
     /// Time one decode iteration of one rank, by op class
     #[command(
-        after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --batch 64 --context 2048 --roofline\n\nBalanced routing; compute only until the communication model prices dispatch and combine.\nEach op is priced from the GPU's kernel profile where it measures the op (measured,\ninterpolated, or extrapolated beyond the measured shapes by the roofline's trend), else\nby the roofline; the op table says which."
+        after_help = "Examples:\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --mtp 1 --batch 32 --context 2048\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 32 --slots 288 --weights nvfp4 --mtp 1 --batch 32 --context 2048 --format json\n  epsim step --model deepseek-r1 --gpu b200-gb200 --ep 8 --weights nvfp4 --batch 64 --context 2048 --roofline\n\nOne rank's compute with balanced routing; the all-to-all needs a topology: `epsim a2a`,\nor `epsim iteration SCENARIO` for a whole iteration with routing drawn.\nEach op is priced from the GPU's kernel profile where it measures the op (measured,\ninterpolated, or extrapolated beyond the measured shapes by the roofline's trend), else\nby the roofline; the op table says which."
     )]
     Step {
         #[command(flatten)]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{epsim, repo, stderr};
+use common::{epsim, repo, stderr, stdout};
 use predicates::prelude::*;
 use std::path::PathBuf;
 
@@ -730,7 +730,7 @@ fn step_table_says_what_is_not_modelled_and_warns_on_memory() {
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "compute only: dispatch and combine",
+            "the MoE all-to-all needs a topology (epsim a2a; epsim iteration prices both)",
         ))
         .stdout(predicate::str::contains("warning: the KV cache holds only"));
     epsim()
@@ -1303,4 +1303,21 @@ fn a_seed_whose_replicates_would_wrap_is_bad_usage() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("would run past the largest seed"));
+}
+
+/// `--version` names the commit it was built from (or says it does not know one).
+#[test]
+fn the_version_names_its_git_commit() {
+    let out = epsim().arg("--version").assert().success();
+    let text = stdout(&out);
+    let commit = text
+        .trim()
+        .strip_prefix(concat!("epsim ", env!("CARGO_PKG_VERSION"), " (git "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
 }

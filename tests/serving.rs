@@ -44,7 +44,7 @@ fn value(s: &[(String, String)], column: &str) -> f64 {
 fn a_run_writes_its_three_files_with_the_promised_columns() {
     let dir = tempfile::tempdir().unwrap();
     let stdout = run("tests/scenarios/small-disaggregated.yaml", dir.path(), &[]);
-    assert!(stdout.contains("output_tok_s_per_gpu") && stdout.contains("wrote"));
+    assert!(stdout.contains("output_tok_s_per_gpu") && !stdout.contains("wrote"));
     let s = summary(dir.path());
     for column in [
         "output_tok_s",
@@ -446,8 +446,10 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
             .arg(&file)
             .assert()
             .success();
-        let stdout = stdout(&run);
-        assert!(stdout.contains("summary.csv not written"), "{stdout}");
+        // What it did goes to stderr; stdout stays for results.
+        let said = stderr(&run);
+        assert!(said.contains("summary.csv not written"), "{said}");
+        assert!(stdout(&run).is_empty());
         shards.push(out);
     }
     let merged = dir.path().join("merged");
@@ -471,6 +473,18 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
         .assert()
         .code(2);
     assert!(stderr(&partial).contains("points are in none of the folders"));
+    // Without --resume, a second run says what it is about to redo and how to keep it.
+    let again = epsim()
+        .args(["run", "--no-progress", "--shard", "1/3", "--out"])
+        .arg(&shards[0])
+        .arg(&file)
+        .assert()
+        .success();
+    assert!(
+        stderr(&again).contains("finished points; this run computes every point again (stop it and add --resume to keep them)"),
+        "{}",
+        stderr(&again)
+    );
     // --resume skips what is there: remove one point, resume, same summary.
     std::fs::remove_file(whole.join("points/00003.csv")).unwrap();
     let resumed = epsim()
@@ -479,11 +493,8 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
         .arg(&file)
         .assert()
         .success();
-    let stdout = stdout(&resumed);
-    assert!(
-        stdout.starts_with("1 points run, 7 already done"),
-        "{stdout}"
-    );
+    let said = stderr(&resumed);
+    assert!(said.starts_with("1 points run, 7 already done"), "{said}");
     assert_eq!(
         std::fs::read_to_string(whole.join("summary.csv")).unwrap(),
         summary

@@ -18,6 +18,16 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Writes what a command did (files written, wall time) to stderr, so that stdout holds
+/// only its results; a closed pipe is not an error.
+pub fn note(text: &str) -> anyhow::Result<()> {
+    let mut err = std::io::stderr().lock();
+    match err.write_all(text.as_bytes()).and_then(|()| err.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stderr"),
+        _ => Ok(()),
+    }
+}
+
 /// Pretty JSON with a final newline.
 pub fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value).context("writing JSON")? + "\n")

@@ -1,7 +1,7 @@
 //! `epsim plot`: SVG charts of a sweep's summary.csv: the Pareto frontier per group (the
 //! shape of NVIDIA's Wide-EP Figure 5) and TTFT / TPOT against load.
 
-use super::output::{UsageError, emit};
+use super::output::{UsageError, note};
 use epsim::sweep::frontier;
 use epsim::sweep::plot::{Chart, Series, svg};
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
         )?;
         written.push(out);
     }
-    emit(
+    note(
         &written
             .iter()
             .map(|f| format!("wrote {}\n", f.display()))

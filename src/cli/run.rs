@@ -1,7 +1,7 @@
 //! `epsim run`: simulate a scenario (or every point of its sweep) and write the result
 //! files; `epsim merge`: combine the folders of a sweep's shards.
 
-use super::output::{UsageError, emit};
+use super::output::{UsageError, emit, note};
 use epsim::serving::{output, sim};
 use epsim::sweep::run::{self as sweep, Options, SweepFile};
 use std::path::{Path, PathBuf};
@@ -68,6 +68,13 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
     };
     sweep::check_resume(&file, &opts).map_err(UsageError)?;
+    let finished = finished_points(&out);
+    if !a.resume && finished > 0 {
+        note(&format!(
+            "note: {} holds {finished} finished points; this run computes every point again (stop it and add --resume to keep them)\n",
+            out.join("points").display()
+        ))?;
+    }
     let outcome =
         sweep::run(&file, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let mut text = format!(
@@ -83,7 +90,7 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
             "summary.csv not written: this folder does not hold every point yet (merge the shards with `epsim merge`)\n",
         ),
     }
-    emit(&text)?;
+    note(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,22 +115,32 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
     for (column, value) in &report.summary {
         text.push_str(&format!("{column:<width$}  {value}\n"));
     }
+    emit(&text)?;
     let s = &report.stats;
-    text.push_str(&format!(
+    let mut done = format!(
         "\nsimulated {:.1} s in {:.2} s wall ({:.0} events/s, {:.1} simulated s per wall s)\n",
         s.simulated_s, s.wall_s, s.events_per_wall_s, s.simulated_s_per_wall_s
-    ));
+    );
     for f in written {
-        text.push_str(&format!("wrote {}\n", f.display()));
+        done.push_str(&format!("wrote {}\n", f.display()));
     }
-    emit(&text)?;
+    note(&done)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<ExitCode> {
     let summary = sweep::merge(dirs, out).map_err(UsageError)?;
-    emit(&format!("wrote {}\n", summary.display()))?;
+    note(&format!("wrote {}\n", summary.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Point files already in `out/points`.
+fn finished_points(out: &Path) -> usize {
+    std::fs::read_dir(out.join("points")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "csv"))
+            .count()
+    })
 }
 
 /// `K/N` with 1 <= K <= N.

@@ -21,9 +21,8 @@ pub struct StepArgs<'a> {
     pub format: TableFormat,
 }
 
-/// Dispatch and combine wait for the communication model.
-const COMMUNICATION_NOTE: &str =
-    "compute only: dispatch and combine (the MoE all-to-all) are not modelled yet";
+/// Where the all-to-all is priced instead: it needs a topology.
+const COMMUNICATION_NOTE: &str = "one rank's compute, balanced routing: the MoE all-to-all needs a topology (epsim a2a; epsim iteration prices both)";
 
 pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     let (model, gpu, deployment) = a.deployment.resolve()?;

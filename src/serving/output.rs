@@ -71,6 +71,7 @@ pub fn write_run(dir: &Path, loaded: &LoadedScenario, report: &Report) -> io::Re
     }
     let manifest = serde_json::json!({
         "epsim_version": env!("CARGO_PKG_VERSION"),
+        "epsim_git_commit": env!("EPSIM_GIT_COMMIT"),
         "seed": loaded.scenario.seed,
         "topology": loaded.topology.name,
         "model": loaded.model.name,
