@@ -5,7 +5,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::memory::{DeploymentArgs, TableFormat};
 use cli::output::UsageError;
 use cli::topo::TopoFormat;
@@ -78,6 +78,17 @@ enum Command {
         after_help = "Examples:\n  epsim imbalance --model deepseek-r1 --ep 32\n  epsim imbalance --model deepseek-r1 --ep 32 --slots 288 --eplb online --format json\n  epsim imbalance --model deepseek-r1 --ep 64 --slots 320 --eplb static --popularity zipf:1.0 --format csv\n\nRank imbalance is (max - mean)/mean of tokens per rank (TensorRT-LLM's imbalance ratio);\nbalancedness is mean/max (SGLang's)."
     )]
     Imbalance(cli::imbalance::ImbalanceArgs),
+    /// Shell completions for epsim, to stdout
+    #[command(
+        after_help = "Examples:\n  epsim completions bash > ~/.local/share/bash-completion/completions/epsim\n  epsim completions zsh > ~/.zfunc/_epsim\n  epsim completions fish > ~/.config/fish/completions/epsim.fish"
+    )]
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff), to stdout
+    #[command(after_help = "Example:\n  epsim man > epsim.1 && man ./epsim.1")]
+    Man,
     /// One instance of a scenario at a fixed load, with one micro-batch and with two
     #[command(
         after_help = "Examples:\n  epsim iteration validation/sglang-h100-tbo/deployment.yaml --instance decode --batch 256 --context 2048\n  epsim iteration validation/sglang-h100-tbo/deployment.yaml --instance prefill --prefill-tokens 8192 --format json\n\nEvery DP rank decodes --batch requests (or prefills a --prefill-tokens chunk); each\niteration draws its routing (the scenario's seed), prices the all-to-all and applies the\ninstance's EPLB, as `epsim run` does. overlap_gain is the throughput with two micro-batches\n(two-batch overlap) over the throughput with one."
@@ -442,6 +453,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eplb { input } => cli::eplb::run(&input),
         Command::Accuracy { cases, format } => cli::accuracy::run(&cases, format),
         Command::Imbalance(args) => cli::imbalance::run(&args),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "epsim", &mut text);
+            cli::output::emit(&String::from_utf8_lossy(&text)).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| cli::output::emit(&String::from_utf8_lossy(&text)))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Iteration(args) => cli::iteration::run(&args),
         Command::Step {
             deployment,

@@ -1321,3 +1321,39 @@ fn the_version_names_its_git_commit() {
         "{commit}"
     );
 }
+
+/// Completions and the man page come from the command definition itself.
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let text = stdout(&epsim().args(["completions", shell]).assert().success());
+        for command in ["run", "accuracy", "iteration", "compare", "frontier"] {
+            assert!(text.contains(command), "{shell}: {command}");
+        }
+    }
+    let man = stdout(&epsim().arg("man").assert().success());
+    assert!(
+        man.contains(".TH epsim 1") && man.contains(".SH NAME"),
+        "{man}"
+    );
+    assert!(man.contains("iteration"), "subcommands listed");
+}
+
+/// Every command's help is plain text: no rustdoc link syntax leaks from doc comments.
+#[test]
+fn help_texts_carry_no_rustdoc_links() {
+    let top = stdout(&epsim().arg("--help").assert().success());
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() > 15, "{commands:?}");
+    for c in commands {
+        let text = stdout(&epsim().arg(&c).arg("--help").assert().success());
+        assert!(!text.contains("[`") && !text.contains("`]"), "{c}:\n{text}");
+    }
+}

@@ -23,7 +23,7 @@ use std::fmt;
 pub enum Precision {
     /// bfloat16.
     Bf16,
-    /// FP8 E4M3 with block scales (see [`Precision::bits_per_element`]).
+    /// FP8 E4M3 with block scales (per 128 x 128 tile of weights, per 32 activations)
     Fp8,
     /// NVIDIA NVFP4: E2M1 with one E4M3 scale per 16 values.
     Nvfp4,
