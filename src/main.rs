@@ -183,6 +183,8 @@ enum Command {
         /// Worse by more than this is a regression: 2% or 0.02
         #[arg(long, default_value = "2%", value_parser = cli::compare::parse_tolerance)]
         tolerance: f64,
+        #[arg(long, value_enum, default_value_t = cli::memory::TableFormat::Table)]
+        format: cli::memory::TableFormat,
     },
     /// Pareto frontiers of a sweep's summary.csv per group, and their value at an x
     #[command(
@@ -434,7 +436,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             candidate,
             metrics,
             tolerance,
-        } => cli::compare::run(&baseline, &candidate, metrics, tolerance),
+            format,
+        } => cli::compare::run(&baseline, &candidate, metrics, tolerance, format),
         Command::Frontier {
             summary,
             x,

@@ -536,6 +536,11 @@ fn frontier_finds_the_best_points_per_group_and_interpolates() {
         3,
         "(90, 2000) is dominated"
     );
+    assert_eq!(
+        j[0]["frontier"][0]["tok_s_per_user"], 50.0,
+        "points name their columns"
+    );
+    assert_eq!(j[0]["frontier"][0]["output_tok_s_per_gpu"], 5000.0);
     assert!(
         j[2]["y_at"].is_null() && j[2]["note"].is_string(),
         "no measured points for ep 64"
@@ -1185,6 +1190,24 @@ fn compare_passes_a_neutral_change_and_fails_a_real_regression() {
     for needle in ["tpot_ms_p99", "REGRESSION", "95% interval"] {
         assert!(text.contains(needle), "{needle}\n{text}");
     }
+    // The same verdicts as JSON, for CI scripts.
+    let out = epsim()
+        .args(["compare", "--format", "json"])
+        .arg(&golden)
+        .arg(&worse)
+        .assert()
+        .code(1);
+    let j: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let regressions = j["regressions"].as_u64().unwrap();
+    assert!(regressions >= 6, "{j}");
+    let flagged = j["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["verdict"] == "regression")
+        .count() as u64;
+    assert_eq!(flagged, regressions);
+    assert!(j["changes"][0]["interval_low"].is_number());
 }
 
 /// Policy parameters are scenario fields: located when meaningless, sweepable by path.

@@ -1,6 +1,7 @@
 //! `epsim compare`: a candidate run against a baseline; exit 1 on a regression.
 
-use super::output::{UsageError, emit};
+use super::memory::TableFormat;
+use super::output::{UsageError, emit, json};
 use epsim::sweep::compare::{self, DEFAULT_METRICS, Metric, Verdict};
 use std::path::Path;
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ pub fn run(
     candidate: &Path,
     metrics: Vec<Metric>,
     tolerance: f64,
+    format: TableFormat,
 ) -> anyhow::Result<ExitCode> {
     let metrics = if metrics.is_empty() {
         DEFAULT_METRICS
@@ -53,6 +55,53 @@ pub fn run(
         tolerance,
     )
     .map_err(UsageError)?;
+    let regressions = changes.iter().filter(|c| c.is_regression()).count();
+    let inconclusive = changes
+        .iter()
+        .filter(|c| c.verdict == Verdict::Inconclusive)
+        .count();
+    let text = match format {
+        TableFormat::Table => table(&changes, tolerance),
+        TableFormat::Json => json(&serde_json::json!({
+            "tolerance": tolerance,
+            "regressions": regressions,
+            "inconclusive": inconclusive,
+            "changes": changes.iter().map(|c| serde_json::json!({
+                "row": c.row,
+                "metric": c.metric,
+                "baseline": c.baseline,
+                "candidate": c.candidate,
+                "change": c.change,
+                "interval_low": c.interval.map(|i| i.0),
+                "interval_high": c.interval.map(|i| i.1),
+                "seeds_baseline": c.seeds.map(|s| s.0),
+                "seeds_candidate": c.seeds.map(|s| s.1),
+                "verdict": verdict_name(&c.verdict),
+            })).collect::<Vec<_>>(),
+        }))?,
+    };
+    emit(&text)?;
+    Ok(if regressions > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The verdict as the JSON output names it.
+fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Same => "same",
+        Verdict::Better => "better",
+        Verdict::WorseWithin => "worse_within_tolerance",
+        Verdict::Worse => "regression",
+        Verdict::Lost => "regression_no_longer_measured",
+        Verdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// The changes as a table, with the count of regressions.
+fn table(changes: &[compare::Change], tolerance: f64) -> String {
     let fmt = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.3}"));
     let width = changes
         .iter()
@@ -83,7 +132,7 @@ pub fn run(
             String::new()
         },
     );
-    for c in &changes {
+    for c in changes {
         let verdict = match c.verdict {
             Verdict::Same => "same",
             Verdict::Better => "better",
@@ -125,10 +174,5 @@ pub fn run(
             String::new()
         }
     ));
-    emit(&text)?;
-    Ok(if regressions > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    text
 }

@@ -59,9 +59,15 @@ pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
                     }
                     o.insert(
                         "frontier".into(),
+                        // Each point by its columns' names.
                         f.points
                             .iter()
-                            .map(|&(x, y)| serde_json::json!([x, y]))
+                            .map(|&(x, y)| {
+                                let mut p = serde_json::Map::new();
+                                p.insert(a.x.to_owned(), x.into());
+                                p.insert(a.y.to_owned(), y.into());
+                                serde_json::Value::Object(p)
+                            })
                             .collect(),
                     );
                     if let Some(x) = a.at {
