@@ -1357,3 +1357,59 @@ fn help_texts_carry_no_rustdoc_links() {
         assert!(!text.contains("[`") && !text.contains("`]"), "{c}:\n{text}");
     }
 }
+
+/// From any folder, names find the bundled data: on the command line, and as a scenario's
+/// `model:` and `topology:`; an unknown name lists the known ones.
+#[test]
+fn bundled_names_work_from_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    epsim()
+        .current_dir(dir.path())
+        .args([
+            "memory",
+            "--model",
+            "deepseek-r1",
+            "--gpu",
+            "b200-gb200",
+            "--ep",
+            "8",
+        ])
+        .assert()
+        .success();
+    let file = dir.path().join("named.yaml");
+    let text = "topology: gb200-nvl72\nmodel: deepseek-r1\nduration_s: 2\nworkload:\n  arrivals: {kind: poisson, rate_per_s: 5}\n  input: {dist: fixed, tokens: 128}\n  output: {dist: fixed, tokens: 16}\ninstances:\n  - {name: a, role: both, gpus: 0-7, max_batch: 8, max_tokens: 512}\n";
+    std::fs::write(&file, text).unwrap();
+    epsim()
+        .current_dir(dir.path())
+        .args(["validate", "named.yaml"])
+        .assert()
+        .success();
+    std::fs::write(
+        &file,
+        text.replace("model: deepseek-r1", "model: deepseek-r9"),
+    )
+    .unwrap();
+    let out = epsim()
+        .current_dir(dir.path())
+        .args(["validate", "named.yaml"])
+        .assert()
+        .code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("named.yaml:2:8: model: no bundled model named `deepseek-r9`"),
+        "{err}"
+    );
+    assert!(err.contains("there are: deepseek-r1,"), "{err}");
+    // EPSIM_DATA says where the data is.
+    let out = epsim()
+        .current_dir(dir.path())
+        .env("EPSIM_DATA", dir.path())
+        .args(["validate", "named.yaml"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr(&out).contains("no bundled topology named `gb200-nvl72`"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -123,7 +123,7 @@ fn read_profile(file: &std::path::Path) -> anyhow::Result<Vec<Vec<f64>>> {
 pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
     let model = lookup::model(&a.model, &a.models_dir)?;
     let m = &model.moe;
-    let topo = epsim::topology::load(&a.topology)?;
+    let topo = epsim::topology::load(&epsim::input::data::locate(&a.topology))?;
     let gpu = *topo
         .gpus
         .first()

@@ -2,19 +2,23 @@
 
 use super::output::UsageError;
 use epsim::hardware::{self, GpuSpec};
+use epsim::input::data;
 use epsim::model::{self, ModelConfig};
 use std::path::{Path, PathBuf};
 
-/// A name is looked up as `<dir>/<name>.yaml`; anything that looks like a path is used as is.
+/// A name is looked up as `<dir>/<name>.yaml`, `dir` from the working folder or else in
+/// the bundled data (`$EPSIM_DATA`, see `epsim::input::data`); anything that looks like a
+/// path is used as is, found the same way.
 fn resolve(what: &str, name: &str, dir: &Path, flag: &str) -> anyhow::Result<PathBuf> {
-    let as_path = Path::new(name);
-    if name.ends_with(".yaml") || name.contains('/') {
-        return Ok(as_path.to_owned());
+    if !data::is_name(name) {
+        return Ok(data::locate(Path::new(name)));
     }
+    let dir = data::locate(dir);
     let file = dir.join(format!("{name}.yaml"));
     if file.is_file() {
         return Ok(file);
     }
+    let dir = dir.as_path();
     let available = hardware::available_specs(dir);
     let listing = if available.is_empty() {
         format!("{} has no {what} files (set {flag})", dir.display())

@@ -29,7 +29,7 @@ fn row(o: &Outcome) -> String {
 
 pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     let model_file = lookup::model_path(&a.model, &a.models_dir)?;
-    let topo = epsim::topology::load(&a.topology)?;
+    let topo = epsim::topology::load(&epsim::input::data::locate(&a.topology))?;
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let target = Target {
         model_file: abs(&model_file),

@@ -1,6 +1,7 @@
 //! Reading YAML input files with located, collected diagnostics: every problem in a file is
 //! reported at once, each with file, line, column and field path.
 
+pub mod data;
 mod de;
 mod tree;
 

@@ -50,8 +50,50 @@ pub(super) struct Named {
 
 /// Loads the files the scenario names; their problems are reported against them.
 pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Named {
-    let topology_file = dir.join(&raw.topology.value);
-    let model_file = dir.join(&raw.model.value);
+    // A name (`deepseek-r1`, `gb200-nvl72`) is a bundled file, as on the command line; a
+    // path is relative to the scenario.
+    let file = |value: &str, folder: &str| {
+        if input::data::is_name(value) {
+            input::data::named(folder, value)
+        } else {
+            dir.join(value)
+        }
+    };
+    let topology_file = file(&raw.topology.value, "topologies");
+    let model_file = file(&raw.model.value, "models");
+    let mut unknown = [false; 2];
+    for (i, (value, folder, path, loc, field)) in [
+        (
+            &raw.topology.value,
+            "topologies",
+            &topology_file,
+            raw.topology.loc,
+            "topology",
+        ),
+        (
+            &raw.model.value,
+            "models",
+            &model_file,
+            raw.model.loc,
+            "model",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if input::data::is_name(value) && !path.is_file() {
+            unknown[i] = true;
+            c.problem(
+                loc,
+                field,
+                format!(
+                    "no bundled {field} named `{value}` in {}; there are: {}",
+                    input::data::dir().join(folder).display(),
+                    input::data::names(folder).join(", ")
+                ),
+            );
+        }
+    }
     let mut named = Diagnostics::new();
     let overrides: BTreeMap<String, String> = raw
         .topology_parameters
@@ -59,6 +101,7 @@ pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Nam
         .map(|(k, v)| (k.clone(), v.value.to_string()))
         .collect();
     let topology = match topology::load_with(&topology_file, &overrides) {
+        _ if unknown[0] => None,
         Ok(t) => Some(t),
         Err(e) => {
             c.problem(
@@ -71,6 +114,7 @@ pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Nam
         }
     };
     let model = match load_model(&model_file) {
+        _ if unknown[1] => None,
         Ok(m) => Some(m),
         Err(e) => {
             c.problem(
@@ -92,7 +136,6 @@ pub(super) fn named_files(c: &mut Checks, raw: &ScenarioFile, dir: &Path) -> Nam
     }
 }
 
-/// Duration and warm-up, seconds.
 /// Duration, warm-up and drain, seconds. A benchmark client has neither warm-up nor drain:
 /// it counts every request and ends when the last is answered.
 pub(super) fn timing(c: &mut Checks, raw: &ScenarioFile) -> (f64, f64, f64) {
