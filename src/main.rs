@@ -167,6 +167,13 @@ enum Command {
         /// Runners-up shown
         #[arg(long, default_value_t = 5)]
         runners_up: usize,
+        /// Also search the highest rate the best deployment holds at the SLA (a few more
+        /// simulations)
+        #[arg(long)]
+        headroom: bool,
+        /// Write the best deployment as a runnable scenario YAML to this file
+        #[arg(long)]
+        emit_scenario: Option<PathBuf>,
     },
     /// Compare a candidate run with a baseline; exit 1 on a regression
     #[command(
@@ -383,6 +390,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             jobs,
             runners_up,
+            headroom,
+            emit_scenario,
         } => {
             for (name, v) in [
                 ("--rate", rate),
@@ -416,6 +425,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     |j| j as usize,
                 ),
                 runners_up,
+                headroom,
+                emit_scenario,
             })
         }
         Command::Plot {

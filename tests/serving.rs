@@ -731,12 +731,33 @@ fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fai
             ]);
         cmd
     };
-    let out = args("20", "50").assert().success();
+    let dir = tempfile::tempdir().unwrap();
+    let emitted = dir.path().join("best.yaml");
+    let out = args("20", "50")
+        .arg("--headroom")
+        .arg("--emit-scenario")
+        .arg(&emitted)
+        .assert()
+        .success();
     let text = stdout(&out);
     assert!(
         text.contains("best: 16 GPUs, 1 prefill EP8 + decode EP8"),
         "{text}"
     );
+    // Headroom: the rate it still holds, found by search, at least the target's.
+    let rate: f64 = text
+        .split("holds the SLA up to ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().find_map(|w| w.parse().ok()))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(rate >= 20.0, "{text}");
+    // The emitted scenario is the winner, runnable as it is.
+    let yaml = std::fs::read_to_string(&emitted).unwrap();
+    assert!(
+        yaml.contains("rate_per_s: 20") && yaml.contains("gpus: 0-7"),
+        "{yaml}"
+    );
+    epsim().arg("validate").arg(&emitted).assert().success();
     // A TPOT no deployment can reach: exit 1, and each failure says why.
     let out = args("20", "0.5").assert().code(1);
     let text = stdout(&out);

@@ -13,6 +13,8 @@ pub struct PlanArgs {
     pub target: Target,
     pub jobs: usize,
     pub runners_up: usize,
+    pub headroom: bool,
+    pub emit_scenario: Option<PathBuf>,
 }
 
 fn row(o: &Outcome) -> String {
@@ -29,11 +31,12 @@ fn row(o: &Outcome) -> String {
 
 pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     let model_file = lookup::model_path(&a.model, &a.models_dir)?;
-    let topo = epsim::topology::load(&epsim::input::data::locate(&a.topology))?;
+    let topology_file = epsim::input::data::locate(&a.topology);
+    let topo = epsim::topology::load(&topology_file)?;
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let target = Target {
         model_file: abs(&model_file),
-        topology_file: abs(&a.topology),
+        topology_file: abs(&topology_file),
         ..a.target
     };
     let outcomes = capacity::search(&target, topo.gpus.len() as u64, a.jobs);
@@ -70,6 +73,27 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
                 best.candidate.gpus(),
                 best.candidate.label()
             ));
+            if a.headroom {
+                let (rate, probes) = capacity::headroom(&target, &best.candidate);
+                let capped = rate >= target.rate_per_s * capacity::HEADROOM_MAX_FACTOR;
+                text.push_str(&format!(
+                    "headroom: it holds the SLA up to {}{rate:.0} requests/s ({:.1}x the target; {probes} more simulations, to within {:.0}%)\n\n",
+                    if capped { "at least " } else { "" },
+                    rate / target.rate_per_s,
+                    capacity::HEADROOM_RESOLUTION * 100.0
+                ));
+            }
+            if let Some(file) = &a.emit_scenario {
+                let yaml = format!(
+                    "# epsim plan's best deployment: {} GPUs, {}\n{}",
+                    best.candidate.gpus(),
+                    best.candidate.label(),
+                    capacity::scenario_text(&target, &best.candidate)
+                );
+                std::fs::write(file, yaml)
+                    .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+                super::output::note(&format!("wrote {}\n", file.display()))?;
+            }
             text.push_str(&header);
             for o in meeting.iter().take(1 + a.runners_up) {
                 text.push_str(&row(o));

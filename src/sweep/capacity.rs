@@ -217,6 +217,48 @@ fn evaluate(t: &Target, c: &Candidate) -> Outcome {
     }
 }
 
+/// The rate's resolution in [`headroom`]: the answer is within this share of the truth.
+pub const HEADROOM_RESOLUTION: f64 = 0.05;
+/// How far above the target rate [`headroom`] looks.
+pub const HEADROOM_MAX_FACTOR: f64 = 16.0;
+
+/// The highest Poisson rate, requests/s, at which `c` still meets `t`'s SLA, found by
+/// doubling from `t.rate_per_s` (which it meets) and then bisecting to within
+/// [`HEADROOM_RESOLUTION`]; and the simulations it took. Capped at
+/// [`HEADROOM_MAX_FACTOR`] x the target rate.
+pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
+    let meets = |rate: f64| {
+        let at = Target {
+            rate_per_s: rate,
+            ..t.clone()
+        };
+        evaluate(&at, c).meets()
+    };
+    let (mut low, mut probes) = (t.rate_per_s, 0);
+    let mut high = low;
+    loop {
+        if high >= t.rate_per_s * HEADROOM_MAX_FACTOR {
+            return (low, probes);
+        }
+        high = (high * 2.0).min(t.rate_per_s * HEADROOM_MAX_FACTOR);
+        probes += 1;
+        if !meets(high) {
+            break;
+        }
+        low = high;
+    }
+    while high - low > HEADROOM_RESOLUTION * low {
+        let mid = 0.5 * (low + high);
+        probes += 1;
+        if meets(mid) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    (low, probes)
+}
+
 /// Simulates every candidate that fits the topology's `gpus` (on `jobs` threads) and
 /// returns the outcomes, those meeting the target first by GPU count, then output tokens/s.
 pub fn search(t: &Target, gpus: u64, jobs: usize) -> Vec<Outcome> {
