@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 mod check;
+#[cfg(test)]
+mod fuzz;
 mod instances;
 
 use check::Checks;
