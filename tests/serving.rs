@@ -1269,3 +1269,66 @@ fn policy_parameters_are_set_and_swept_from_the_scenario() {
     let point = std::fs::read_to_string(out.join("points").join("00001.csv")).unwrap();
     assert!(point.contains("0.5"), "{point}");
 }
+
+/// `stop_when`: the run ends at the first batch where throughput's 95% interval is within
+/// the target (and enough requests finished), says so in the summary, and is deterministic.
+#[test]
+fn a_run_stops_once_its_throughput_is_known_well_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace("duration_s: 6\n", "duration_s: 20\n")
+        .replace(
+            "warmup_s: 1\n",
+            "warmup_s: 1\nstop_when: {metric: output_tok_s, relative_ci: 0.05, batch_s: 0.25}\n",
+        );
+    let file = dir.path().join("stop.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        epsim()
+            .args(["run"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        (
+            summary_row(&out),
+            std::fs::read_to_string(out.join("summary.csv")).unwrap(),
+        )
+    };
+    let ((s, csv), (_, again)) = (run("a"), run("b"));
+    assert_eq!(csv, again, "deterministic");
+    let f = |c: &str| s[c].parse::<f64>().unwrap();
+    assert!(f("output_tok_s_rel_ci95") <= 0.05, "{s:?}");
+    assert!(f("measured_s") < 19.0 && f("measured_s") >= 2.5, "{s:?}");
+    assert!(f("requests_completed") >= 200.0, "{s:?}");
+    // A target it cannot reach runs to duration_s.
+    std::fs::write(
+        &file,
+        text.replace("relative_ci: 0.05", "relative_ci: 0.0001"),
+    )
+    .unwrap();
+    let (s, _) = run("c");
+    assert_eq!(s["measured_s"], "19.0000");
+    // Meaningless settings are refused with their location.
+    std::fs::write(
+        &file,
+        text.replace(
+            "relative_ci: 0.05, batch_s: 0.25",
+            "relative_ci: 2, batch_s: 5",
+        ),
+    )
+    .unwrap();
+    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    assert!(
+        err.contains("stop_when.relative_ci: must be a share in (0, 1), got 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stop_when.batch_s: must be > 0 and fit 10 times"),
+        "{err}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Run statistics (issue 6, in progress): latency percentiles with HdrHistogram.
+//! Run statistics: latency percentiles with HdrHistogram, and the t quantile of confidence
+//! intervals.
 
 use crate::engine::SimDuration;
 use hdrhistogram::Histogram;
@@ -92,5 +93,57 @@ mod tests {
         l.record(SimDuration::from_ps(u64::MAX));
         assert_eq!(l.count(), 2);
         assert!(l.quantile_ms(1.0) > 1e9, "saturates instead of panicking");
+    }
+}
+
+/// Student's t for a two-sided 95% interval at `df` degrees of freedom, from the standard
+/// table; between its rows, the row of fewer degrees (a wider, conservative interval).
+pub fn t95(df: f64) -> f64 {
+    const TABLE: [(f64, f64); 25] = [
+        (1.0, 12.706),
+        (2.0, 4.303),
+        (3.0, 3.182),
+        (4.0, 2.776),
+        (5.0, 2.571),
+        (6.0, 2.447),
+        (7.0, 2.365),
+        (8.0, 2.306),
+        (9.0, 2.262),
+        (10.0, 2.228),
+        (11.0, 2.201),
+        (12.0, 2.179),
+        (13.0, 2.160),
+        (14.0, 2.145),
+        (15.0, 2.131),
+        (16.0, 2.120),
+        (17.0, 2.110),
+        (18.0, 2.101),
+        (19.0, 2.093),
+        (20.0, 2.086),
+        (25.0, 2.060),
+        (30.0, 2.042),
+        (40.0, 2.021),
+        (60.0, 2.000),
+        (120.0, 1.980),
+    ];
+    if df >= 1e6 {
+        return 1.960;
+    }
+    TABLE
+        .iter()
+        .rev()
+        .find(|&&(d, _)| d <= df)
+        .map_or(TABLE[0].1, |&(_, t)| t)
+}
+
+#[cfg(test)]
+mod t_tests {
+    use super::t95;
+
+    #[test]
+    fn t_quantiles_widen_with_fewer_degrees_of_freedom() {
+        assert_eq!(t95(4.0), 2.776);
+        assert_eq!(t95(22.5), 2.086, "between rows: the wider one");
+        assert_eq!(t95(1e9), 1.960);
     }
 }

@@ -107,6 +107,9 @@ pub struct Collector {
     finished_in_window: u64,
     /// Prompt tokens per second one full prefill instance takes, and its GPUs.
     prefill_capacity: Option<(f64, u64)>,
+    /// Output tokens of each closed batch of the measured window (batch means).
+    batch_tokens: Vec<u64>,
+    tokens_at_last_batch: u64,
     keep_rows: bool,
     ttft: Latencies,
     tpot: Latencies,
@@ -140,6 +143,8 @@ impl Collector {
             e2e: Latencies::new(),
             finished_in_window: 0,
             prefill_capacity: None,
+            batch_tokens: Vec::new(),
+            tokens_at_last_batch: 0,
             keep_rows: sc.output.requests_csv,
             ttft: Latencies::new(),
             tpot: Latencies::new(),
@@ -183,6 +188,40 @@ impl Collector {
         // A whisker over a whole instance is that instance, not the next (float sums).
         let whole = (instances - 1e-9).ceil().max(0.0) as u64;
         (instances * gpus as f64, whole * gpus)
+    }
+
+    /// Ends a batch of the measured window (batches of equal length).
+    pub fn close_batch(&mut self) {
+        self.batch_tokens
+            .push(self.output_tokens - self.tokens_at_last_batch);
+        self.tokens_at_last_batch = self.output_tokens;
+    }
+
+    pub fn batches(&self) -> usize {
+        self.batch_tokens.len()
+    }
+
+    /// Requests that arrived after the warm-up and have finished.
+    pub fn finished_measured(&self) -> u64 {
+        self.completed_measured
+    }
+
+    /// The half-width of the 95% confidence interval of output tokens/s, relative to it,
+    /// from the batch means; `None` with fewer than two batches or no tokens.
+    pub fn output_relative_ci(&self) -> Option<f64> {
+        let n = self.batch_tokens.len();
+        if n < 2 {
+            return None;
+        }
+        let x: Vec<f64> = self.batch_tokens.iter().map(|&t| t as f64).collect();
+        let mean = x.iter().sum::<f64>() / n as f64;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        (mean > 0.0).then(|| crate::metrics::t95((n - 1) as f64) * (var / n as f64).sqrt() / mean)
+    }
+
+    /// The measured window ends at `at` (a run that stopped once it knew enough).
+    pub fn end_window(&mut self, at: SimTime) {
+        self.end = at;
     }
 
     /// When statistics start.
@@ -371,6 +410,11 @@ impl Collector {
                 "output_tok_s_per_gpu_rate_matched",
                 num(output_tok_s / (decode_gpus as f64 + prefill_busy).max(1.0)),
             ),
+            (
+                "output_tok_s_rel_ci95",
+                self.output_relative_ci().map_or(String::new(), num),
+            ),
+            ("measured_s", num(window)),
             ("input_tok_s", num(input_tok_s)),
             (
                 "request_throughput_per_s",
@@ -429,7 +473,7 @@ impl Collector {
         let simulated_s = if self.benchmark {
             stopped_s
         } else {
-            stopped_s.max(sc.duration_s)
+            stopped_s.max(self.end.as_secs_f64())
         };
         Report {
             summary,

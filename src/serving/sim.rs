@@ -184,6 +184,47 @@ pub struct Simulation<'a> {
     pub metrics: Collector,
 }
 
+/// Batches of output tokens when no `stop_when` gives their length.
+const DEFAULT_BATCH_S: f64 = 1.0;
+
+/// Runs the measured window in batches (their means give the throughput's confidence
+/// interval) and, with `stop_when`, ends the window, the arrivals and the run (after any
+/// drain) at the first batch where the interval is narrow enough.
+fn run_batches(
+    sim: &mut Simulation,
+    s: &mut Scheduler<Event>,
+    sc: &crate::serving::scenario::Scenario,
+) -> Result<(), String> {
+    if sc.workload.arrivals.is_benchmark() {
+        return Ok(());
+    }
+    let batch_s = sc.stop_when.map_or(DEFAULT_BATCH_S, |w| w.batch_s);
+    let mut k = 1u64;
+    loop {
+        let t_s = sc.warmup_s + k as f64 * batch_s;
+        if t_s > sc.duration_s {
+            return Ok(());
+        }
+        let t = at_s(t_s)?;
+        s.run_until(sim, t).map_err(|e| e.to_string())?;
+        sim.metrics.close_batch();
+        if let Some(w) = sc.stop_when
+            && sim.metrics.batches() >= crate::serving::scenario::MIN_BATCHES
+            && sim.metrics.finished_measured() >= crate::serving::scenario::MIN_FINISHED
+            && sim
+                .metrics
+                .output_relative_ci()
+                .is_some_and(|ci| ci <= w.relative_ci)
+        {
+            sim.end = t;
+            sim.stop = at_s(t_s + sc.drain_s)?;
+            sim.metrics.end_window(t);
+            return Ok(());
+        }
+        k += 1;
+    }
+}
+
 /// The simulated time `seconds` after the start.
 fn at_s(seconds: f64) -> Result<SimTime, String> {
     let d = SimDuration::from_secs_f64(seconds).map_err(|e| e.to_string())?;
@@ -200,6 +241,7 @@ pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
     let mut sim = Simulation::new(loaded)?;
     let mut scheduler = Scheduler::new();
     sim.start(&mut scheduler).map_err(|e| e.to_string())?;
+    run_batches(&mut sim, &mut scheduler, &loaded.scenario).map_err(|e| e.to_string())?;
     let stop = sim.stop;
     let reason = scheduler
         .run_until(&mut sim, stop)
@@ -752,7 +794,8 @@ impl Model for Simulation<'_> {
     fn handle(&mut self, s: &mut Scheduler<Event>, event: Event) -> Result<Control, Error> {
         match event {
             Event::Arrival => {
-                if let Some(spec) = self.next_arrival.take() {
+                // A run that stopped early takes no arrivals after its end.
+                if let Some(spec) = self.next_arrival.take().filter(|_| s.now() <= self.end) {
                     self.arrive(s, spec, None)?;
                 }
                 self.schedule_next_arrival(s)?;

@@ -3,6 +3,8 @@
 //! mean. Paired by seed when both sides ran the same seeds (a policy change on common
 //! random numbers), Welch's unpaired interval otherwise (a change of seeds).
 
+use crate::metrics::t95;
+
 /// One metric's values, by seed, on each side.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Samples {
@@ -68,46 +70,6 @@ fn variance(x: &[f64]) -> f64 {
     x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() as f64 - 1.0).max(1.0)
 }
 
-/// Student's t for a two-sided 95% interval at `df` degrees of freedom, from the standard
-/// table; between its rows, the row of fewer degrees (a wider, conservative interval).
-fn t95(df: f64) -> f64 {
-    const TABLE: [(f64, f64); 25] = [
-        (1.0, 12.706),
-        (2.0, 4.303),
-        (3.0, 3.182),
-        (4.0, 2.776),
-        (5.0, 2.571),
-        (6.0, 2.447),
-        (7.0, 2.365),
-        (8.0, 2.306),
-        (9.0, 2.262),
-        (10.0, 2.228),
-        (11.0, 2.201),
-        (12.0, 2.179),
-        (13.0, 2.160),
-        (14.0, 2.145),
-        (15.0, 2.131),
-        (16.0, 2.120),
-        (17.0, 2.110),
-        (18.0, 2.101),
-        (19.0, 2.093),
-        (20.0, 2.086),
-        (25.0, 2.060),
-        (30.0, 2.042),
-        (40.0, 2.021),
-        (60.0, 2.000),
-        (120.0, 1.980),
-    ];
-    if df >= 1e6 {
-        return 1.960;
-    }
-    TABLE
-        .iter()
-        .rev()
-        .find(|&&(d, _)| d <= df)
-        .map_or(TABLE[0].1, |&(_, t)| t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,10 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn intervals_widen_with_fewer_seeds_and_need_two() {
-        assert_eq!(t95(4.0), 2.776);
-        assert_eq!(t95(22.5), 2.086, "between rows: the wider one");
-        assert_eq!(t95(1e9), 1.960);
+    fn intervals_need_two_seeds_a_side_and_a_baseline() {
         assert!(interval(&samples(&[1.0], &[1.0, 2.0], 0)).is_none());
         assert!(interval(&samples(&[0.0, 0.0], &[1.0, 2.0], 0)).is_none());
     }

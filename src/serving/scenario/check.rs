@@ -479,6 +479,44 @@ pub const MAX_POLICY_WEIGHT: f64 = 1e6;
 /// MAX_DURATION_S, queue keys stay far below 2^64.
 pub const MAX_AGING_TOKENS_PER_S: f64 = 1e9;
 
+/// `stop_when`: a share in (0, 1), batches that fit the measured window ten times, and not
+/// for a benchmark client (which ends with its last answer).
+pub(super) fn stop_when(
+    c: &mut Checks,
+    raw: &ScenarioFile,
+    duration_s: f64,
+    warmup_s: f64,
+) -> Option<StopWhen> {
+    let w = raw.stop_when.as_ref()?;
+    let v = w.value;
+    if !(v.relative_ci > 0.0 && v.relative_ci < 1.0) {
+        c.problem(
+            w.loc,
+            "stop_when.relative_ci",
+            format!("must be a share in (0, 1), got {}", v.relative_ci),
+        );
+    }
+    let window = duration_s - warmup_s;
+    if !(v.batch_s > 0.0 && v.batch_s * MIN_BATCHES as f64 <= window) {
+        c.problem(
+            w.loc,
+            "stop_when.batch_s",
+            format!(
+                "must be > 0 and fit {MIN_BATCHES} times in duration_s - warmup_s ({window} s), got {}",
+                v.batch_s
+            ),
+        );
+    }
+    if raw.workload.arrivals.value.is_benchmark() {
+        c.problem(
+            w.loc,
+            "stop_when",
+            "a benchmark client ends with its last answer: no stop_when".into(),
+        );
+    }
+    Some(v)
+}
+
 /// Either aggregated (only `both`) or disaggregated (`prefill` and `decode`) serving.
 pub(super) fn roles(c: &mut Checks, raw: &ScenarioFile) {
     let roles: Vec<Role> = raw

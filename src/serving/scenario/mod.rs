@@ -55,6 +55,8 @@ struct ScenarioFile {
     warmup_s: Option<At<f64>>,
     #[serde(default)]
     drain_s: Option<At<f64>>,
+    #[serde(default)]
+    stop_when: Option<At<StopWhen>>,
     workload: WorkloadFile,
     #[serde(default)]
     precision: PrecisionFile,
@@ -78,6 +80,38 @@ struct WorkloadFile {
     #[serde(default)]
     prefix_hit: Option<At<f64>>,
 }
+
+/// Ending a run once it knows enough: when the 95% confidence interval of `metric`'s
+/// steady-state mean, from the means of consecutive `batch_s` batches after the warm-up,
+/// is within `relative_ci` of it (after at least [`MIN_BATCHES`] batches and
+/// [`MIN_FINISHED`] finished measured requests; `duration_s` stays the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopWhen {
+    pub metric: StopMetric,
+    pub relative_ci: f64,
+    #[serde(default = "one_second")]
+    pub batch_s: f64,
+}
+
+/// Metrics a run can stop on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMetric {
+    OutputTokS,
+}
+
+fn one_second() -> f64 {
+    1.0
+}
+
+/// Batches a stopping run needs before it may stop: fewer give intervals too wide to trust
+/// and batch means too few to show correlation.
+pub const MIN_BATCHES: usize = 10;
+
+/// Measured requests a stopping run must have finished before it may stop, so that its
+/// latency percentiles rest on something.
+pub const MIN_FINISHED: u64 = 200;
 
 /// How an instance's MoE all-to-all runs: the kernels and the formats of the tokens sent
 /// to the experts and of the outputs sent back.
@@ -329,6 +363,7 @@ pub struct Scenario {
     /// After `duration_s` arrivals stop and requests in flight run on for up to this long,
     /// so latency statistics also cover the requests a hard stop would cut off.
     pub drain_s: f64,
+    pub stop_when: Option<StopWhen>,
     pub workload: Workload,
     pub precision: PrecisionSettings,
     pub mtp: Mtp,
@@ -472,6 +507,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
     check::roles(&mut c, &raw);
     check::name(&mut c, &raw);
     let policy_parameters = check::policy_parameters(&mut c, &raw.scheduling);
+    let stop_when = check::stop_when(&mut c, &raw, duration_s, warmup_s);
     let mut diags = c.diags;
     let w = &raw.workload;
     diags.append(named.diags);
@@ -521,6 +557,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         duration_s,
         warmup_s,
         drain_s,
+        stop_when,
         workload: Workload {
             arrivals,
             input: w.input.value.clone(),
