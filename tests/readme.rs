@@ -113,3 +113,59 @@ fn the_quickstart_summary_is_what_the_run_prints() {
     let summary: Vec<&str> = printed.lines().take_while(|l| !l.is_empty()).collect();
     assert_eq!(&shown[..summary.len()], &summary[..]);
 }
+
+/// The step table's totals and per-GPU throughputs (EP8 and EP32, measured kernels) are
+/// what `epsim step` computes.
+#[test]
+fn the_step_table_is_what_epsim_step_prices() {
+    let text = readme();
+    let row = |label: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .unwrap_or_else(|| panic!("README lacks the step table's `{label}` row"));
+        line.split('|').map(|c| c.trim().to_owned()).collect()
+    };
+    let (total, tput) = (row("total |"), row("output tokens/s per GPU"));
+    for (column, ep, slots) in [(2, "8", "256"), (3, "32", "288")] {
+        let out = epsim()
+            .current_dir(repo("."))
+            .args([
+                "step",
+                "--model",
+                "deepseek-r1",
+                "--gpu",
+                "b200-gb200",
+                "--ep",
+                ep,
+            ])
+            .args([
+                "--slots",
+                slots,
+                "--weights",
+                "nvfp4",
+                "--mtp",
+                "1",
+                "--batch",
+                "64",
+            ])
+            .args(["--context", "2048", "--format", "json"])
+            .output()
+            .expect("epsim runs");
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let us = j["step_us"].as_f64().unwrap();
+        let per_gpu = j["output_tok_s_per_gpu"].as_f64().unwrap();
+        let shown = |cell: &str| {
+            cell.trim_end_matches(" us")
+                .replace(',', "")
+                .parse::<f64>()
+                .unwrap()
+        };
+        assert_eq!(shown(&total[column]), us.round(), "EP{ep} total");
+        assert_eq!(
+            shown(&tput[column]),
+            per_gpu.round(),
+            "EP{ep} tokens/s per GPU"
+        );
+    }
+}
