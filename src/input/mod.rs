@@ -198,3 +198,16 @@ fn syntax_message(e: &serde_saphyr::Error) -> String {
     let first = first.split(" at line ").next().unwrap_or(first);
     format!("invalid YAML: {first}")
 }
+
+/// Line and column of cell `i` of `record` (column 1 without a cell). A record keeps its
+/// cells without the commas between them, so cell i starts i commas further on (unquoted).
+pub fn csv_cell(line: u64, record: Option<&csv::StringRecord>, i: Option<usize>) -> Loc {
+    let column = record
+        .zip(i)
+        .and_then(|(r, i)| r.range(i).map(|range| range.start + i))
+        .map_or(1, |start| start + 1);
+    Loc {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        column: u32::try_from(column).unwrap_or(u32::MAX),
+    }
+}

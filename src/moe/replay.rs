@@ -3,7 +3,7 @@
 //! the recording's iteration i modulo the number recorded, normalised per layer, so a
 //! recording made at any batch size drives a run at another.
 
-use crate::input::Diagnostics;
+use crate::input::{self, Diagnostics, Problem};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -25,67 +25,53 @@ struct Row {
 
 impl Recording {
     /// Reads a recording for `layers` MoE layers (numbered from 0) of `experts` experts;
-    /// every problem is reported with its line.
+    /// every problem is reported with its line and column.
     pub fn read(file: &Path, layers: usize, experts: usize) -> Result<Recording, Diagnostics> {
         let mut diags = Diagnostics::new();
-        let mut reader = match csv::Reader::from_path(file) {
-            Ok(r) => r,
+        let text = input::read_text(file)?;
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let headers = match reader.headers() {
+            Ok(h) => h.clone(),
             Err(e) => {
-                diags.push_file(file, format!("cannot read the recording: {e}"));
+                diags.push_file(file, format!("cannot read the header: {e}"));
                 return Err(diags);
             }
         };
         let mut counts: BTreeMap<u64, Vec<Vec<f64>>> = BTreeMap::new();
-        for result in reader.deserialize::<Row>() {
-            let row = match result {
-                Ok(row) => row,
+        for record in reader.records() {
+            let record = match record {
+                Ok(r) => r,
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    diags.push_file(file, format!("line {line}: {e}"));
+                    let at = input::csv_cell(e.position().map_or(0, |p| p.line()), None, None);
+                    diags.push(file, Problem::new(at, "", e.to_string()));
                     continue;
                 }
             };
-            let problem = if row.layer >= layers {
-                Some(format!(
-                    "layer {} is beyond the model's {layers} MoE layers (numbered from 0)",
-                    row.layer
-                ))
-            } else if row.expert >= experts {
-                Some(format!(
-                    "expert {} is beyond the model's {experts} experts",
-                    row.expert
-                ))
-            } else if !(row.tokens.is_finite() && row.tokens >= 0.0) {
-                Some(format!("tokens must be >= 0, got {}", row.tokens))
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                diags.push_file(
-                    file,
-                    format!(
-                        "iteration {}, layer {}, expert {}: {p}",
-                        row.iteration, row.layer, row.expert
-                    ),
-                );
-                continue;
+            match row(&record, &headers, layers, experts) {
+                Ok(r) => {
+                    counts
+                        .entry(r.iteration)
+                        .or_insert_with(|| vec![vec![0.0; experts]; layers])[r.layer][r.expert] +=
+                        r.tokens;
+                }
+                Err(p) => diags.push(file, p),
             }
-            counts
-                .entry(row.iteration)
-                .or_insert_with(|| vec![vec![0.0; experts]; layers])[row.layer][row.expert] +=
-                row.tokens;
         }
         if counts.is_empty() && diags.is_empty() {
             diags.push_file(file, "the recording has no rows");
         }
         for (it, layer_counts) in &counts {
-            for (l, c) in layer_counts.iter().enumerate() {
-                if c.iter().sum::<f64>() <= 0.0 {
-                    diags.push_file(
-                        file,
-                        format!("iteration {it}: layer {l} has no tokens recorded"),
-                    );
-                }
+            let empty: Vec<usize> = (0..layers)
+                .filter(|&l| layer_counts[l].iter().sum::<f64>() <= 0.0)
+                .collect();
+            if !empty.is_empty() {
+                diags.push_file(
+                    file,
+                    format!(
+                        "iteration {it}: layers {} have no tokens recorded (every layer needs some)",
+                        ranges(&empty)
+                    ),
+                );
             }
         }
         let iterations = counts
@@ -107,6 +93,65 @@ impl Recording {
     pub fn at(&self, iteration: u64) -> &[Vec<f64>] {
         &self.iterations[(iteration % self.iterations.len() as u64) as usize]
     }
+}
+
+/// One row, or its first problem located at its cell.
+fn row(
+    record: &csv::StringRecord,
+    headers: &csv::StringRecord,
+    layers: usize,
+    experts: usize,
+) -> Result<Row, Problem> {
+    let line = record.position().map_or(0, |p| p.line());
+    let at = |name: &str| {
+        let i = headers.iter().position(|h| h == name);
+        input::csv_cell(line, Some(record), i)
+    };
+    let r: Row = record.deserialize(Some(headers)).map_err(|e| {
+        let (i, msg) = match e.kind() {
+            csv::ErrorKind::Deserialize { err, .. } => {
+                (err.field().map(|f| f as usize), err.kind().to_string())
+            }
+            _ => (None, e.to_string()),
+        };
+        let name = i.and_then(|i| headers.get(i)).unwrap_or("");
+        Problem::new(input::csv_cell(line, Some(record), i), name, msg)
+    })?;
+    if r.layer >= layers {
+        let msg = format!(
+            "{} is beyond the model's {layers} MoE layers (numbered from 0)",
+            r.layer
+        );
+        return Err(Problem::new(at("layer"), "layer", msg));
+    }
+    if r.expert >= experts {
+        let msg = format!("{} is beyond the model's {experts} experts", r.expert);
+        return Err(Problem::new(at("expert"), "expert", msg));
+    }
+    if !(r.tokens.is_finite() && r.tokens >= 0.0) {
+        let msg = format!("must be >= 0, got {}", r.tokens);
+        return Err(Problem::new(at("tokens"), "tokens", msg));
+    }
+    Ok(r)
+}
+
+/// `[1, 2, 3, 7]` -> "1-3, 7".
+fn ranges(sorted: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            sorted[i].to_string()
+        } else {
+            format!("{}-{}", sorted[i], sorted[j])
+        });
+        i = j + 1;
+    }
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -142,13 +187,25 @@ mod tests {
         );
         let text = Recording::read(&f, 2, 4).unwrap_err().to_string();
         for needle in [
-            "layer 5 is beyond",
-            "expert 9 is beyond",
-            "tokens must be >= 0",
-            "line 6",
-            "layer 1 has no tokens",
+            "counts.csv:3:3: layer: 5 is beyond",
+            "counts.csv:4:5: expert: 9 is beyond",
+            "counts.csv:5:7: tokens: must be >= 0, got -3",
+            "counts.csv:6:7: tokens:",
+            "iteration 0: layers 1 have no tokens",
         ] {
             assert!(text.contains(needle), "{needle} in {text}");
         }
+    }
+
+    #[test]
+    fn missing_layers_are_one_problem_with_ranges() {
+        assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
+        let (_d, f) = write("iteration,layer,expert,tokens\n0,0,0,1\n0,4,0,1\n");
+        let text = Recording::read(&f, 58, 4).unwrap_err().to_string();
+        assert!(
+            text.contains("iteration 0: layers 1-3, 5-57 have no tokens recorded"),
+            "{text}"
+        );
+        assert_eq!(text.matches("no tokens recorded").count(), 1, "{text}");
     }
 }

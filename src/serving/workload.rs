@@ -5,7 +5,7 @@
 //! arrivals.
 
 use crate::engine::{RandomStreams, SimDuration, SimTime};
-use crate::input::{Diagnostics, Loc, Problem};
+use crate::input::{Diagnostics, Problem};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, LogNormal, Normal};
@@ -265,7 +265,7 @@ pub fn read_trace(file: &Path, prefix_hit: f64) -> Result<Vec<RequestSpec>, Diag
                 Err(problems) => diags.extend(file, problems),
             },
             Err(e) => {
-                let at = at_cell(e.position().map_or(0, |p| p.line()), None, None);
+                let at = crate::input::csv_cell(e.position().map_or(0, |p| p.line()), None, None);
                 diags.push(file, Problem::new(at, "", e.to_string()));
             }
         }
@@ -286,7 +286,7 @@ fn trace_row(
     let line = record.position().map_or(0, |p| p.line());
     let column = |name: &str| headers.iter().position(|h| h == name);
     let problem = |i: Option<usize>, field: &str, msg: String| {
-        Problem::new(at_cell(line, Some(record), i), field, msg)
+        Problem::new(crate::input::csv_cell(line, Some(record), i), field, msg)
     };
     let r = record.deserialize::<TraceRow>(Some(headers)).map_err(|e| {
         // A bad cell: its field and message (without csv's own position prefix).
@@ -319,19 +319,6 @@ fn trace_row(
             cached_tokens: (r.input_tokens as f64 * prefix_hit).floor() as u64,
         }),
         _ => Err(problems),
-    }
-}
-
-/// Line and column of cell `i` of `record` (column 1 without a cell). A record keeps its
-/// cells without the commas between them, so cell i starts i commas further on (unquoted).
-fn at_cell(line: u64, record: Option<&csv::StringRecord>, i: Option<usize>) -> Loc {
-    let column = record
-        .zip(i)
-        .and_then(|(r, i)| r.range(i).map(|range| range.start + i))
-        .map_or(1, |start| start + 1);
-    Loc {
-        line: u32::try_from(line).unwrap_or(u32::MAX),
-        column: u32::try_from(column).unwrap_or(u32::MAX),
     }
 }
 
