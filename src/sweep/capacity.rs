@@ -264,14 +264,21 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
 pub fn search(t: &Target, gpus: u64, jobs: usize) -> Vec<Outcome> {
     let all = candidates(gpus);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; all.len()]);
+    let bar = super::run::progress_bar(true, all.len(), "deployments");
     // Evaluating never fails: a candidate that cannot run is an outcome saying why.
     let _ = super::pool::for_each(&all, jobs, |i, c| {
         let o = evaluate(t, c);
         if let Ok(mut r) = results.lock() {
             r[i] = Some(o);
         }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
         Ok::<(), ()>(())
     });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     let mut outcomes: Vec<Outcome> = results
         .into_inner()
         .unwrap_or_default()

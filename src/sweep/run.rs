@@ -174,7 +174,7 @@ pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
         .filter(|p| !(opts.resume && whole_point_file(&point_file(&opts.out, p.index), Some(p))))
         .collect();
     let skipped = mine.len() - todo.len();
-    let bar = progress_bar(opts.progress, todo.len());
+    let bar = progress_bar(opts.progress, todo.len(), "points");
     let done: Result<(), String> = pool::for_each(&todo, opts.jobs, |_, point| {
         run_point(sweep, point, opts)?;
         if let Some(bar) = &bar {
@@ -224,15 +224,20 @@ fn run_point(sweep: &SweepFile, point: &Point, opts: &Options) -> Result<(), Str
     write_atomic(&point_file(&opts.out, point.index), &bytes).map_err(|e| e.to_string())
 }
 
-fn progress_bar(wanted: bool, total: usize) -> Option<indicatif::ProgressBar> {
+/// A progress bar of `total` `unit`s on stderr, when wanted and stderr is a terminal.
+pub(super) fn progress_bar(
+    wanted: bool,
+    total: usize,
+    unit: &str,
+) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !wanted || !std::io::stderr().is_terminal() || total == 0 {
         return None;
     }
     let bar = indicatif::ProgressBar::new(total as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} points, {elapsed} elapsed, ETA {eta}",
-    ) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, ETA {{eta}}"
+    )) {
         bar.set_style(style);
     }
     Some(bar)
