@@ -174,6 +174,8 @@ enum Command {
         /// Write the best deployment as a runnable scenario YAML to this file
         #[arg(long)]
         emit_scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
+        format: cli::frontier::Format,
     },
     /// Compare a candidate run with a baseline; exit 1 on a regression
     #[command(
@@ -392,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runners_up,
             headroom,
             emit_scenario,
+            format,
         } => {
             for (name, v) in [
                 ("--rate", rate),
@@ -427,6 +430,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runners_up,
                 headroom,
                 emit_scenario,
+                format,
             })
         }
         Command::Plot {

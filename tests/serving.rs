@@ -758,6 +758,24 @@ fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fai
         "{yaml}"
     );
     epsim().arg("validate").arg(&emitted).assert().success();
+    // The same answer for scripts: JSON (and CSV), units in the names.
+    let out = args("20", "50")
+        .args(["--format", "json"])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(j["best"]["gpus"], 16);
+    assert!(j["best"]["tpot_ms_p99"].as_f64().unwrap() <= 50.0);
+    assert_eq!(j["deployments"].as_array().unwrap().len(), 52);
+    let out = args("20", "50")
+        .args(["--format", "csv"])
+        .assert()
+        .success();
+    assert!(
+        stdout(&out).starts_with(
+            "gpus,deployment,ttft_ms_p99,tpot_ms_p99,output_tok_s,meets_sla,failures\n"
+        )
+    );
     // A TPOT no deployment can reach: exit 1, and each failure says why.
     let out = args("20", "0.5").assert().code(1);
     let text = stdout(&out);

@@ -1,7 +1,8 @@
 //! `epsim plan`: the deployment with the fewest GPUs that meets a latency SLA at a rate.
 
+use super::frontier::Format;
 use super::lookup;
-use super::output::{UsageError, emit};
+use super::output::{UsageError, emit, json};
 use epsim::sweep::capacity::{self, Outcome, Target};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ pub struct PlanArgs {
     pub runners_up: usize,
     pub headroom: bool,
     pub emit_scenario: Option<PathBuf>,
+    pub format: Format,
 }
 
 fn row(o: &Outcome) -> String {
@@ -49,6 +51,37 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    let meeting: Vec<&Outcome> = outcomes.iter().filter(|o| o.meets()).collect();
+    let best = meeting.first().copied();
+    let headroom = best
+        .filter(|_| a.headroom)
+        .map(|b| capacity::headroom(&target, &b.candidate));
+    if let (Some(file), Some(best)) = (&a.emit_scenario, best) {
+        let yaml = format!(
+            "# epsim plan's best deployment: {} GPUs, {}\n{}",
+            best.candidate.gpus(),
+            best.candidate.label(),
+            capacity::scenario_text(&target, &best.candidate)
+        );
+        std::fs::write(file, yaml).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+        super::output::note(&format!("wrote {}\n", file.display()))?;
+    }
+    let code = if best.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    match a.format {
+        Format::Json => {
+            emit(&machine_json(&target, &outcomes, headroom)?)?;
+            return Ok(code);
+        }
+        Format::Csv => {
+            emit(&machine_csv(&outcomes)?)?;
+            return Ok(code);
+        }
+        Format::Table => {}
+    }
     let header = format!(
         "{:>4}  {:<58} {:>9} {:>9} {:>11}\n",
         "GPUs", "deployment", "TTFT p99", "TPOT p99", "output/s"
@@ -65,16 +98,14 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         target.duration_s,
         a.topology.display()
     );
-    let meeting: Vec<&Outcome> = outcomes.iter().filter(|o| o.meets()).collect();
-    match meeting.first() {
+    match best {
         Some(best) => {
             text.push_str(&format!(
                 "best: {} GPUs, {}\n\n",
                 best.candidate.gpus(),
                 best.candidate.label()
             ));
-            if a.headroom {
-                let (rate, probes) = capacity::headroom(&target, &best.candidate);
+            if let Some((rate, probes)) = headroom {
                 let capped = rate >= target.rate_per_s * capacity::HEADROOM_MAX_FACTOR;
                 text.push_str(&format!(
                     "headroom: it holds the SLA up to {}{rate:.0} requests/s ({:.1}x the target; {probes} more simulations, to within {:.0}%)\n\n",
@@ -82,17 +113,6 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
                     rate / target.rate_per_s,
                     capacity::HEADROOM_RESOLUTION * 100.0
                 ));
-            }
-            if let Some(file) = &a.emit_scenario {
-                let yaml = format!(
-                    "# epsim plan's best deployment: {} GPUs, {}\n{}",
-                    best.candidate.gpus(),
-                    best.candidate.label(),
-                    capacity::scenario_text(&target, &best.candidate)
-                );
-                std::fs::write(file, yaml)
-                    .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
-                super::output::note(&format!("wrote {}\n", file.display()))?;
             }
             text.push_str(&header);
             for o in meeting.iter().take(1 + a.runners_up) {
@@ -123,9 +143,61 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     emit(&text)?;
-    Ok(if meeting.is_empty() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
+}
+
+/// Every deployment tried, as rows with units in their names.
+fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "gpus",
+        "deployment",
+        "ttft_ms_p99",
+        "tpot_ms_p99",
+        "output_tok_s",
+        "meets_sla",
+        "failures",
+    ])?;
+    let f = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.3}"));
+    for o in outcomes {
+        w.write_record([
+            o.candidate.gpus().to_string(),
+            o.candidate.label(),
+            f(o.ttft_p99_ms),
+            f(o.tpot_p99_ms),
+            f(o.output_tok_s),
+            o.meets().to_string(),
+            o.failures.join("; "),
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// The target, the best deployment and its headroom, and every deployment tried.
+fn machine_json(
+    target: &Target,
+    outcomes: &[Outcome],
+    headroom: Option<(f64, u32)>,
+) -> anyhow::Result<String> {
+    let one = |o: &Outcome| {
+        serde_json::json!({
+            "gpus": o.candidate.gpus(),
+            "deployment": o.candidate.label(),
+            "ttft_ms_p99": o.ttft_p99_ms,
+            "tpot_ms_p99": o.tpot_p99_ms,
+            "output_tok_s": o.output_tok_s,
+            "meets_sla": o.meets(),
+            "failures": o.failures,
+        })
+    };
+    json(&serde_json::json!({
+        "rate_per_s": target.rate_per_s,
+        "isl": target.isl,
+        "osl": target.osl,
+        "ttft_ms_p99_max": target.ttft_p99_ms,
+        "tpot_ms_p99_max": target.tpot_p99_ms,
+        "best": outcomes.iter().find(|o| o.meets()).map(one),
+        "headroom_rate_per_s": headroom.map(|h| h.0),
+        "deployments": outcomes.iter().map(one).collect::<Vec<_>>(),
+    }))
 }
