@@ -19,6 +19,14 @@ fn run(scenario: &str, out: &Path, extra: &[&str]) -> String {
     String::from_utf8(o).unwrap()
 }
 
+/// `tests/scenarios/NAME.yaml` with its relative paths made absolute, to be written
+/// anywhere.
+fn test_scenario(name: &str) -> String {
+    std::fs::read_to_string(repo(&format!("tests/scenarios/{name}.yaml")))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+}
+
 /// summary.csv as (column, value) pairs.
 fn summary(dir: &Path) -> Vec<(String, String)> {
     let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
@@ -231,9 +239,7 @@ instances:
 fn meaningless_values_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.yaml");
-    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()))
+    let text = test_scenario("small-aggregated")
         .replace("{dist: fixed, tokens: 128}", "{dist: fixed, tokens: 0}")
         .replace("name: small-aggregated", "name: ../../escape")
         .replace(
@@ -265,9 +271,7 @@ fn meaningless_values_are_refused() {
 fn sizes_beyond_the_limits_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.yaml");
-    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()))
+    let text = test_scenario("small-aggregated")
         .replace("duration_s: 8", "duration_s: 1e308")
         .replace("rate_per_s: 40", "rate_per_s: 1e8")
         .replace(
@@ -388,10 +392,7 @@ fn a_refused_request_in_the_middle_of_a_trace_leaves_the_rest_served() {
 
 /// A small sweep: 2 x 2 points, two seeds each.
 fn write_sweep(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()))
-        .replace("duration_s: 8", "duration_s: 2");
+    let text = test_scenario("small-aggregated").replace("duration_s: 8", "duration_s: 2");
     let file = dir.join("sweep.yaml");
     std::fs::write(
         &file,
@@ -960,9 +961,7 @@ fn resume_and_merge_verify_what_they_reuse() {
 #[test]
 fn instances_set_their_own_precision_overlap_and_all_to_all() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()));
+    let base = test_scenario("small-disaggregated");
     let own = base.replace(
         "    max_batch: 64\n",
         "    max_batch: 64\n    precision: {experts: fp8}\n    micro_batch_overlap: true\n    all_to_all: {algorithm: low-latency, combine: nvfp4}\n",
@@ -1009,9 +1008,7 @@ fn instances_set_their_own_precision_overlap_and_all_to_all() {
 fn a_benchmark_client_answers_every_prompt_and_counts_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.yaml");
-    let text = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()))
+    let text = test_scenario("small-disaggregated")
         .replace(
             "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
             "arrivals: {kind: benchmark, concurrency: 16, prompts: 48}",
@@ -1054,13 +1051,10 @@ fn a_benchmark_client_answers_every_prompt_and_counts_them_all() {
 #[test]
 fn a_drain_measures_the_requests_a_hard_stop_would_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()))
-        .replace(
-            "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
-            "arrivals: {kind: poisson, rate_per_s: 150}",
-        );
+    let base = test_scenario("small-disaggregated").replace(
+        "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
+        "arrivals: {kind: poisson, rate_per_s: 150}",
+    );
     let run = |name: &str, text: &str| {
         let file = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&file, text).unwrap();
@@ -1141,9 +1135,7 @@ fn rate_matched_throughput_counts_the_prefill_share_the_load_needs() {
 #[test]
 fn tensor_parallel_experts_need_no_all_to_all_and_must_divide() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()));
+    let base = test_scenario("small-aggregated");
     let with = |extra: &str| {
         base.replace(
             "    max_batch: 32\n",
@@ -1253,9 +1245,7 @@ fn compare_passes_a_neutral_change_and_fails_a_real_regression() {
 #[test]
 fn policy_parameters_are_set_and_swept_from_the_scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()));
+    let base = test_scenario("small-disaggregated");
     let file = dir.path().join("p.yaml");
     let bad = base.replace(
         "  policy: kv_aware\n",
@@ -1293,9 +1283,7 @@ fn policy_parameters_are_set_and_swept_from_the_scenario() {
 #[test]
 fn a_run_stops_once_its_throughput_is_known_well_enough() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo("tests/scenarios/small-disaggregated.yaml"))
-        .unwrap()
-        .replace("../../", &format!("{}/", repo("").display()))
+    let text = test_scenario("small-disaggregated")
         .replace("duration_s: 6\n", "duration_s: 20\n")
         .replace(
             "warmup_s: 1\n",

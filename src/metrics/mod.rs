@@ -96,6 +96,16 @@ mod tests {
     }
 }
 
+pub fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len().max(1) as f64
+}
+
+/// Sample variance (n - 1).
+pub fn variance(x: &[f64]) -> f64 {
+    let m = mean(x);
+    x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() as f64 - 1.0).max(1.0)
+}
+
 /// Student's t for a two-sided 95% interval at `df` degrees of freedom, from the standard
 /// table; between its rows, the row of fewer degrees (a wider, conservative interval).
 pub fn t95(df: f64) -> f64 {

@@ -9,7 +9,7 @@ use super::pricing::{Price, RankWork};
 use super::scenario::{Role, Scenario};
 use super::workload::RequestSpec;
 use crate::engine::{SimDuration, SimTime};
-use crate::metrics::Latencies;
+use crate::metrics::{self, Latencies, t95};
 use serde::Serialize;
 
 /// One finished request (a row of requests.csv). Times in seconds from the start of the run,
@@ -214,9 +214,8 @@ impl Collector {
             return None;
         }
         let x: Vec<f64> = self.batch_tokens.iter().map(|&t| t as f64).collect();
-        let mean = x.iter().sum::<f64>() / n as f64;
-        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        (mean > 0.0).then(|| crate::metrics::t95((n - 1) as f64) * (var / n as f64).sqrt() / mean)
+        let (m, se) = (metrics::mean(&x), (metrics::variance(&x) / n as f64).sqrt());
+        (m > 0.0).then(|| t95((n - 1) as f64) * se / m)
     }
 
     /// The measured window ends at `at` (a run that stopped once it knew enough).

@@ -231,10 +231,6 @@ fn at_s(seconds: f64) -> Result<SimTime, String> {
     SimTime::ZERO.checked_add(d).map_err(|e| e.to_string())
 }
 
-fn warmup_at(sc: &crate::serving::scenario::Scenario) -> Result<SimTime, String> {
-    at_s(sc.warmup_s)
-}
-
 /// Runs a loaded scenario to its end and reports what was measured.
 pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
     let wall = std::time::Instant::now();
@@ -322,7 +318,7 @@ impl<'a> Simulation<'a> {
                     .into_iter(),
             ),
         };
-        let mut metrics = Collector::new(sc, warmup_at(sc)?, at_s(sc.duration_s)?);
+        let mut metrics = Collector::new(sc, at_s(sc.warmup_s)?, at_s(sc.duration_s)?);
         if let Some(p) = sc
             .instances
             .iter()

@@ -103,22 +103,33 @@ fn read(text: &str, what: &str) -> Result<Table, String> {
     let mut rows = BTreeMap::new();
     for record in r.records() {
         let record = record.map_err(|e| format!("{what}: {e}"))?;
-        let key = params
-            .iter()
-            .map(|&i| format!("{}={}", &headers[i][6..], record.get(i).unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let key = if key.is_empty() {
-            "(run)".to_owned()
-        } else {
-            key
-        };
         let values: Vec<String> = record.iter().map(str::to_owned).collect();
+        let key = params_key(&headers, &values, &params);
         if rows.insert(key.clone(), values).is_some() {
             return Err(format!("{what}: two rows have the params {key}"));
         }
     }
     Ok((headers, rows))
+}
+
+/// A row's `param_*` cells at `params` as `name=value` joined, or `(run)` for none.
+fn params_key(headers: &[String], values: &[String], params: &[usize]) -> String {
+    let key = params
+        .iter()
+        .map(|&i| {
+            format!(
+                "{}={}",
+                &headers[i][6..],
+                values.get(i).map_or("", String::as_str)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if key.is_empty() {
+        "(run)".to_owned()
+    } else {
+        key
+    }
 }
 
 /// Every metric of every baseline row against the candidate's; an error when the two
@@ -171,7 +182,7 @@ pub fn compare(
     if let (Some(bs), Some(cs)) = (column(&bh, "seed"), column(&ch, "seed"))
         && bh.iter().any(|c| c == "param_seed")
     {
-        return replicated(&brows, &crows, &columns, (bs, cs), tolerance);
+        return replicated(&bh, &brows, &crows, &columns, (bs, cs), tolerance);
     }
     let mut changes = Vec::new();
     for (key, brow) in &brows {
@@ -260,23 +271,23 @@ fn single_verdict(
 /// Rows grouped by their params other than `param_seed`, each metric judged over the
 /// group's seeds. `seed` holds the seed column of each side, which pairs the seeds.
 fn replicated(
+    headers: &[String],
     brows: &BTreeMap<String, Vec<String>>,
     crows: &BTreeMap<String, Vec<String>>,
     columns: &[(&Metric, usize, usize)],
     seed: (usize, usize),
     tolerance: f64,
 ) -> Result<Vec<Change>, String> {
-    let group_of = |key: &str| {
-        let g: Vec<&str> = key.split(' ').filter(|p| !p.starts_with("seed=")).collect();
-        if g.is_empty() {
-            "(run)".to_owned()
-        } else {
-            g.join(" ")
-        }
-    };
+    // The group: the row's params but the replicate index.
+    let others: Vec<usize> = (0..headers.len())
+        .filter(|&i| headers[i].starts_with("param_") && headers[i] != "param_seed")
+        .collect();
     let mut groups: BTreeMap<String, Vec<&String>> = BTreeMap::new();
-    for key in brows.keys() {
-        groups.entry(group_of(key)).or_default().push(key);
+    for (key, values) in brows {
+        groups
+            .entry(params_key(headers, values, &others))
+            .or_default()
+            .push(key);
     }
     let mut changes = Vec::new();
     for (group, keys) in &groups {

@@ -3,7 +3,7 @@
 //! mean. Paired by seed when both sides ran the same seeds (a policy change on common
 //! random numbers), Welch's unpaired interval otherwise (a change of seeds).
 
-use crate::metrics::t95;
+use crate::metrics::{mean, t95, variance};
 
 /// One metric's values, by seed, on each side.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,16 +58,6 @@ pub fn interval(s: &Samples) -> Option<Interval> {
         high: (diff + half) / scale,
         paired,
     })
-}
-
-fn mean(x: &[f64]) -> f64 {
-    x.iter().sum::<f64>() / x.len().max(1) as f64
-}
-
-/// Sample variance (n - 1).
-fn variance(x: &[f64]) -> f64 {
-    let m = mean(x);
-    x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() as f64 - 1.0).max(1.0)
 }
 
 #[cfg(test)]

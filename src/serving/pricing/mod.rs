@@ -86,6 +86,8 @@ pub struct Pricer<'a> {
     /// Per sampled layer: the chance a token misses each rank and each domain, under the
     /// current placement (see [`Router::miss_chances`]; redone when EPLB moves experts).
     misses: Vec<(Vec<f64>, Vec<f64>)>,
+    /// Per slot: the expert rank holding it (slots are dealt to ranks in blocks).
+    slot_rank: Vec<usize>,
     algorithm: A2aAlgorithm,
     efficiency: LinkEfficiency,
     floors_s: (f64, f64),
@@ -178,6 +180,9 @@ impl<'a> Pricer<'a> {
                 / f64::from(instance.gpu.sms.max(1)),
             rank_domain: group.domain_ordinals(),
             misses: Vec::new(),
+            slot_rank: (0..instance.slots as usize)
+                .map(|s| s / placement.slots_per_rank())
+                .collect(),
             group,
             algorithm: instance.all_to_all.algorithm,
             efficiency,
@@ -239,16 +244,18 @@ impl<'a> Pricer<'a> {
 
     /// Recomputes [`Self::misses`] for the current placement.
     fn find_misses(&mut self) {
-        let per_rank = self.placement.slots_per_rank();
         let domains = self.group.domains();
         let ep = self.instance.expert_ranks();
+        let domain: Vec<usize> = self
+            .slot_rank
+            .iter()
+            .map(|&r| self.rank_domain[r])
+            .collect();
         self.misses = (self.routers.iter().enumerate())
             .map(|(layer, router)| {
                 let slot_expert = self.placement.phy2log(layer);
-                let rank: Vec<usize> = (0..slot_expert.len()).map(|s| s / per_rank).collect();
-                let domain: Vec<usize> = rank.iter().map(|&r| self.rank_domain[r]).collect();
                 (
-                    router.miss_chances(slot_expert, &rank, ep),
+                    router.miss_chances(slot_expert, &self.slot_rank, ep),
                     router.miss_chances(slot_expert, &domain, domains),
                 )
             })
@@ -375,13 +382,11 @@ impl<'a> Pricer<'a> {
     /// go where, from this iteration's draw.
     fn all_to_all_seconds(&self, layer: usize, slot_tokens: &[f64], tokens: u64) -> (f64, f64) {
         let ep = self.instance.expert_ranks();
-        let per_rank = self.placement.slots_per_rank();
         let picks: Vec<f64> = slot_tokens.iter().map(|x| x / tokens as f64).collect();
-        let expert_rank: Vec<usize> = (0..slot_tokens.len()).map(|s| s / per_rank).collect();
         let (rank_miss, domain_miss) = &self.misses[layer];
         let traffic = |bytes_per_token| ExpectedTraffic {
             picks: &picks,
-            expert_rank: &expert_rank,
+            expert_rank: &self.slot_rank,
             tokens_per_rank: tokens as f64 / ep as f64,
             bytes_per_token,
             miss: Some(Misses {
