@@ -234,6 +234,39 @@ instances:
     assert!(!err.contains("panicked"));
 }
 
+/// An unknown name (a tagged kind, a plain value) does not hide the structural problems
+/// beside or after it: every one is reported in the same run.
+#[test]
+fn unknown_names_do_not_hide_the_other_structural_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typos.yaml");
+    let quickstart = std::fs::read_to_string(repo("scenarios/quickstart.yaml")).unwrap();
+    let typos = quickstart
+        .replace("kind: closed_loop", "kind: closed_lop")
+        .replace("input: {dist: fixed", "input: {dist: fixd")
+        .replace("experts: nvfp4", "experts: nvfp5")
+        .replace("policy: kv_aware", "policy: kv_awre")
+        .replace("max_batch: 128", "max_batch: lots")
+        .replace("role: decode", "role: decoder")
+        .replace("  max_tokens: 512", "  max_tokns: 512")
+        .replace("../", &format!("{}/", repo("").display()));
+    std::fs::write(&file, typos).unwrap();
+    let out = epsim().arg("validate").arg(&file).assert().code(2);
+    let err = stderr(&out);
+    for needle in [
+        "typos.yaml:14:20: workload.arrivals.kind: unknown value `closed_lop` (did you mean `closed_loop`?)",
+        "typos.yaml:15:17: workload.input.dist: unknown value `fixd` (did you mean `fixed`?)",
+        "typos.yaml:17:22: precision.experts: unknown value `nvfp5` (did you mean `nvfp4`?)",
+        "typos.yaml:20:11: scheduling.policy: unknown value `kv_awre` (did you mean `kv_aware`?)",
+        "instances[1].role: unknown value `decoder` (did you mean `decode`?)",
+        "instances[1].max_batch: expected a whole number >= 0, found the string \"lots\"",
+        "instances[1].max_tokns: unknown field `max_tokns` (did you mean `max_tokens`?)",
+    ] {
+        assert!(err.contains(needle), "{needle}\n{err}");
+    }
+    assert!(err.contains("7 problems in the input"), "{err}");
+}
+
 /// Values that parse but mean nothing are refused with their locations, all at once.
 #[test]
 fn meaningless_values_are_refused() {

@@ -202,7 +202,7 @@ impl<'a> NodeDe<'a> {
                     self.record(format!("missing field `{field}`"));
                 }
             }
-            DeErrorKind::Message(m) => self.record(m),
+            DeErrorKind::Message(m) => self.record(house_style(m)),
         }
         DeError::recorded()
     }
@@ -457,12 +457,23 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         };
         if !variants.contains(&tag) {
             self.record_at(tag_loc, unknown_name_message("value", tag, variants));
-            return Err(DeError::recorded());
+            // A bare name stands in for the first variant, so the fields beside it are
+            // still checked (the document is refused either way).
+            let Some(&first) = variants.first().filter(|_| content.is_none()) else {
+                return Err(DeError::recorded());
+            };
+            return v.visit_enum(EnumDe {
+                de: self.clone(),
+                tag: first,
+                content: None,
+                placeholder: true,
+            });
         }
         let r = v.visit_enum(EnumDe {
             de: self.clone(),
             tag,
             content,
+            placeholder: false,
         });
         self.settled(r)
     }
@@ -596,6 +607,9 @@ struct EnumDe<'a> {
     de: NodeDe<'a>,
     tag: &'a str,
     content: Option<&'a Node>,
+    /// Standing in for an unknown name already recorded: a unit variant is accepted, any
+    /// other fails without a further problem.
+    placeholder: bool,
 }
 
 impl<'de> EnumAccess<'de> for EnumDe<'de> {
@@ -611,6 +625,9 @@ impl<'de> EnumAccess<'de> for EnumDe<'de> {
 
 impl<'de> EnumDe<'de> {
     fn content_de(&self, expected: &str) -> Result<NodeDe<'de>, DeError> {
+        if self.placeholder {
+            return Err(DeError::recorded());
+        }
         match self.content {
             Some(node) => Ok(self.de.child(node, self.tag)),
             None => {
@@ -717,6 +734,58 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
     }
 }
 
+/// A value standing in for one whose problems were recorded (see [`recovering`]).
+pub trait Placeholder {
+    fn placeholder() -> Self;
+}
+
+impl<T: Placeholder> Placeholder for At<T> {
+    fn placeholder() -> Self {
+        At {
+            loc: Loc { line: 0, column: 0 },
+            value: T::placeholder(),
+        }
+    }
+}
+
+impl<T> Placeholder for Option<T> {
+    fn placeholder() -> Self {
+        None
+    }
+}
+
+impl<T> Placeholder for Vec<T> {
+    fn placeholder() -> Self {
+        Vec::new()
+    }
+}
+
+/// Implements [`Placeholder`] as `Default::default()`.
+#[macro_export]
+macro_rules! placeholder_is_default {
+    ($($ty:ty),* $(,)?) => {
+        $(impl $crate::input::Placeholder for $ty {
+            fn placeholder() -> Self {
+                <$ty as Default>::default()
+            }
+        })*
+    };
+}
+
+/// `#[serde(deserialize_with = "input::recovering")]` for a section of a file: when the
+/// section has problems (recorded), it reads as a placeholder instead of aborting the
+/// struct around it, so the sections after it are still checked and every problem in the
+/// file is reported at once. Any recorded problem refuses the whole document, so a
+/// placeholder never reaches a simulation.
+pub fn recovering<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: Deserialize<'de> + Placeholder,
+{
+    let Recover(value) = Recover::<T>::deserialize(deserializer)?;
+    Ok(value.unwrap_or_else(T::placeholder))
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Recover<T> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct RecoverVisitor<T>(std::marker::PhantomData<T>);
@@ -752,7 +821,7 @@ fn quote_list(names: &[&str]) -> String {
 }
 
 /// The known name a typo most likely meant: within 2 edits, or a quarter of its length.
-fn closest(name: &str, known: &[&'static str]) -> Option<&'static str> {
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(name, k), *k))
@@ -762,7 +831,7 @@ fn closest(name: &str, known: &[&'static str]) -> Option<&'static str> {
 }
 
 /// "unknown field `bandwith_gb_s` (did you mean `bandwidth_gb_s`?); expected one of ...".
-fn unknown_name_message(what: &str, name: &str, known: &[&'static str]) -> String {
+fn unknown_name_message(what: &str, name: &str, known: &[&str]) -> String {
     let suggestion = closest(name, known)
         .map(|k| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default();
@@ -770,6 +839,20 @@ fn unknown_name_message(what: &str, name: &str, known: &[&'static str]) -> Strin
         "unknown {what} `{name}`{suggestion}; expected one of {}",
         quote_list(known)
     )
+}
+
+/// Serde's "unknown variant `x`, expected one of `a`, `b`" (from tagged enums, whose names
+/// this deserializer never sees) in the words and with the suggestion of the others.
+fn house_style(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown variant `") else {
+        return message;
+    };
+    let parts: Vec<&str> = rest.split('`').collect();
+    let known: Vec<&str> = parts.iter().skip(2).step_by(2).copied().collect();
+    if known.is_empty() {
+        return message;
+    }
+    unknown_name_message("value", parts[0], &known)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

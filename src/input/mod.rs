@@ -5,7 +5,7 @@ pub mod data;
 mod de;
 mod tree;
 
-pub use de::{At, Problem, Recover, from_node};
+pub use de::{At, Placeholder, Problem, Recover, from_node, recovering};
 pub use tree::{Key, Loc, Node, Value, parse_node};
 
 use serde::de::DeserializeOwned;

@@ -118,13 +118,43 @@ struct ModelFile {
     #[serde(default)]
     dense_intermediate_size: u64,
     tie_embeddings: bool,
+    #[serde(deserialize_with = "input::recovering")]
     attention: At<Attention>,
+    #[serde(deserialize_with = "input::recovering")]
     moe: At<Moe>,
     #[serde(default)]
     mtp_modules: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     mtp_acceptance: Option<At<AcceptanceFile>>,
     native_precision: NativePrecision,
+}
+
+/// Placeholders for sections with recorded problems (the file is refused; see
+/// [`input::recovering`]).
+impl input::Placeholder for Attention {
+    fn placeholder() -> Self {
+        Attention::Gqa {
+            heads: 0,
+            kv_heads: 0,
+            head_dim: 0,
+            qk_norm: false,
+            sliding_window: None,
+        }
+    }
+}
+
+impl input::Placeholder for Moe {
+    fn placeholder() -> Self {
+        Moe {
+            routed_experts: 0,
+            experts_per_token: 0,
+            shared_experts: 0,
+            expert_intermediate_size: 0,
+            groups: 1,
+            groups_per_token: 1,
+            scoring: Scoring::Softmax,
+        }
+    }
 }
 
 /// Reads and checks a model file, reporting every problem at once.
@@ -339,5 +369,27 @@ mod tests {
             e.contains("attention.kv_lora_rank: must be at least 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_unknown_kind_does_not_hide_the_problems_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.yaml");
+        let base =
+            std::fs::read_to_string(crate::testing::repo("models/deepseek-r1.yaml")).unwrap();
+        let bad = base
+            .replace("kind: mla", "kind: mlaa")
+            .replace("scoring: sigmoid", "scoring: sigmoidd")
+            .replace("routed_experts: 256", "routed_experts: many");
+        assert_ne!(bad, base);
+        std::fs::write(&file, bad).unwrap();
+        let e = load_model(&file).unwrap_err().to_string();
+        for needle in [
+            "attention.kind: unknown value `mlaa` (did you mean `mla`?)",
+            "moe.scoring: unknown value `sigmoidd` (did you mean `sigmoid`?)",
+            "moe.routed_experts: expected a whole number >= 0, found the string \"many\"",
+        ] {
+            assert!(e.contains(needle), "{needle}\n{e}");
+        }
     }
 }

@@ -39,6 +39,12 @@ pub enum Lengths {
     },
 }
 
+impl crate::input::Placeholder for Lengths {
+    fn placeholder() -> Self {
+        Lengths::Fixed { tokens: 0 }
+    }
+}
+
 impl Lengths {
     /// Problems with the parameters, each a sentence.
     pub fn problems(&self) -> Vec<String> {

@@ -45,7 +45,7 @@ struct ScenarioFile {
     description: String,
     topology: At<String>,
     /// The topology's parameters (`nodes`, `racks`), as `epsim topo show --set` sets them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     topology_parameters: std::collections::BTreeMap<String, At<u64>>,
     model: At<String>,
     #[serde(default)]
@@ -55,27 +55,32 @@ struct ScenarioFile {
     warmup_s: Option<At<f64>>,
     #[serde(default)]
     drain_s: Option<At<f64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     stop_when: Option<At<StopWhen>>,
+    #[serde(deserialize_with = "input::recovering")]
     workload: WorkloadFile,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     precision: PrecisionFile,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     mtp: Option<At<MtpFile>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     scheduling: SchedulingFile,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     moe: MoeFile,
+    #[serde(deserialize_with = "input::recovering")]
     instances: At<Vec<Recover<At<InstanceFile>>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     output: OutputSettings,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WorkloadFile {
+    #[serde(deserialize_with = "input::recovering")]
     arrivals: At<Arrivals>,
+    #[serde(deserialize_with = "input::recovering")]
     input: At<Lengths>,
+    #[serde(deserialize_with = "input::recovering")]
     output: At<Lengths>,
     #[serde(default)]
     prefix_hit: Option<At<f64>>,
@@ -157,6 +162,33 @@ pub enum Arrivals {
     /// statistics cover every request, as the benchmarks compute them.
     Benchmark { concurrency: u64, prompts: u64 },
 }
+
+/// Placeholders for sections with recorded problems (never simulated: the file is refused).
+impl input::Placeholder for Arrivals {
+    fn placeholder() -> Self {
+        Arrivals::Poisson { rate_per_s: 0.0 }
+    }
+}
+
+impl input::Placeholder for WorkloadFile {
+    fn placeholder() -> Self {
+        WorkloadFile {
+            arrivals: input::Placeholder::placeholder(),
+            input: input::Placeholder::placeholder(),
+            output: input::Placeholder::placeholder(),
+            prefix_hit: None,
+        }
+    }
+}
+
+crate::placeholder_is_default!(
+    PrecisionFile,
+    SchedulingFile,
+    MoeFile,
+    OutputSettings,
+    AllToAllFile,
+    std::collections::BTreeMap<String, At<u64>>,
+);
 
 impl Arrivals {
     pub fn is_benchmark(&self) -> bool {
@@ -268,13 +300,13 @@ struct InstanceFile {
     max_batch: At<u64>,
     max_tokens: At<u64>,
     /// This instance's precisions, field by field over the scenario's `precision`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     precision: PrecisionFile,
     /// Two micro-batches per iteration; the scenario's `scheduling.micro_batch_overlap`
     /// when not given.
     #[serde(default)]
     micro_batch_overlap: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "input::recovering")]
     all_to_all: AllToAllFile,
 }
 
