@@ -424,6 +424,43 @@ fn a_refused_request_in_the_middle_of_a_trace_leaves_the_rest_served() {
 }
 
 /// A small sweep: 2 x 2 points, two seeds each.
+/// A resume trusts only the same inputs: the files a scenario names count by content, and
+/// the folder the run starts from does not count.
+#[test]
+fn resume_sees_an_edited_model_file_but_not_another_working_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_sweep(dir.path());
+    let model = dir.path().join("model.yaml");
+    std::fs::copy(repo("models/mixtral-8x7b.yaml"), &model).unwrap();
+    let text: String = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| match l.starts_with("model:") {
+            true => "model: model.yaml\n".to_owned(),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("out");
+    let run = |cwd: &Path, scenario: &Path| {
+        epsim()
+            .current_dir(cwd)
+            .args(["run", "-j", "2", "--no-progress", "--resume", "--out"])
+            .arg(&out)
+            .arg(scenario)
+            .assert()
+    };
+    run(dir.path(), Path::new("sweep.yaml")).success();
+    // The same run, started from elsewhere with another spelling of the path: kept.
+    run(&repo(""), &file).success();
+    let model_text = std::fs::read_to_string(&model).unwrap();
+    let edited = model_text.replace("vocab_size: 32000", "vocab_size: 32001");
+    assert_ne!(edited, model_text);
+    std::fs::write(&model, edited).unwrap();
+    let err = stderr(&run(dir.path(), Path::new("sweep.yaml")).code(2));
+    assert!(err.contains("holds another run"), "{err}");
+}
+
 fn write_sweep(dir: &Path) -> PathBuf {
     let text = test_scenario("small-aggregated").replace("duration_s: 8", "duration_s: 2");
     let file = dir.join("sweep.yaml");

@@ -294,23 +294,96 @@ pub struct SweepManifest {
     pub points: Vec<String>,
     /// `k/n` for a shard.
     pub shard: Option<String>,
-    /// FNV-1a of the resolved scenario tree (overrides applied), its points and the seed
-    /// override: resuming or merging folders of different runs is refused. Empty in
-    /// folders written before digests were recorded.
+    /// [`digest`] of every resolved point, the files they name and the seed override:
+    /// resuming or merging folders of different runs is refused. Empty in folders written
+    /// before digests were recorded.
     #[serde(default)]
     pub digest: String,
 }
 
-/// What makes two runs of a sweep the same run: the scenario as resolved (a `--set` edits
-/// it), every point, and the `--seed` override.
-pub fn digest(sweep: &SweepFile, seed: Option<u64>) -> String {
-    let text = format!("{:?}|{:?}|{seed:?}", sweep.scenario, sweep.points);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// What makes two runs of a sweep the same run: every point's scenario (overrides and
+/// `--set`s applied), the model, topology, GPU specs and trace it names and the kernel
+/// profiles they name, all by content (not by path, so the folder a run starts from does
+/// not matter), and the `--seed` override. Editing any input between a run and its resume
+/// (or between shards) shows.
+pub fn digest(sweep: &SweepFile, seed: Option<u64>) -> Result<String, Diagnostics> {
+    use std::fmt::Write;
+    let mut h = Fnv1a::default();
+    let mut profiles: Vec<PathBuf> = Vec::new();
+    for p in &sweep.points {
+        let l = sweep.scenario(p)?;
+        let t = &l.topology;
+        let specs: Vec<_> = t
+            .gpu_specs
+            .values()
+            .map(|g| {
+                if let Some(dir) = &g.profile
+                    && !profiles.contains(dir)
+                {
+                    profiles.push(dir.clone());
+                }
+                crate::hardware::GpuSpec {
+                    profile: None,
+                    ..g.clone()
+                }
+            })
+            .collect();
+        // Writing to the hasher cannot fail.
+        let _ = write!(
+            h,
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{specs:?}|{}|",
+            p.apply(&sweep.scenario),
+            l.model,
+            l.trace,
+            t.graph,
+            t.gpus,
+            t.collectives,
+            l.scenario.seed,
+        );
     }
-    format!("{h:016x}")
+    let _ = write!(h, "{seed:?}");
+    for dir in profiles {
+        hash_folder(&mut h, &dir);
+    }
+    Ok(format!("{:016x}", h.0))
+}
+
+/// FNV-1a, 64-bit: a stable digest (std's hashers may change between releases).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Every file's name (within the folder) and bytes in `dir`, in name order (an unreadable
+/// one by name only: loading the profile reports it).
+fn hash_folder(h: &mut Fnv1a, dir: &Path) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for file in files.iter().filter(|f| f.is_file()) {
+        h.bytes(file.file_name().unwrap_or_default().as_encoded_bytes());
+        h.bytes(&std::fs::read(file).unwrap_or_default());
+    }
 }
 
 /// Whether `file` is a whole point file: a header and exactly one row of as many cells, its
@@ -336,9 +409,10 @@ fn whole_point_file(file: &Path, point: Option<&Point>) -> bool {
 
 /// With `--resume`, the output folder must hold this same run (or nothing yet).
 pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
+    let now = digest(sweep, opts.seed).map_err(|e| e.to_string())?;
     if opts.resume
         && let Ok(old) = read_manifest(&opts.out)
-        && old.digest != digest(sweep, opts.seed)
+        && old.digest != now
     {
         return Err(format!(
             "{}: holds another run (the scenario, its overrides or --seed changed); resume \
@@ -352,7 +426,7 @@ pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
 fn write_manifest(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
     check_resume(sweep, opts)?;
     let manifest = SweepManifest {
-        digest: digest(sweep, opts.seed),
+        digest: digest(sweep, opts.seed).map_err(|e| e.to_string())?,
         epsim_version: env!("CARGO_PKG_VERSION").into(),
         scenario: sweep.file.display().to_string(),
         total_points: sweep.points.len(),
