@@ -35,6 +35,10 @@ pub struct Axis {
     pub labels: Option<Vec<String>>,
 }
 
+/// The most points one sweep file may have: each is a simulation, so a million is already
+/// days of CPU (sharding spreads them), and the points list itself is held in memory.
+pub const MAX_POINTS: u64 = 1_000_000;
+
 /// The sweep: groups of axes (a plain axis is a group of one; a zip group's axes move
 /// together), in the order the file gives, and replicate seeds.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +255,22 @@ pub fn parse(file: &Path, node: &Node) -> Result<Sweep, Diagnostics> {
         }
         names.push((&a.name, a.values.first().map_or(node.loc, |v| v.loc)));
     }
+    let total = sweep
+        .groups
+        .iter()
+        .map(|g| g[0].values.len() as u64)
+        .try_fold(sweep.seeds, u64::checked_mul)
+        .filter(|&n| n <= MAX_POINTS);
+    if total.is_none() {
+        problem(
+            node.loc,
+            "sweep",
+            format!(
+                "more than {MAX_POINTS} points (the product of the axes' lengths and seeds); \
+                 split the sweep into several files"
+            ),
+        );
+    }
     if sweep.seeds > 1 && names.iter().any(|(n, _)| *n == "seed") {
         problem(
             node.loc,
@@ -441,6 +461,18 @@ mod tests {
         );
         assert!(parse_path("a[x]").is_err());
         assert!(parse_path("").is_err());
+    }
+
+    #[test]
+    fn a_sweep_of_too_many_points_is_refused_before_they_are_made() {
+        let axis = |n: &str| format!("    - {{name: {n}, path: seed, values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}\n");
+        let axes: String = ["a", "b", "c", "d", "e"].map(axis).concat();
+        let ok = sweep(&format!("sweep:\n  axes:\n{axes}  seeds: 10\n")).unwrap();
+        assert_eq!(ok.groups.len(), 5);
+        let e = sweep(&format!("sweep:\n  axes:\n{axes}  seeds: 11\n")).unwrap_err();
+        assert!(e.to_string().contains("more than 1000000 points"), "{e}");
+        let e = sweep("sweep:\n  seeds: 18446744073709551615\n").unwrap_err();
+        assert!(e.to_string().contains("more than 1000000 points"), "{e}");
     }
 
     #[test]
