@@ -26,8 +26,7 @@ fn summary(dir: &Path) -> anyhow::Result<String> {
     } else {
         dir.to_owned()
     };
-    std::fs::read_to_string(&file)
-        .map_err(|e| UsageError(format!("{}: {e}", file.display())).into())
+    Ok(epsim::input::read_text(&file)?)
 }
 
 pub fn run(

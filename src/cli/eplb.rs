@@ -3,7 +3,6 @@
 use super::output::{UsageError, emit};
 use epsim::moe::eplb;
 use serde::Deserialize;
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -20,14 +19,11 @@ struct EplbInput {
 
 pub fn run(input: &Path) -> anyhow::Result<ExitCode> {
     let (name, text) = if input == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| UsageError(format!("cannot read standard input: {e}")))?;
-        ("<stdin>".to_owned(), text)
+        let name = "<stdin>";
+        let text = epsim::input::read_capped(std::io::stdin(), Path::new(name))?;
+        (name.to_owned(), text)
     } else {
-        let text = std::fs::read_to_string(input)
-            .map_err(|e| UsageError(format!("{}: cannot read the file: {e}", input.display())))?;
+        let text = epsim::input::read_text(input)?;
         (input.display().to_string(), text)
     };
     let parsed: EplbInput = serde_json::from_str(&text).map_err(|e| {

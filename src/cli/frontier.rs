@@ -36,8 +36,7 @@ pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
     if let Some(x) = a.at.filter(|x| !x.is_finite()) {
         return Err(UsageError(format!("--at must be a finite number, got {x}")).into());
     }
-    let text = std::fs::read_to_string(a.summary)
-        .map_err(|e| UsageError(format!("{}: {e}", a.summary.display())))?;
+    let text = epsim::input::read_text(a.summary)?;
     let groups = frontier::frontiers(&text, a.x, a.y, &a.by)
         .map_err(|e| UsageError(format!("{}: {e}", a.summary.display())))?;
     let at = |f: &Frontier| a.at.and_then(|x| frontier::y_at(&f.points, x));

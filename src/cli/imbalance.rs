@@ -107,8 +107,7 @@ fn read_profile(file: &std::path::Path) -> anyhow::Result<Vec<Vec<f64>>> {
     struct Profile {
         weight: Vec<Vec<f64>>,
     }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| UsageError(format!("{}: cannot read the file: {e}", file.display())))?;
+    let text = epsim::input::read_text(file)?;
     let p: Profile = serde_json::from_str(&text).map_err(|e| {
         UsageError(format!(
             "{}:{}:{}: {e}",

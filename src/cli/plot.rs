@@ -17,8 +17,7 @@ pub struct PlotArgs<'a> {
 
 pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
     let file = a.dir.join("summary.csv");
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+    let text = epsim::input::read_text(&file)?;
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
     let params: Vec<String> = headers

@@ -844,6 +844,9 @@ fn unknown_name_message(what: &str, name: &str, known: &[&str]) -> String {
 /// Serde's "unknown variant `x`, expected one of `a`, `b`" (from tagged enums, whose names
 /// this deserializer never sees) in the words and with the suggestion of the others.
 fn house_style(message: String) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        return invalid_type(rest).unwrap_or(message);
+    }
     let Some(rest) = message.strip_prefix("unknown variant `") else {
         return message;
     };
@@ -853,6 +856,31 @@ fn house_style(message: String) -> String {
         return message;
     }
     unknown_name_message("value", parts[0], &known)
+}
+
+/// Serde's "floating point `1e9`, expected u64" (from inside tagged enums) as the other
+/// type mismatches say it.
+fn invalid_type(rest: &str) -> Option<String> {
+    let (found, expected) = rest.split_once(", expected ")?;
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number >= 0",
+        "i8" | "i16" | "i32" | "i64" => "an integer",
+        "f32" | "f64" => "a number",
+        "a string" => "a string",
+        "a boolean" => "true or false",
+        _ => return None,
+    };
+    let found = match found.split_once(" `") {
+        Some(("floating point" | "integer", v)) => {
+            format!("the number {}", v.trim_end_matches('`'))
+        }
+        Some(("boolean", v)) => format!("the boolean {}", v.trim_end_matches('`')),
+        _ => match found.strip_prefix("string ") {
+            Some(quoted) => format!("the string {quoted}"),
+            None => found.to_owned(),
+        },
+    };
+    Some(format!("expected {expected}, found {found}"))
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

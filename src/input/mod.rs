@@ -154,15 +154,26 @@ pub const MAX_INPUT_BYTES: u64 = 64 << 20;
 /// A text input file, refused (with its name) when unreadable or larger than
 /// [`MAX_INPUT_BYTES`].
 pub fn read_text(file: &Path) -> Result<String, Diagnostics> {
+    let f = std::fs::File::open(file).map_err(|e| {
+        let mut diags = Diagnostics::new();
+        diags.push_file(file, format!("cannot read the file: {e}"));
+        diags
+    })?;
+    read_capped(f, file)
+}
+
+/// All of `reader` (a file, standard input) as text, refused under the name `file` when
+/// unreadable or larger than [`MAX_INPUT_BYTES`].
+pub fn read_capped(reader: impl std::io::Read, file: &Path) -> Result<String, Diagnostics> {
     use std::io::Read;
     let fail = |message: String| {
         let mut diags = Diagnostics::new();
         diags.push_file(file, message);
         diags
     };
-    let f = std::fs::File::open(file).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     let mut text = String::new();
-    f.take(MAX_INPUT_BYTES + 1)
+    reader
+        .take(MAX_INPUT_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| fail(format!("cannot read the file: {e}")))?;
     if text.len() as u64 > MAX_INPUT_BYTES {

@@ -143,7 +143,7 @@ pub fn plan(
     }
     if d.ep > 0 && d.ep <= d.slots && !d.slots.is_multiple_of(d.ep) {
         // Nearest multiples of EP that still give every expert a slot.
-        let above = d.slots.max(experts).div_ceil(d.ep) * d.ep;
+        let above = d.slots.max(experts).div_ceil(d.ep).saturating_mul(d.ep);
         let below = d.slots / d.ep * d.ep;
         let options = if below >= experts && below > 0 {
             format!("{below} or {above}")

@@ -110,11 +110,14 @@ impl Sweep {
 }
 
 impl Point {
-    /// The scenario tree with this point's values written in.
-    pub fn apply(&self, root: &Node) -> Result<Node, String> {
+    /// The scenario tree with this point's values written in; a path that cannot be
+    /// written is a problem at the scenario node in its way.
+    pub fn apply(&self, root: &Node) -> Result<Node, Problem> {
         let mut tree = root.clone();
         for (path, value) in &self.assignments {
-            set(&mut tree, path, value.clone())?;
+            set(&mut tree, path, value.clone()).map_err(|(loc, message)| {
+                Problem::new(loc, path_text(path), format!("a sweep axis {message}"))
+            })?;
         }
         Ok(tree)
     }
@@ -393,12 +396,25 @@ fn parse_path(text: &str) -> Result<Vec<Segment>, String> {
 /// Writes `value` at the field `path` (`topology_parameters.nodes`) of a scenario tree, as
 /// a sweep axis would; for command-line overrides.
 pub fn set_field(root: &mut Node, path: &str, value: Node) -> Result<(), String> {
-    set(root, &parse_path(path)?, value)
+    set(root, &parse_path(path)?, value).map_err(|(_, message)| message)
+}
+
+/// `instances[1].eplb`, from its segments.
+fn path_text(path: &[Segment]) -> String {
+    let mut text = String::new();
+    for s in path {
+        match s {
+            Segment::Key(k) if text.is_empty() => text.push_str(k),
+            Segment::Key(k) => text.push_str(&format!(".{k}")),
+            Segment::Index(i) => text.push_str(&format!("[{i}]")),
+        }
+    }
+    text
 }
 
 /// Writes `value` at `path`, creating missing mapping keys (so an axis can set a field the
-/// scenario leaves to its default).
-fn set(node: &mut Node, path: &[Segment], value: Node) -> Result<(), String> {
+/// scenario leaves to its default); else the node in the way, and why.
+fn set(node: &mut Node, path: &[Segment], value: Node) -> Result<(), (Loc, String)> {
     let Some((first, rest)) = path.split_first() else {
         *node = value;
         return Ok(());
@@ -428,13 +444,23 @@ fn set(node: &mut Node, path: &[Segment], value: Node) -> Result<(), String> {
         }
         (Segment::Index(i), Value::Seq(items)) => {
             let len = items.len();
-            let item = items
-                .get_mut(*i)
-                .ok_or_else(|| format!("item [{i}] does not exist: the list has {len}"))?;
+            let loc = node.loc;
+            let item = items.get_mut(*i).ok_or_else(|| {
+                (
+                    loc,
+                    format!("cannot set item [{i}]: the list has {len} items"),
+                )
+            })?;
             set(item, rest, value)
         }
-        (Segment::Key(k), other) => Err(format!("cannot set `{k}` inside {}", other.kind())),
-        (Segment::Index(i), other) => Err(format!("cannot take item [{i}] of {}", other.kind())),
+        (Segment::Key(k), other) => Err((
+            node.loc,
+            format!("cannot set `{k}` inside {}", other.kind()),
+        )),
+        (Segment::Index(i), other) => Err((
+            node.loc,
+            format!("cannot take item [{i}] of {}", other.kind()),
+        )),
     }
 }
 
@@ -465,7 +491,9 @@ mod tests {
 
     #[test]
     fn a_sweep_of_too_many_points_is_refused_before_they_are_made() {
-        let axis = |n: &str| format!("    - {{name: {n}, path: seed, values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}\n");
+        let axis = |n: &str| {
+            format!("    - {{name: {n}, path: seed, values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}\n")
+        };
         let axes: String = ["a", "b", "c", "d", "e"].map(axis).concat();
         let ok = sweep(&format!("sweep:\n  axes:\n{axes}  seeds: 10\n")).unwrap();
         assert_eq!(ok.groups.len(), 5);
@@ -516,7 +544,10 @@ mod tests {
         let err = points[0]
             .apply(&parse_node("y: []\n").unwrap())
             .unwrap_err();
-        assert!(err.contains("item [0] does not exist"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "1:4: y[0].c: a sweep axis cannot set item [0]: the list has 0 items"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::plan::{self, Point, Sweep};
 use super::pool;
-use crate::input::{self, Diagnostics, Node};
+use crate::input::{self, Diagnostics, Node, Problem, Value};
 use crate::serving::output::write_atomic;
 use crate::serving::{scenario, sim};
 use std::path::{Path, PathBuf};
@@ -63,19 +63,23 @@ impl SweepFile {
 
     /// The point's scenario, loaded and checked.
     pub fn scenario(&self, point: &Point) -> Result<scenario::LoadedScenario, Diagnostics> {
-        let tree = point.apply(&self.scenario).map_err(|e| {
+        let located = |p: Problem| {
             let mut d = Diagnostics::new();
-            d.push_file(
-                &self.file,
-                format!("point {} ({}): {e}", point.index, point.label()),
-            );
+            d.push(&self.file, p);
             d
-        })?;
+        };
+        let tree = point.apply(&self.scenario).map_err(located)?;
         let mut loaded = scenario::from_tree(&self.file, &tree)?;
         loaded.scenario.seed = offset_seed(loaded.scenario.seed, point).map_err(|e| {
-            let mut d = Diagnostics::new();
-            d.push_file(&self.file, e);
-            d
+            let seed = match &tree.value {
+                Value::Map(entries) => entries.iter().find(|(k, _)| k.name == "seed"),
+                _ => None,
+            };
+            located(Problem::new(
+                seed.map_or(tree.loc, |(_, v)| v.loc),
+                "seed",
+                e,
+            ))
         })?;
         Ok(loaded)
     }
@@ -202,12 +206,11 @@ pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
 /// The seed of a point's replicate: the base seed plus its offset, refused (never wrapped
 /// to a seed another replicate has) past the largest seed.
 fn offset_seed(seed: u64, point: &Point) -> Result<u64, String> {
+    // Said the same way for every point, so it is reported once.
     seed.checked_add(point.seed_offset).ok_or_else(|| {
         format!(
-            "point {} ({}): seed {seed} + replicate {} is past the largest seed {}",
-            point.index,
-            point.label(),
-            point.seed_offset,
+            "seed {seed} leaves no room for the sweep's replicate seeds (seed + 1, seed + 2, \
+             ...): the largest seed is {}",
             u64::MAX
         )
     })
@@ -262,8 +265,7 @@ pub fn assemble(out: &Path, dirs: &[PathBuf], total: usize) -> Result<Option<Pat
                 file.display()
             ));
         }
-        let body =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let body = crate::input::read_text(&file).map_err(|e| e.to_string())?;
         let (header, row) = body
             .split_once('\n')
             .ok_or_else(|| format!("{}: not a point file", file.display()))?;
@@ -440,8 +442,8 @@ fn write_manifest(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
 
 fn read_manifest(dir: &Path) -> Result<SweepManifest, String> {
     let file = dir.join("sweep.json");
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| format!("{}: {e} (is it a sweep's output folder?)", file.display()))?;
+    let text = crate::input::read_text(&file)
+        .map_err(|e| format!("{e} (is it a sweep's output folder?)"))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))
 }
 

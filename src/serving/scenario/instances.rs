@@ -154,7 +154,7 @@ fn shape(
             "must be at least 1".into(),
         );
     }
-    let step = (1 + mtp.drafts).saturating_mul(tp);
+    let step = mtp.drafts.saturating_add(1).saturating_mul(tp);
     if f.max_tokens.value < step {
         c.problem(
             f.max_tokens.loc,
@@ -172,6 +172,10 @@ fn shape(
         moe_tp,
     })
 }
+
+/// The most expert slots per MoE layer an instance may have (as `epsim eplb` allows):
+/// thousands of times any model's experts.
+pub const MAX_EXPERT_SLOTS: u64 = 1_000_000;
 
 /// Expert slots per MoE layer: given, or the experts plus redundant ones per GPU.
 fn slots(
@@ -197,6 +201,14 @@ fn slots(
             .routed_experts
             .saturating_add(r.unwrap_or(0).saturating_mul(gpus)),
     };
+    if slots > MAX_EXPERT_SLOTS {
+        c.problem(
+            inst.loc,
+            &at("slots"),
+            format!("{slots} expert slots per layer: at most {MAX_EXPERT_SLOTS}"),
+        );
+        return None;
+    }
     if f.eplb.unwrap_or(EplbMode::None) == EplbMode::None && slots != model.moe.routed_experts {
         c.problem(
             inst.loc,

@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 mod check;
-#[cfg(test)]
-mod fuzz;
 mod instances;
 
 use check::Checks;
