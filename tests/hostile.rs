@@ -413,10 +413,9 @@ fn corpus() -> Tally {
         tally.tried += 1;
         let args: Vec<String> = command
             .split_whitespace()
-            .map(|a| match a {
-                "FILE" => file.display().to_string(),
-                "OUT" => dir.path().join("out").display().to_string(),
-                a => a.to_owned(),
+            .map(|a| {
+                a.replace("FILE", &file.display().to_string())
+                    .replace("OUT", &dir.path().join("out").display().to_string())
             })
             .collect();
         let before = files_under(dir.path());

@@ -19,7 +19,12 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
     let file = a.dir.join("summary.csv");
     let text = epsim::input::read_text(&file)?;
     let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let headers: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| UsageError(format!("{}: {e}", file.display())))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
     let params: Vec<String> = headers
         .iter()
         .filter_map(|h| h.strip_prefix("param_").map(str::to_owned))
@@ -27,7 +32,10 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
     let load = match &a.load {
         Some(l) => l.clone(),
         None => params.last().cloned().ok_or_else(|| {
-            UsageError("no param_ columns: plot needs a sweep's summary.csv".into())
+            UsageError(format!(
+                "{}: no param_ columns: plot needs a sweep's summary.csv",
+                file.display()
+            ))
         })?,
     };
     let by: Vec<String> = if a.by.is_empty() {

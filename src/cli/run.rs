@@ -99,12 +99,18 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(seed) = a.seed {
         loaded.scenario.seed = seed;
     }
-    let report = sim::run(&loaded).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let dir = a
         .out
         .clone()
         .unwrap_or_else(|| Path::new("out").join(&loaded.scenario.name));
-    let written = output::write_run(&dir, &loaded, &report)?;
+    // Before the run, so a folder that cannot be made costs no simulation.
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        UsageError(format!(
+            "{}: cannot create the output folder: {e}",
+            dir.display()
+        ))
+    })?;
+    let report = sim::run(&loaded).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let mut text = String::new();
     let width = report
         .summary
@@ -115,7 +121,9 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
     for (column, value) in &report.summary {
         text.push_str(&format!("{column:<width$}  {value}\n"));
     }
+    // The summary is shown before the files are written, so a failed write loses nothing.
     emit(&text)?;
+    let written = output::write_run(&dir, &loaded, &report)?;
     let s = &report.stats;
     let mut done = format!(
         "\nsimulated {:.1} s in {:.2} s wall ({:.0} events/s, {:.1} simulated s per wall s)\n",

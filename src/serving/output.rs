@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
-    tmp.write_all(bytes)?;
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", file.display()));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new("."))).map_err(with_path)?;
+    tmp.write_all(bytes).map_err(with_path)?;
     tmp.persist(file)
         .map(|_| ())
         .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", file.display(), e.error)))
@@ -59,7 +61,12 @@ const REQUEST_COLUMNS: [&str; 14] = [
 
 /// Writes the run's files into `dir` (created if needed); returns their paths.
 pub fn write_run(dir: &Path, loaded: &LoadedScenario, report: &Report) -> io::Result<Vec<PathBuf>> {
-    fs::create_dir_all(dir)?;
+    fs::create_dir_all(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{}: cannot create the output folder: {e}", dir.display()),
+        )
+    })?;
     let mut written = Vec::new();
     let summary = dir.join("summary.csv");
     write_atomic(&summary, &summary_csv(report)?)?;
