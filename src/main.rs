@@ -215,9 +215,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
         format: cli::frontier::Format,
     },
-    /// Draw a sweep's results as SVG: frontier.svg, ttft.svg, tpot.svg in its folder
+    /// Draw a sweep's results as SVG and PNG: frontier, ttft and tpot charts in its folder
     #[command(
-        after_help = "Example:\n  epsim plot results/wide-ep-nvl72 --by ep,eplb\n\nfrontier.svg: the Pareto frontier of --y against --x per group (NVIDIA's Wide-EP Figure 5\nshape); ttft.svg and tpot.svg: p99 latencies against --load (default: the last sweep axis)."
+        after_help = "Example:\n  epsim plot results/wide-ep-nvl72 --by ep,eplb --at 100\n\nfrontier.svg/.png: the Pareto frontier of --y against --x per group (NVIDIA's Wide-EP Figure\n5 shape); ttft and tpot .svg/.png: p99 latencies against --load (default: the last sweep\naxis). Replicate seeds are averaged; lines are coloured by --colour-by and dashed by\n--dash-by; an axis whose data spans decades is logarithmic."
     )]
     Plot {
         /// A sweep's output folder (holding summary.csv)
@@ -229,9 +229,18 @@ enum Command {
         /// Group rows by these columns [default: every sweep axis but the load]
         #[arg(long, value_delimiter = ',')]
         by: Vec<String>,
-        /// The load column for the latency charts
+        /// The load column for the latency charts [default: the last sweep axis]
         #[arg(long)]
         load: Option<String>,
+        /// Colour lines by this grouping column [default: the first]
+        #[arg(long)]
+        colour_by: Option<String>,
+        /// Dash lines by this grouping column [default: the first other that varies]
+        #[arg(long)]
+        dash_by: Option<String>,
+        /// Draw a marker at this x on the frontier, each line's value written on it
+        #[arg(long)]
+        at: Option<f64>,
     },
     /// Combine the output folders of a sweep's shards into the unsharded result
     #[command(
@@ -439,12 +448,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             y,
             by,
             load,
+            colour_by,
+            dash_by,
+            at,
         } => cli::plot::run(&cli::plot::PlotArgs {
             dir: &dir,
             x: &x,
             y: &y,
             by,
             load,
+            colour_by,
+            dash_by,
+            at,
         }),
         Command::Compare {
             baseline,

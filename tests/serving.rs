@@ -740,6 +740,9 @@ fn compare_exits_1_on_a_regression_and_2_on_incomparable_inputs() {
 fn plot_draws_the_frontier_and_latencies_of_a_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_sweep(dir.path());
+    // Long enough for requests to finish, so every point has latencies to draw.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("duration_s: 2", "duration_s: 6")).unwrap();
     let out = dir.path().join("out");
     epsim()
         .args(["run", "--no-progress", "--out"])
@@ -753,18 +756,18 @@ fn plot_draws_the_frontier_and_latencies_of_a_sweep() {
         .args(["--by", "policy"])
         .assert()
         .success();
-    for name in ["frontier.svg", "ttft.svg", "tpot.svg"] {
-        let svg = std::fs::read_to_string(out.join(name)).unwrap();
+    for name in ["frontier", "ttft", "tpot"] {
+        let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{name}"
         );
-        assert_eq!(
-            svg.matches("<polyline").count(),
-            2,
-            "{name}: one line per policy"
-        );
-        assert!(svg.contains("policy=kv_aware"), "{name}");
+        for policy in ["policy=kv_aware", "policy=fcfs"] {
+            assert_eq!(svg.matches(policy).count(), 1, "{name}: one legend entry");
+        }
+        assert!(svg.contains("Output tokens/s per GPU") || svg.contains("p99 (ms)"));
+        let png = std::fs::read(out.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
     }
 }
 

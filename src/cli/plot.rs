@@ -1,9 +1,10 @@
-//! `epsim plot`: SVG charts of a sweep's summary.csv: the Pareto frontier per group (the
-//! shape of NVIDIA's Wide-EP Figure 5) and TTFT / TPOT against load.
+//! `epsim plot`: charts of a sweep's summary.csv, as SVG and PNG: the Pareto frontier per
+//! group (the shape of NVIDIA's Wide-EP Figure 5) and TTFT / TPOT against load, replicate
+//! seeds averaged.
 
 use super::output::{UsageError, note};
 use epsim::sweep::frontier;
-use epsim::sweep::plot::{Chart, Series, svg};
+use epsim::sweep::plot::{self, Chart, Series};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,6 +14,9 @@ pub struct PlotArgs<'a> {
     pub y: &'a str,
     pub by: Vec<String>,
     pub load: Option<String>,
+    pub colour_by: Option<String>,
+    pub dash_by: Option<String>,
+    pub at: Option<f64>,
 }
 
 pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
@@ -31,66 +35,76 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let load = match &a.load {
         Some(l) => l.clone(),
-        None => params.last().cloned().ok_or_else(|| {
-            UsageError(format!(
-                "{}: no param_ columns: plot needs a sweep's summary.csv",
-                file.display()
-            ))
-        })?,
+        None => params
+            .iter()
+            .rev()
+            .find(|p| *p != "seed")
+            .cloned()
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "{}: no param_ columns: plot needs a sweep's summary.csv",
+                    file.display()
+                ))
+            })?,
     };
     let by: Vec<String> = if a.by.is_empty() {
-        params.iter().filter(|p| **p != load).cloned().collect()
+        // Replicate seeds are averaged, not drawn as lines of their own.
+        params
+            .iter()
+            .filter(|p| **p != load && *p != "seed")
+            .cloned()
+            .collect()
     } else {
         a.by.clone()
     };
-    let label = |group: &[(String, String)]| {
-        group
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let mut written: Vec<PathBuf> = Vec::new();
-    let fronts = frontier::frontiers(&text, a.x, a.y, &by).map_err(UsageError)?;
-    let series: Vec<Series> = fronts
-        .iter()
-        .map(|f| Series {
-            label: label(&f.group),
-            points: f.points.clone(),
-        })
+    let means = frontier::replicate_means(&text, a.x, a.y, &by, &load).map_err(UsageError)?;
+    let fronts: Vec<_> = means
+        .into_iter()
+        .map(|(g, points)| (g, frontier::frontier(&points)))
         .collect();
-    let out = a.dir.join("frontier.svg");
-    std::fs::write(
-        &out,
-        svg(&Chart {
-            title: &format!("Pareto frontier: {} vs {}", a.y, a.x),
-            x_label: a.x,
-            y_label: a.y,
-            series: &series,
-        }),
-    )?;
-    written.push(out);
-    for (metric, name) in [("ttft_ms_p99", "ttft.svg"), ("tpot_ms_p99", "tpot.svg")] {
-        // Every row, not a frontier: the curve of the metric against load, per group.
-        let groups = frontier::rows(&text, &load, metric, &by).map_err(UsageError)?;
-        let series: Vec<Series> = groups
-            .into_iter()
-            .map(|(group, points)| Series {
-                label: label(&group),
-                points,
-            })
-            .collect();
-        let out = a.dir.join(name);
-        std::fs::write(
-            &out,
-            svg(&Chart {
-                title: &format!("{metric} vs {load}"),
-                x_label: &load,
-                y_label: metric,
+    let series = styled(&fronts, &by, a.colour_by.as_deref(), a.dash_by.as_deref())?;
+    let title = format!(
+        "Pareto frontier: {} against {}",
+        plot::axis_title(a.y),
+        plot::axis_title(a.x)
+    );
+    written.extend(
+        plot::write(
+            &Chart {
+                title: &title,
+                x_title: &plot::axis_title(a.x),
+                y_title: &plot::axis_title(a.y),
                 series: &series,
-            }),
-        )?;
-        written.push(out);
+                at_x: a.at,
+            },
+            &a.dir.join("frontier"),
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    for (metric, name) in [("ttft_ms_p99", "ttft"), ("tpot_ms_p99", "tpot")] {
+        // Every load, not a frontier: the metric's curve against load, per group.
+        let groups =
+            frontier::replicate_means(&text, &load, metric, &by, &load).map_err(UsageError)?;
+        let series = styled(&groups, &by, a.colour_by.as_deref(), a.dash_by.as_deref())?;
+        let title = format!(
+            "{} against {}",
+            plot::axis_title(metric),
+            plot::axis_title(&load)
+        );
+        written.extend(
+            plot::write(
+                &Chart {
+                    title: &title,
+                    x_title: &plot::axis_title(&load),
+                    y_title: &plot::axis_title(metric),
+                    series: &series,
+                    at_x: None,
+                },
+                &a.dir.join(name),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
     }
     note(
         &written
@@ -99,4 +113,95 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
             .collect::<String>(),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Series from groups: the colour from the value of `colour_by` (default: the first
+/// grouping column), the dash from `dash_by` (default: the first other column that varies
+/// among groups of one colour), labelled by the colour's column and those that vary among
+/// groups of one colour.
+fn styled(
+    groups: &[frontier::Group],
+    by: &[String],
+    colour_by: Option<&str>,
+    dash_by: Option<&str>,
+) -> Result<Vec<Series>, UsageError> {
+    let value = |g: &frontier::Group, col: &str| {
+        g.0.iter()
+            .find(|(k, _)| k == col)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    for (flag, col) in [("--colour-by", colour_by), ("--dash-by", dash_by)] {
+        if let Some(c) = col.filter(|c| !by.iter().any(|b| b == c)) {
+            return Err(UsageError(format!(
+                "{flag} {c}: not a grouping column (they are: {})",
+                by.join(", ")
+            )));
+        }
+    }
+    let colour_col = colour_by.map(str::to_owned).or_else(|| by.first().cloned());
+    let varies_within_colour = |col: &String| {
+        groups.iter().any(|g| {
+            groups.iter().any(|h| {
+                colour_col
+                    .as_ref()
+                    .is_none_or(|c| value(g, c) == value(h, c))
+                    && value(g, col) != value(h, col)
+            })
+        })
+    };
+    let dash_col = dash_by.map(str::to_owned).or_else(|| {
+        by.iter()
+            .filter(|b| Some(*b) != colour_col.as_ref())
+            .find(|b| varies_within_colour(b))
+            .cloned()
+    });
+    // The label names the colour's and dash's columns and those that vary among lines of
+    // one colour and dash (a column that moves with them, as a zipped axis does, would only
+    // repeat them).
+    let styled_by = [colour_col.clone(), dash_col.clone()];
+    let within_style = |col: &String| {
+        groups.iter().any(|g| {
+            groups.iter().any(|h| {
+                styled_by
+                    .iter()
+                    .flatten()
+                    .all(|c| value(g, c) == value(h, c))
+                    && value(g, col) != value(h, col)
+            })
+        })
+    };
+    let varying: Vec<&String> = by
+        .iter()
+        .filter(|b| {
+            let varies = groups.iter().any(|g| value(g, b) != value(&groups[0], b));
+            varies && (styled_by.contains(&Some((*b).clone())) || within_style(b))
+        })
+        .collect();
+    let mut colours: Vec<String> = Vec::new();
+    let mut dashes: Vec<String> = Vec::new();
+    let index = |seen: &mut Vec<String>, v: String| match seen.iter().position(|s| *s == v) {
+        Some(i) => i,
+        None => {
+            seen.push(v);
+            seen.len() - 1
+        }
+    };
+    Ok(groups
+        .iter()
+        .map(|g| Series {
+            label: varying
+                .iter()
+                .map(|b| format!("{b}={}", value(g, b)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            colour: colour_col
+                .as_ref()
+                .map_or(0, |c| index(&mut colours, value(g, c))),
+            dash: dash_col
+                .as_ref()
+                .map_or(0, |c| index(&mut dashes, value(g, c))),
+            points: g.1.clone(),
+        })
+        .collect())
 }

@@ -13,14 +13,30 @@ use std::path::{Path, PathBuf};
 /// created in the same folder (never following a link planted there), then renamed.
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", file.display()));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new("."))).map_err(with_path)?;
+    let mut tmp = temp_beside(file, "")?;
     tmp.write_all(bytes).map_err(with_path)?;
     tmp.persist(file)
         .map(|_| ())
         .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", file.display(), e.error)))
+}
+
+/// A new temporary file beside `file` (unique, unpredictable name; never through a planted
+/// link), ending in `suffix`, to be renamed onto `file` once complete.
+pub fn temp_beside(file: &Path, suffix: &str) -> io::Result<tempfile::NamedTempFile> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut builder = tempfile::Builder::new();
+    builder.suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Results are for sharing: readable by all, as a plain create makes them under the
+        // usual umask (a temporary file alone would be its owner's only).
+        builder.permissions(fs::Permissions::from_mode(0o644));
+    }
+    builder
+        .tempfile_in(dir.unwrap_or(Path::new(".")))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))
 }
 
 /// summary.csv's text: a header and one row.

@@ -77,6 +77,40 @@ pub fn frontiers(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Fron
         .collect())
 }
 
+/// Per group of the `by` columns, one point per value of `load`: the mean x and y of the
+/// rows with that value (a sweep's replicate seeds), in order of first appearance. Without
+/// replicates, the rows themselves.
+pub fn replicate_means(
+    text: &str,
+    x: &str,
+    y: &str,
+    by: &[String],
+    load: &str,
+) -> Result<Vec<Group>, String> {
+    let mut keys = by.to_vec();
+    keys.push(load.to_owned());
+    let mut out: Vec<Group> = Vec::new();
+    for (mut group, points) in grouped(text, x, y, &keys)? {
+        group.pop();
+        if points.is_empty() {
+            continue;
+        }
+        let n = points.len() as f64;
+        let mean = (
+            points.iter().map(|p| p.0).sum::<f64>() / n,
+            points.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, ps)) => ps.push(mean),
+            None => out.push((group, vec![mean])),
+        }
+    }
+    for (_, points) in &mut out {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Ok(out)
+}
+
 /// Rows' (x, y) per group of the `by` columns, groups in order of first appearance.
 fn grouped(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
@@ -134,6 +168,22 @@ fn grouped(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicates_are_averaged_per_load_within_a_group() {
+        let text = "param_ep,param_users,param_seed,x,y\n8,1,0,10,100\n8,1,1,12,110\n8,2,0,5,200\n8,2,1,7,220\n16,1,0,9,90\n";
+        let got = replicate_means(text, "x", "y", &["ep".into()], "users").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    vec![("ep".to_owned(), "8".to_owned())],
+                    vec![(6.0, 210.0), (11.0, 105.0)]
+                ),
+                (vec![("ep".to_owned(), "16".to_owned())], vec![(9.0, 90.0)]),
+            ]
+        );
+    }
 
     #[test]
     fn the_frontier_keeps_only_undominated_points() {

@@ -1,166 +1,331 @@
-//! SVG line charts, written by hand (no plotting dependency): one polyline per series,
-//! linear axes with round ticks, a legend.
+//! Charts of a sweep's results, drawn with plotters as SVG and PNG (the PNG's text set in
+//! the embedded DejaVu Sans, so no system fonts are needed): one line per group, coloured
+//! by one parameter and dashed by another, axis titles in words with units, log axes where
+//! the data spans decades, tidy tick labels, and an optional marker line at one x with each
+//! line's value written beside it.
 
-use std::fmt::Write;
+use crate::serving::output::{temp_beside, write_atomic};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use std::path::Path;
 
 pub struct Series {
     pub label: String,
+    /// Index into the palette (one per value of the colour parameter).
+    pub colour: usize,
+    /// Index into the dash patterns (one per value of the dash parameter).
+    pub dash: usize,
     pub points: Vec<(f64, f64)>,
 }
 
 pub struct Chart<'a> {
     pub title: &'a str,
-    pub x_label: &'a str,
-    pub y_label: &'a str,
+    pub x_title: &'a str,
+    pub y_title: &'a str,
     pub series: &'a [Series],
+    /// A vertical marker at this x, each series' value there written on it.
+    pub at_x: Option<f64>,
 }
 
-const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 480.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 200.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 60.0;
-const COLOURS: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+const SIZE: (u32, u32) = (960, 560);
+/// Width of the legend column right of the plot.
+const LEGEND_W: u32 = 250;
+/// Tableau 10: distinct in print and for the common colour-vision deficiencies.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+/// (dash, gap) in pixels; (0, 0) is a solid line.
+const DASHES: [(u32, u32); 4] = [(0, 0), (10, 5), (3, 4), (18, 6)];
+const FONT: &str = "sans-serif";
+/// Height of one line of marker labels, in pixels.
+const LABEL_H: i32 = 14;
 
-/// About five round tick values covering [lo, hi].
-fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let span = (hi - lo).max(1e-9);
-    let raw = span / 5.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * magnitude)
-        .find(|s| span / s <= 6.0)
-        .unwrap_or(10.0 * magnitude);
-    let mut t = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    while t <= hi + step * 1e-9 {
-        out.push(t);
-        t += step;
-    }
-    out
-}
+/// Where the data spans at least this ratio, its axis is logarithmic.
+const LOG_SPAN: f64 = 30.0;
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-pub fn svg(chart: &Chart) -> String {
-    let all: Vec<(f64, f64)> = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
-    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in &all {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y1 = y1.max(y);
+/// Words for a summary column, with its unit: what an axis title says.
+pub fn axis_title(column: &str) -> String {
+    let name = column.strip_prefix("param_").unwrap_or(column);
+    let known = [
+        ("output_tok_s_per_gpu", "Output tokens/s per GPU"),
+        (
+            "output_tok_s_per_gpu_rate_matched",
+            "Output tokens/s per GPU (prefill rate-matched)",
+        ),
+        (
+            "output_tok_s_per_decode_gpu",
+            "Output tokens/s per decode GPU",
+        ),
+        ("output_tok_s", "Output tokens/s"),
+        ("tok_s_per_user", "Output tokens/s per user"),
+        ("users_per_gpu", "Users per decode GPU"),
+        ("users", "Users"),
+        ("rate", "Request rate (requests/s)"),
+        ("rate_per_s", "Request rate (requests/s)"),
+        ("request_throughput_per_s", "Requests/s"),
+        ("concurrency", "Concurrent requests"),
+    ];
+    if let Some((_, words)) = known.iter().find(|(c, _)| *c == name) {
+        return (*words).to_owned();
     }
-    if all.is_empty() {
-        (x0, x1, y1) = (0.0, 1.0, 1.0);
-    }
-    let x0 = x0.min(0.0);
-    let (x1, y1) = (x1.max(x0 + 1e-9) * 1.05, y1.max(1e-9) * 1.05);
-    let (pw, ph) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-    let py = |y: f64| TOP + ph - y / y1 * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        LEFT + pw / 2.0,
-        escape(chart.title)
-    );
-    for t in ticks(x0, x1) {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#ddd"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##,
-            px(t),
-            TOP,
-            TOP + ph,
-            TOP + ph + 18.0,
-            t
-        );
-    }
-    for t in ticks(0.0, y1) {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{0}" y1="{1:.1}" x2="{2}" y2="{1:.1}" stroke="#ddd"/><text x="{3}" y="{4:.1}" text-anchor="end">{5}</text>"##,
-            LEFT,
-            py(t),
-            LEFT + pw,
-            LEFT - 6.0,
-            py(t) + 4.0,
-            t
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        HEIGHT - 15.0,
-        escape(chart.x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{0}" text-anchor="middle" transform="rotate(-90 18 {0})">{1}</text>"#,
-        TOP + ph / 2.0,
-        escape(chart.y_label)
-    );
-    for (i, series) in chart.series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        // Past the palette, the colours come round again dashed, so no two series look alike.
-        let dash = match i / COLOURS.len() {
-            0 => "",
-            1 => r#" stroke-dasharray="7 4""#,
-            _ => r#" stroke-dasharray="2 3""#,
-        };
-        let path: Vec<String> = series
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
-            path.join(" ")
-        );
-        for p in &path {
-            let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
-            let _ = writeln!(s, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>"#);
+    // ttft_ms_p99 -> "TTFT p99 (ms)"; step_moe_ms_mean -> "Step moe mean (ms)".
+    let mut unit = None;
+    let mut words: Vec<String> = Vec::new();
+    for part in name.split('_') {
+        match part {
+            "ms" | "s" | "gb" | "gib" => {
+                unit = Some(part.replace("gib", "GiB").replace("gb", "GB"))
+            }
+            "ttft" | "tpot" | "itl" | "e2e" | "kv" | "ep" | "eplb" | "mtp" => {
+                words.push(part.to_uppercase())
+            }
+            p => words.push(p.to_owned()),
         }
-        let ly = TOP + 10.0 + 18.0 * i as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{3}" y="{4}">{5}</text>"#,
-            LEFT + pw + 12.0,
-            ly,
-            LEFT + pw + 32.0,
-            LEFT + pw + 38.0,
-            ly + 4.0,
-            escape(&series.label)
-        );
     }
-    s.push_str("</svg>\n");
-    s
+    let mut text = words.join(" ");
+    if let Some(first) = text.get(..1) {
+        text = first.to_uppercase() + &text[1..];
+    }
+    match unit {
+        Some(u) => format!("{text} ({u})"),
+        None => text,
+    }
+}
+
+/// A tick label: at most four significant digits, no float noise, thousands grouped.
+pub fn tidy(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return if v.is_finite() {
+            "0".into()
+        } else {
+            v.to_string()
+        };
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    let text = format!("{v:.digits$}");
+    let text = match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        false => text,
+    };
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let (sign, int) = int.strip_prefix('-').map_or(("", int), |i| ("-", i));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 && int.len() > 4 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    match frac {
+        "" => format!("{sign}{grouped}"),
+        f => format!("{sign}{grouped}.{f}"),
+    }
+}
+
+/// Writes `chart` as `stem.svg` and `stem.png` (each atomically); returns their paths.
+pub fn write(chart: &Chart, stem: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    register_font();
+    let svg_file = stem.with_extension("svg");
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root, chart)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    write_atomic(&svg_file, svg.as_bytes()).map_err(|e| e.to_string())?;
+    let png_file = stem.with_extension("png");
+    // The bitmap backend writes a file by name (its format from the ending).
+    let tmp = temp_beside(&png_file, ".png").map_err(|e| e.to_string())?;
+    {
+        let root = BitMapBackend::new(tmp.path(), SIZE).into_drawing_area();
+        draw(&root, chart)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    tmp.persist(&png_file)
+        .map_err(|e| format!("{}: {}", png_file.display(), e.error))?;
+    Ok(vec![svg_file, png_file])
+}
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TrueType font shipped by the dejavu crate.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// The data's range on one axis, and whether it spans decades (then drawn on a log axis).
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64, bool) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if lo > hi {
+        return (0.0, 1.0, false);
+    }
+    if lo > 0.0 && hi / lo >= LOG_SPAN {
+        return (lo / 1.3, hi * 1.3, true);
+    }
+    let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.05).max(1e-9);
+    let lo = if lo >= 0.0 { 0.0 } else { lo - pad };
+    (lo, hi + pad, false)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    chart: &Chart,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_W);
+    let points = || chart.series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1, log_x) = range(points().map(|p| p.0));
+    let (y0, y1, log_y) = range(points().map(|p| p.1));
+    let lin = |a: f64, b: f64| -> RangedCoordf64 { (a..b).into() };
+    match (log_x, log_y) {
+        (false, false) => draw_in(&plot, chart, lin(x0, x1), lin(y0, y1)),
+        (true, false) => draw_in(&plot, chart, (x0..x1).log_scale(), lin(y0, y1)),
+        (false, true) => draw_in(&plot, chart, lin(x0, x1), (y0..y1).log_scale()),
+        (true, true) => draw_in(&plot, chart, (x0..x1).log_scale(), (y0..y1).log_scale()),
+    }?;
+    draw_legend(&legend, chart).map_err(e)
+}
+
+fn draw_in<DB, X, Y>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    chart: &Chart,
+    x: X,
+    y: Y,
+) -> Result<(), String>
+where
+    DB: DrawingBackend,
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let mut c = ChartBuilder::on(area)
+        .caption(chart.title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x, y)
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc(chart.x_title)
+        .y_desc(chart.y_title)
+        .axis_desc_style((FONT, 15))
+        .label_style((FONT, 13))
+        .x_label_formatter(&|v| tidy(*v))
+        .y_label_formatter(&|v| tidy(*v))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(e)?;
+    for s in chart.series {
+        let style = PALETTE[s.colour % PALETTE.len()].stroke_width(2);
+        match DASHES[s.dash % DASHES.len()] {
+            (0, 0) => c
+                .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                .map_err(e)?,
+            (dash, gap) => c
+                .draw_series(DashedLineSeries::new(
+                    s.points.iter().copied(),
+                    dash,
+                    gap,
+                    style,
+                ))
+                .map_err(e)?,
+        };
+        c.draw_series(
+            s.points
+                .iter()
+                .map(|&p| Circle::new(p, 3, PALETTE[s.colour % PALETTE.len()].filled())),
+        )
+        .map_err(e)?;
+    }
+    if let Some(at) = chart.at_x {
+        let (y_lo, y_hi) = (c.y_range().start, c.y_range().end);
+        c.draw_series(DashedLineSeries::new(
+            [(at, y_lo), (at, y_hi)],
+            6,
+            4,
+            BLACK.stroke_width(1),
+        ))
+        .map_err(e)?;
+        c.draw_series(std::iter::once(Text::new(
+            format!("x = {}", tidy(at)),
+            (at, y_hi),
+            (FONT, 13).into_font().color(&BLACK),
+        )))
+        .map_err(e)?;
+        // Each line's value, beside the marker in the line's colour; labels are pushed
+        // apart so that close values stay readable.
+        let mut labels: Vec<((i32, i32), String, RGBColor)> = Vec::new();
+        for s in chart.series {
+            if let Some(v) = crate::sweep::frontier::y_at(&s.points, at) {
+                let colour = PALETTE[s.colour % PALETTE.len()];
+                c.draw_series(std::iter::once(Circle::new((at, v), 4, colour.filled())))
+                    .map_err(e)?;
+                labels.push((c.backend_coord(&(at, v)), tidy(v), colour));
+            }
+        }
+        labels.sort_by_key(|l| l.0.1);
+        let mut next_free = i32::MIN;
+        for ((px, py), text, colour) in labels {
+            let y = (py - 7).max(next_free);
+            next_free = y + LABEL_H;
+            let font = (FONT, 12).into_font().color(&colour);
+            // On a white ground, so the lines that cross the marker do not cross the text.
+            let (w, h) = area.estimate_text_size(&text, &font).map_err(e)?;
+            let (x0, y0) = (px + 6, y - 1);
+            area.draw(&Rectangle::new(
+                [(x0, y0), (x0 + w as i32 + 4, y0 + h as i32 + 2)],
+                WHITE.filled(),
+            ))
+            .map_err(e)?;
+            area.draw(&Text::new(text, (px + 8, y), font)).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// The legend, in its own column beside the plot so it never covers a line.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    chart: &Chart,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let row_h = 20;
+    let top = 48;
+    for (i, s) in chart.series.iter().enumerate() {
+        let y = top + i as i32 * row_h;
+        let colour = PALETTE[s.colour % PALETTE.len()];
+        let style = colour.stroke_width(2);
+        let line = [(8, y), (44, y)];
+        match DASHES[s.dash % DASHES.len()] {
+            (0, 0) => area.draw(&PathElement::new(line, style))?,
+            (dash, gap) => area.draw(&DashedPathElement::new(line, dash, gap, style))?,
+        }
+        area.draw(&Text::new(
+            s.label.clone(),
+            (52, y - 7),
+            (FONT, 13).into_font().color(&BLACK),
+        ))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -168,33 +333,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(ticks(0.0, 10.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-        let t = ticks(0.0, 16_513.0);
-        assert_eq!(t.first(), Some(&0.0));
-        assert!(t.len() >= 4 && t.len() <= 7, "{t:?}");
+    fn tick_labels_are_tidy() {
+        assert_eq!(tidy(0.15000000000000002), "0.15");
+        assert_eq!(tidy(12345.678), "12,346");
+        assert_eq!(tidy(1000.0), "1000");
+        assert_eq!(tidy(2.5e-3), "0.0025");
+        assert_eq!(tidy(-7.0), "-7");
+        assert_eq!(tidy(0.0), "0");
     }
 
     #[test]
-    fn a_chart_has_a_line_and_a_legend_entry_per_series() {
-        let series = vec![
+    fn axis_titles_are_words_with_units() {
+        assert_eq!(
+            axis_title("output_tok_s_per_gpu"),
+            "Output tokens/s per GPU"
+        );
+        assert_eq!(axis_title("ttft_ms_p99"), "TTFT p99 (ms)");
+        assert_eq!(axis_title("param_users_per_gpu"), "Users per decode GPU");
+        assert_eq!(axis_title("step_moe_ms_mean"), "Step moe mean (ms)");
+    }
+
+    #[test]
+    fn data_spanning_decades_gets_a_log_axis() {
+        assert!(range([1.0, 10.0, 1000.0].into_iter()).2);
+        assert!(!range([100.0, 150.0, 300.0].into_iter()).2);
+        assert_eq!(range(std::iter::empty()), (0.0, 1.0, false));
+    }
+
+    #[test]
+    fn a_chart_is_written_as_svg_and_png_with_a_line_and_legend_per_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let series = [
             Series {
-                label: "ep=8".into(),
-                points: vec![(50.0, 9000.0), (100.0, 7000.0)],
+                label: "ep=8 eplb=none".into(),
+                colour: 0,
+                dash: 0,
+                points: vec![(10.0, 100.0), (50.0, 60.0), (100.0, 20.0)],
             },
             Series {
-                label: "ep=32 <static>".into(),
-                points: vec![(50.0, 15000.0), (100.0, 12000.0)],
+                label: "ep=32 eplb=static".into(),
+                colour: 1,
+                dash: 1,
+                points: vec![(10.0, 300.0), (60.0, 150.0), (120.0, 40.0)],
             },
         ];
-        let s = svg(&Chart {
-            title: "t",
-            x_label: "x",
-            y_label: "y",
-            series: &series,
-        });
-        assert_eq!(s.matches("<polyline").count(), 2);
-        assert!(s.contains("ep=32 &lt;static&gt;"));
-        assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
+        let files = write(
+            &Chart {
+                title: "t",
+                x_title: "Output tokens/s per user",
+                y_title: "Output tokens/s per GPU",
+                series: &series,
+                at_x: Some(40.0),
+            },
+            &dir.path().join("frontier"),
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(svg.contains("ep=32 eplb=static") && svg.contains("Output tokens/s per GPU"));
+        assert!(svg.contains("stroke-dasharray") || svg.matches("<polyline").count() > 2);
+        // Each series' value at the marker is written on the chart.
+        assert!(svg.contains("\n70\n</text>"), "{svg}");
+        assert!(svg.contains("\n210\n</text>"), "{svg}");
+        let png = std::fs::read(&files[1]).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
 }
