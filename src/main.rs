@@ -128,7 +128,7 @@ enum Command {
     },
     /// Find the deployment with the fewest GPUs that meets a latency SLA at a rate
     #[command(
-        after_help = "Example:\n  epsim plan --model deepseek-r1 --topology topologies/gb200-nvl72.yaml --rate 20 --isl 1024 --osl 1024 --ttft-p99-ms 2000 --tpot-p99-ms 20 --weights nvfp4 --mtp 1\n\nSimulates disaggregated deployments (1-4 prefill instances of EP8; decode EP 8, 16, 32 or\n64; EPLB none or static with one redundant expert per GPU; max batch 64 or 256 per rank)\nunder Poisson arrivals at the rate. A deployment meets the target when its p99 TTFT and\nTPOT are within the SLA and it delivers at least 95% of the offered output tokens.\nPrints the best, the runners-up and why the smaller ones fail. Exit 1 when none meets it."
+        after_help = "Example:\n  epsim plan --model deepseek-r1 --topology topologies/gb200-nvl72.yaml --rate 20 --isl 1024 --osl 1024 --ttft-p99-ms 2000 --tpot-p99-ms 20 --weights nvfp4 --mtp 1\n\nSearches deployments, fewest GPUs first: aggregated (EP 8-64, 1-4 instances) and\ndisaggregated (1-4 prefill EP8; 1-4 decode instances of EP 8-64; attention data-parallel\nor TP8, experts EP or TP8), EPLB none or static with one redundant expert per GPU, max\nbatch 64 or 256 per rank, MTP 0-2 drafts (or --mtp), and 1-8 copies of the whole\ndeployment sharing the rate. Those that cannot fit, or whose priced iterations show they\ncannot keep up, are pruned; the rest are simulated under Poisson arrivals, and none with\nmore GPUs than the answer. A deployment meets the target when its p99 TTFT and TPOT are\nwithin the SLA and it delivers at least 95% of the offered output tokens. Prints the\nbest, the runners-up and why the smaller ones fail. Exit 1 when none meets it."
     )]
     Plan {
         /// Model name (looked up in --models-dir) or file
@@ -153,9 +153,9 @@ enum Command {
         /// Expert weight precision [default: the model's]
         #[arg(long, value_enum)]
         weights: Option<epsim::model::Precision>,
-        /// MTP draft tokens per step
-        #[arg(long, default_value_t = 0, value_parser = cli::limits::u64_in(0, 4))]
-        mtp: u64,
+        /// MTP draft tokens per step [default: 0, 1 and 2 searched when the model has MTP]
+        #[arg(long, value_parser = cli::limits::u64_in(0, 4))]
+        mtp: Option<u64>,
         /// Simulated seconds per deployment (the first 20% are warm-up)
         #[arg(long, default_value_t = 60.0)]
         duration_s: f64,
@@ -414,6 +414,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if !(v.is_finite() && v > 0.0) {
                     return Err(UsageError(format!("{name} must be a number > 0, got {v}")).into());
                 }
+            }
+            // The limits a scenario has, so every candidate is a valid one.
+            let (max_rate, max_s) = (
+                epsim::serving::scenario::MAX_RATE_PER_S,
+                epsim::serving::scenario::MAX_DURATION_S,
+            );
+            if rate > max_rate || duration_s > max_s {
+                return Err(UsageError(format!(
+                    "--rate is at most {max_rate} requests/s and --duration-s at most {max_s} s"
+                ))
+                .into());
             }
             cli::plan::run(cli::plan::PlanArgs {
                 model,

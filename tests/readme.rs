@@ -169,3 +169,47 @@ fn the_step_table_is_what_epsim_step_prices() {
         );
     }
 }
+
+/// The lines of a README console block, in order, must be lines `epsim` prints (`...` marks
+/// lines left out, `wrote` notes go to stderr).
+fn shown_in_order(shown: &str, printed: &str) -> Result<(), String> {
+    let mut rest = printed.lines();
+    for line in shown.lines().filter(|l| *l != "...") {
+        if !rest.any(|p| p == line) {
+            return Err(format!(
+                "the README shows a line epsim does not print (or not in this order):\n{line}\n--- epsim printed:\n{printed}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_capacity_planning_example_is_what_plan_prints() {
+    let text = readme();
+    let block = block_after(&text, "## Capacity planning", "console");
+    let (command, shown): (Vec<&str>, Vec<&str>) = {
+        let lines: Vec<&str> = block.lines().collect();
+        let n = lines
+            .iter()
+            .position(|l| !l.ends_with('\\'))
+            .expect("the command ends")
+            + 1;
+        (lines[..n].to_vec(), lines[n..].to_vec())
+    };
+    let command = command.join(" ").replace('\\', " ");
+    let dir = tempfile::tempdir().unwrap();
+    let emitted = dir.path().join("best.yaml");
+    let args: Vec<String> = command
+        .split_whitespace()
+        .skip(2)
+        .map(|a| match a {
+            "best.yaml" => emitted.display().to_string(),
+            a => a.to_owned(),
+        })
+        .collect();
+    let out = epsim().current_dir(repo("")).args(&args).assert().success();
+    let printed = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    shown_in_order(&shown.join("\n"), &printed).unwrap();
+    assert!(emitted.is_file());
+}

@@ -126,7 +126,7 @@ struct Row {
 
 pub fn run(a: &A2aArgs) -> anyhow::Result<ExitCode> {
     let topo = topology::load_with(
-        &epsim::input::data::locate(&a.topology),
+        &super::lookup::topology_path(&a.topology)?,
         &a.set.iter().cloned().collect::<BTreeMap<_, _>>(),
     )?;
     let Some(c) = topo.collectives.clone() else {

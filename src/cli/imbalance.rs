@@ -122,7 +122,7 @@ fn read_profile(file: &std::path::Path) -> anyhow::Result<Vec<Vec<f64>>> {
 pub fn run(a: &ImbalanceArgs) -> anyhow::Result<ExitCode> {
     let model = lookup::model(&a.model, &a.models_dir)?;
     let m = &model.moe;
-    let topo = epsim::topology::load(&epsim::input::data::locate(&a.topology))?;
+    let topo = epsim::topology::load(&super::lookup::topology_path(&a.topology)?)?;
     let gpu = *topo
         .gpus
         .first()

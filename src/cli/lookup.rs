@@ -1,4 +1,4 @@
-//! Finding models and GPU specs by name (`--model deepseek-r1`) or by path.
+//! Finding models, GPU specs and topologies by name (`--model deepseek-r1`) or by path.
 
 use super::output::UsageError;
 use epsim::hardware::{self, GpuSpec};
@@ -31,6 +31,16 @@ fn resolve(what: &str, name: &str, dir: &Path, flag: &str) -> anyhow::Result<Pat
 /// The file a model name or path refers to.
 pub fn model_path(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     resolve("model", name, dir, "--models-dir")
+}
+
+/// The file a topology name (`gb200-nvl72`) or path refers to.
+pub fn topology_path(name: &Path) -> anyhow::Result<PathBuf> {
+    match name.to_str() {
+        Some(text) if data::is_name(text) => {
+            resolve("topology", text, Path::new("topologies"), "EPSIM_DATA")
+        }
+        _ => Ok(data::locate(name)),
+    }
 }
 
 pub fn model(name: &str, dir: &Path) -> anyhow::Result<ModelConfig> {

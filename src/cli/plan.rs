@@ -22,7 +22,7 @@ pub struct PlanArgs {
 fn row(o: &Outcome) -> String {
     let f = |x: Option<f64>, d: usize| x.map_or("-".to_owned(), |v| format!("{v:.d$}"));
     format!(
-        "{:>4}  {:<58} {:>9} {:>9} {:>11}",
+        "{:>4}  {:<78} {:>9} {:>9} {:>11}",
         o.candidate.gpus(),
         o.candidate.label(),
         f(o.ttft_p99_ms, 0),
@@ -33,7 +33,19 @@ fn row(o: &Outcome) -> String {
 
 pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     let model_file = lookup::model_path(&a.model, &a.models_dir)?;
-    let topology_file = epsim::input::data::locate(&a.topology);
+    let model = epsim::model::load_model(&model_file)?;
+    if let Some(d) = a
+        .target
+        .mtp_drafts
+        .filter(|&d| d > 0 && model.mtp_modules == 0)
+    {
+        return Err(UsageError(format!(
+            "--mtp {d}: {} has no MTP modules to draft with",
+            model_file.display()
+        ))
+        .into());
+    }
+    let topology_file = lookup::topology_path(&a.topology)?;
     let topo = epsim::topology::load(&topology_file)?;
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let target = Target {
@@ -41,13 +53,14 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         topology_file: abs(&topology_file),
         ..a.target
     };
-    let outcomes = capacity::search(&target, topo.gpus.len() as u64, a.jobs);
+    let searched = capacity::search(&target, topo.gpus.len() as u64, a.jobs);
+    let outcomes = &searched.outcomes;
     if outcomes.is_empty() {
         return Err(UsageError(format!(
             "{} has {} GPUs: no candidate deployment fits (the smallest needs {})",
             a.topology.display(),
             topo.gpus.len(),
-            capacity::PREFILL_EP + 8
+            capacity::PREFILL_EP
         ))
         .into());
     }
@@ -57,8 +70,15 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         .filter(|_| a.headroom)
         .map(|b| capacity::headroom(&target, &b.candidate));
     if let (Some(file), Some(best)) = (&a.emit_scenario, best) {
+        let copies = match best.candidate.copies {
+            1 => String::new(),
+            k => format!(
+                "\n# This is one of its {k} copies, each on its own {}, serving 1/{k} of the rate.",
+                a.topology.display()
+            ),
+        };
         let yaml = format!(
-            "# epsim plan's best deployment: {} GPUs, {}\n{}",
+            "# epsim plan's best deployment: {} GPUs, {}{copies}\n{}",
             best.candidate.gpus(),
             best.candidate.label(),
             capacity::scenario_text(&target, &best.candidate)
@@ -73,30 +93,33 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     match a.format {
         Format::Json => {
-            emit(&machine_json(&target, &outcomes, headroom)?)?;
+            emit(&machine_json(&target, &searched, headroom)?)?;
             return Ok(code);
         }
         Format::Csv => {
-            emit(&machine_csv(&outcomes)?)?;
+            emit(&machine_csv(outcomes)?)?;
             return Ok(code);
         }
         Format::Table => {}
     }
     let header = format!(
-        "{:>4}  {:<58} {:>9} {:>9} {:>11}\n",
+        "{:>4}  {:<78} {:>9} {:>9} {:>11}\n",
         "GPUs", "deployment", "TTFT p99", "TPOT p99", "output/s"
     );
+    let simulated = outcomes.iter().filter(|o| o.simulated).count();
     let mut text = format!(
-        "{} at {} requests/s, ISL {} / OSL {}, SLA: TTFT p99 <= {} ms, TPOT p99 <= {} ms\n{} deployments simulated for {} s each on {}\n\n",
+        "{} at {} requests/s, ISL {} / OSL {}, SLA: TTFT p99 <= {} ms, TPOT p99 <= {} ms\n{} candidate deployments on {} (or copies of it): {simulated} simulated for {} s each, {} pruned before simulating (cannot fit or cannot keep up), {} not needed (more GPUs than the answer)\n\n",
         model_file.display(),
         target.rate_per_s,
         target.isl,
         target.osl,
         target.ttft_p99_ms,
         target.tpot_p99_ms,
-        outcomes.len(),
+        outcomes.len() + searched.not_needed,
+        a.topology.display(),
         target.duration_s,
-        a.topology.display()
+        outcomes.len() - simulated,
+        searched.not_needed,
     );
     match best {
         Some(best) => {
@@ -125,8 +148,9 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     let failing: Vec<&Outcome> = outcomes.iter().filter(|o| !o.meets()).collect();
     if !failing.is_empty() {
         text.push_str(&format!(
-            "\n{} deployments fail; the smallest of them, and why:\n",
-            failing.len()
+            "\n{} deployments fail ({} of them pruned before simulating); the smallest of them, and why:\n",
+            failing.len(),
+            failing.iter().filter(|o| !o.simulated).count()
         ));
         let smallest = failing
             .iter()
@@ -156,6 +180,7 @@ fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
         "tpot_ms_p99",
         "output_tok_s",
         "meets_sla",
+        "simulated",
         "failures",
     ])?;
     let f = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.3}"));
@@ -167,6 +192,7 @@ fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
             f(o.tpot_p99_ms),
             f(o.output_tok_s),
             o.meets().to_string(),
+            o.simulated.to_string(),
             o.failures.join("; "),
         ])?;
     }
@@ -176,9 +202,10 @@ fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
 /// The target, the best deployment and its headroom, and every deployment tried.
 fn machine_json(
     target: &Target,
-    outcomes: &[Outcome],
+    searched: &capacity::Searched,
     headroom: Option<(f64, u32)>,
 ) -> anyhow::Result<String> {
+    let outcomes = &searched.outcomes;
     let one = |o: &Outcome| {
         serde_json::json!({
             "gpus": o.candidate.gpus(),
@@ -187,6 +214,8 @@ fn machine_json(
             "tpot_ms_p99": o.tpot_p99_ms,
             "output_tok_s": o.output_tok_s,
             "meets_sla": o.meets(),
+            "simulated": o.simulated,
+            "copies": o.candidate.copies,
             "failures": o.failures,
         })
     };
@@ -199,5 +228,6 @@ fn machine_json(
         "best": outcomes.iter().find(|o| o.meets()).map(one),
         "headroom_rate_per_s": headroom.map(|h| h.0),
         "deployments": outcomes.iter().map(one).collect::<Vec<_>>(),
+        "not_needed": searched.not_needed,
     }))
 }

@@ -23,7 +23,7 @@ pub fn show(
     format: TopoFormat,
     overrides: &BTreeMap<String, String>,
 ) -> anyhow::Result<ExitCode> {
-    let topo = topology::load_with(&epsim::input::data::locate(file), overrides)?;
+    let topo = topology::load_with(&super::lookup::topology_path(file)?, overrides)?;
     let text = match format {
         TopoFormat::Text => Summary::of(&topo).to_string(),
         TopoFormat::Json => json(&Summary::of(&topo))?,

@@ -1,0 +1,275 @@
+//! Capacity planning: search deployments (aggregated or disaggregated, EP, attention and
+//! expert TP, EPLB, batch limit, MTP drafts, decode instances, copies across racks) by
+//! simulating each at the target load, fewest GPUs first, and rank those that meet the
+//! SLA by GPU count. Candidates that cannot fit or cannot keep up are pruned before they
+//! are simulated, and none with more GPUs than the answer is simulated at all.
+
+mod bounds;
+mod space;
+
+pub use space::{Candidate, Layout, MAX_COPIES, PREFILL_EP, candidates, scenario_text};
+
+use crate::input;
+use crate::serving::metrics::Report;
+use crate::serving::{scenario, sim};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What to plan for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub model_file: PathBuf,
+    pub topology_file: PathBuf,
+    pub rate_per_s: f64,
+    pub isl: u64,
+    pub osl: u64,
+    pub ttft_p99_ms: f64,
+    pub tpot_p99_ms: f64,
+    /// `precision.experts` of the scenarios (`None`: the model's own).
+    pub experts: Option<String>,
+    /// MTP drafts per step; `None`: 0, 1 and 2 are searched when the model has MTP.
+    pub mtp_drafts: Option<u64>,
+    pub duration_s: f64,
+    pub seed: u64,
+}
+
+/// How a candidate did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub candidate: Candidate,
+    /// False when it was pruned before simulating (`failures` says why).
+    pub simulated: bool,
+    /// Why it fails the target (empty: it meets it).
+    pub failures: Vec<String>,
+    pub ttft_p99_ms: Option<f64>,
+    pub tpot_p99_ms: Option<f64>,
+    /// Of all copies together.
+    pub output_tok_s: Option<f64>,
+}
+
+impl Outcome {
+    pub fn meets(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Share of the offered output tokens a deployment must deliver to count as keeping up.
+pub const SERVED_SHARE: f64 = 0.95;
+
+fn judge(t: &Target, c: &Candidate, r: &Report) -> Outcome {
+    let (ttft, tpot, out) = (
+        r.value("ttft_ms_p99"),
+        r.value("tpot_ms_p99"),
+        r.value("output_tok_s"),
+    );
+    let mut failures = Vec::new();
+    let offered = t.rate_per_s / c.copies as f64 * t.osl as f64;
+    let served = out.unwrap_or(0.0) / offered;
+    if served < SERVED_SHARE {
+        failures.push(format!(
+            "serves {:.0}% of the offered {offered:.0} output tokens/s",
+            served * 100.0
+        ));
+    }
+    match ttft {
+        Some(x) if x <= t.ttft_p99_ms => {}
+        Some(x) => failures.push(format!("TTFT p99 {x:.0} ms > {} ms", t.ttft_p99_ms)),
+        None => failures.push("no request finished in the measured window".into()),
+    }
+    match tpot {
+        Some(x) if x <= t.tpot_p99_ms => {}
+        Some(x) => failures.push(format!("TPOT p99 {x:.1} ms > {} ms", t.tpot_p99_ms)),
+        None if ttft.is_some() => failures.push("no TPOT measured".into()),
+        None => {}
+    }
+    Outcome {
+        candidate: c.clone(),
+        simulated: true,
+        failures,
+        ttft_p99_ms: ttft,
+        tpot_p99_ms: tpot,
+        // Every copy serves the same share: the deployment's output is theirs together.
+        output_tok_s: out.map(|o| o * c.copies as f64),
+    }
+}
+
+/// Priced limits by the deployment they belong to (its label with one copy, the rate left
+/// out: copies differ only in their share of it), so each is priced once.
+type LimitsCache = Mutex<BTreeMap<String, Result<bounds::Limits, String>>>;
+
+/// Loads the candidate's scenario, prunes it (when a cache of limits is given) if it
+/// cannot meet the target, else simulates it.
+fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
+    let file = Path::new("plan.yaml");
+    let text = scenario_text(t, c);
+    let failed = |why: String| Outcome {
+        candidate: c.clone(),
+        simulated: false,
+        failures: vec![why],
+        ttft_p99_ms: None,
+        tpot_p99_ms: None,
+        output_tok_s: None,
+    };
+    let tree = match input::parse_tree(file, &text) {
+        Ok(tree) => tree,
+        Err(e) => return failed(e.to_string()),
+    };
+    let loaded = match scenario::from_tree(file, &tree) {
+        Ok(l) => l,
+        Err(e) => {
+            let reasons: Vec<String> = e.iter().map(|d| d.message.clone()).collect();
+            return failed(format!("cannot be deployed: {}", reasons.join("; ")));
+        }
+    };
+    if let Some(cache) = cache {
+        let key = Candidate {
+            copies: 1,
+            ..c.clone()
+        }
+        .label();
+        let known = cache.lock().ok().and_then(|m| m.get(&key).cloned());
+        let limits = known.unwrap_or_else(|| {
+            let l = bounds::limits(t, &loaded);
+            if let Ok(mut m) = cache.lock() {
+                m.insert(key, l.clone());
+            }
+            l
+        });
+        match limits.map(|l| l.reason_to_prune(t, t.rate_per_s / c.copies as f64)) {
+            Ok(Some(why)) => return failed(why),
+            Ok(None) => {}
+            Err(e) => return failed(format!("cannot be priced: {e}")),
+        }
+    }
+    match sim::run(&loaded) {
+        Ok(report) => judge(t, c, &report),
+        Err(e) => Outcome {
+            simulated: true,
+            ..failed(format!("simulation failed: {e}"))
+        },
+    }
+}
+
+/// The rate's resolution in [`headroom`]: the answer is within this share of the truth.
+pub const HEADROOM_RESOLUTION: f64 = 0.05;
+/// How far above the target rate [`headroom`] looks.
+pub const HEADROOM_MAX_FACTOR: f64 = 16.0;
+
+/// The highest Poisson rate, requests/s, at which `c` still meets `t`'s SLA, found by
+/// doubling from `t.rate_per_s` (which it meets) and then bisecting to within
+/// [`HEADROOM_RESOLUTION`]; and the simulations it took. Capped at
+/// [`HEADROOM_MAX_FACTOR`] x the target rate.
+pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
+    let meets = |rate: f64| {
+        let at = Target {
+            rate_per_s: rate,
+            ..t.clone()
+        };
+        evaluate(&at, c, None).meets()
+    };
+    let (mut low, mut probes) = (t.rate_per_s, 0);
+    let mut high = low;
+    loop {
+        if high >= t.rate_per_s * HEADROOM_MAX_FACTOR {
+            return (low, probes);
+        }
+        high = (high * 2.0).min(t.rate_per_s * HEADROOM_MAX_FACTOR);
+        probes += 1;
+        if !meets(high) {
+            break;
+        }
+        low = high;
+    }
+    while high - low > HEADROOM_RESOLUTION * low {
+        let mid = 0.5 * (low + high);
+        probes += 1;
+        if meets(mid) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    (low, probes)
+}
+
+/// What a search found.
+pub struct Searched {
+    /// Every candidate looked at: those meeting the target first by GPU count, then output
+    /// tokens/s.
+    pub outcomes: Vec<Outcome>,
+    /// Candidates left alone: they need more GPUs than the answer.
+    pub not_needed: usize,
+}
+
+/// The MTP drafts to search: the target's, or 0-2 when the model has MTP modules.
+fn mtp_options(t: &Target) -> Vec<u64> {
+    match t.mtp_drafts {
+        Some(d) => vec![d],
+        None => match crate::model::load_model(&t.model_file) {
+            Ok(m) if m.mtp_modules > 0 => vec![0, 1, 2],
+            _ => vec![0],
+        },
+    }
+}
+
+/// Looks at the candidates that fit the topology's `gpus` per copy (on `jobs` threads),
+/// fewest GPUs first, in rounds of whole GPU counts, and stops after the first round in
+/// which one meets the target.
+pub fn search(t: &Target, gpus: u64, jobs: usize) -> Searched {
+    let all = candidates(gpus, &mtp_options(t));
+    let bar = super::run::progress_bar(true, all.len(), "deployments");
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let cache = LimitsCache::default();
+    let mut next = 0;
+    while next < all.len() && !outcomes.iter().any(Outcome::meets) {
+        // A round: at least two candidates per thread, ending at a GPU count's last.
+        let mut end = (next + 2 * jobs.max(1)).min(all.len());
+        while end < all.len() && all[end].gpus() == all[end - 1].gpus() {
+            end += 1;
+        }
+        let round = &all[next..end];
+        let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; round.len()]);
+        // Evaluating never fails: a candidate that cannot run is an outcome saying why.
+        let _ = super::pool::for_each(round, jobs, |i, c| {
+            let o = evaluate(t, c, Some(&cache));
+            if let Ok(mut r) = results.lock() {
+                r[i] = Some(o);
+            }
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            Ok::<(), ()>(())
+        });
+        outcomes.extend(
+            results
+                .into_inner()
+                .unwrap_or_default()
+                .into_iter()
+                .flatten(),
+        );
+        next = end;
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    outcomes.sort_by(|a, b| {
+        b.meets()
+            .cmp(&a.meets())
+            .then(a.candidate.gpus().cmp(&b.candidate.gpus()))
+            .then(
+                b.output_tok_s
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.output_tok_s.unwrap_or(0.0)),
+            )
+            .then(
+                a.tpot_p99_ms
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b.tpot_p99_ms.unwrap_or(f64::MAX)),
+            )
+    });
+    Searched {
+        outcomes,
+        not_needed: all.len() - next,
+    }
+}
