@@ -213,3 +213,108 @@ fn the_capacity_planning_example_is_what_plan_prints() {
     shown_in_order(&shown.join("\n"), &printed).unwrap();
     assert!(emitted.is_file());
 }
+
+/// Every `$ epsim ...` line of the README's console blocks, with the lines shown after it
+/// (up to the next command), except those other tests run (accuracy, plan) and those with
+/// shell plumbing.
+fn readme_commands(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for block in text.split("```console\n").skip(1) {
+        let body = &block[..block.find("```").expect("the block is closed")];
+        let mut lines = body.lines().peekable();
+        while let Some(line) = lines.next() {
+            let Some(command) = line.strip_prefix("$ epsim ") else {
+                continue;
+            };
+            let mut shown = Vec::new();
+            while let Some(next) = lines.next_if(|l| !l.starts_with("$ ")) {
+                shown.push(next.to_owned());
+            }
+            let command = command.split(" #").next().unwrap_or("").trim();
+            let tested_elsewhere = command.starts_with("accuracy ") || command.ends_with('\\');
+            // Examples naming the user's own files (`--replay counts.csv`) cannot run here.
+            let own_files = command.split_whitespace().any(|a| {
+                [".csv", ".json", ".yaml"].iter().any(|x| a.ends_with(x)) && !repo(a).exists()
+            });
+            if !tested_elsewhere && !own_files && !command.contains(['|', ';', '>']) {
+                out.push((command.to_owned(), shown));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_other_readme_command_runs_and_prints_what_is_shown() {
+    let commands = readme_commands(&readme());
+    assert!(commands.len() >= 10, "{commands:?}");
+    for (command, shown) in commands {
+        let out = epsim()
+            .current_dir(repo(""))
+            .args(command.split_whitespace())
+            .assert()
+            .success();
+        let printed = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        shown_in_order(&shown.join("\n"), &printed)
+            .unwrap_or_else(|e| panic!("$ epsim {command}: {e}"));
+    }
+}
+
+#[test]
+fn the_memory_table_is_what_epsim_memory_plans() {
+    let text = readme();
+    let plan = |extra: &[&str]| -> String {
+        let out = epsim()
+            .args(["memory", "--model", "deepseek-r1", "--gpu", "b200-gb200"])
+            .args(["--weights", "nvfp4", "--mtp", "1"])
+            .args(extra)
+            .assert()
+            .success();
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+    };
+    let (ep8, ep32) = (
+        plan(&["--ep", "8"]),
+        plan(&["--ep", "32", "--slots", "288"]),
+    );
+    // The value after `label` in a memory plan: "routed experts  43.6 GiB" -> "43.6 GiB".
+    let value = |plan: &str, label: &str, unit: &str| -> String {
+        let line = plan
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in\n{plan}"));
+        let number = line[line.find(label).unwrap() + label.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        match unit {
+            "" => number,
+            u => format!("{number} {u}"),
+        }
+    };
+    let row = |label: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .unwrap_or_else(|| panic!("README lacks the memory row `{label}`"));
+        line.split('|')
+            .skip(2)
+            .take(2)
+            .map(|c| c.trim().replace(',', ""))
+            .collect()
+    };
+    for (readme_row, label, unit) in [
+        ("routed expert weights", "routed experts", "GiB"),
+        ("all weights", "weights", "GiB"),
+        ("KV cache", "KV cache", "GiB"),
+        ("requests of 1K in + 1K out", "max requests per GPU", ""),
+    ] {
+        assert_eq!(
+            row(readme_row),
+            vec![value(&ep8, label, unit), value(&ep32, label, unit)],
+            "README memory row `{readme_row}`"
+        );
+    }
+    assert!(ep8.contains("(32 experts per GPU per layer") && ep32.contains("(9 experts"));
+    assert_eq!(row("experts per GPU per layer"), ["32", "9"]);
+}
