@@ -124,9 +124,10 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     match best {
         Some(best) => {
             text.push_str(&format!(
-                "best: {} GPUs, {}\n\n",
+                "best: {} GPUs, {}\n{}\n\n",
                 best.candidate.gpus(),
-                best.candidate.label()
+                best.candidate.label(),
+                capacity::certainty_note(best)
             ));
             if let Some((rate, probes)) = headroom {
                 let capped = rate >= target.rate_per_s * capacity::HEADROOM_MAX_FACTOR;
@@ -226,6 +227,7 @@ fn machine_json(
         "ttft_ms_p99_max": target.ttft_p99_ms,
         "tpot_ms_p99_max": target.tpot_p99_ms,
         "best": outcomes.iter().find(|o| o.meets()).map(one),
+        "best_certainty_note": outcomes.iter().find(|o| o.meets()).map(capacity::certainty_note),
         "headroom_rate_per_s": headroom.map(|h| h.0),
         "deployments": outcomes.iter().map(one).collect::<Vec<_>>(),
         "not_needed": searched.not_needed,

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub tpot_p99_ms: Option<f64>,
     /// Of all copies together.
     pub output_tok_s: Option<f64>,
+    /// Requests in a decoding rank's batch, on average over the measured window.
+    pub mean_batch_per_rank: Option<f64>,
 }
 
 impl Outcome {
@@ -91,6 +93,7 @@ fn judge(t: &Target, c: &Candidate, r: &Report) -> Outcome {
         tpot_p99_ms: tpot,
         // Every copy serves the same share: the deployment's output is theirs together.
         output_tok_s: out.map(|o| o * c.copies as f64),
+        mean_batch_per_rank: r.value("mean_batch_per_rank"),
     }
 }
 
@@ -110,6 +113,7 @@ fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
         ttft_p99_ms: None,
         tpot_p99_ms: None,
         output_tok_s: None,
+        mean_batch_per_rank: None,
     };
     let tree = match input::parse_tree(file, &text) {
         Ok(tree) => tree,
@@ -191,6 +195,32 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
         }
     }
     (low, probes)
+}
+
+/// Batches per rank below this are where the cost model reads slow against measured
+/// serving runs.
+const SMALL_BATCH: f64 = 32.0;
+
+/// How far the cost model is from measurement in the regime `o` runs in, from the accuracy
+/// harness (`epsim accuracy validation/silicon-e2e-b200/`, cases named; README,
+/// "Accuracy"): what a planner should allow for.
+pub fn certainty_note(o: &Outcome) -> String {
+    let batch = o.mean_batch_per_rank.unwrap_or(0.0);
+    let regime = match o.candidate.layout {
+        Layout::Aggregated { .. } if batch < SMALL_BATCH => {
+            "aggregated at small batches, where epsim's TPOT reads 68-97% above measured \
+             HGX B200 runs (b200-11, b200-12): the answer may need fewer GPUs"
+        }
+        _ if batch < SMALL_BATCH => {
+            "small decode batches, where epsim's TPOT reads 30-45% above measured HGX B200 \
+             runs (b200-03 to b200-08): the answer may need fewer GPUs"
+        }
+        _ => {
+            "large decode batches, where epsim's TPOT is within -19% to +10% of measured HGX \
+             B200 runs (b200-01, -02, -09, -10) and 4% of the calibration point"
+        }
+    };
+    format!("note: mean batch {batch:.0} per decoding rank: {regime}")
 }
 
 /// What a search found.
