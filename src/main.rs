@@ -146,8 +146,10 @@ enum Command {
         isl: u64,
         #[arg(long, default_value_t = 1024, value_parser = cli::limits::u64_in(1, cli::limits::MAX_TOKENS))]
         osl: u64,
+        /// The SLA's time to first token, 99th percentile, milliseconds
         #[arg(long)]
         ttft_p99_ms: f64,
+        /// The SLA's time per output token, 99th percentile, milliseconds
         #[arg(long)]
         tpot_p99_ms: f64,
         /// Expert weight precision [default: the model's]
@@ -174,6 +176,7 @@ enum Command {
         /// Write the best deployment as a runnable scenario YAML to this file
         #[arg(long)]
         emit_scenario: Option<PathBuf>,
+        /// How to print the deployments tried
         #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
         format: cli::frontier::Format,
     },
@@ -202,8 +205,10 @@ enum Command {
     Frontier {
         /// summary.csv of a sweep
         summary: PathBuf,
+        /// The column along the frontier, more is better (e.g. tok_s_per_user)
         #[arg(long)]
         x: String,
+        /// The column to maximise at each x (e.g. output_tok_s_per_gpu)
         #[arg(long)]
         y: String,
         /// Group rows by these columns (comma-separated)
@@ -212,6 +217,7 @@ enum Command {
         /// The frontier's y at this x (linear interpolation)
         #[arg(long)]
         at: Option<f64>,
+        /// How to print the frontiers
         #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
         format: cli::frontier::Format,
     },
@@ -222,8 +228,10 @@ enum Command {
     Plot {
         /// A sweep's output folder (holding summary.csv)
         dir: PathBuf,
+        /// The frontier's x column
         #[arg(long, default_value = "tok_s_per_user")]
         x: String,
+        /// The frontier's y column
         #[arg(long, default_value = "output_tok_s_per_gpu")]
         y: String,
         /// Group rows by these columns [default: every sweep axis but the load]
@@ -250,6 +258,7 @@ enum Command {
         /// Output folders of `epsim run --shard`
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+        /// The folder to write the merged sweep to
         #[arg(long)]
         out: PathBuf,
     },
@@ -261,6 +270,7 @@ enum Command {
         /// Case files, or folders of them
         #[arg(required = true)]
         cases: Vec<PathBuf>,
+        /// How to print the cases and their summary
         #[arg(long, value_enum, default_value_t = cli::accuracy::Format::Table)]
         format: cli::accuracy::Format,
     },

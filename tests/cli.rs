@@ -215,6 +215,57 @@ fn every_command_has_help_with_an_example() {
     }
 }
 
+/// Every argument of every command says what it is: clap's help shows an option alone on
+/// its line, with the lines below it, when it has no help text.
+#[test]
+fn every_argument_has_help_text() {
+    let commands = [
+        "validate",
+        "memory",
+        "step",
+        "a2a",
+        "eplb",
+        "imbalance",
+        "run",
+        "merge",
+        "frontier",
+        "plot",
+        "compare",
+        "plan",
+        "iteration",
+        "accuracy",
+        "completions",
+        "man",
+    ];
+    let mut missing = Vec::new();
+    for c in commands
+        .iter()
+        .map(|c| vec![*c])
+        .chain([vec!["topo", "show"]])
+    {
+        let out = epsim().args(&c).arg("--help").assert().success();
+        let help = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            // What follows the option on its line, defaults aside.
+            let said = t.split_once("  ").map_or("", |(_, rest)| rest.trim());
+            let bare_option = line.starts_with("  ")
+                && (t.starts_with("--")
+                    || t.starts_with('<')
+                    || (t.starts_with('-') && t.chars().nth(1).is_some_and(char::is_alphabetic)))
+                && (said.is_empty() || said.starts_with('['));
+            let described = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          ") && !n.trim().starts_with('-'));
+            if bare_option && !described {
+                missing.push(format!("{}: {t}", c.join(" ")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     epsim().arg("frobnicate").assert().code(2);
