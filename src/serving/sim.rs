@@ -55,28 +55,44 @@ pub struct Request {
     pub decode_instance: Option<usize>,
 }
 
-/// Requests by id. Ids are handed out in order, so a vector indexed by id holds them; a
-/// finished request leaves a hole.
+/// Requests by id. Ids are handed out in order, so a deque indexed by id less the oldest
+/// kept one holds them; a finished request leaves a hole, and holes at the front are let
+/// go, so memory follows the requests in flight, not all that ever ran.
 #[derive(Debug, Default)]
 struct Requests {
-    items: Vec<Option<Request>>,
+    items: std::collections::VecDeque<Option<Request>>,
+    /// Id of `items[0]`.
+    first_id: u64,
     live: usize,
 }
 
 impl Requests {
+    fn slot(&self, id: u64) -> Option<usize> {
+        id.checked_sub(self.first_id).map(|i| i as usize)
+    }
+
     fn insert(&mut self, id: u64, r: Request) {
-        debug_assert_eq!(id as usize, self.items.len());
-        self.items.push(Some(r));
+        debug_assert_eq!(self.slot(id), Some(self.items.len()));
+        if self.items.is_empty() {
+            self.first_id = id;
+        }
+        self.items.push_back(Some(r));
         self.live += 1;
     }
 
     fn get_mut(&mut self, id: &u64) -> Option<&mut Request> {
-        self.items.get_mut(*id as usize).and_then(Option::as_mut)
+        let i = self.slot(*id)?;
+        self.items.get_mut(i).and_then(Option::as_mut)
     }
 
     fn remove(&mut self, id: &u64) -> Option<Request> {
-        let r = self.items.get_mut(*id as usize).and_then(Option::take);
+        let i = self.slot(*id)?;
+        let r = self.items.get_mut(i).and_then(Option::take);
         self.live -= usize::from(r.is_some());
+        while let Some(None) = self.items.front() {
+            self.items.pop_front();
+            self.first_id += 1;
+        }
         r
     }
 
@@ -98,8 +114,9 @@ impl std::ops::Index<&u64> for Requests {
     type Output = Request;
 
     fn index(&self, id: &u64) -> &Request {
-        self.items[*id as usize]
-            .as_ref()
+        self.slot(*id)
+            .and_then(|i| self.items.get(i))
+            .and_then(Option::as_ref)
             .expect("requests are looked up while they live")
     }
 }
@@ -886,6 +903,33 @@ instances:
         let (least, most) = (queued.iter().min().unwrap(), queued.iter().max().unwrap());
         assert!(*least > 50, "overloaded: {queued:?}");
         assert!(*most as f64 <= 1.2 * *least as f64, "{queued:?}");
+    }
+
+    /// Finished requests leave memory: the store holds the requests in flight (and the
+    /// holes between them), not every request the run has seen.
+    #[test]
+    fn the_request_store_follows_the_requests_in_flight() {
+        let loaded = load(&scenario_text(
+            3,
+            "{kind: poisson, rate_per_s: 100}",
+            "fcfs",
+            AGGREGATED,
+            false,
+        ));
+        let mut sim = Simulation::new(&loaded).unwrap();
+        let mut scheduler = Scheduler::new();
+        sim.start(&mut scheduler).unwrap();
+        let end = sim.end;
+        scheduler.run_until(&mut sim, end).unwrap();
+        let (seen, live) = (sim.next_id, sim.requests.len() as u64);
+        let kept = sim.requests.items.len() as u64;
+        assert!(seen > 200, "{seen} requests");
+        // What is held beyond the live requests: holes between them, a few.
+        assert!(
+            kept >= live && kept - live < seen / 4,
+            "{kept} held, {live} live of {seen}"
+        );
+        assert_eq!(sim.requests.first_id + kept, seen);
     }
 
     proptest! {
