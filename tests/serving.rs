@@ -127,19 +127,23 @@ fn turning_off_requests_csv_leaves_it_out() {
 
 #[test]
 fn validate_accepts_the_shipped_scenarios() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("scenarios"))
-        .unwrap()
+    let mut files: Vec<PathBuf> = ["scenarios", "scenarios/scale"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 2);
+    assert!(files.len() >= 6);
     let out = epsim().arg("validate").args(&files).assert().success();
     let text = stdout(&out);
-    assert!(
-        text.contains("scenario quickstart: 3 instances on 72 GPUs"),
-        "{text}"
-    );
+    for needle in [
+        "scenario quickstart: 3 instances on 72 GPUs",
+        "scenario h100-1024: 20 instances on 1024 GPUs",
+        "scenario nvl72x8: 24 instances on 576 GPUs",
+    ] {
+        assert!(text.contains(needle), "{needle}\n{text}");
+    }
 }
 
 /// A broken scenario: every problem reported at once, each with its line, exit 2.
