@@ -110,7 +110,19 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         ))
     })?;
-    let report = sim::run(&loaded).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
+    // requests.csv is written as requests finish, so a long run does not hold its rows.
+    let streamed = match loaded.scenario.output.requests_csv {
+        true => Some(output::temp_beside(&dir.join("requests.csv"), ".csv")?),
+        false => None,
+    };
+    let report = match &streamed {
+        Some(tmp) => {
+            let file = std::io::BufWriter::new(tmp.reopen()?);
+            sim::run_streaming(&loaded, Box::new(file))
+        }
+        None => sim::run(&loaded),
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let mut text = String::new();
     let width = report
         .summary
@@ -123,7 +135,7 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     // The summary is shown before the files are written, so a failed write loses nothing.
     emit(&text)?;
-    let written = output::write_run(&dir, &loaded, &report)?;
+    let written = output::write_run(&dir, &loaded, &report, streamed)?;
     let s = &report.stats;
     let mut done = format!(
         "\nsimulated {:.1} s in {:.2} s wall ({:.0} events/s, {:.1} simulated s per wall s)\n",

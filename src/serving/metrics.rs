@@ -12,6 +12,38 @@ use crate::engine::{SimDuration, SimTime};
 use crate::metrics::{self, Latencies, t95};
 use serde::Serialize;
 
+/// Where finished requests' rows go: nowhere, kept for the report, or written as each
+/// request finishes.
+enum Rows {
+    Dropped,
+    Kept(Vec<RequestRow>),
+    Streamed {
+        /// Boxed: the writer's buffer would make every collector large.
+        writer: Box<csv::Writer<Box<dyn std::io::Write>>>,
+        written: u64,
+        failed: Option<String>,
+    },
+}
+
+/// requests.csv's columns, the fields of [`RequestRow`] (the header of a file without
+/// rows).
+pub const REQUEST_COLUMNS: [&str; 14] = [
+    "id",
+    "measured",
+    "arrival_s",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "generated_tokens",
+    "first_token_s",
+    "finish_s",
+    "ttft_ms",
+    "tpot_ms",
+    "itl_p99_ms",
+    "prefill_instance",
+    "decode_instance",
+];
+
 /// One finished request (a row of requests.csv). Times in seconds from the start of the run,
 /// latencies in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,7 +142,6 @@ pub struct Collector {
     /// Output tokens of each closed batch of the measured window (batch means).
     batch_tokens: Vec<u64>,
     tokens_at_last_batch: u64,
-    keep_rows: bool,
     ttft: Latencies,
     tpot: Latencies,
     itl: Latencies,
@@ -130,7 +161,7 @@ pub struct Collector {
     decode_time: f64,
     imbalance_sum: f64,
     split: [f64; 4],
-    rows: Vec<RequestRow>,
+    rows: Rows,
 }
 
 impl Collector {
@@ -145,7 +176,6 @@ impl Collector {
             prefill_capacity: None,
             batch_tokens: Vec::new(),
             tokens_at_last_batch: 0,
-            keep_rows: sc.output.requests_csv,
             ttft: Latencies::new(),
             tpot: Latencies::new(),
             itl: Latencies::new(),
@@ -164,8 +194,43 @@ impl Collector {
             decode_time: 0.0,
             imbalance_sum: 0.0,
             split: [0.0; 4],
-            rows: Vec::new(),
+            rows: match sc.output.requests_csv {
+                true => Rows::Kept(Vec::new()),
+                false => Rows::Dropped,
+            },
         }
+    }
+
+    /// Writes each finished request's row to `writer` as it finishes (a CSV with
+    /// [`REQUEST_COLUMNS`]), instead of keeping it for the report: a long run's
+    /// requests.csv without holding its rows.
+    pub fn stream_rows(&mut self, writer: Box<dyn std::io::Write>) {
+        self.rows = Rows::Streamed {
+            writer: Box::new(csv::Writer::from_writer(writer)),
+            written: 0,
+            failed: None,
+        };
+    }
+
+    /// Ends streamed rows (the header alone when none finished); the first write error.
+    pub fn finish_rows(&mut self) -> Result<(), String> {
+        let Rows::Streamed {
+            writer,
+            written,
+            failed,
+        } = &mut self.rows
+        else {
+            return Ok(());
+        };
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
+        if *written == 0 {
+            writer
+                .write_record(REQUEST_COLUMNS)
+                .map_err(|e| e.to_string())?;
+        }
+        writer.flush().map_err(|e| e.to_string())
     }
 
     /// What one full prefill instance of `gpus` GPUs prefills, prompt tokens per second:
@@ -321,27 +386,41 @@ impl Collector {
                 self.user_rate_count += 1;
             }
         }
-        if self.keep_rows {
-            self.rows.push(RequestRow {
-                id: r.id,
-                measured,
-                arrival_s: rounded(spec.arrival.as_secs_f64(), 1e9),
-                input_tokens: spec.input_tokens,
-                cached_tokens: spec.cached_tokens,
-                output_tokens: spec.output_tokens,
-                generated_tokens: r.generated,
-                first_token_s: rounded(first.as_secs_f64(), 1e9),
-                finish_s: rounded(now.as_secs_f64(), 1e9),
-                ttft_ms: rounded(ttft.as_secs_f64() * 1e3, 1e6),
-                tpot_ms: rounded(tpot_s * 1e3, 1e6),
-                itl_p99_ms,
-                prefill_instance: prefill.to_owned(),
-                decode_instance: decode.to_owned(),
-            });
+        if matches!(self.rows, Rows::Dropped) {
+            return;
+        }
+        let row = RequestRow {
+            id: r.id,
+            measured,
+            arrival_s: rounded(spec.arrival.as_secs_f64(), 1e9),
+            input_tokens: spec.input_tokens,
+            cached_tokens: spec.cached_tokens,
+            output_tokens: spec.output_tokens,
+            generated_tokens: r.generated,
+            first_token_s: rounded(first.as_secs_f64(), 1e9),
+            finish_s: rounded(now.as_secs_f64(), 1e9),
+            ttft_ms: rounded(ttft.as_secs_f64() * 1e3, 1e6),
+            tpot_ms: rounded(tpot_s * 1e3, 1e6),
+            itl_p99_ms,
+            prefill_instance: prefill.to_owned(),
+            decode_instance: decode.to_owned(),
+        };
+        match &mut self.rows {
+            Rows::Dropped => {}
+            Rows::Kept(rows) => rows.push(row),
+            Rows::Streamed {
+                writer,
+                written,
+                failed,
+            } => match writer.serialize(&row) {
+                Ok(()) => *written += 1,
+                Err(e) if failed.is_none() => *failed = Some(e.to_string()),
+                Err(_) => {}
+            },
         }
     }
 
-    pub fn report(mut self, sc: &Scenario, run: RunEnd) -> Report {
+    pub fn report(self, sc: &Scenario, run: RunEnd) -> Report {
         let RunEnd {
             in_flight,
             stopped,
@@ -466,7 +545,6 @@ impl Collector {
             ("iterations", self.decode_iterations.to_string()),
             ("events", events.to_string()),
         ];
-        self.rows.sort_by_key(|r| r.id);
         // A benchmark ends with its last answer, a drain when its requests are done.
         let stopped_s = stopped.as_secs_f64();
         let simulated_s = if self.benchmark {
@@ -476,7 +554,10 @@ impl Collector {
         };
         Report {
             summary,
-            requests: self.rows,
+            requests: match self.rows {
+                Rows::Kept(rows) => rows,
+                Rows::Dropped | Rows::Streamed { .. } => Vec::new(),
+            },
             stats: SimStats {
                 events,
                 wall_s,

@@ -3,7 +3,7 @@
 //! statistics). Each file is written to a temporary name and renamed into place, so a file
 //! is either complete or absent.
 
-use super::metrics::Report;
+use super::metrics::{REQUEST_COLUMNS, Report};
 use super::scenario::LoadedScenario;
 use std::fs;
 use std::io;
@@ -58,25 +58,15 @@ pub fn requests_csv(report: &Report) -> io::Result<Vec<u8>> {
     w.into_inner().map_err(|e| e.into_error())
 }
 
-const REQUEST_COLUMNS: [&str; 14] = [
-    "id",
-    "measured",
-    "arrival_s",
-    "input_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "generated_tokens",
-    "first_token_s",
-    "finish_s",
-    "ttft_ms",
-    "tpot_ms",
-    "itl_p99_ms",
-    "prefill_instance",
-    "decode_instance",
-];
-
 /// Writes the run's files into `dir` (created if needed); returns their paths.
-pub fn write_run(dir: &Path, loaded: &LoadedScenario, report: &Report) -> io::Result<Vec<PathBuf>> {
+/// `streamed` is requests.csv already written row by row during the run (see
+/// [`super::sim::run_streaming`]), put in place here; without it the report's rows are.
+pub fn write_run(
+    dir: &Path,
+    loaded: &LoadedScenario,
+    report: &Report,
+    streamed: Option<tempfile::NamedTempFile>,
+) -> io::Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -89,7 +79,17 @@ pub fn write_run(dir: &Path, loaded: &LoadedScenario, report: &Report) -> io::Re
     written.push(summary);
     if loaded.scenario.output.requests_csv {
         let requests = dir.join("requests.csv");
-        write_atomic(&requests, &requests_csv(report)?)?;
+        match streamed {
+            Some(tmp) => {
+                tmp.persist(&requests).map_err(|e| {
+                    io::Error::new(
+                        e.error.kind(),
+                        format!("{}: {}", requests.display(), e.error),
+                    )
+                })?;
+            }
+            None => write_atomic(&requests, &requests_csv(report)?)?,
+        }
         written.push(requests);
     }
     let manifest = serde_json::json!({

@@ -248,10 +248,31 @@ fn at_s(seconds: f64) -> Result<SimTime, String> {
     SimTime::ZERO.checked_add(d).map_err(|e| e.to_string())
 }
 
-/// Runs a loaded scenario to its end and reports what was measured.
+/// Runs a loaded scenario to its end and reports what was measured (with every finished
+/// request's row when the scenario writes requests.csv).
 pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
+    run_rows(loaded, None)
+}
+
+/// Runs a loaded scenario, writing each finished request's row to `rows` as it finishes
+/// (requests.csv, in the order requests finish) instead of holding them: memory stays
+/// bounded over runs of any length.
+pub fn run_streaming(
+    loaded: &LoadedScenario,
+    rows: Box<dyn std::io::Write>,
+) -> Result<Report, String> {
+    run_rows(loaded, Some(rows))
+}
+
+fn run_rows(
+    loaded: &LoadedScenario,
+    rows: Option<Box<dyn std::io::Write>>,
+) -> Result<Report, String> {
     let wall = std::time::Instant::now();
     let mut sim = Simulation::new(loaded)?;
+    if let Some(w) = rows {
+        sim.metrics.stream_rows(w);
+    }
     let mut scheduler = Scheduler::new();
     sim.start(&mut scheduler).map_err(|e| e.to_string())?;
     run_batches(&mut sim, &mut scheduler, &loaded.scenario).map_err(|e| e.to_string())?;
@@ -273,6 +294,9 @@ pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
         kv_bytes_started: sim.network.bytes_started,
         kv_bytes_delivered: sim.network.bytes_delivered,
     };
+    sim.metrics
+        .finish_rows()
+        .map_err(|e| format!("requests.csv: {e}"))?;
     Ok(sim.metrics.report(&loaded.scenario, run))
 }
 
