@@ -42,7 +42,9 @@ export SLURM_CONF="$conf"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
-    rm -rf "$work"
+    # The daemons write their state as they stop: wait for them before removing it.
+    for p in "${pids[@]}"; do wait "$p" 2> /dev/null || true; done
+    rm -rf "$work" || true
 }
 trap cleanup EXIT
 if ! pgrep -x munged > /dev/null; then
