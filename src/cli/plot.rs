@@ -140,12 +140,11 @@ fn styled(
         }
     }
     let colour_col = colour_by.map(str::to_owned).or_else(|| by.first().cloned());
-    let varies_within_colour = |col: &String| {
+    // Whether `col` takes two values among groups that agree on every column of `fixed`.
+    let varies_within = |col: &String, fixed: &[Option<String>]| {
         groups.iter().any(|g| {
             groups.iter().any(|h| {
-                colour_col
-                    .as_ref()
-                    .is_none_or(|c| value(g, c) == value(h, c))
+                fixed.iter().flatten().all(|c| value(g, c) == value(h, c))
                     && value(g, col) != value(h, col)
             })
         })
@@ -153,29 +152,18 @@ fn styled(
     let dash_col = dash_by.map(str::to_owned).or_else(|| {
         by.iter()
             .filter(|b| Some(*b) != colour_col.as_ref())
-            .find(|b| varies_within_colour(b))
+            .find(|b| varies_within(b, std::slice::from_ref(&colour_col)))
             .cloned()
     });
     // The label names the colour's and dash's columns and those that vary among lines of
     // one colour and dash (a column that moves with them, as a zipped axis does, would only
     // repeat them).
     let styled_by = [colour_col.clone(), dash_col.clone()];
-    let within_style = |col: &String| {
-        groups.iter().any(|g| {
-            groups.iter().any(|h| {
-                styled_by
-                    .iter()
-                    .flatten()
-                    .all(|c| value(g, c) == value(h, c))
-                    && value(g, col) != value(h, col)
-            })
-        })
-    };
     let varying: Vec<&String> = by
         .iter()
         .filter(|b| {
             let varies = groups.iter().any(|g| value(g, b) != value(&groups[0], b));
-            varies && (styled_by.contains(&Some((*b).clone())) || within_style(b))
+            varies && (styled_by.contains(&Some((*b).clone())) || varies_within(b, &styled_by))
         })
         .collect();
     let mut colours: Vec<String> = Vec::new();

@@ -409,8 +409,9 @@ fn whole_point_file(file: &Path, point: Option<&Point>) -> bool {
     row.len() == header.len() && !header.is_empty() && params_match
 }
 
-/// With `--resume`, the output folder must hold this same run (or nothing yet).
-pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
+/// With `--resume`, the output folder must hold this same run (or nothing yet); this run's
+/// digest.
+pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<String, String> {
     let now = digest(sweep, opts.seed).map_err(|e| e.to_string())?;
     if opts.resume
         && let Ok(old) = read_manifest(&opts.out)
@@ -422,13 +423,12 @@ pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
             opts.out.display()
         ));
     }
-    Ok(())
+    Ok(now)
 }
 
 fn write_manifest(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
-    check_resume(sweep, opts)?;
     let manifest = SweepManifest {
-        digest: digest(sweep, opts.seed).map_err(|e| e.to_string())?,
+        digest: check_resume(sweep, opts)?,
         epsim_version: env!("CARGO_PKG_VERSION").into(),
         scenario: sweep.file.display().to_string(),
         total_points: sweep.points.len(),

@@ -98,14 +98,23 @@ fn judge(t: &Target, c: &Candidate, r: &Report) -> Outcome {
 }
 
 /// Priced limits by the deployment they belong to (its label with one copy, the rate left
-/// out: copies differ only in their share of it), so each is priced once.
+/// out: copies differ only in their share of it), or why it cannot be deployed or priced;
+/// so each deployment is loaded and priced once however many copies are tried.
 type LimitsCache = Mutex<BTreeMap<String, Result<bounds::Limits, String>>>;
 
-/// Loads the candidate's scenario, prunes it (when a cache of limits is given) if it
-/// cannot meet the target, else simulates it.
-fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
+/// The candidate's scenario, loaded and checked; why it cannot be deployed.
+fn load(t: &Target, c: &Candidate) -> Result<scenario::LoadedScenario, String> {
     let file = Path::new("plan.yaml");
-    let text = scenario_text(t, c);
+    let tree = input::parse_tree(file, &scenario_text(t, c)).map_err(|e| e.to_string())?;
+    scenario::from_tree(file, &tree).map_err(|e| {
+        let reasons: Vec<String> = e.iter().map(|d| d.message.clone()).collect();
+        format!("cannot be deployed: {}", reasons.join("; "))
+    })
+}
+
+/// Prunes the candidate (when a cache of limits is given) if it cannot meet the target,
+/// else simulates it.
+fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
     let failed = |why: String| Outcome {
         candidate: c.clone(),
         simulated: false,
@@ -115,17 +124,7 @@ fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
         output_tok_s: None,
         mean_batch_per_rank: None,
     };
-    let tree = match input::parse_tree(file, &text) {
-        Ok(tree) => tree,
-        Err(e) => return failed(e.to_string()),
-    };
-    let loaded = match scenario::from_tree(file, &tree) {
-        Ok(l) => l,
-        Err(e) => {
-            let reasons: Vec<String> = e.iter().map(|d| d.message.clone()).collect();
-            return failed(format!("cannot be deployed: {}", reasons.join("; ")));
-        }
-    };
+    let mut loaded = None;
     if let Some(cache) = cache {
         let key = Candidate {
             copies: 1,
@@ -134,18 +133,25 @@ fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
         .label();
         let known = cache.lock().ok().and_then(|m| m.get(&key).cloned());
         let limits = known.unwrap_or_else(|| {
-            let l = bounds::limits(t, &loaded);
+            let l = load(t, c).and_then(|l| {
+                let limits = bounds::limits(t, &l).map_err(|e| format!("cannot be priced: {e}"));
+                loaded = Some(l);
+                limits
+            });
             if let Ok(mut m) = cache.lock() {
                 m.insert(key, l.clone());
             }
             l
         });
         match limits.map(|l| l.reason_to_prune(t, t.rate_per_s / c.copies as f64)) {
-            Ok(Some(why)) => return failed(why),
+            Ok(Some(why)) | Err(why) => return failed(why),
             Ok(None) => {}
-            Err(e) => return failed(format!("cannot be priced: {e}")),
         }
     }
+    let loaded = match loaded.map_or_else(|| load(t, c), Ok) {
+        Ok(l) => l,
+        Err(why) => return failed(why),
+    };
     match sim::run(&loaded) {
         Ok(report) => judge(t, c, &report),
         Err(e) => Outcome {
@@ -197,30 +203,28 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
     (low, probes)
 }
 
-/// Batches per rank below this are where the cost model reads slow against measured
-/// serving runs.
-const SMALL_BATCH: f64 = 32.0;
-
 /// How far the cost model is from measurement in the regime `o` runs in, from the accuracy
 /// harness (`epsim accuracy validation/silicon-e2e-b200/`, cases named; README,
-/// "Accuracy"): what a planner should allow for.
+/// "Accuracy"): what a planner should allow for. The measured runs split by attention
+/// layout: data-parallel attention (b200-01, -02, -09, -10) reads right, tensor-parallel
+/// attention (b200-03 to -08) and aggregated serving with it (b200-11, -12) read slow.
 pub fn certainty_note(o: &Outcome) -> String {
-    let batch = o.mean_batch_per_rank.unwrap_or(0.0);
-    let regime = match o.candidate.layout {
-        Layout::Aggregated { .. } if batch < SMALL_BATCH => {
-            "aggregated at small batches, where epsim's TPOT reads 68-97% above measured \
-             HGX B200 runs (b200-11, b200-12): the answer may need fewer GPUs"
+    let regime = match (o.candidate.layout, o.candidate.attention_tp) {
+        (Layout::Aggregated { .. }, _) => {
+            "aggregated serving, where epsim's TPOT read 68-97% above measured HGX B200 runs \
+             (b200-11, b200-12, small batches with TP attention): the answer may need fewer GPUs"
         }
-        _ if batch < SMALL_BATCH => {
-            "small decode batches, where epsim's TPOT reads 30-45% above measured HGX B200 \
-             runs (b200-03 to b200-08): the answer may need fewer GPUs"
+        (_, tp) if tp > 1 => {
+            "tensor-parallel attention, where epsim's TPOT reads 30-45% above measured HGX \
+             B200 runs (b200-03 to b200-08): the answer may need fewer GPUs"
         }
         _ => {
-            "large decode batches, where epsim's TPOT is within -19% to +10% of measured HGX \
-             B200 runs (b200-01, -02, -09, -10) and 4% of the calibration point"
+            "data-parallel attention, where epsim's TPOT is within -19% to +10% of measured \
+             HGX B200 runs (b200-01, -02, -09, -10) and 4% of the calibration point"
         }
     };
-    format!("note: mean batch {batch:.0} per decoding rank: {regime}")
+    let batch = o.mean_batch_per_rank.unwrap_or(0.0);
+    format!("note: mean batch {batch:.0} per decoding rank; {regime}")
 }
 
 /// What a search found.
