@@ -4,6 +4,9 @@
 //! Shared links divide their capacity among the flows crossing them; a fat pipe (a
 //! non-blocking crossbar) gives each flow its full capacity.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
 /// One direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Resource {
@@ -14,88 +17,249 @@ pub struct Resource {
 
 /// Rates for `flows` (each a list of (resource, share of the flow's rate)), max-min fair.
 /// A flow that crosses no resource has no limit: its rate is infinite.
-///
-/// Every flow not yet frozen has the same rate, the current *level*, so each round only
-/// needs per-resource sums of the active flows' shares (kept up to date as flows freeze):
-/// a solve costs O(rounds x (resources + flows) + total route length).
 pub fn max_min(resources: &[Resource], flows: &[&[(usize, f64)]]) -> Vec<f64> {
-    let mut rate = vec![f64::INFINITY; flows.len()];
-    let mut active: Vec<bool> = flows.iter().map(|f| !f.is_empty()).collect();
-    let mut users: Vec<Vec<(usize, f64)>> = vec![Vec::new(); resources.len()];
-    let mut weight = vec![0.0; resources.len()];
-    // Active flows on each shared resource: once none is left its weight is exactly 0
-    // (subtracting shares leaves float residue that would stall the filling forever).
-    let mut active_users = vec![0usize; resources.len()];
-    // A flow's own limit from fat pipes: capacity / share, the smallest over its route.
-    let mut own_cap = vec![f64::INFINITY; flows.len()];
-    for (i, f) in flows.iter().enumerate() {
-        for &(r, share) in *f {
+    let mut rates = vec![0.0; flows.len()];
+    Filler::default().solve(resources, flows, &mut rates);
+    rates
+}
+
+/// Drops the constraints that repeat another: shared resources crossed by exactly the same
+/// flows with the same shares limit them alike, so only the one of least capacity (the
+/// first, among equals) can ever fill. The 18 uplinks of an NVL72 GPU, over which each of
+/// its flows spreads evenly, become one. Rates are unchanged, bit for bit, and stay so
+/// as flows are removed (both resources lose the same flow), not as flows are added.
+pub fn drop_repeated_constraints(resources: &[Resource], routes: &mut [Vec<(usize, f64)>]) {
+    let mut users: Vec<Vec<(u32, u64)>> = vec![Vec::new(); resources.len()];
+    for (i, route) in routes.iter().enumerate() {
+        for &(r, share) in route {
             if resources[r].shared {
-                users[r].push((i, share));
-                weight[r] += share;
-                active_users[r] += 1;
-            } else if share > 0.0 {
-                own_cap[i] = own_cap[i].min(resources[r].capacity / share);
+                users[r].push((i as u32, share.to_bits()));
             }
         }
     }
-    let mut left: Vec<f64> = resources.iter().map(|r| r.capacity).collect();
-    let mut level = 0.0;
-    let mut remaining = active.iter().filter(|&&a| a).count();
-    while remaining > 0 {
-        let mut step = f64::INFINITY;
-        for (r, res) in resources.iter().enumerate() {
-            if res.shared && weight[r] > 1e-15 {
-                step = step.min(left[r].max(0.0) / weight[r]);
-            }
+    let mut kept: BTreeMap<&[(u32, u64)], usize> = BTreeMap::new();
+    let mut keep = vec![true; resources.len()];
+    for (r, signature) in users.iter().enumerate() {
+        if signature.is_empty() {
+            continue;
         }
-        for (i, &a) in active.iter().enumerate() {
-            if a {
-                step = step.min(own_cap[i] - level);
+        match kept.entry(signature) {
+            Entry::Vacant(v) => {
+                v.insert(r);
             }
-        }
-        let step = step.max(0.0);
-        if !step.is_finite() {
-            break;
-        }
-        level += step;
-        for (r, res) in resources.iter().enumerate() {
-            if res.shared && weight[r] > 1e-15 {
-                left[r] -= step * weight[r];
-            }
-        }
-        // Freeze flows held by a full shared link or by their own fat-pipe limit.
-        let mut freeze = Vec::new();
-        for (r, res) in resources.iter().enumerate() {
-            if res.shared && weight[r] > 1e-15 && left[r] <= 1e-12 * res.capacity {
-                freeze.extend(users[r].iter().map(|&(i, _)| i).filter(|&i| active[i]));
-            }
-        }
-        for (i, &a) in active.iter().enumerate() {
-            if a && own_cap[i] <= level * (1.0 + 1e-12) {
-                freeze.push(i);
-            }
-        }
-        for i in freeze {
-            if !active[i] {
-                continue;
-            }
-            active[i] = false;
-            remaining -= 1;
-            rate[i] = level;
-            for &(r, share) in flows[i] {
-                if resources[r].shared {
-                    active_users[r] -= 1;
-                    weight[r] = if active_users[r] == 0 {
-                        0.0
-                    } else {
-                        weight[r] - share
-                    };
+            Entry::Occupied(mut o) => {
+                let first = *o.get();
+                if resources[r].capacity < resources[first].capacity {
+                    keep[first] = false;
+                    o.insert(r);
+                } else {
+                    keep[r] = false;
                 }
             }
         }
     }
-    rate
+    for route in routes {
+        route.retain(|&(r, _)| keep[r]);
+    }
+}
+
+/// Progressive filling with its scratch space, kept between solves so that re-solving
+/// (every time a flow finishes) allocates nothing.
+///
+/// Every flow not yet frozen has the same rate, the current *level*, so each round only
+/// needs per-resource sums of the active flows' shares (kept up to date as flows freeze).
+/// A solve works on the shared resources its flows cross, not on the whole topology: it
+/// costs O(rounds x those resources + total route length + flows log flows).
+#[derive(Debug, Clone, Default)]
+pub struct Filler {
+    /// Per topology resource: its position among the solve's resources + 1 (0: unused).
+    local: Vec<u32>,
+    /// The solve's shared resources, by topology index (so freezing visits them in the
+    /// same order whatever subset a solve has).
+    used: Vec<usize>,
+    weight: Vec<f64>,
+    left: Vec<f64>,
+    /// Active flows on each resource: once none is left its weight is exactly 0
+    /// (subtracting shares leaves float residue that would stall the filling forever).
+    active_users: Vec<u32>,
+    /// Flows crossing each resource, in flow order: `users[first[l]..first[l + 1]]`.
+    first: Vec<usize>,
+    users: Vec<u32>,
+    /// Resources that still have active flows, in topology order.
+    live: Vec<u32>,
+    /// A flow's own limit from fat pipes: capacity / share, the smallest over its route.
+    own_cap: Vec<f64>,
+    /// Flows with a finite own limit, by that limit.
+    by_own_cap: Vec<u32>,
+    active: Vec<bool>,
+    freeze: Vec<u32>,
+}
+
+impl Filler {
+    /// Writes each flow's max-min fair rate into `rates`.
+    pub fn solve(&mut self, resources: &[Resource], flows: &[&[(usize, f64)]], rates: &mut [f64]) {
+        self.index_resources(resources, flows);
+        self.index_users(resources, flows);
+        self.fill(resources, flows, rates);
+        for &r in &self.used {
+            self.local[r] = 0;
+        }
+    }
+
+    fn index_resources(&mut self, resources: &[Resource], flows: &[&[(usize, f64)]]) {
+        if self.local.len() < resources.len() {
+            self.local.resize(resources.len(), 0);
+        }
+        self.used.clear();
+        for &(r, _) in flows.iter().flat_map(|f| f.iter()) {
+            if resources[r].shared && self.local[r] == 0 {
+                self.local[r] = 1;
+                self.used.push(r);
+            }
+        }
+        self.used.sort_unstable();
+        for (l, &r) in self.used.iter().enumerate() {
+            self.local[r] = l as u32 + 1;
+        }
+    }
+
+    fn index_users(&mut self, resources: &[Resource], flows: &[&[(usize, f64)]]) {
+        let n = self.used.len();
+        self.weight.clear();
+        self.weight.resize(n, 0.0);
+        self.active_users.clear();
+        self.active_users.resize(n, 0);
+        self.own_cap.clear();
+        self.own_cap.resize(flows.len(), f64::INFINITY);
+        for (i, f) in flows.iter().enumerate() {
+            for &(r, share) in *f {
+                if resources[r].shared {
+                    let l = self.local[r] as usize - 1;
+                    self.weight[l] += share;
+                    self.active_users[l] += 1;
+                } else if share > 0.0 {
+                    self.own_cap[i] = self.own_cap[i].min(resources[r].capacity / share);
+                }
+            }
+        }
+        self.first.clear();
+        self.first.push(0);
+        for l in 0..n {
+            self.first
+                .push(self.first[l] + self.active_users[l] as usize);
+        }
+        self.users.clear();
+        self.users.resize(self.first[n], 0);
+        let mut next = self.first[..n].to_vec();
+        for (i, f) in flows.iter().enumerate() {
+            for &(r, _) in *f {
+                if resources[r].shared {
+                    let l = self.local[r] as usize - 1;
+                    self.users[next[l]] = i as u32;
+                    next[l] += 1;
+                }
+            }
+        }
+        self.left.clear();
+        self.left
+            .extend(self.used.iter().map(|&r| resources[r].capacity));
+        self.live.clear();
+        self.live.extend(0..n as u32);
+        self.by_own_cap.clear();
+        self.by_own_cap
+            .extend((0..flows.len() as u32).filter(|&i| self.own_cap[i as usize].is_finite()));
+        let own_cap = &self.own_cap;
+        self.by_own_cap
+            .sort_by(|&a, &b| own_cap[a as usize].total_cmp(&own_cap[b as usize]));
+    }
+
+    fn fill(&mut self, resources: &[Resource], flows: &[&[(usize, f64)]], rates: &mut [f64]) {
+        rates.fill(f64::INFINITY);
+        self.active.clear();
+        self.active.extend(flows.iter().map(|f| !f.is_empty()));
+        let mut remaining = self.active.iter().filter(|&&a| a).count();
+        let mut level = 0.0;
+        let mut tightest_own = 0;
+        while remaining > 0 {
+            self.live.retain(|&l| self.active_users[l as usize] > 0);
+            while tightest_own < self.by_own_cap.len()
+                && !self.active[self.by_own_cap[tightest_own] as usize]
+            {
+                tightest_own += 1;
+            }
+            let mut step = f64::INFINITY;
+            for &l in &self.live {
+                let l = l as usize;
+                if self.weight[l] > 1e-15 {
+                    step = step.min(self.left[l].max(0.0) / self.weight[l]);
+                }
+            }
+            if let Some(&i) = self.by_own_cap.get(tightest_own) {
+                step = step.min(self.own_cap[i as usize] - level);
+            }
+            let step = step.max(0.0);
+            if !step.is_finite() {
+                break;
+            }
+            level += step;
+            self.collect_frozen(resources, step, level, tightest_own);
+            for k in 0..self.freeze.len() {
+                let i = self.freeze[k] as usize;
+                if !self.active[i] {
+                    continue;
+                }
+                self.active[i] = false;
+                remaining -= 1;
+                rates[i] = level;
+                for &(r, share) in flows[i] {
+                    if resources[r].shared {
+                        let l = self.local[r] as usize - 1;
+                        self.active_users[l] -= 1;
+                        self.weight[l] = if self.active_users[l] == 0 {
+                            0.0
+                        } else {
+                            self.weight[l] - share
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raises every live resource by `step` and lists the flows to freeze at `level`: those
+    /// on a full shared link, in topology order, then those at their own fat-pipe limit, in
+    /// flow order.
+    fn collect_frozen(
+        &mut self,
+        resources: &[Resource],
+        step: f64,
+        level: f64,
+        tightest_own: usize,
+    ) {
+        self.freeze.clear();
+        for &l in &self.live {
+            let l = l as usize;
+            if self.weight[l] > 1e-15 {
+                self.left[l] -= step * self.weight[l];
+                let capacity = resources[self.used[l]].capacity;
+                if self.left[l] <= 1e-12 * capacity {
+                    let users = &self.users[self.first[l]..self.first[l + 1]];
+                    self.freeze
+                        .extend(users.iter().filter(|&&i| self.active[i as usize]));
+                }
+            }
+        }
+        let at_limit = self.freeze.len();
+        for &i in &self.by_own_cap[tightest_own..] {
+            if self.own_cap[i as usize] > level * (1.0 + 1e-12) {
+                break;
+            }
+            if self.active[i as usize] {
+                self.freeze.push(i);
+            }
+        }
+        self.freeze[at_limit..].sort_unstable();
+    }
 }
 
 /// Flows with their rates, re-solved incrementally: adding or removing a flow re-solves
@@ -110,6 +274,9 @@ pub struct FlowSet {
     users: Vec<Vec<usize>>,
     /// Flows re-solved by the last change (for tests and statistics).
     pub last_resolved: usize,
+    filler: Filler,
+    /// Scratch for [`Self::solve`]: the component's rates.
+    solved: Vec<f64>,
 }
 
 impl FlowSet {
@@ -121,6 +288,8 @@ impl FlowSet {
             rates: Vec::new(),
             users: vec![Vec::new(); n],
             last_resolved: 0,
+            filler: Filler::default(),
+            solved: Vec::new(),
         }
     }
 
@@ -202,6 +371,8 @@ impl FlowSet {
     /// Flows joined to `start` through shared links, in increasing id order.
     fn component(&self, start: usize) -> Vec<usize> {
         let mut seen = vec![false; self.flows.len()];
+        // Each resource's flows are listed once, however many of them reach it.
+        let mut listed = vec![false; self.resources.len()];
         let mut stack = vec![start];
         seen[start] = true;
         let mut out = Vec::new();
@@ -209,7 +380,7 @@ impl FlowSet {
             out.push(f);
             if let Some(route) = &self.flows[f] {
                 for &(r, _) in route {
-                    if self.resources[r].shared {
+                    if self.resources[r].shared && !std::mem::replace(&mut listed[r], true) {
                         for &g in &self.users[r] {
                             if !seen[g] {
                                 seen[g] = true;
@@ -240,8 +411,10 @@ impl FlowSet {
             .iter()
             .filter_map(|&f| self.flows[f].as_deref())
             .collect();
-        let rates = max_min(&self.resources, &routes);
-        for (f, r) in live.into_iter().zip(rates) {
+        self.solved.resize(live.len(), 0.0);
+        self.filler
+            .solve(&self.resources, &routes, &mut self.solved[..live.len()]);
+        for (&f, &r) in live.iter().zip(&self.solved) {
             self.rates[f] = r;
         }
     }
@@ -282,6 +455,92 @@ mod tests {
         let r = max_min(&[shared(6.0), shared(6.0)], &[&[(0, 0.5), (1, 0.5)]]);
         assert_eq!(r, vec![12.0]);
         assert_eq!(max_min(&[shared(1.0)], &[&[]]), vec![f64::INFINITY]);
+    }
+
+    /// Rates for `flows` (each a list of (resource, share of the flow's rate)), max-min fair.
+    /// A flow that crosses no resource has no limit: its rate is infinite.
+    ///
+    /// Every flow not yet frozen has the same rate, the current *level*, so each round only
+    /// needs per-resource sums of the active flows' shares (kept up to date as flows freeze):
+    /// a solve costs O(rounds x (resources + flows) + total route length).
+    fn reference_max_min(resources: &[Resource], flows: &[&[(usize, f64)]]) -> Vec<f64> {
+        let mut rate = vec![f64::INFINITY; flows.len()];
+        let mut active: Vec<bool> = flows.iter().map(|f| !f.is_empty()).collect();
+        let mut users: Vec<Vec<(usize, f64)>> = vec![Vec::new(); resources.len()];
+        let mut weight = vec![0.0; resources.len()];
+        // Active flows on each shared resource: once none is left its weight is exactly 0
+        // (subtracting shares leaves float residue that would stall the filling forever).
+        let mut active_users = vec![0usize; resources.len()];
+        // A flow's own limit from fat pipes: capacity / share, the smallest over its route.
+        let mut own_cap = vec![f64::INFINITY; flows.len()];
+        for (i, f) in flows.iter().enumerate() {
+            for &(r, share) in *f {
+                if resources[r].shared {
+                    users[r].push((i, share));
+                    weight[r] += share;
+                    active_users[r] += 1;
+                } else if share > 0.0 {
+                    own_cap[i] = own_cap[i].min(resources[r].capacity / share);
+                }
+            }
+        }
+        let mut left: Vec<f64> = resources.iter().map(|r| r.capacity).collect();
+        let mut level = 0.0;
+        let mut remaining = active.iter().filter(|&&a| a).count();
+        while remaining > 0 {
+            let mut step = f64::INFINITY;
+            for (r, res) in resources.iter().enumerate() {
+                if res.shared && weight[r] > 1e-15 {
+                    step = step.min(left[r].max(0.0) / weight[r]);
+                }
+            }
+            for (i, &a) in active.iter().enumerate() {
+                if a {
+                    step = step.min(own_cap[i] - level);
+                }
+            }
+            let step = step.max(0.0);
+            if !step.is_finite() {
+                break;
+            }
+            level += step;
+            for (r, res) in resources.iter().enumerate() {
+                if res.shared && weight[r] > 1e-15 {
+                    left[r] -= step * weight[r];
+                }
+            }
+            // Freeze flows held by a full shared link or by their own fat-pipe limit.
+            let mut freeze = Vec::new();
+            for (r, res) in resources.iter().enumerate() {
+                if res.shared && weight[r] > 1e-15 && left[r] <= 1e-12 * res.capacity {
+                    freeze.extend(users[r].iter().map(|&(i, _)| i).filter(|&i| active[i]));
+                }
+            }
+            for (i, &a) in active.iter().enumerate() {
+                if a && own_cap[i] <= level * (1.0 + 1e-12) {
+                    freeze.push(i);
+                }
+            }
+            for i in freeze {
+                if !active[i] {
+                    continue;
+                }
+                active[i] = false;
+                remaining -= 1;
+                rate[i] = level;
+                for &(r, share) in flows[i] {
+                    if resources[r].shared {
+                        active_users[r] -= 1;
+                        weight[r] = if active_users[r] == 0 {
+                            0.0
+                        } else {
+                            weight[r] - share
+                        };
+                    }
+                }
+            }
+        }
+        rate
     }
 
     /// A straightforward reference: raise the slowest-possible bottleneck one at a time,
@@ -368,7 +627,47 @@ mod tests {
         })
     }
 
+    /// An instance with repeated constraints: some resources get twins (same flows, same
+    /// shares) of equal or larger capacity, as ECMP fans make.
+    fn with_twins() -> impl Strategy<Value = (Vec<Resource>, Vec<Vec<(usize, f64)>>)> {
+        (
+            instance(),
+            prop::collection::vec((0usize..8, 1.0f64..2.0, prop::bool::ANY), 1..4),
+        )
+            .prop_map(|((mut resources, mut flows), twins)| {
+                for (of, factor, equal) in twins {
+                    let of = of % resources.len();
+                    let twin = resources.len();
+                    let mut r = resources[of];
+                    r.capacity *= if equal { 1.0 } else { factor };
+                    resources.push(r);
+                    for f in &mut flows {
+                        if let Some(&(_, s)) = f.iter().find(|(x, _)| *x == of) {
+                            f.push((twin, s));
+                        }
+                    }
+                }
+                (resources, flows)
+            })
+    }
+
     proptest! {
+        #[test]
+        fn equals_the_whole_topology_solver_bit_for_bit((resources, flows) in instance()) {
+            let routes: Vec<&[(usize, f64)]> = flows.iter().map(|f| f.as_slice()).collect();
+            prop_assert_eq!(max_min(&resources, &routes), reference_max_min(&resources, &routes));
+        }
+
+        #[test]
+        fn dropping_repeated_constraints_changes_no_rate((resources, flows) in with_twins()) {
+            let routes: Vec<&[(usize, f64)]> = flows.iter().map(|f| f.as_slice()).collect();
+            let before = reference_max_min(&resources, &routes);
+            let mut fewer = flows.clone();
+            drop_repeated_constraints(&resources, &mut fewer);
+            let routes: Vec<&[(usize, f64)]> = fewer.iter().map(|f| f.as_slice()).collect();
+            prop_assert_eq!(max_min(&resources, &routes), before);
+        }
+
         #[test]
         fn matches_the_naive_solver_and_is_fair((resources, flows) in instance()) {
             let routes: Vec<&[(usize, f64)]> = flows.iter().map(|f| f.as_slice()).collect();

@@ -2,7 +2,7 @@
 //! a flow over its ECMP route; rates are max-min fair; when flows finish, the flows they
 //! shared links with speed up. Each transfer also pays its route's latency.
 
-use super::maxmin::{FlowSet, Resource};
+use super::maxmin::{FlowSet, Resource, drop_repeated_constraints};
 use super::route_latency_s;
 use super::routes::Router;
 use crate::topology::Topology;
@@ -35,6 +35,7 @@ pub fn simulate(
         latency.push(route_latency_s(topo, &route));
         routes.push(route);
     }
+    drop_repeated_constraints(resources, &mut routes);
     let ids = set.add_all(routes);
     let mut left: Vec<f64> = transfers.iter().map(|t| t.bytes).collect();
     let mut done: Vec<Option<f64>> = left.iter().map(|&b| (b <= 0.0).then_some(0.0)).collect();
