@@ -15,6 +15,16 @@ pub fn topology(name: &str) -> Topology {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A shipped topology with parameters set, as `--set name=value` would.
+pub fn topology_with(name: &str, set: &[(&str, u64)]) -> Topology {
+    let set = set
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    crate::topology::load_with(&repo(&format!("topologies/{name}.yaml")), &set)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn model(name: &str) -> ModelConfig {
     load_model(&repo(&format!("models/{name}.yaml"))).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -31,6 +31,12 @@ pub struct EpGroup<'a> {
     nvlink_bps: Vec<f64>,
     /// Per rank: the GPU-NIC link and the NIC's network bandwidth (bytes/s), if it has one.
     nic: Vec<Option<(f64, f64)>>,
+    /// Per rank: its NIC's leaf switch (an index into `leaf_bps`), when that leaf reaches
+    /// the rest of the fabric through uplinks (leaf-spine, rails); `None` on a single
+    /// non-blocking switch.
+    leaf: Vec<Option<usize>>,
+    /// Per leaf: its uplink bandwidth, bytes per second each way.
+    leaf_bps: Vec<f64>,
 }
 
 impl<'a> EpGroup<'a> {
@@ -55,6 +61,18 @@ impl<'a> EpGroup<'a> {
         }
         let nvlink_bps = ranks.iter().map(|&g| topo.nvlink_gb_s(g) * 1e9).collect();
         let nic = ranks.iter().map(|&g| nic_of(topo, g)).collect();
+        let mut leaves: BTreeMap<NodeIndex, usize> = BTreeMap::new();
+        let mut leaf_bps = Vec::new();
+        let leaf = ranks
+            .iter()
+            .map(|&g| {
+                let (switch, uplink) = leaf_of(topo, g)?;
+                Some(*leaves.entry(switch).or_insert_with(|| {
+                    leaf_bps.push(uplink);
+                    leaf_bps.len() - 1
+                }))
+            })
+            .collect();
         EpGroup {
             topo,
             ranks,
@@ -64,7 +82,14 @@ impl<'a> EpGroup<'a> {
             rank_of,
             nvlink_bps,
             nic,
+            leaf,
+            leaf_bps,
         }
+    }
+
+    /// Leaves the group's ranks sit under (see [`Self::leaf`]).
+    fn leaves(&self) -> usize {
+        self.leaf_bps.len()
     }
 
     pub fn size(&self) -> usize {
@@ -120,6 +145,35 @@ fn nic_of(topo: &Topology, gpu: NodeIndex) -> Option<(f64, f64)> {
             (e.weight().bandwidth_gb_s() * 1e9, network * 1e9)
         })
     })
+}
+
+/// The switch a GPU's NIC plugs into and that switch's uplink bandwidth to other switches,
+/// in bytes per second; `None` without a NIC or when the switch has no uplink.
+fn leaf_of(topo: &Topology, gpu: NodeIndex) -> Option<(NodeIndex, f64)> {
+    let other = |e: petgraph::graph::EdgeReference<'_, crate::topology::TopoLink>, x: NodeIndex| {
+        if e.target() == x {
+            e.source()
+        } else {
+            e.target()
+        }
+    };
+    let nic = topo
+        .graph
+        .edges(gpu)
+        .map(|e| other(e, gpu))
+        .find(|&n| topo.graph[n].kind == NodeKind::Nic)?;
+    let leaf = topo
+        .graph
+        .edges(nic)
+        .map(|e| other(e, nic))
+        .find(|&n| topo.graph[n].kind == NodeKind::Switch)?;
+    let uplink: f64 = topo
+        .graph
+        .edges(leaf)
+        .filter(|e| topo.graph[other(*e, leaf)].kind == NodeKind::Switch)
+        .map(|e| e.weight().bandwidth_gb_s() * 1e9)
+        .sum();
+    (uplink > 0.0).then_some((leaf, uplink))
 }
 
 /// For each source rank, each token's destination ranks, one entry per expert (a rank
@@ -237,6 +291,7 @@ pub fn fast_path_seconds(
     efficiency: LinkEfficiency,
 ) -> Result<f64, String> {
     let mut bytes = vec![PortBytes::default(); group.size()];
+    let mut leaf_bytes = vec![LeafBytes::default(); group.leaves()];
     for (&(a, b), &x) in &legs.0 {
         let (Some(ra), Some(rb)) = (group.rank_of[a.index()], group.rank_of[b.index()]) else {
             return Err("a leg leaves the EP group".into());
@@ -255,9 +310,10 @@ pub fn fast_path_seconds(
             }
             bytes[ra].network_out += x;
             bytes[rb].network_in += x;
+            leaf_bytes_between(group, &mut leaf_bytes, ra, rb, x);
         }
     }
-    Ok(busiest_port_seconds(group, &bytes, efficiency))
+    Ok(busiest_port_seconds(group, &bytes, &leaf_bytes, efficiency))
 }
 
 /// Bytes through one rank's ports, each way. Network bytes cross both the GPU's host link
@@ -270,9 +326,37 @@ struct PortBytes {
     network_in: f64,
 }
 
-/// The time of the busiest port: its bytes over its achieved bandwidth.
-fn busiest_port_seconds(group: &EpGroup, bytes: &[PortBytes], efficiency: LinkEfficiency) -> f64 {
+/// Bytes through one leaf's uplink to the spine, each way.
+#[derive(Debug, Clone, Copy, Default)]
+struct LeafBytes {
+    out: f64,
+    into: f64,
+}
+
+/// Counts `x` network bytes from rank `a` to rank `b` on their leaves' uplinks, when they
+/// sit under different leaves.
+fn leaf_bytes_between(group: &EpGroup, leaf: &mut [LeafBytes], a: usize, b: usize, x: f64) {
+    if let (Some(la), Some(lb)) = (group.leaf[a], group.leaf[b])
+        && la != lb
+    {
+        leaf[la].out += x;
+        leaf[lb].into += x;
+    }
+}
+
+/// The time of the busiest port: its bytes over its achieved bandwidth. Leaf uplinks are
+/// ports too: an oversubscribed fabric makes them the busiest.
+fn busiest_port_seconds(
+    group: &EpGroup,
+    bytes: &[PortBytes],
+    leaf_bytes: &[LeafBytes],
+    efficiency: LinkEfficiency,
+) -> f64 {
     let mut worst = 0.0f64;
+    for (l, b) in leaf_bytes.iter().enumerate() {
+        let uplink = group.leaf_bps[l] * efficiency.network;
+        worst = worst.max(b.out / uplink).max(b.into / uplink);
+    }
     for (r, b) in bytes.iter().enumerate() {
         let nvlink = group.nvlink_bps[r] * efficiency.nvlink;
         worst = worst.max(b.nvlink_out / nvlink).max(b.nvlink_in / nvlink);
@@ -370,6 +454,10 @@ pub fn expected_fast_path_seconds(
     }
     let total: f64 = (0..n).map(per_token).sum();
     let direct = algorithm != A2aAlgorithm::Hierarchical;
+    let mut leaf_bytes = vec![LeafBytes::default(); group.leaves()];
+    if direct {
+        direct_leaf_bytes(group, &per_token, &domain_sum, total, t, &mut leaf_bytes);
+    }
     for r in 0..n {
         let (local_sum, local_ranks) = domain_sum[&group.domain[r]];
         let own = per_token(r);
@@ -398,6 +486,7 @@ pub fn expected_fast_path_seconds(
                 let relay = group.relay(s, domain);
                 bytes[s].network_out += t * (1.0 - m);
                 bytes[relay].network_in += t * (1.0 - m);
+                leaf_bytes_between(group, &mut leaf_bytes, s, relay, t * (1.0 - m));
                 bytes[relay].nvlink_out += t * (hit_sum[&domain] - hit[relay]);
                 relayed[relay] += 1;
                 *into_domain.entry(domain).or_insert(0) += 1;
@@ -417,8 +506,47 @@ pub fn expected_fast_path_seconds(
                 network_in: b.network_out,
             };
         }
+        for l in &mut leaf_bytes {
+            *l = LeafBytes {
+                out: l.into,
+                into: l.out,
+            };
+        }
     }
-    busiest_port_seconds(group, &bytes, efficiency)
+    busiest_port_seconds(group, &bytes, &leaf_bytes, efficiency)
+}
+
+/// Leaf uplink bytes of a direct all-to-all: each rank sends `t x per_token(d)` to every
+/// rank `d` outside its NVLink domain; the part to ranks outside its leaf too climbs to
+/// the spine. Sums per leaf and per (domain, leaf) keep it O(ranks).
+fn direct_leaf_bytes(
+    group: &EpGroup,
+    per_token: &dyn Fn(usize) -> f64,
+    domain_sum: &BTreeMap<usize, (f64, usize)>,
+    total: f64,
+    t: f64,
+    leaf_bytes: &mut [LeafBytes],
+) {
+    let n = group.size();
+    let mut leaf_sum = vec![(0.0, 0usize); group.leaves()];
+    let mut both: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
+    for r in 0..n {
+        if let Some(l) = group.leaf[r] {
+            leaf_sum[l].0 += per_token(r);
+            leaf_sum[l].1 += 1;
+            let b = both.entry((group.domain[r], l)).or_insert((0.0, 0));
+            b.0 += per_token(r);
+            b.1 += 1;
+        }
+    }
+    for r in 0..n {
+        let Some(l) = group.leaf[r] else { continue };
+        let (local_sum, local_ranks) = domain_sum[&group.domain[r]];
+        let (shared_sum, shared_ranks) = both[&(group.domain[r], l)];
+        leaf_bytes[l].out += t * (total - local_sum - leaf_sum[l].0 + shared_sum);
+        let outside = n + shared_ranks - local_ranks - leaf_sum[l].1;
+        leaf_bytes[l].into += t * per_token(r) * outside as f64;
+    }
 }
 
 /// The general solver's time: every leg a flow over its ECMP route, max-min fair, run to
@@ -591,6 +719,62 @@ mod tests {
         }
     }
 
+    /// On an oversubscribed leaf-spine fabric the leaf uplinks are ports too: the fast path
+    /// stays a close lower bound of the flow solver, and at 4:1 it is the slower of the
+    /// non-blocking time and the busiest uplink's bytes over a quarter of the leaf's NICs.
+    #[test]
+    fn fast_path_sees_oversubscribed_leaf_uplinks() {
+        let at = |ratio| {
+            crate::testing::topology_with(
+                "hgx-h100-leaf-spine",
+                &[("nodes", 4), ("leaf_nics", 16), ("oversubscription", ratio)],
+            )
+        };
+        let (open, tight) = (at(1), at(4));
+        for algorithm in [
+            A2aAlgorithm::Hierarchical,
+            A2aAlgorithm::LowLatency,
+            A2aAlgorithm::Direct,
+        ] {
+            let mut fast = Vec::new();
+            for t in [&open, &tight] {
+                let (legs, group) = a2a(
+                    t,
+                    32,
+                    64,
+                    "uniform",
+                    algorithm,
+                    Precision::Fp8,
+                    Phase::Dispatch,
+                );
+                let f = fast_path_seconds(&group, &legs, eff(t)).unwrap();
+                let solver = solver_seconds(&group, &legs, eff(t)).unwrap();
+                assert!(
+                    f <= solver * (1.0 + 1e-9) && solver / f < 1.10,
+                    "{algorithm:?}: solver {solver} vs fast {f}"
+                );
+                fast.push((f, legs));
+            }
+            // Ranks 0-15 sit under leaf 0, 16-31 under leaf 1 (GPU order, 16 NICs a leaf).
+            let under = |g: NodeIndex| tight.gpus.iter().position(|&x| x == g).unwrap() / 16;
+            let mut crossing = [0.0f64; 2];
+            for (&(a, b), &x) in &fast[1].1.0 {
+                if under(a) != under(b) {
+                    crossing[under(a)] += x;
+                }
+            }
+            let uplink_bps = 16.0 * 50e9 / 4.0 * eff(&tight).network;
+            let leaf_s = crossing[0].max(crossing[1]) / uplink_bps;
+            let expected = fast[0].0.max(leaf_s);
+            assert!(
+                leaf_s > fast[0].0 && (fast[1].0 / expected - 1.0).abs() < 1e-9,
+                "{algorithm:?}: 4:1 {} vs {expected} (uplink {leaf_s}, 1:1 {})",
+                fast[1].0,
+                fast[0].0
+            );
+        }
+    }
+
     /// The aggregate fast path against per-token legs on the same routing model.
     #[test]
     fn expected_fast_path_matches_per_token_legs() {
@@ -605,9 +789,18 @@ mod tests {
             ("h800-cluster", 16, A2aAlgorithm::Direct, 1, 1),
             ("gb200-nvl72", 8, A2aAlgorithm::Direct, 8, 4),
             ("h800-cluster", 32, A2aAlgorithm::Hierarchical, 8, 4),
+            ("hgx-h100-leaf-spine", 32, A2aAlgorithm::Direct, 1, 1),
+            ("hgx-h100-leaf-spine", 32, A2aAlgorithm::Hierarchical, 8, 4),
         ];
         for (name, ep, algorithm, groups, per_token) in cases {
-            let t = topo(name);
+            let t = if name == "hgx-h100-leaf-spine" {
+                crate::testing::topology_with(
+                    name,
+                    &[("nodes", 4), ("leaf_nics", 16), ("oversubscription", 4)],
+                )
+            } else {
+                topo(name)
+            };
             let group = EpGroup::new(&t, t.gpus[..ep].to_vec());
             let mut rng = RandomStreams::new(9).stream("routing");
             let p = Popularity::Zipf { exponent: 0.6 }.draw(256, &mut rng);

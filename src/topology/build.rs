@@ -2,9 +2,10 @@
 //! nodes and links, then whole-graph checks. Every problem is collected, none stops the
 //! others, and each points at the file, line and column it comes from.
 
+mod fabric;
+
 use super::schema::{
-    Count, CpuAttach, Fabric, LinkDecl, LinkSpec, LinksPerSwitch, NodeDecl, ScaleOut,
-    ScaleUpDomain, TopologyFile,
+    Count, CpuAttach, LinkDecl, LinkSpec, LinksPerSwitch, NodeDecl, ScaleUpDomain, TopologyFile,
 };
 use super::{LinkKind, NodeKind, TopoLink, TopoNode, Topology, nvlink_gb_s};
 use crate::hardware::{self, GpuSpec};
@@ -72,12 +73,21 @@ struct Builder<'f> {
     /// Where each node was declared (its generator's position for generated nodes).
     origin: Vec<Loc>,
     gpus: Vec<NodeIndex>,
-    /// Index of each GPU within its scale-up domain (its rail), parallel to `gpus`.
-    local_index: Vec<Option<usize>>,
+    /// Where each GPU sits in the scale-up domains, parallel to `gpus`.
+    place: Vec<Option<Place>>,
     spec_dir: PathBuf,
     /// Specs by name; `None` for one that failed to load (already reported).
     specs: BTreeMap<String, Option<GpuSpec>>,
     links_made: u64,
+    /// Scale-up domains generated so far (replicas counted one by one).
+    domains_made: usize,
+}
+
+/// A generated GPU's scale-up domain and its index there (its rail).
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    domain: usize,
+    local: usize,
 }
 
 impl<'f> Builder<'f> {
@@ -90,10 +100,11 @@ impl<'f> Builder<'f> {
             by_id: BTreeMap::new(),
             origin: Vec::new(),
             gpus: Vec::new(),
-            local_index: Vec::new(),
+            place: Vec::new(),
             spec_dir,
             specs: BTreeMap::new(),
             links_made: 0,
+            domains_made: 0,
         }
     }
 
@@ -289,11 +300,11 @@ impl<'f> Builder<'f> {
         spec: &str,
         loc: Loc,
         path: &str,
-        local_index: Option<usize>,
+        place: Option<Place>,
     ) -> Option<NodeIndex> {
         let index = self.add_node(id, NodeKind::Gpu, Some(spec.to_owned()), loc, path)?;
         self.gpus.push(index);
-        self.local_index.push(local_index);
+        self.place.push(place);
         Some(index)
     }
 
@@ -369,6 +380,8 @@ impl<'f> Builder<'f> {
             return;
         }
         for replica in 0..count {
+            let domain_id = self.domains_made;
+            self.domains_made += 1;
             let prefix = if count == 1 {
                 d.name.value.clone()
             } else {
@@ -378,7 +391,11 @@ impl<'f> Builder<'f> {
             let gpu_ids: Vec<NodeIndex> = (0..gpus as usize)
                 .filter_map(|i| {
                     let id = format!("{prefix}/gpu{i}");
-                    self.add_gpu(id, &d.gpu.value, domain.loc, &path, Some(i))
+                    let place = Place {
+                        domain: domain_id,
+                        local: i,
+                    };
+                    self.add_gpu(id, &d.gpu.value, domain.loc, &path, Some(place))
                 })
                 .collect();
             for (chip, &chip_lanes) in lanes.iter().enumerate() {
@@ -454,83 +471,6 @@ impl<'f> Builder<'f> {
             return None;
         }
         Some((per_cpu, link))
-    }
-
-    fn scale_out(&mut self, so: &At<ScaleOut>) {
-        let path = "scale_out";
-        let host = self.link_from_spec(
-            &so.value.host_link,
-            LinkKind::Pcie,
-            1,
-            "scale_out.host_link",
-        );
-        let port = self.link_from_spec(
-            &so.value.nic_link,
-            LinkKind::Network,
-            1,
-            "scale_out.nic_link",
-        );
-        if !self.within_size_limit(3 * self.gpus.len() as u64, so.loc, path) {
-            return;
-        }
-        let fabric = so.value.fabric;
-        if fabric == Fabric::RailOptimized && self.local_index.iter().any(Option::is_none) {
-            self.problem(so.loc, path, "a rail_optimized fabric needs every GPU in a scale_up domain (rails follow the GPU's index in its domain)");
-            return;
-        }
-        let nics: Vec<(NodeIndex, Option<usize>)> = self
-            .gpus
-            .clone()
-            .into_iter()
-            .zip(self.local_index.clone())
-            .filter_map(|(gpu, local)| {
-                let gpu_id = self.graph[gpu].id.clone();
-                let nic_id = match gpu_id.rsplit_once("/gpu") {
-                    Some((prefix, i)) => format!("{prefix}/nic{i}"),
-                    None => format!("{gpu_id}.nic"),
-                };
-                let nic = self.add_node(nic_id, NodeKind::Nic, None, so.loc, path)?;
-                self.add_link(gpu, nic, host.clone());
-                Some((nic, local))
-            })
-            .collect();
-        match fabric {
-            Fabric::NonBlocking => {
-                let all: Vec<NodeIndex> = nics.iter().map(|(n, _)| *n).collect();
-                self.add_hub("fabric".into(), NodeKind::Switch, &all, &port, so.loc, path);
-            }
-            Fabric::RailOptimized => {
-                let rails = nics
-                    .iter()
-                    .filter_map(|(_, l)| *l)
-                    .max()
-                    .map_or(0, |m| m + 1);
-                let Some(spine) =
-                    self.add_node("spine".into(), NodeKind::Switch, None, so.loc, path)
-                else {
-                    return;
-                };
-                for rail in 0..rails {
-                    let members: Vec<NodeIndex> = nics
-                        .iter()
-                        .filter(|(_, l)| *l == Some(rail))
-                        .map(|(n, _)| *n)
-                        .collect();
-                    let id = format!("rail{rail}");
-                    let Some(rail_switch) =
-                        self.add_hub(id, NodeKind::Switch, &members, &port, so.loc, path)
-                    else {
-                        continue;
-                    };
-                    // Non-blocking: as much uplink as the rail's NICs bring.
-                    let uplink = TopoLink {
-                        lanes: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                        ..port.clone()
-                    };
-                    self.add_link(rail_switch, spine, uplink);
-                }
-            }
-        }
     }
 
     fn explicit_node(&mut self, node: &At<NodeDecl>, index: usize) {
@@ -817,6 +757,79 @@ scale_out:
         );
         assert_eq!(uplink.bandwidth_gb_s(), 100.0);
         assert_eq!(uplink.latency_ns, 600.0);
+    }
+
+    fn uplink(topo: &Topology, leaf: &str) -> (u32, f64) {
+        let (leaf, spine) = (topo.node(leaf).unwrap(), topo.node("spine").unwrap());
+        let l = topo
+            .graph
+            .edges_connecting(leaf, spine)
+            .next()
+            .unwrap()
+            .weight();
+        (l.lanes, l.bandwidth_gb_s())
+    }
+
+    #[test]
+    fn leaf_spine_puts_a_leaf_per_domain_or_per_leaf_nics_with_oversubscribed_uplinks() {
+        let per_node = TWO_NODES.replace("FABRIC", "leaf_spine\n  oversubscription: 2");
+        let topo = load_text(&per_node, &[]).unwrap();
+        assert_eq!(
+            topo.count(NodeKind::Switch),
+            2 + 1,
+            "a leaf per node + spine"
+        );
+        let leaf1: Vec<&str> = topo
+            .graph
+            .neighbors(topo.node("leaf1").unwrap())
+            .map(|n| topo.graph[n].id.as_str())
+            .collect();
+        assert!(
+            leaf1.contains(&"node1/nic0")
+                && leaf1.contains(&"node1/nic3")
+                && !leaf1.contains(&"node0/nic0"),
+            "{leaf1:?}"
+        );
+        assert_eq!(
+            uplink(&topo, "leaf0"),
+            (2, 100.0),
+            "4 NICs x 50 GB/s / 2, on 2 links"
+        );
+        let pairs = TWO_NODES.replace("FABRIC", "leaf_spine\n  leaf_nics: 3");
+        let topo = load_text(&pairs, &[]).unwrap();
+        assert_eq!(topo.count(NodeKind::Switch), 3 + 1, "8 NICs in leaves of 3");
+        assert_eq!(
+            uplink(&topo, "leaf2"),
+            (2, 100.0),
+            "the last leaf holds 2, non-blocking"
+        );
+        let rails = TWO_NODES.replace("FABRIC", "rail_optimized\n  oversubscription: 4");
+        assert_eq!(uplink(&load_text(&rails, &[]).unwrap(), "rail3"), (1, 25.0));
+    }
+
+    #[test]
+    fn fabric_options_must_fit_the_fabric() {
+        for (fabric, needle) in [
+            (
+                "non_blocking\n  oversubscription: 2",
+                "10:21: scale_out.oversubscription: a non_blocking fabric has no oversubscription",
+            ),
+            (
+                "rail_optimized\n  leaf_nics: 4",
+                "10:14: scale_out.leaf_nics: only a leaf_spine fabric takes `leaf_nics`",
+            ),
+            (
+                "leaf_spine\n  oversubscription: 0",
+                "10:21: scale_out.oversubscription: must be at least 1, got 0",
+            ),
+            (
+                "leaf_spine\n  leaf_nics: $racks",
+                "10:14: scale_out.leaf_nics: unknown parameter `$racks`",
+            ),
+        ] {
+            let text = messages(load_text(&TWO_NODES.replace("FABRIC", fabric), &[]));
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
     }
 
     #[test]

@@ -70,6 +70,14 @@ pub(super) struct ScaleOut {
     /// NIC port to the fabric.
     pub nic_link: LinkSpec,
     pub fabric: Fabric,
+    /// `leaf_spine`: NICs per leaf switch, in GPU order (default: one leaf per scale-up
+    /// domain: a rack, a node).
+    #[serde(default)]
+    pub leaf_nics: Option<At<Count>>,
+    /// `leaf_spine` and `rail_optimized`: N for N:1, the NIC bandwidth into a leaf over
+    /// its uplink bandwidth to the spine (default 1: non-blocking).
+    #[serde(default)]
+    pub oversubscription: Option<At<Count>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -78,8 +86,11 @@ pub(super) enum Fabric {
     /// One non-blocking switch joins every NIC.
     NonBlocking,
     /// NICs of GPUs with the same local index share a rail switch; rails meet at a spine
-    /// with as much uplink bandwidth as the rail's NICs have (non-blocking).
+    /// through uplinks of the rail's NIC bandwidth / `oversubscription`.
     RailOptimized,
+    /// NICs share leaf switches (`leaf_nics` each); leaves meet at a spine through uplinks
+    /// of the leaf's NIC bandwidth / `oversubscription`.
+    LeafSpine,
 }
 
 /// Bandwidth of one physical link, per direction, and its latency.
