@@ -25,6 +25,15 @@ pub fn topology_with(name: &str, set: &[(&str, u64)]) -> Topology {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A topology from YAML text, its GPU specs the shipped ones (`GPU_SPECS` in the text).
+pub fn topology_from_text(yaml: &str) -> Result<Topology, crate::input::Diagnostics> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.yaml");
+    let specs = repo("topologies/gpus");
+    std::fs::write(&file, yaml.replace("GPU_SPECS", specs.to_str().unwrap())).unwrap();
+    crate::topology::load(&file)
+}
+
 pub fn model(name: &str) -> ModelConfig {
     load_model(&repo(&format!("models/{name}.yaml"))).unwrap_or_else(|e| panic!("{e}"))
 }

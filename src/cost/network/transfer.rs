@@ -75,3 +75,95 @@ pub fn simulate(
         .map(|(d, l)| d.unwrap_or(0.0) + l)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::maxmin::max_min;
+    use super::super::{LinkEfficiency, resources};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The same transfers run to completion from scratch: every flow's rate re-solved over
+    /// all live flows and the whole topology at each completion, no constraint dropped.
+    fn from_scratch(topo: &Topology, res: &[Resource], transfers: &[Transfer]) -> Vec<f64> {
+        let mut router = Router::new(topo);
+        let routes: Vec<_> = transfers
+            .iter()
+            .map(|t| router.route(t.src, t.dst).unwrap())
+            .collect();
+        let mut left: Vec<f64> = transfers.iter().map(|t| t.bytes).collect();
+        let mut done: Vec<Option<f64>> = left.iter().map(|&b| (b <= 0.0).then_some(0.0)).collect();
+        let mut now = 0.0;
+        loop {
+            let live: Vec<usize> = (0..transfers.len())
+                .filter(|&i| done[i].is_none())
+                .collect();
+            let slices: Vec<&[(usize, f64)]> = live.iter().map(|&i| routes[i].as_slice()).collect();
+            let rates = max_min(res, &slices);
+            let next = live
+                .iter()
+                .zip(&rates)
+                .map(|(&i, r)| left[i] / r)
+                .fold(f64::INFINITY, f64::min);
+            if !next.is_finite() {
+                break;
+            }
+            now += next;
+            for (&i, r) in live.iter().zip(&rates) {
+                left[i] -= r * next;
+                if left[i] <= 1e-9 * transfers[i].bytes {
+                    done[i] = Some(now);
+                }
+            }
+        }
+        done.iter()
+            .zip(&routes)
+            .map(|(d, r)| d.unwrap_or(0.0) + route_latency_s(topo, r))
+            .collect()
+    }
+
+    /// A random cluster: nodes of GPUs on switch chips, a NIC each, and one of the three
+    /// fabrics, oversubscribed or not.
+    fn cluster() -> impl Strategy<Value = String> {
+        (1u32..4, 2u32..5, 1u32..4, 0usize..4, 1u32..5, 1u32..6).prop_map(
+            |(nodes, gpus, chips, fabric, ratio, leaf)| {
+                let fabric = match fabric {
+                    0 => "non_blocking".to_owned(),
+                    1 => format!("rail_optimized\n  oversubscription: {ratio}"),
+                    2 => format!("leaf_spine\n  oversubscription: {ratio}"),
+                    _ => format!("leaf_spine\n  leaf_nics: {leaf}\n  oversubscription: {ratio}"),
+                };
+                format!(
+                    "name: random\ngpu_specs: GPU_SPECS\nscale_up:\n  - {{name: node, count: {nodes}, gpus: {gpus}, gpu: h100-sxm, switch_chips: {chips}, link: {{bandwidth_gb_s: 25, latency_ns: 100}}}}\nscale_out:\n  host_link: {{bandwidth_gb_s: 63}}\n  nic_link: {{bandwidth_gb_s: 50, latency_ns: 600}}\n  fabric: {fabric}\n"
+                )
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn incremental_equals_from_scratch_on_random_topologies(
+            yaml in cluster(),
+            pairs in prop::collection::vec((0usize..64, 0usize..64, 0u32..4), 1..60),
+        ) {
+            let topo = crate::testing::topology_from_text(&yaml).unwrap();
+            let n = topo.gpus.len();
+            let transfers: Vec<Transfer> = pairs
+                .iter()
+                .map(|&(a, b, size)| Transfer {
+                    src: topo.gpus[a % n],
+                    dst: topo.gpus[b % n],
+                    bytes: [0.0, 1e6, 3.5e6, 8e6][size as usize],
+                })
+                .collect();
+            let eff = LinkEfficiency { nvlink: 0.8, network: 0.9 };
+            let res = resources(&topo, eff);
+            let fast = simulate(&topo, &res, &transfers).unwrap();
+            let slow = from_scratch(&topo, &res, &transfers);
+            for (a, b) in fast.iter().zip(&slow) {
+                prop_assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-12), "{fast:?} vs {slow:?}");
+            }
+        }
+    }
+}
