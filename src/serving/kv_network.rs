@@ -19,8 +19,6 @@ struct Flow {
 pub struct KvNetwork<'a> {
     topo: &'a Topology,
     router: Router<'a>,
-    /// Routes already found, by (from, to).
-    routes: BTreeMap<(NodeIndex, NodeIndex), Route>,
     resources: Vec<Resource>,
     /// Scratch: each resource's index among those a solve uses (usize::MAX between solves).
     local: Vec<usize>,
@@ -41,7 +39,6 @@ impl<'a> KvNetwork<'a> {
         KvNetwork {
             topo,
             router: Router::new(topo),
-            routes: BTreeMap::new(),
             local: vec![usize::MAX; resources.len()],
             resources,
             flows: BTreeMap::new(),
@@ -67,19 +64,12 @@ impl<'a> KvNetwork<'a> {
         dst: NodeIndex,
         bytes: f64,
     ) -> Result<(), String> {
-        let route = match self.routes.get(&(src, dst)) {
-            Some(r) => r.clone(),
-            None => {
-                let r = self.router.route(src, dst).ok_or_else(|| {
-                    format!(
-                        "no path from {} to {} for a KV transfer",
-                        self.topo.graph[src].id, self.topo.graph[dst].id
-                    )
-                })?;
-                self.routes.insert((src, dst), r.clone());
-                r
-            }
-        };
+        let route = self.router.route(src, dst).ok_or_else(|| {
+            format!(
+                "no path from {} to {} for a KV transfer",
+                self.topo.graph[src].id, self.topo.graph[dst].id
+            )
+        })?;
         self.drain(now);
         self.bytes_started += bytes;
         self.flows.insert(

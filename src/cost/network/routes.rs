@@ -7,7 +7,7 @@
 use crate::topology::{NodeKind, Topology};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A direction of a link: resource `2 * edge` runs from the edge's source to its target,
 /// `2 * edge + 1` back.
@@ -48,10 +48,12 @@ fn shortest_paths(topo: &Topology, from: NodeIndex) -> (Vec<u32>, Vec<f64>) {
     (dist, count)
 }
 
-/// Routes of every node to every other, from one breadth-first search per node.
+/// Routes of every node to every other, from one breadth-first search per node; each route
+/// is found once and kept.
 pub struct Router<'a> {
     topo: &'a Topology,
     from: Vec<Option<(Vec<u32>, Vec<f64>)>>,
+    found: BTreeMap<(NodeIndex, NodeIndex), Option<Route>>,
 }
 
 impl<'a> Router<'a> {
@@ -59,6 +61,7 @@ impl<'a> Router<'a> {
         Router {
             topo,
             from: vec![None; topo.graph.node_count()],
+            found: BTreeMap::new(),
         }
     }
 
@@ -68,49 +71,64 @@ impl<'a> Router<'a> {
         self.from[node.index()].get_or_insert_with(|| shortest_paths(topo, node));
     }
 
-    /// The ECMP route from `src` to `dst`; empty when they are the same node, `None` when
-    /// no path joins them. A directed link u->v carries the share of shortest paths through
-    /// it: paths(src, u) x paths(v, dst) / paths(src, dst).
+    /// The ECMP route from `src` to `dst`, sorted by resource; empty when they are the same
+    /// node, `None` when no path joins them. A directed link u->v carries the share of
+    /// shortest paths through it: paths(src, u) x paths(v, dst) / paths(src, dst).
     pub fn route(&mut self, src: NodeIndex, dst: NodeIndex) -> Option<Route> {
         if src == dst {
             return Some(Vec::new());
         }
+        if let Some(known) = self.found.get(&(src, dst)) {
+            return known.clone();
+        }
         self.search(src);
         self.search(dst);
+        let route = self.walk(src, dst);
+        self.found.insert((src, dst), route.clone());
+        route
+    }
+
+    /// Walks the links on shortest paths from `src` toward `dst`, hop by hop: only the
+    /// nodes on those paths have their links looked at, not the whole topology.
+    fn walk(&self, src: NodeIndex, dst: NodeIndex) -> Option<Route> {
         let (Some((ds, cs)), Some((dd, cd))) = (&self.from[src.index()], &self.from[dst.index()])
         else {
             return None;
         };
-        let total = ds[dst.index()];
-        if total == u32::MAX {
+        if ds[dst.index()] == u32::MAX {
             return None;
         }
         let paths = cs[dst.index()];
+        let graph = &self.topo.graph;
         let mut route = Vec::new();
-        for edge in self.topo.graph.edge_references() {
-            let (a, b) = (edge.source(), edge.target());
-            for (u, v, resource) in [
-                (a, b, 2 * edge.id().index()),
-                (b, a, 2 * edge.id().index() + 1),
-            ] {
-                let transit_ok =
-                    |x: NodeIndex| x == src || x == dst || can_transit(self.topo.graph[x].kind);
-                if ds[u.index()] == u32::MAX
-                    || dd[v.index()] == u32::MAX
-                    || !transit_ok(u)
-                    || !transit_ok(v)
-                {
-                    continue;
-                }
-                // `u` must be left toward dst, and `v` entered from src's side.
-                if (u == dst) || (v == src) {
-                    continue;
-                }
-                if ds[u.index()] + 1 + dd[v.index()] == total {
+        let mut frontier = vec![src];
+        let mut queued = vec![false; graph.node_count()];
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for u in frontier {
+                for edge in graph.edges(u) {
+                    // `edges(u)` reports every link as leaving u; the resource's direction
+                    // follows the link as stored.
+                    let v = if edge.target() == u {
+                        edge.source()
+                    } else {
+                        edge.target()
+                    };
+                    let forward = graph.edge_endpoints(edge.id()).is_some_and(|(a, _)| a == u);
+                    let on_path = dd[v.index()] != u32::MAX && dd[v.index()] + 1 == dd[u.index()];
+                    if !on_path || (v != dst && !can_transit(graph[v].kind)) {
+                        continue;
+                    }
+                    let resource = 2 * edge.id().index() + usize::from(!forward);
                     route.push((resource, cs[u.index()] * cd[v.index()] / paths));
+                    if v != dst && !std::mem::replace(&mut queued[v.index()], true) {
+                        next.push(v);
+                    }
                 }
             }
+            frontier = next;
         }
+        route.sort_unstable_by_key(|&(r, _)| r);
         Some(route)
     }
 }
@@ -148,6 +166,57 @@ mod tests {
                 "node {} net {x}",
                 t.graph[NodeIndex::new(i)].id
             );
+        }
+    }
+
+    /// The route as the first router found it: every link of the topology tested for lying
+    /// on a shortest path.
+    fn by_every_link(t: &Topology, src: NodeIndex, dst: NodeIndex) -> Route {
+        let (ds, cs) = shortest_paths(t, src);
+        let (dd, cd) = shortest_paths(t, dst);
+        let total = ds[dst.index()];
+        let transit_ok = |x: NodeIndex| x == src || x == dst || can_transit(t.graph[x].kind);
+        let mut route = Vec::new();
+        for edge in t.graph.edge_references() {
+            let (a, b) = (edge.source(), edge.target());
+            for (u, v, r) in [
+                (a, b, 2 * edge.id().index()),
+                (b, a, 2 * edge.id().index() + 1),
+            ] {
+                let reachable = ds[u.index()] != u32::MAX && dd[v.index()] != u32::MAX;
+                if reachable
+                    && transit_ok(u)
+                    && transit_ok(v)
+                    && u != dst
+                    && v != src
+                    && ds[u.index()] + 1 + dd[v.index()] == total
+                {
+                    route.push((r, cs[u.index()] * cd[v.index()] / cs[dst.index()]));
+                }
+            }
+        }
+        route
+    }
+
+    #[test]
+    fn walking_the_shortest_paths_finds_what_testing_every_link_finds() {
+        let topologies = [
+            topo("hgx-h100x8"),
+            crate::testing::topology_with("h800-cluster", &[("nodes", 3)]),
+            crate::testing::topology_with(
+                "hgx-h100-leaf-spine",
+                &[("nodes", 3), ("leaf_nics", 12), ("oversubscription", 2)],
+            ),
+            crate::testing::topology_with("gb200-nvl72-leaf-spine", &[("racks", 2)]),
+        ];
+        for t in &topologies {
+            let mut r = Router::new(t);
+            let gpus: Vec<NodeIndex> = t.gpus.iter().copied().step_by(5).collect();
+            for &a in &gpus {
+                for &b in gpus.iter().filter(|&&b| b != a) {
+                    assert_eq!(r.route(a, b).unwrap(), by_every_link(t, a, b), "{}", t.name);
+                }
+            }
         }
     }
 
