@@ -117,9 +117,19 @@ impl<'a> Roofline<'a> {
         gemms: &[(u64, u64)],
         precision: Precision,
     ) -> OpCost {
+        self.grouped_gemm_from(tokens_per_expert, |m| self.expert_sums(m, gemms, precision))
+    }
+
+    /// [`Roofline::grouped_gemm`] with each expert's sums from `sums(m)` (a memo of
+    /// [`Roofline::expert_sums`]).
+    pub fn grouped_gemm_from(
+        &self,
+        tokens_per_expert: &[u64],
+        mut sums: impl FnMut(u64) -> (f64, f64, f64),
+    ) -> OpCost {
         let (mut bytes, mut flops, mut compute_seconds) = (0.0, 0.0, 0.0);
         for &m in tokens_per_expert.iter().filter(|&&m| m > 0) {
-            let (b, f, c) = self.expert_sums(m, gemms, precision);
+            let (b, f, c) = sums(m);
             bytes += b;
             flops += f;
             compute_seconds += c;
@@ -152,7 +162,12 @@ impl<'a> Roofline<'a> {
     }
 
     /// Bytes, useful FLOPs and padded compute seconds of one expert's `gemms` over `m` rows.
-    fn expert_sums(&self, m: u64, gemms: &[(u64, u64)], precision: Precision) -> (f64, f64, f64) {
+    pub fn expert_sums(
+        &self,
+        m: u64,
+        gemms: &[(u64, u64)],
+        precision: Precision,
+    ) -> (f64, f64, f64) {
         let peak = self.peak_flops(precision) * self.gpu.efficiency.gemm_peak_fraction;
         let (mut bytes, mut flops, mut compute_seconds) = (0.0, 0.0, 0.0);
         for &(n, k) in gemms {

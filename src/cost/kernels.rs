@@ -7,6 +7,7 @@ use super::compute::{OpCost, Roofline, ffn_gemms};
 use super::profile::{self, KernelProfile, MlaShape, MoeShape, Source};
 use crate::hardware::GpuSpec;
 use crate::model::{Attention, ModelConfig, Precision};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// An op's cost and where its time came from.
@@ -149,30 +150,85 @@ impl<'a> Kernels<'a> {
         rows: &[u64],
         roof_s: impl FnOnce() -> f64,
     ) -> Option<(f64, Source)> {
+        let m = self.measured_moe_at(shape, rows.len(), rows.iter().sum())?;
+        Some((m.seconds(roof_s), m.source))
+    }
+
+    /// What [`Self::measured_moe`] finds for `slots` slots and `total` rows, before the
+    /// rows' spread enters: `None` without a table or neighbours.
+    fn measured_moe_at(&self, shape: MoeShape, slots: usize, total: u64) -> Option<MeasuredMoe> {
         // No tokens: nothing runs (the roofline's zero); no table or neighbours: the roofline.
-        let total: u64 = rows.iter().sum();
         if total == 0 {
             return None;
         }
         let topk = shape.topk as f64;
-        let ep = shape.experts as f64 / rows.len() as f64;
+        let ep = shape.experts as f64 / slots as f64;
         let h = self
             .profile
             .as_ref()?
             .moe(shape, ep, total as f64 * ep / topk)?;
         if h.source != Source::Extrapolated {
-            return Some((h.seconds, h.source));
+            return Some(MeasuredMoe {
+                seconds: h.seconds,
+                source: h.source,
+                edge_s: None,
+            });
         }
         // The measured EP group at the clamped point, balanced, through the roofline.
         let [at_ep, at_tokens] = h.at;
         let local = (shape.experts as f64 / at_ep).round().max(1.0) as u64;
         let at_rows = (at_tokens * topk / at_ep).round() as u64;
         let expert = ffn_gemms(shape.hidden, shape.inter);
-        let edge = self
+        let edge_s = self
             .roofline
             .balanced_grouped_gemm(at_rows, local, &expert, shape.precision)
             .seconds;
-        Some((anchored(h.seconds, roof_s(), edge), h.source))
+        Some(MeasuredMoe {
+            seconds: h.seconds,
+            source: h.source,
+            edge_s: Some(edge_s),
+        })
+    }
+
+    /// [`Kernels::routed_moe_split_seconds`] through `memo`: the same seconds, bit for bit.
+    pub fn routed_moe_split_seconds_memo(
+        &self,
+        shape: MoeShape,
+        rows: &[u64],
+        moe_tp: u64,
+        memo: &mut MoeMemo,
+    ) -> f64 {
+        if moe_tp > 1 {
+            return self.routed_moe_split_seconds(shape, rows, moe_tp);
+        }
+        memo.keep_to(shape);
+        let total: u64 = rows.iter().sum();
+        let measured = *memo
+            .measured
+            .entry((rows.len(), total))
+            .or_insert_with(|| self.measured_moe_at(shape, rows.len(), total));
+        let expert = ffn_gemms(shape.hidden, shape.inter);
+        let sums = &mut memo.sums;
+        let mut roof_s = || {
+            self.roofline
+                .grouped_gemm_from(rows, |m| {
+                    let at = m as usize;
+                    if at > MEMO_ROWS {
+                        return self.roofline.expert_sums(m, &expert, shape.precision);
+                    }
+                    if sums.len() <= at {
+                        sums.resize(at + 1, None);
+                    }
+                    *sums[at].get_or_insert_with(|| {
+                        self.roofline.expert_sums(m, &expert, shape.precision)
+                    })
+                })
+                .seconds
+        };
+        match measured {
+            None => roof_s(),
+            Some(m) => m.seconds(roof_s),
+        }
     }
 
     /// Heads per rank when `model`'s attention has the MLA shape the profile's MLA tables
@@ -300,6 +356,54 @@ impl<'a> Kernels<'a> {
             seconds + (roof.seconds - whole.seconds).max(0.0),
             source,
         ))
+    }
+}
+
+/// A measured MoE block as [`Kernels::measured_moe`] finds it: its seconds and source and,
+/// beyond the measured range, the roofline's time at the edge it was carried from.
+#[derive(Debug, Clone, Copy)]
+struct MeasuredMoe {
+    seconds: f64,
+    source: Source,
+    edge_s: Option<f64>,
+}
+
+impl MeasuredMoe {
+    /// The block's seconds for rows whose roofline time is `roof_s()` (asked for only to
+    /// carry a measurement beyond the measured range).
+    fn seconds(&self, roof_s: impl FnOnce() -> f64) -> f64 {
+        match self.edge_s {
+            None => self.seconds,
+            Some(edge_s) => anchored(self.seconds, roof_s(), edge_s),
+        }
+    }
+}
+
+/// Row counts per expert the memo keeps sums for (a prefill chunk can put more on one
+/// expert; those are computed each time).
+const MEMO_ROWS: usize = 1 << 16;
+
+/// Pure results of the routed-MoE price, kept between calls for one MoE shape: the serving
+/// loop prices the same shape every layer of every iteration, and row counts repeat. Only
+/// lookups go through it, so prices are the same, bit for bit, with or without it.
+#[derive(Debug, Default)]
+pub struct MoeMemo {
+    shape: Option<MoeShape>,
+    /// Per row count m of one expert: the roofline's (bytes, FLOPs, compute seconds).
+    sums: Vec<Option<(f64, f64, f64)>>,
+    /// Per (slots on the rank, rows on it): the measured block.
+    measured: HashMap<(usize, u64), Option<MeasuredMoe>>,
+}
+
+impl MoeMemo {
+    /// Forgets everything when asked about another shape.
+    fn keep_to(&mut self, shape: MoeShape) {
+        if self.shape != Some(shape) {
+            *self = MoeMemo {
+                shape: Some(shape),
+                ..MoeMemo::default()
+            };
+        }
     }
 }
 

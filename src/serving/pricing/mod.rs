@@ -25,7 +25,7 @@ pub use work::{Price, RankWork};
 use super::overlap;
 use super::scenario::{InstanceSpec, MoeSettings, Mtp};
 use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Misses, Phase};
-use crate::cost::kernels::Kernels;
+use crate::cost::kernels::{Kernels, MoeMemo};
 use crate::cost::network::LinkEfficiency;
 use crate::cost::profile::MoeShape;
 use crate::cost::step::{StepLoad, TokenPartMemo, iteration_seconds};
@@ -71,6 +71,7 @@ pub struct Pricer<'a> {
     instance: &'a InstanceSpec,
     kernels: Kernels<'a>,
     memo: TokenPartMemo,
+    moe_memo: MoeMemo,
     /// Whether tokens leave their GPU for the experts: not with one GPU, nor when one
     /// tensor-parallel group spans the EP group (every rank holds every token; the group's
     /// all-reduces, priced with the layer, sum the experts' outputs), nor when one group of
@@ -173,6 +174,7 @@ impl<'a> Pricer<'a> {
             instance,
             kernels: Kernels::for_gpu(&instance.gpu)?,
             memo: TokenPartMemo::default(),
+            moe_memo: MoeMemo::default(),
             all_to_all: instance.dp_ranks() > 1 && instance.expert_ranks() > 1,
             mtp,
             overlap: instance.micro_batch_overlap,
@@ -345,10 +347,15 @@ impl<'a> Pricer<'a> {
             let mut rows = Vec::with_capacity(per_rank);
             for rank in slot_tokens.chunks(per_rank) {
                 rows.clear();
-                rows.extend(rank.iter().map(|x| x.round() as u64));
-                let t = self
-                    .kernels
-                    .routed_moe_split_seconds(shape, &rows, inst.moe_tp);
+                // Rounded half up, as `round` for these non-negative quotients of small
+                // whole numbers, without its libm call.
+                rows.extend(rank.iter().map(|x| (x + 0.5) as u64));
+                let t = self.kernels.routed_moe_split_seconds_memo(
+                    shape,
+                    &rows,
+                    inst.moe_tp,
+                    &mut self.moe_memo,
+                );
                 slowest = slowest.max(t);
                 loads.push(rank.iter().sum::<f64>());
             }
