@@ -25,6 +25,10 @@ pub struct EpGroup<'a> {
     local: Vec<usize>,
     /// Per domain: the group's ranks in it, in rank order.
     members: BTreeMap<usize, Vec<usize>>,
+    /// Per rank: its domain's position among the group's domains (in domain order).
+    ordinal: Vec<usize>,
+    /// Per domain, by position: the group's ranks in it, in rank order.
+    members_at: Vec<Vec<usize>>,
     /// Node index -> rank, for the group's GPUs.
     rank_of: Vec<Option<usize>>,
     /// Per rank: NVLink bandwidth (all links), bytes per second.
@@ -73,12 +77,18 @@ impl<'a> EpGroup<'a> {
                 }))
             })
             .collect();
+        let position: BTreeMap<usize, usize> =
+            members.keys().enumerate().map(|(i, &d)| (d, i)).collect();
+        let ordinal = domain.iter().map(|d| position[d]).collect();
+        let members_at = members.values().cloned().collect();
         EpGroup {
             topo,
             ranks,
             domain,
             local,
             members,
+            ordinal,
+            members_at,
             rank_of,
             nvlink_bps,
             nic,
@@ -111,18 +121,18 @@ impl<'a> EpGroup<'a> {
 
     /// Per rank: its domain's position among the group's domains (0..[`Self::domains`]).
     pub fn domain_ordinals(&self) -> Vec<usize> {
-        let ordinal: BTreeMap<usize, usize> = self
-            .members
-            .keys()
-            .enumerate()
-            .map(|(i, &d)| (d, i))
-            .collect();
-        self.domain.iter().map(|d| ordinal[d]).collect()
+        self.ordinal.clone()
     }
 
     /// The rank in `domain` that relays for rank `src` (same local index, wrapping).
     fn relay(&self, src: usize, domain: usize) -> usize {
         let m = &self.members[&domain];
+        m[self.local[src] % m.len()]
+    }
+
+    /// [`Self::relay`] with the domain by position.
+    fn relay_at(&self, src: usize, ordinal: usize) -> usize {
+        let m = &self.members_at[ordinal];
         m[self.local[src] % m.len()]
     }
 }
@@ -420,20 +430,19 @@ pub fn expected_fast_path_seconds(
         copies[expert_rank[e]] += p;
     }
     let mut miss = vec![1.0; n];
-    let mut domain_miss: BTreeMap<usize, f64> = BTreeMap::new();
+    // Per domain (by position): the chance a token reaches none of its ranks.
+    let mut domain_miss = vec![1.0; group.domains()];
     match given {
         Some(g) => {
             miss.copy_from_slice(g.rank);
-            for (&domain, &m) in group.members.keys().zip(g.domain) {
-                domain_miss.insert(domain, m);
-            }
+            domain_miss.copy_from_slice(g.domain);
         }
         None => {
             for (e, &p) in picks.iter().enumerate() {
                 miss[expert_rank[e]] *= 1.0 - p.clamp(0.0, 1.0);
             }
             for (r, m) in miss.iter().enumerate() {
-                *domain_miss.entry(group.domain[r]).or_insert(1.0) *= m;
+                domain_miss[group.ordinal[r]] *= m;
             }
         }
     }
@@ -446,20 +455,20 @@ pub fn expected_fast_path_seconds(
     let t = tokens_per_rank * bytes_per_token;
     // Every rank sends t x per_token(d) to every other rank d: sums per domain replace the
     // double loop over (source, destination).
-    let mut domain_sum: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    let mut domain_sum = vec![(0.0, 0usize); group.domains()];
     for r in 0..n {
-        let e = domain_sum.entry(group.domain[r]).or_insert((0.0, 0));
+        let e = &mut domain_sum[group.ordinal[r]];
         e.0 += per_token(r);
         e.1 += 1;
     }
     let total: f64 = (0..n).map(per_token).sum();
     let direct = algorithm != A2aAlgorithm::Hierarchical;
     let mut leaf_bytes = vec![LeafBytes::default(); group.leaves()];
-    if direct {
+    if direct && group.leaves() > 0 {
         direct_leaf_bytes(group, &per_token, &domain_sum, total, t, &mut leaf_bytes);
     }
     for r in 0..n {
-        let (local_sum, local_ranks) = domain_sum[&group.domain[r]];
+        let (local_sum, local_ranks) = domain_sum[group.ordinal[r]];
         let own = per_token(r);
         bytes[r].nvlink_out += t * (local_sum - own);
         bytes[r].nvlink_in += t * own * (local_ranks - 1) as f64;
@@ -472,28 +481,28 @@ pub fn expected_fast_path_seconds(
         // Once per other domain to the relay, which forwards to the GPUs hit there. Each
         // domain's members receive once per source relayed into it, except through
         // themselves: counted per relay, so the cost is O(ranks x domains).
-        let mut hit_sum: BTreeMap<usize, f64> = BTreeMap::new();
-        for (&domain, &h) in group.domain.iter().zip(&hit) {
-            *hit_sum.entry(domain).or_insert(0.0) += h;
+        let mut hit_sum = vec![0.0; group.domains()];
+        for (&domain, &h) in group.ordinal.iter().zip(&hit) {
+            hit_sum[domain] += h;
         }
         let mut relayed = vec![0usize; n];
-        let mut into_domain: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut into_domain = vec![0usize; group.domains()];
         for s in 0..n {
-            for (&domain, &m) in &domain_miss {
-                if domain == group.domain[s] {
+            for (domain, &m) in domain_miss.iter().enumerate() {
+                if domain == group.ordinal[s] {
                     continue;
                 }
-                let relay = group.relay(s, domain);
+                let relay = group.relay_at(s, domain);
                 bytes[s].network_out += t * (1.0 - m);
                 bytes[relay].network_in += t * (1.0 - m);
                 leaf_bytes_between(group, &mut leaf_bytes, s, relay, t * (1.0 - m));
-                bytes[relay].nvlink_out += t * (hit_sum[&domain] - hit[relay]);
+                bytes[relay].nvlink_out += t * (hit_sum[domain] - hit[relay]);
                 relayed[relay] += 1;
-                *into_domain.entry(domain).or_insert(0) += 1;
+                into_domain[domain] += 1;
             }
         }
         for d in 0..n {
-            let times = into_domain.get(&group.domain[d]).copied().unwrap_or(0) - relayed[d];
+            let times = into_domain[group.ordinal[d]] - relayed[d];
             bytes[d].nvlink_in += t * hit[d] * times as f64;
         }
     }
@@ -522,7 +531,7 @@ pub fn expected_fast_path_seconds(
 fn direct_leaf_bytes(
     group: &EpGroup,
     per_token: &dyn Fn(usize) -> f64,
-    domain_sum: &BTreeMap<usize, (f64, usize)>,
+    domain_sum: &[(f64, usize)],
     total: f64,
     t: f64,
     leaf_bytes: &mut [LeafBytes],
@@ -534,15 +543,15 @@ fn direct_leaf_bytes(
         if let Some(l) = group.leaf[r] {
             leaf_sum[l].0 += per_token(r);
             leaf_sum[l].1 += 1;
-            let b = both.entry((group.domain[r], l)).or_insert((0.0, 0));
+            let b = both.entry((group.ordinal[r], l)).or_insert((0.0, 0));
             b.0 += per_token(r);
             b.1 += 1;
         }
     }
     for r in 0..n {
         let Some(l) = group.leaf[r] else { continue };
-        let (local_sum, local_ranks) = domain_sum[&group.domain[r]];
-        let (shared_sum, shared_ranks) = both[&(group.domain[r], l)];
+        let (local_sum, local_ranks) = domain_sum[group.ordinal[r]];
+        let (shared_sum, shared_ranks) = both[&(group.ordinal[r], l)];
         leaf_bytes[l].out += t * (total - local_sum - leaf_sum[l].0 + shared_sum);
         let outside = n + shared_ranks - local_ranks - leaf_sum[l].1;
         leaf_bytes[l].into += t * per_token(r) * outside as f64;
