@@ -1,5 +1,6 @@
 //! Pricing one EP72 all-to-all on GB200 NVL72 (FP8 dispatch, 128 tokens per rank, uniform
-//! routing): the fast path the serving loop will use, and the general max-min flow solver.
+//! routing): the fast path the serving loop uses, and the general max-min flow solver; and
+//! the flow solver on EP256 over 128 H800 nodes.
 //!
 //! Run: `cargo bench --bench network`.
 
@@ -77,5 +78,37 @@ fn ep72_all_to_all(c: &mut Criterion) {
     slow.finish();
 }
 
-criterion_group!(benches, ep72_all_to_all);
+/// EP256 of DeepEP's hierarchical dispatch on the first 32 of 128 H800 nodes (1,024 GPUs
+/// in the graph), by the flow solver.
+fn ep256_over_128_nodes(c: &mut Criterion) {
+    let set = [("nodes".to_owned(), "128".to_owned())]
+        .into_iter()
+        .collect();
+    let topo = epsim::topology::load_with(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/h800-cluster.yaml"),
+        &set,
+    )
+    .expect("shipped topology loads");
+    let group = EpGroup::new(&topo, topo.gpus[..256].to_vec());
+    let mut rng = RandomStreams::new(1).stream("routing");
+    let routing = "uniform".parse().expect("routing");
+    let dest = destinations(&routing, 256, 128, 256, 8, &mut rng).expect("shape");
+    let legs = all_to_all_legs(
+        &group,
+        &dest,
+        A2aAlgorithm::Hierarchical,
+        7392.0,
+        Phase::Dispatch,
+    );
+    let eff =
+        LinkEfficiency::for_gpu(&topo, topo.gpus[0]).expect("shipped files have both efficiencies");
+    let mut slow = c.benchmark_group("a2a_ep256_h800x128_flow_solver");
+    slow.sample_size(10);
+    slow.bench_function("max_min_to_completion", |b| {
+        b.iter(|| solver_seconds(black_box(&group), black_box(&legs), eff))
+    });
+    slow.finish();
+}
+
+criterion_group!(benches, ep72_all_to_all, ep256_over_128_nodes);
 criterion_main!(benches);
