@@ -1413,3 +1413,58 @@ fn a_run_stops_once_its_throughput_is_known_well_enough() {
         "{err}"
     );
 }
+
+/// An EP group over two leaves of an oversubscribed leaf-spine fabric: at 1:1 it serves
+/// exactly as on one non-blocking switch; at 8:1 the leaf uplinks hold its all-to-all back
+/// (2/3 of what crosses nodes also crosses leaves, whose uplinks carry 1/8 of their NICs').
+#[test]
+fn an_oversubscribed_fabric_slows_an_ep_group_that_spans_leaves() {
+    let scenario = |topology: &str| {
+        format!(
+            "name: leaf-spine
+topology: {repo}/topologies/{topology}
+model: {repo}/models/deepseek-r1.yaml
+seed: 3
+duration_s: 4
+workload:
+  arrivals: {{kind: closed_loop, users: 256}}
+  input: {{dist: fixed, tokens: 256}}
+  output: {{dist: fixed, tokens: 256}}
+instances:
+  - {{name: agg, role: both, gpus: 0-31, max_batch: 8, max_tokens: 1024}}
+",
+            repo = repo("").display()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (name, topology) in [
+        ("flat", "hgx-h100x8.yaml\ntopology_parameters: {nodes: 4}"),
+        (
+            "one-to-one",
+            "hgx-h100-leaf-spine.yaml\ntopology_parameters: {nodes: 4, leaf_nics: 16}",
+        ),
+        (
+            "eight-to-one",
+            "hgx-h100-leaf-spine.yaml\ntopology_parameters: {nodes: 4, leaf_nics: 16, oversubscription: 8}",
+        ),
+    ] {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, scenario(topology)).unwrap();
+        let out = dir.path().join(name);
+        run(file.to_str().unwrap(), &out, &["--no-progress"]);
+        runs.push(summary(&out));
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "a 1:1 leaf-spine serves as one switch does"
+    );
+    let a2a = |s: &[(String, String)]| value(s, "step_all_to_all_ms_mean");
+    assert!(
+        a2a(&runs[2]) > 3.0 * a2a(&runs[1]),
+        "8:1 all-to-all {} ms vs 1:1 {} ms",
+        a2a(&runs[2]),
+        a2a(&runs[1])
+    );
+    assert!(value(&runs[2], "output_tok_s") < 0.7 * value(&runs[1], "output_tok_s"));
+}
