@@ -2,6 +2,7 @@
 //! link bandwidth, and transfers simulated to completion as flows that start together and
 //! finish as their bytes run out.
 
+pub mod flowset;
 pub mod maxmin;
 pub mod routes;
 pub mod transfer;

@@ -2,7 +2,8 @@
 //! a flow over its ECMP route; rates are max-min fair; when flows finish, the flows they
 //! shared links with speed up. Each transfer also pays its route's latency.
 
-use super::maxmin::{FlowSet, Resource, drop_repeated_constraints};
+use super::flowset::FlowSet;
+use super::maxmin::{Resource, drop_repeated_constraints};
 use super::route_latency_s;
 use super::routes::Router;
 use crate::topology::Topology;
