@@ -795,6 +795,10 @@ scale_out:
             (2, 100.0),
             "4 NICs x 50 GB/s / 2, on 2 links"
         );
+        let leaves = Summary::of(&topo).leaves.unwrap();
+        assert_eq!((leaves.count, leaves.oversubscription_max), (2, 2.0));
+        let flat = load_text(&TWO_NODES.replace("FABRIC", "non_blocking"), &[]).unwrap();
+        assert!(Summary::of(&flat).leaves.is_none());
         let pairs = TWO_NODES.replace("FABRIC", "leaf_spine\n  leaf_nics: 3");
         let topo = load_text(&pairs, &[]).unwrap();
         assert_eq!(topo.count(NodeKind::Switch), 3 + 1, "8 NICs in leaves of 3");

@@ -2,6 +2,7 @@
 //! bandwidth per GPU.
 
 use super::{LinkKind, NodeKind, Topology};
+use petgraph::visit::EdgeRef;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,49 @@ pub struct Summary {
     pub network_switches: usize,
     /// Physical links of each kind (NVLink, C2C, PCIe, network), each counted once.
     pub links_by_kind: BTreeMap<LinkKind, u64>,
+    /// Leaf switches (NICs below, switches above), when the fabric has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaves: Option<Leaves>,
+}
+
+/// The leaves of a two-tier fabric and their oversubscription: the NIC bandwidth into a
+/// leaf over its uplink bandwidth, the smallest and the largest over the leaves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leaves {
+    pub count: usize,
+    pub oversubscription_min: f64,
+    pub oversubscription_max: f64,
+}
+
+impl Leaves {
+    fn of(topo: &Topology) -> Option<Leaves> {
+        let ratios: Vec<f64> = topo
+            .graph
+            .node_indices()
+            .filter(|&n| topo.graph[n].kind == NodeKind::Switch)
+            .filter_map(|leaf| {
+                let (mut down, mut up) = (0.0, 0.0);
+                for e in topo.graph.edges(leaf) {
+                    let other = if e.source() == leaf {
+                        e.target()
+                    } else {
+                        e.source()
+                    };
+                    match topo.graph[other].kind {
+                        NodeKind::Nic => down += e.weight().bandwidth_gb_s(),
+                        NodeKind::Switch => up += e.weight().bandwidth_gb_s(),
+                        _ => {}
+                    }
+                }
+                (down > 0.0 && up > 0.0).then_some(down / up)
+            })
+            .collect();
+        (!ratios.is_empty()).then(|| Leaves {
+            count: ratios.len(),
+            oversubscription_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            oversubscription_max: ratios.iter().copied().fold(0.0, f64::max),
+        })
+    }
 }
 
 impl Summary {
@@ -56,6 +100,7 @@ impl Summary {
             cpus: topo.count(NodeKind::Cpu),
             network_switches: topo.count(NodeKind::Switch),
             links_by_kind,
+            leaves: Leaves::of(topo),
         }
     }
 }
@@ -95,6 +140,19 @@ impl fmt::Display for Summary {
         writeln!(f, "  CPUs:              {}", self.cpus)?;
         writeln!(f, "  NICs:              {}", self.nics)?;
         writeln!(f, "  network switches:  {}", self.network_switches)?;
+        if let Some(l) = &self.leaves {
+            let (lo, hi) = (l.oversubscription_min, l.oversubscription_max);
+            let ratio = if lo == hi {
+                format!("{}:1", round2(lo))
+            } else {
+                format!("{}:1 to {}:1", round2(lo), round2(hi))
+            };
+            writeln!(
+                f,
+                "  leaf switches:     {}, NIC bandwidth over uplink {ratio}",
+                l.count
+            )?;
+        }
         let kinds: Vec<String> = self
             .links_by_kind
             .iter()
@@ -111,6 +169,10 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn kind_name(kind: LinkKind) -> &'static str {
