@@ -64,7 +64,7 @@ impl<'a> KvNetwork<'a> {
         dst: NodeIndex,
         bytes: f64,
     ) -> Result<(), String> {
-        let route = self.router.route(src, dst).ok_or_else(|| {
+        let route = self.router.kept_route(src, dst).ok_or_else(|| {
             format!(
                 "no path from {} to {} for a KV transfer",
                 self.topo.graph[src].id, self.topo.graph[dst].id

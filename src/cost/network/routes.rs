@@ -48,11 +48,11 @@ fn shortest_paths(topo: &Topology, from: NodeIndex) -> (Vec<u32>, Vec<f64>) {
     (dist, count)
 }
 
-/// Routes of every node to every other, from one breadth-first search per node; each route
-/// is found once and kept.
+/// Routes of every node to every other, from one breadth-first search per node.
 pub struct Router<'a> {
     topo: &'a Topology,
     from: Vec<Option<(Vec<u32>, Vec<f64>)>>,
+    /// Routes kept by [`Self::kept_route`].
     found: BTreeMap<(NodeIndex, NodeIndex), Option<Route>>,
 }
 
@@ -78,12 +78,18 @@ impl<'a> Router<'a> {
         if src == dst {
             return Some(Vec::new());
         }
+        self.search(src);
+        self.search(dst);
+        self.walk(src, dst)
+    }
+
+    /// [`Self::route`], kept for the next time the same pair asks (KV transfers repeat
+    /// their pairs; a collective's legs each ask once, so they do not keep theirs).
+    pub fn kept_route(&mut self, src: NodeIndex, dst: NodeIndex) -> Option<Route> {
         if let Some(known) = self.found.get(&(src, dst)) {
             return known.clone();
         }
-        self.search(src);
-        self.search(dst);
-        let route = self.walk(src, dst);
+        let route = self.route(src, dst);
         self.found.insert((src, dst), route.clone());
         route
     }
