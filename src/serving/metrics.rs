@@ -622,11 +622,17 @@ impl TailGaps {
         if full && gap_us <= self.smallest_kept {
             return;
         }
-        if full {
-            self.largest.remove(0);
-        }
         let at = self.largest.partition_point(|&g| g < gap_us);
-        self.largest.insert(at, gap_us);
+        if full {
+            // The smallest leaves and the gap slides into place, in one pass over a few
+            // entries (at >= 1: the gap is above the smallest).
+            for i in 1..at {
+                self.largest[i - 1] = self.largest[i];
+            }
+            self.largest[at - 1] = gap_us;
+        } else {
+            self.largest.insert(at, gap_us);
+        }
         self.smallest_kept = self.largest[0];
     }
 
