@@ -800,6 +800,7 @@ mod tests {
             ("h800-cluster", 32, A2aAlgorithm::Hierarchical, 8, 4),
             ("hgx-h100-leaf-spine", 32, A2aAlgorithm::Direct, 1, 1),
             ("hgx-h100-leaf-spine", 32, A2aAlgorithm::Hierarchical, 8, 4),
+            ("hgx-h100-leaf-spine", 32, A2aAlgorithm::LowLatency, 8, 4),
         ];
         for (name, ep, algorithm, groups, per_token) in cases {
             let t = if name == "hgx-h100-leaf-spine" {
