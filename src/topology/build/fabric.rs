@@ -49,22 +49,34 @@ impl Builder<'_> {
                 None => self.group_nics(&nics, |place| place.map(|p| p.domain), "leaf"),
             },
         };
+        self.join_through_spine(leaves, &port, oversubscription, so);
+    }
+
+    /// A switch per leaf over its NICs, and one spine above the leaves, each leaf's uplink
+    /// its NIC bandwidth / `oversubscription`.
+    fn join_through_spine(
+        &mut self,
+        leaves: Vec<(String, Vec<NodeIndex>)>,
+        port: &TopoLink,
+        oversubscription: u64,
+        so: &At<ScaleOut>,
+    ) {
+        let path = "scale_out";
         let Some(spine) = self.add_node("spine".into(), NodeKind::Switch, None, so.loc, path)
         else {
             return;
         };
         for (id, members) in leaves {
-            let Some(leaf) = self.add_hub(id, NodeKind::Switch, &members, &port, so.loc, path)
+            let Some(leaf) = self.add_hub(id, NodeKind::Switch, &members, port, so.loc, path)
             else {
                 continue;
             };
-            // The leaf's NIC bandwidth / the ratio, over as many links of a NIC's speed as
-            // that takes (the last one's bandwidth shared out evenly).
-            let members = members.len() as u64;
-            let lanes = members.div_ceil(oversubscription).max(1);
+            // As many links of a NIC's speed as that bandwidth needs, sharing it evenly.
+            let nics = members.len() as u64;
+            let lanes = nics.div_ceil(oversubscription).max(1);
             let uplink = TopoLink {
                 lanes: u32::try_from(lanes).unwrap_or(u32::MAX),
-                lane_gb_s: port.lane_gb_s * members as f64 / (oversubscription * lanes) as f64,
+                lane_gb_s: port.lane_gb_s * nics as f64 / (oversubscription * lanes) as f64,
                 ..port.clone()
             };
             self.add_link(leaf, spine, uplink);
