@@ -187,43 +187,63 @@ impl Filler {
             {
                 tightest_own += 1;
             }
-            let mut step = f64::INFINITY;
-            for &l in &self.live {
-                let l = l as usize;
-                if self.weight[l] > 1e-15 {
-                    step = step.min(self.left[l].max(0.0) / self.weight[l]);
-                }
-            }
-            if let Some(&i) = self.by_own_cap.get(tightest_own) {
-                step = step.min(self.own_cap[i as usize] - level);
-            }
-            let step = step.max(0.0);
+            let step = self.next_step(level, tightest_own);
             if !step.is_finite() {
                 break;
             }
             level += step;
             self.collect_frozen(resources, step, level, tightest_own);
-            for k in 0..self.freeze.len() {
-                let i = self.freeze[k] as usize;
-                if !self.active[i] {
-                    continue;
-                }
-                self.active[i] = false;
-                remaining -= 1;
-                rates[i] = level;
-                for &(r, share) in flows[i] {
-                    if resources[r].shared {
-                        let l = self.local[r] as usize - 1;
-                        self.active_users[l] -= 1;
-                        self.weight[l] = if self.active_users[l] == 0 {
-                            0.0
-                        } else {
-                            self.weight[l] - share
-                        };
-                    }
+            remaining -= self.freeze_collected(resources, flows, level, rates);
+        }
+    }
+
+    /// How far the level can rise before a live shared resource fills or a flow reaches
+    /// its own fat-pipe limit (the flow at `tightest_own` of those left).
+    fn next_step(&self, level: f64, tightest_own: usize) -> f64 {
+        let mut step = f64::INFINITY;
+        for &l in &self.live {
+            let l = l as usize;
+            if self.weight[l] > 1e-15 {
+                step = step.min(self.left[l].max(0.0) / self.weight[l]);
+            }
+        }
+        if let Some(&i) = self.by_own_cap.get(tightest_own) {
+            step = step.min(self.own_cap[i as usize] - level);
+        }
+        step.max(0.0)
+    }
+
+    /// Freezes the collected flows at `level`, taking their shares off their resources;
+    /// returns how many were still active.
+    fn freeze_collected(
+        &mut self,
+        resources: &[Resource],
+        flows: &[&[(usize, f64)]],
+        level: f64,
+        rates: &mut [f64],
+    ) -> usize {
+        let mut frozen = 0;
+        for k in 0..self.freeze.len() {
+            let i = self.freeze[k] as usize;
+            if !self.active[i] {
+                continue;
+            }
+            self.active[i] = false;
+            frozen += 1;
+            rates[i] = level;
+            for &(r, share) in flows[i] {
+                if resources[r].shared {
+                    let l = self.local[r] as usize - 1;
+                    self.active_users[l] -= 1;
+                    self.weight[l] = if self.active_users[l] == 0 {
+                        0.0
+                    } else {
+                        self.weight[l] - share
+                    };
                 }
             }
         }
+        frozen
     }
 
     /// Raises every live resource by `step` and lists the flows to freeze at `level`: those
