@@ -19,16 +19,13 @@ use std::collections::BTreeMap;
 pub struct EpGroup<'a> {
     pub topo: &'a Topology,
     pub ranks: Vec<NodeIndex>,
-    /// Per rank: its NVLink domain (GPUs joined by NVLink, through switch chips).
+    /// Per rank: its NVLink domain (GPUs joined by NVLink, through switch chips), by its
+    /// position among the group's domains (0..[`Self::domains`], in topology order).
     domain: Vec<usize>,
     /// Per rank: its position among the group's ranks in its domain.
     local: Vec<usize>,
     /// Per domain: the group's ranks in it, in rank order.
-    members: BTreeMap<usize, Vec<usize>>,
-    /// Per rank: its domain's position among the group's domains (in domain order).
-    ordinal: Vec<usize>,
-    /// Per domain, by position: the group's ranks in it, in rank order.
-    members_at: Vec<Vec<usize>>,
+    members: Vec<Vec<usize>>,
     /// Node index -> rank, for the group's GPUs.
     rank_of: Vec<Option<usize>>,
     /// Per rank: NVLink bandwidth (all links), bytes per second.
@@ -51,14 +48,18 @@ impl<'a> EpGroup<'a> {
                 uf.union(e.source().index(), e.target().index());
             }
         }
-        let domain: Vec<usize> = ranks.iter().map(|g| uf.find(g.index())).collect();
-        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let root: Vec<usize> = ranks.iter().map(|g| uf.find(g.index())).collect();
+        let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         let mut local = Vec::with_capacity(ranks.len());
-        for (r, &d) in domain.iter().enumerate() {
-            let m = members.entry(d).or_default();
+        for (r, &d) in root.iter().enumerate() {
+            let m = by_root.entry(d).or_default();
             local.push(m.len());
             m.push(r);
         }
+        let position: BTreeMap<usize, usize> =
+            by_root.keys().enumerate().map(|(i, &d)| (d, i)).collect();
+        let domain = root.iter().map(|d| position[d]).collect();
+        let members = by_root.into_values().collect();
         let mut rank_of = vec![None; topo.graph.node_count()];
         for (r, g) in ranks.iter().enumerate() {
             rank_of[g.index()] = Some(r);
@@ -77,18 +78,12 @@ impl<'a> EpGroup<'a> {
                 }))
             })
             .collect();
-        let position: BTreeMap<usize, usize> =
-            members.keys().enumerate().map(|(i, &d)| (d, i)).collect();
-        let ordinal = domain.iter().map(|d| position[d]).collect();
-        let members_at = members.values().cloned().collect();
         EpGroup {
             topo,
             ranks,
             domain,
             local,
             members,
-            ordinal,
-            members_at,
             rank_of,
             nvlink_bps,
             nic,
@@ -121,69 +116,40 @@ impl<'a> EpGroup<'a> {
 
     /// Per rank: its domain's position among the group's domains (0..[`Self::domains`]).
     pub fn domain_ordinals(&self) -> Vec<usize> {
-        self.ordinal.clone()
+        self.domain.clone()
     }
 
     /// The rank in `domain` that relays for rank `src` (same local index, wrapping).
     fn relay(&self, src: usize, domain: usize) -> usize {
-        let m = &self.members[&domain];
-        m[self.local[src] % m.len()]
-    }
-
-    /// [`Self::relay`] with the domain by position.
-    fn relay_at(&self, src: usize, ordinal: usize) -> usize {
-        let m = &self.members_at[ordinal];
+        let m = &self.members[domain];
         m[self.local[src] % m.len()]
     }
 }
 
 /// A GPU's link to its NIC and the NIC's network bandwidth, in bytes per second.
 fn nic_of(topo: &Topology, gpu: NodeIndex) -> Option<(f64, f64)> {
-    topo.graph.edges(gpu).find_map(|e| {
-        let nic = if e.target() == gpu {
-            e.source()
-        } else {
-            e.target()
-        };
-        (topo.graph[nic].kind == NodeKind::Nic).then(|| {
-            let network: f64 = topo
-                .graph
-                .edges(nic)
-                .filter(|l| l.weight().kind == LinkKind::Network)
-                .map(|l| l.weight().bandwidth_gb_s())
-                .sum();
-            (e.weight().bandwidth_gb_s() * 1e9, network * 1e9)
-        })
-    })
+    let (nic, host) = topo
+        .links_of(gpu)
+        .find(|&(n, _)| topo.graph[n].kind == NodeKind::Nic)?;
+    let network: f64 = topo
+        .links_of(nic)
+        .filter(|(_, l)| l.kind == LinkKind::Network)
+        .map(|(_, l)| l.bandwidth_gb_s())
+        .sum();
+    Some((host.bandwidth_gb_s() * 1e9, network * 1e9))
 }
 
-/// The switch a GPU's NIC plugs into and that switch's uplink bandwidth to other switches,
-/// in bytes per second; `None` without a NIC or when the switch has no uplink.
+/// The leaf switch a GPU's NIC plugs into and the leaf's uplink bandwidth, bytes per second;
+/// `None` without a NIC or when its switch has no uplink.
 fn leaf_of(topo: &Topology, gpu: NodeIndex) -> Option<(NodeIndex, f64)> {
-    let other = |e: petgraph::graph::EdgeReference<'_, crate::topology::TopoLink>, x: NodeIndex| {
-        if e.target() == x {
-            e.source()
-        } else {
-            e.target()
-        }
-    };
-    let nic = topo
-        .graph
-        .edges(gpu)
-        .map(|e| other(e, gpu))
-        .find(|&n| topo.graph[n].kind == NodeKind::Nic)?;
-    let leaf = topo
-        .graph
-        .edges(nic)
-        .map(|e| other(e, nic))
-        .find(|&n| topo.graph[n].kind == NodeKind::Switch)?;
-    let uplink: f64 = topo
-        .graph
-        .edges(leaf)
-        .filter(|e| topo.graph[other(*e, leaf)].kind == NodeKind::Switch)
-        .map(|e| e.weight().bandwidth_gb_s() * 1e9)
-        .sum();
-    (uplink > 0.0).then_some((leaf, uplink))
+    let (nic, _) = topo
+        .links_of(gpu)
+        .find(|&(n, _)| topo.graph[n].kind == NodeKind::Nic)?;
+    let (leaf, _) = topo
+        .links_of(nic)
+        .find(|&(n, _)| topo.graph[n].kind == NodeKind::Switch)?;
+    let (_, uplink_gb_s) = topo.leaf_gb_s(leaf)?;
+    Some((leaf, uplink_gb_s * 1e9))
 }
 
 /// For each source rank, each token's destination ranks, one entry per expert (a rank
@@ -442,7 +408,7 @@ pub fn expected_fast_path_seconds(
                 miss[expert_rank[e]] *= 1.0 - p.clamp(0.0, 1.0);
             }
             for (r, m) in miss.iter().enumerate() {
-                domain_miss[group.ordinal[r]] *= m;
+                domain_miss[group.domain[r]] *= m;
             }
         }
     }
@@ -457,7 +423,7 @@ pub fn expected_fast_path_seconds(
     // double loop over (source, destination).
     let mut domain_sum = vec![(0.0, 0usize); group.domains()];
     for r in 0..n {
-        let e = &mut domain_sum[group.ordinal[r]];
+        let e = &mut domain_sum[group.domain[r]];
         e.0 += per_token(r);
         e.1 += 1;
     }
@@ -468,7 +434,7 @@ pub fn expected_fast_path_seconds(
         direct_leaf_bytes(group, &per_token, &domain_sum, total, t, &mut leaf_bytes);
     }
     for r in 0..n {
-        let (local_sum, local_ranks) = domain_sum[group.ordinal[r]];
+        let (local_sum, local_ranks) = domain_sum[group.domain[r]];
         let own = per_token(r);
         bytes[r].nvlink_out += t * (local_sum - own);
         bytes[r].nvlink_in += t * own * (local_ranks - 1) as f64;
@@ -482,17 +448,17 @@ pub fn expected_fast_path_seconds(
         // domain's members receive once per source relayed into it, except through
         // themselves: counted per relay, so the cost is O(ranks x domains).
         let mut hit_sum = vec![0.0; group.domains()];
-        for (&domain, &h) in group.ordinal.iter().zip(&hit) {
+        for (&domain, &h) in group.domain.iter().zip(&hit) {
             hit_sum[domain] += h;
         }
         let mut relayed = vec![0usize; n];
         let mut into_domain = vec![0usize; group.domains()];
         for s in 0..n {
             for (domain, &m) in domain_miss.iter().enumerate() {
-                if domain == group.ordinal[s] {
+                if domain == group.domain[s] {
                     continue;
                 }
-                let relay = group.relay_at(s, domain);
+                let relay = group.relay(s, domain);
                 bytes[s].network_out += t * (1.0 - m);
                 bytes[relay].network_in += t * (1.0 - m);
                 leaf_bytes_between(group, &mut leaf_bytes, s, relay, t * (1.0 - m));
@@ -502,7 +468,7 @@ pub fn expected_fast_path_seconds(
             }
         }
         for d in 0..n {
-            let times = into_domain[group.ordinal[d]] - relayed[d];
+            let times = into_domain[group.domain[d]] - relayed[d];
             bytes[d].nvlink_in += t * hit[d] * times as f64;
         }
     }
@@ -543,15 +509,15 @@ fn direct_leaf_bytes(
         if let Some(l) = group.leaf[r] {
             leaf_sum[l].0 += per_token(r);
             leaf_sum[l].1 += 1;
-            let b = both.entry((group.ordinal[r], l)).or_insert((0.0, 0));
+            let b = both.entry((group.domain[r], l)).or_insert((0.0, 0));
             b.0 += per_token(r);
             b.1 += 1;
         }
     }
     for r in 0..n {
         let Some(l) = group.leaf[r] else { continue };
-        let (local_sum, local_ranks) = domain_sum[group.ordinal[r]];
-        let (shared_sum, shared_ranks) = both[&(group.ordinal[r], l)];
+        let (local_sum, local_ranks) = domain_sum[group.domain[r]];
+        let (shared_sum, shared_ranks) = both[&(group.domain[r], l)];
         leaf_bytes[l].out += t * (total - local_sum - leaf_sum[l].0 + shared_sum);
         let outside = n + shared_ranks - local_ranks - leaf_sum[l].1;
         leaf_bytes[l].into += t * per_token(r) * outside as f64;

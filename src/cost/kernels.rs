@@ -111,9 +111,16 @@ impl<'a> Kernels<'a> {
         }
     }
 
-    /// The seconds of [`Kernels::routed_moe_split`] alone (the serving loop's inner call).
-    pub fn routed_moe_split_seconds(&self, shape: MoeShape, rows: &[u64], moe_tp: u64) -> f64 {
-        let full_s = self.routed_moe_seconds(shape, rows);
+    /// The seconds of [`Kernels::routed_moe_split`] alone (the serving loop's inner call),
+    /// with the price's pure parts kept in `memo`: the same seconds, bit for bit.
+    pub fn routed_moe_split_seconds(
+        &self,
+        shape: MoeShape,
+        rows: &[u64],
+        moe_tp: u64,
+        memo: &mut MoeMemo,
+    ) -> f64 {
+        let full_s = self.routed_moe_seconds(shape, rows, memo);
         if moe_tp <= 1 {
             return full_s;
         }
@@ -130,10 +137,37 @@ impl<'a> Kernels<'a> {
 
     /// The seconds of [`Kernels::routed_moe`] alone: the serving loop's inner call, which
     /// needs no bytes or FLOPs and so runs the roofline only where no measurement answers.
-    pub fn routed_moe_seconds(&self, shape: MoeShape, rows: &[u64]) -> f64 {
-        let roof_s = || self.moe_roofline(shape, rows).seconds;
-        self.measured_moe(shape, rows, roof_s)
-            .map_or_else(roof_s, |(seconds, _)| seconds)
+    /// Its pure parts (the measured block by rows per rank, each expert's roofline sums by
+    /// row count) are kept in `memo`.
+    pub fn routed_moe_seconds(&self, shape: MoeShape, rows: &[u64], memo: &mut MoeMemo) -> f64 {
+        memo.keep_to(shape);
+        let total: u64 = rows.iter().sum();
+        let measured = *memo
+            .measured
+            .entry((rows.len(), total))
+            .or_insert_with(|| self.measured_moe_at(shape, rows.len(), total));
+        let expert = ffn_gemms(shape.hidden, shape.inter);
+        let sums = &mut memo.sums;
+        let mut roof_s = || {
+            self.roofline
+                .grouped_gemm_from(rows, |m| {
+                    let at = m as usize;
+                    if at > MEMO_ROWS {
+                        return self.roofline.expert_sums(m, &expert, shape.precision);
+                    }
+                    if sums.len() <= at {
+                        sums.resize(at + 1, None);
+                    }
+                    *sums[at].get_or_insert_with(|| {
+                        self.roofline.expert_sums(m, &expert, shape.precision)
+                    })
+                })
+                .seconds
+        };
+        match measured {
+            None => roof_s(),
+            Some(m) => m.seconds(roof_s),
+        }
     }
 
     fn moe_roofline(&self, shape: MoeShape, rows: &[u64]) -> OpCost {
@@ -188,47 +222,6 @@ impl<'a> Kernels<'a> {
             source: h.source,
             edge_s: Some(edge_s),
         })
-    }
-
-    /// [`Kernels::routed_moe_split_seconds`] through `memo`: the same seconds, bit for bit.
-    pub fn routed_moe_split_seconds_memo(
-        &self,
-        shape: MoeShape,
-        rows: &[u64],
-        moe_tp: u64,
-        memo: &mut MoeMemo,
-    ) -> f64 {
-        if moe_tp > 1 {
-            return self.routed_moe_split_seconds(shape, rows, moe_tp);
-        }
-        memo.keep_to(shape);
-        let total: u64 = rows.iter().sum();
-        let measured = *memo
-            .measured
-            .entry((rows.len(), total))
-            .or_insert_with(|| self.measured_moe_at(shape, rows.len(), total));
-        let expert = ffn_gemms(shape.hidden, shape.inter);
-        let sums = &mut memo.sums;
-        let mut roof_s = || {
-            self.roofline
-                .grouped_gemm_from(rows, |m| {
-                    let at = m as usize;
-                    if at > MEMO_ROWS {
-                        return self.roofline.expert_sums(m, &expert, shape.precision);
-                    }
-                    if sums.len() <= at {
-                        sums.resize(at + 1, None);
-                    }
-                    *sums[at].get_or_insert_with(|| {
-                        self.roofline.expert_sums(m, &expert, shape.precision)
-                    })
-                })
-                .seconds
-        };
-        match measured {
-            None => roof_s(),
-            Some(m) => m.seconds(roof_s),
-        }
     }
 
     /// Heads per rank when `model`'s attention has the MLA shape the profile's MLA tables

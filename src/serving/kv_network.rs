@@ -2,7 +2,7 @@
 //! ECMP route, concurrent transfers share links max-min fairly, and rates are re-solved
 //! whenever one starts or finishes (a fluid model: bytes drain at the current rates).
 
-use crate::cost::network::maxmin::{Resource, max_min};
+use crate::cost::network::maxmin::{Filler, Resource};
 use crate::cost::network::routes::{Route, Router};
 use crate::engine::{SimDuration, SimTime};
 use crate::topology::Topology;
@@ -20,8 +20,9 @@ pub struct KvNetwork<'a> {
     topo: &'a Topology,
     router: Router<'a>,
     resources: Vec<Resource>,
-    /// Scratch: each resource's index among those a solve uses (usize::MAX between solves).
-    local: Vec<usize>,
+    /// Solves over the links the active flows cross only (a rack has thousands of them),
+    /// its scratch kept between re-solves.
+    filler: Filler,
     /// Active transfers by request id.
     flows: BTreeMap<u64, Flow>,
     updated: SimTime,
@@ -39,8 +40,8 @@ impl<'a> KvNetwork<'a> {
         KvNetwork {
             topo,
             router: Router::new(topo),
-            local: vec![usize::MAX; resources.len()],
             resources,
+            filler: Filler::default(),
             flows: BTreeMap::new(),
             updated: SimTime::ZERO,
             generation: 0,
@@ -130,30 +131,10 @@ impl<'a> KvNetwork<'a> {
     fn resolve(&mut self, now: SimTime) -> Option<SimTime> {
         self.generation += 1;
         self.unsettled = false;
-        // Solve over the links the active flows cross only: a rack has thousands of them.
-        let mut used = Vec::new();
-        let routes: Vec<Vec<(usize, f64)>> = self
-            .flows
-            .values()
-            .map(|f| {
-                f.route
-                    .iter()
-                    .map(|&(r, share)| {
-                        if self.local[r] == usize::MAX {
-                            self.local[r] = used.len();
-                            used.push(r);
-                        }
-                        (self.local[r], share)
-                    })
-                    .collect()
-            })
-            .collect();
-        let links: Vec<Resource> = used.iter().map(|&r| self.resources[r]).collect();
-        for &r in &used {
-            self.local[r] = usize::MAX;
-        }
-        let slices: Vec<&[(usize, f64)]> = routes.iter().map(Vec::as_slice).collect();
-        let rates = max_min(&links, &slices);
+        let routes: Vec<&[(usize, f64)]> =
+            self.flows.values().map(|f| f.route.as_slice()).collect();
+        let mut rates = vec![0.0; routes.len()];
+        self.filler.solve(&self.resources, &routes, &mut rates);
         let mut next = f64::INFINITY;
         for (f, rate) in self.flows.values_mut().zip(rates) {
             f.rate = rate;

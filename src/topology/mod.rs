@@ -13,6 +13,7 @@ pub use summary::Summary;
 
 use crate::hardware::GpuSpec;
 use petgraph::graph::{NodeIndex, UnGraph};
+use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -161,6 +162,36 @@ impl Topology {
     /// NVLink bandwidth of `gpu`, per direction, summed over its NVLink links, GB/s.
     pub fn nvlink_gb_s(&self, gpu: NodeIndex) -> f64 {
         nvlink_gb_s(&self.graph, gpu)
+    }
+
+    /// The nodes joined to `node`, each with the link that joins them.
+    pub fn links_of(&self, node: NodeIndex) -> impl Iterator<Item = (NodeIndex, &TopoLink)> {
+        self.graph.edges(node).map(move |e| {
+            let other = if e.target() == node {
+                e.source()
+            } else {
+                e.target()
+            };
+            (other, e.weight())
+        })
+    }
+
+    /// A leaf switch's NIC bandwidth below and uplink bandwidth to other switches above, GB/s
+    /// per direction; `None` unless `node` is a switch with both (a non-blocking fabric's
+    /// one switch has no uplink, a spine no NIC).
+    pub fn leaf_gb_s(&self, node: NodeIndex) -> Option<(f64, f64)> {
+        if self.graph[node].kind != NodeKind::Switch {
+            return None;
+        }
+        let (mut down, mut up) = (0.0, 0.0);
+        for (other, link) in self.links_of(node) {
+            match self.graph[other].kind {
+                NodeKind::Nic => down += link.bandwidth_gb_s(),
+                NodeKind::Switch => up += link.bandwidth_gb_s(),
+                _ => {}
+            }
+        }
+        (down > 0.0 && up > 0.0).then_some((down, up))
     }
 
     /// Bandwidth from host memory into `gpu`, per direction, GB/s: its NVLink-C2C link to a

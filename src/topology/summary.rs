@@ -2,7 +2,6 @@
 //! bandwidth per GPU.
 
 use super::{LinkKind, NodeKind, Topology};
-use petgraph::visit::EdgeRef;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,23 +45,8 @@ impl Leaves {
         let ratios: Vec<f64> = topo
             .graph
             .node_indices()
-            .filter(|&n| topo.graph[n].kind == NodeKind::Switch)
-            .filter_map(|leaf| {
-                let (mut down, mut up) = (0.0, 0.0);
-                for e in topo.graph.edges(leaf) {
-                    let other = if e.source() == leaf {
-                        e.target()
-                    } else {
-                        e.source()
-                    };
-                    match topo.graph[other].kind {
-                        NodeKind::Nic => down += e.weight().bandwidth_gb_s(),
-                        NodeKind::Switch => up += e.weight().bandwidth_gb_s(),
-                        _ => {}
-                    }
-                }
-                (down > 0.0 && up > 0.0).then_some(down / up)
-            })
+            .filter_map(|n| topo.leaf_gb_s(n))
+            .map(|(down, up)| down / up)
             .collect();
         (!ratios.is_empty()).then(|| Leaves {
             count: ratios.len(),

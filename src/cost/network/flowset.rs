@@ -36,16 +36,7 @@ impl FlowSet {
 
     /// Adds a flow; returns its id.
     pub fn add(&mut self, route: Vec<(usize, f64)>) -> usize {
-        let id = self.flows.len();
-        for &(r, _) in &route {
-            if self.resources[r].shared {
-                self.users[r].push(id);
-            }
-        }
-        self.flows.push(Some(route));
-        self.rates.push(0.0);
-        self.resolve_component(id);
-        id
+        self.add_all(vec![route])[0]
     }
 
     /// Adds many flows and solves once (a collective's flows all start together).
@@ -134,12 +125,6 @@ impl FlowSet {
         }
         out.sort_unstable();
         out
-    }
-
-    fn resolve_component(&mut self, id: usize) {
-        let component = self.component(id);
-        self.last_resolved = component.len();
-        self.solve(&component);
     }
 
     fn solve(&mut self, component: &[usize]) {

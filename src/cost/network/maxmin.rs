@@ -7,6 +7,12 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
+/// A resource's summed shares below this are float residue left by frozen flows, not load.
+const RESIDUE_WEIGHT: f64 = 1e-15;
+/// Rounding slack of the filling: a resource with at most this share of its capacity left
+/// is full, and a flow this close (relatively) to its own fat-pipe limit is at it.
+const FULL_SLACK: f64 = 1e-12;
+
 /// One direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Resource {
@@ -203,7 +209,7 @@ impl Filler {
         let mut step = f64::INFINITY;
         for &l in &self.live {
             let l = l as usize;
-            if self.weight[l] > 1e-15 {
+            if self.weight[l] > RESIDUE_WEIGHT {
                 step = step.min(self.left[l].max(0.0) / self.weight[l]);
             }
         }
@@ -259,10 +265,10 @@ impl Filler {
         self.freeze.clear();
         for &l in &self.live {
             let l = l as usize;
-            if self.weight[l] > 1e-15 {
+            if self.weight[l] > RESIDUE_WEIGHT {
                 self.left[l] -= step * self.weight[l];
                 let capacity = resources[self.used[l]].capacity;
-                if self.left[l] <= 1e-12 * capacity {
+                if self.left[l] <= FULL_SLACK * capacity {
                     let users = &self.users[self.first[l]..self.first[l + 1]];
                     self.freeze
                         .extend(users.iter().filter(|&&i| self.active[i as usize]));
@@ -271,7 +277,7 @@ impl Filler {
         }
         let at_limit = self.freeze.len();
         for &i in &self.by_own_cap[tightest_own..] {
-            if self.own_cap[i as usize] > level * (1.0 + 1e-12) {
+            if self.own_cap[i as usize] > level * (1.0 + FULL_SLACK) {
                 break;
             }
             if self.active[i as usize] {

@@ -350,7 +350,7 @@ impl<'a> Pricer<'a> {
                 // Rounded half up, as `round` for these non-negative quotients of small
                 // whole numbers, without its libm call.
                 rows.extend(rank.iter().map(|x| (x + 0.5) as u64));
-                let t = self.kernels.routed_moe_split_seconds_memo(
+                let t = self.kernels.routed_moe_split_seconds(
                     shape,
                     &rows,
                     inst.moe_tp,
