@@ -66,6 +66,12 @@ pub trait PlacementPolicy {
     ) -> Result<Option<Migration>, PlacementError> {
         Ok(None)
     }
+
+    /// Whether the policy reads what [`Self::observe`] shows it: serving keeps and sums
+    /// the routed counts only for the policies that do.
+    fn observes(&self) -> bool {
+        false
+    }
 }
 
 /// Shape shared by the policies.
@@ -176,6 +182,10 @@ impl OnlineEplb {
 }
 
 impl PlacementPolicy for OnlineEplb {
+    fn observes(&self) -> bool {
+        true
+    }
+
     fn initial(&mut self, warmup: &[Vec<f64>]) -> Result<Placement, PlacementError> {
         StaticEplb {
             shape: self.shape,

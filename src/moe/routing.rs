@@ -224,14 +224,26 @@ fn choice_subsets(ids: &[usize], mass: &[f64], picks: usize) -> Vec<Vec<(usize, 
         .collect()
 }
 
-/// `n` draws over a subset, as conditional binomials: member i gets Bin(left, p_i / mass
-/// left); the last member takes what is left, so the total is exactly `n`.
+/// Draws below this many over a subset are made one by one: n picks cost less than a
+/// chain of a binomial per member (each a `pow` and more at small means) until n is a few
+/// times the subset's size, and the counts have the same distribution either way.
+const PICKED_ONE_BY_ONE_BELOW: u64 = 64;
+
+/// `n` draws over a subset: one by one when few, else as conditional binomials (member i
+/// gets Bin(left, p_i / mass left); the last member takes what is left, so the total is
+/// exactly `n`).
 fn multinomial(
     n: u64,
     subset: &[(usize, f64)],
     rng: &mut ChaCha8Rng,
     mut add: impl FnMut(usize, u64),
 ) {
+    if n < PICKED_ONE_BY_ONE_BELOW {
+        for _ in 0..n {
+            add(categorical(subset, rng), 1);
+        }
+        return;
+    }
     let mut left = n;
     let mut mass_left = 1.0;
     for (i, &(id, p)) in subset.iter().enumerate() {

@@ -1,17 +1,23 @@
 //! Online EPLB inside the pricer: showing the draws to the placement policy and charging
 //! the weights it moves, counted over the real layers the sampled ones stand for.
 
-use super::Pricer;
+use super::{Pricer, Routed};
 use crate::moe::policy::{Migration, OnlineStyle, Transport};
 
 impl Pricer<'_> {
-    /// Shows the draw to the placement policy; returns how long serving waits for the
-    /// weights it moves: all of a blocking GPU-to-GPU move, or the part of a background
-    /// host copy that the iteration (`iteration_s`) does not hide.
-    pub(super) fn replan(&mut self, counts: &[Vec<u64>], iteration_s: f64) -> Result<f64, String> {
-        for (sum, layer) in self.unobserved.iter_mut().zip(counts) {
-            for (x, &c) in sum.iter_mut().zip(layer) {
-                *x += c;
+    /// Shows the iteration's draws (one per micro-batch, each `[layer][expert]`) to the
+    /// placement policy; returns how long serving waits for the weights it moves: all of a
+    /// blocking GPU-to-GPU move, or the part of a background host copy that the iteration
+    /// (`iteration_s`) does not hide.
+    pub(super) fn replan(&mut self, draws: &[Routed], iteration_s: f64) -> Result<f64, String> {
+        if !self.policy.observes() {
+            return Ok(0.0);
+        }
+        for routed in draws {
+            for (sum, layer) in self.unobserved.iter_mut().zip(routed) {
+                for (x, &c) in sum.iter_mut().zip(&layer.counts) {
+                    *x += c;
+                }
             }
         }
         self.unobserved_iterations += 1;
@@ -19,10 +25,9 @@ impl Pricer<'_> {
             return Ok(0.0);
         }
         self.unobserved_iterations = 0;
-        let seen = std::mem::replace(
-            &mut self.unobserved,
-            vec![vec![0; counts.first().map_or(0, Vec::len)]; counts.len()],
-        );
+        let zeros =
+            vec![vec![0; self.unobserved.first().map_or(0, Vec::len)]; self.unobserved.len()];
+        let seen = std::mem::replace(&mut self.unobserved, zeros);
         let Some(m) = self
             .policy
             .observe(&seen, &mut self.placement)

@@ -12,6 +12,7 @@
 //! as [`super::overlap`] models.
 
 mod capacity;
+mod draws;
 mod eplb;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,9 @@ use crate::moe::policy::{self, OnlineStyle, PlacementPolicy, Shape};
 use crate::moe::popularity::Drifting;
 use crate::moe::routing::Router;
 use crate::topology::{A2aAlgorithm, Topology};
+use draws::{Draws, Turn};
 use rand_chacha::ChaCha8Rng;
+use std::rc::Rc;
 
 /// Iterations of routing drawn before serving to plan static EPLB (its load profile): 16 x
 /// 256 tokens per rank x top-8 puts ~1,000 picks per expert into the profile at EP8 (more at
@@ -65,6 +68,22 @@ fn routers_for(model: &ModelConfig, popularity: &[Vec<f64>]) -> Result<Vec<Route
         })
         .collect()
 }
+
+/// One draw of a sampled layer's routing, priced.
+#[derive(Debug, Default)]
+struct LayerDraw {
+    /// The slowest rank's routed GroupGEMM.
+    moe_s: f64,
+    dispatch_s: f64,
+    combine_s: f64,
+    /// (max - mean) / mean routed tokens per GPU.
+    rank_imbalance: f64,
+    /// Tokens per expert, for a policy that observes them (else empty).
+    counts: Vec<u64>,
+}
+
+/// An iteration's draws, one per sampled layer.
+type Routed = Vec<Rc<LayerDraw>>;
 
 pub struct Pricer<'a> {
     model: &'a ModelConfig,
@@ -107,6 +126,8 @@ pub struct Pricer<'a> {
     unobserved: Vec<Vec<u64>>,
     unobserved_iterations: u64,
     rng: ChaCha8Rng,
+    /// Priced routing draws kept for replay (for the current routers and placement).
+    draws: Draws,
     expert_bytes: f64,
     nvlink_bps: f64,
     host_bps: f64,
@@ -218,6 +239,7 @@ impl<'a> Pricer<'a> {
             unobserved: vec![vec![0; shape.experts]; layers],
             unobserved_iterations: 0,
             rng,
+            draws: Draws::default(),
             expert_bytes: instance
                 .plan
                 .deployment
@@ -240,11 +262,12 @@ impl<'a> Pricer<'a> {
             return Ok(());
         }
         self.routers = routers_for(self.model, &self.popularity.at(self.iteration))?;
+        self.draws.clear();
         self.find_misses();
         Ok(())
     }
 
-    /// Recomputes [`Self::misses`] for the current placement.
+    /// Recomputes [`Self::misses`] for the current routers and placement.
     fn find_misses(&mut self) {
         let domains = self.group.domains();
         let ep = self.instance.expert_ranks();
@@ -267,44 +290,44 @@ impl<'a> Pricer<'a> {
     /// Prices one iteration in which DP rank r runs `ranks[r]`.
     pub fn price(&mut self, ranks: &[RankWork]) -> Result<Price, String> {
         self.drift()?;
-        let (mut price, counts) = if self.overlap {
-            let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
-            let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
-            let b: Vec<RankWork> = halves.iter().map(|h| h[1].clone()).collect();
-            let (pa, mut counts) = self.lockstep(&a);
-            let (pb, more) = self.lockstep(&b);
-            for (sum, extra) in counts.iter_mut().zip(more) {
-                for (x, y) in sum.iter_mut().zip(extra) {
-                    *x += y;
-                }
-            }
-            let layers = self.model.moe_layers() as f64;
-            let seconds = overlap::overlapped_seconds(
-                &pa.micro_batch(),
-                &pb.micro_batch(),
-                layers,
-                self.comm_sm_share,
-            );
-            let mut price = pa.price(0.0);
-            let other = pb.price(0.0);
-            price.dense_s += other.dense_s;
-            price.moe_s += other.moe_s;
-            price.all_to_all_s += other.all_to_all_s;
-            price.rank_imbalance = (price.rank_imbalance + other.rank_imbalance) / 2.0;
-            price.seconds = seconds;
-            (price, counts)
+        let (mut price, draws) = if self.overlap {
+            self.overlapped(ranks)
         } else {
-            let (p, counts) = self.lockstep(ranks);
-            (p.price(p.micro_batch().alone_s()), counts)
+            let (p, routed) = self.lockstep(ranks);
+            (p.price(p.micro_batch().alone_s()), vec![routed])
         };
-        price.eplb_stall_s = self.replan(&counts, price.seconds)?;
+        price.eplb_stall_s = self.replan(&draws, price.seconds)?;
         price.seconds += price.eplb_stall_s;
         Ok(price)
     }
 
-    /// One pass of all ranks in lock step (one micro-batch), and the routed counts
-    /// `[sampled layer][expert]` it drew.
-    fn lockstep(&mut self, ranks: &[RankWork]) -> (Pass, Vec<Vec<u64>>) {
+    /// An iteration as two micro-batches, each half of every rank's work, interleaved;
+    /// and the routing each drew.
+    fn overlapped(&mut self, ranks: &[RankWork]) -> (Price, Vec<Routed>) {
+        let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
+        let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
+        let b: Vec<RankWork> = halves.iter().map(|h| h[1].clone()).collect();
+        let (pa, first) = self.lockstep(&a);
+        let (pb, second) = self.lockstep(&b);
+        let layers = self.model.moe_layers() as f64;
+        let seconds = overlap::overlapped_seconds(
+            &pa.micro_batch(),
+            &pb.micro_batch(),
+            layers,
+            self.comm_sm_share,
+        );
+        let mut price = pa.price(0.0);
+        let other = pb.price(0.0);
+        price.dense_s += other.dense_s;
+        price.moe_s += other.moe_s;
+        price.all_to_all_s += other.all_to_all_s;
+        price.rank_imbalance = (price.rank_imbalance + other.rank_imbalance) / 2.0;
+        price.seconds = seconds;
+        (price, vec![first, second])
+    }
+
+    /// One pass of all ranks in lock step (one micro-batch), and the routing it drew.
+    fn lockstep(&mut self, ranks: &[RankWork]) -> (Pass, Routed) {
         let (model, inst) = (self.model, self.instance);
         let d = &inst.plan.deployment;
         let moe_layers = model.moe_layers() as f64;
@@ -327,60 +350,87 @@ impl<'a> Pricer<'a> {
             }
             tokens += work.tokens(drafts);
         }
-        let ep = inst.expert_ranks();
-        let per_rank = self.placement.slots_per_rank();
-        let mut counts = Vec::with_capacity(self.routers.len());
-        let shape = MoeShape::of(model, d.expert_precision);
-        for (layer, router) in self.routers.iter().enumerate() {
-            let c = router.sample(tokens, &mut self.rng);
-            let slots = self.placement.phy2log(layer);
-            let mut replicas = vec![0u64; c.len()];
-            for &e in slots {
-                replicas[e] += 1;
-            }
-            let slot_tokens: Vec<f64> = slots
-                .iter()
-                .map(|&e| c[e] as f64 / replicas[e] as f64)
-                .collect();
-            let mut slowest = 0.0f64;
-            let mut loads = Vec::with_capacity(ep);
-            let mut rows = Vec::with_capacity(per_rank);
-            for rank in slot_tokens.chunks(per_rank) {
-                rows.clear();
-                // Rounded half up, as `round` for these non-negative quotients of small
-                // whole numbers, without its libm call.
-                rows.extend(rank.iter().map(|x| (x + 0.5) as u64));
-                let t = self.kernels.routed_moe_split_seconds(
-                    shape,
-                    &rows,
-                    inst.moe_tp,
-                    &mut self.moe_memo,
-                );
-                slowest = slowest.max(t);
-                loads.push(rank.iter().sum::<f64>());
-            }
-            let mean = loads.iter().sum::<f64>() / ep as f64;
-            if mean > 0.0 {
-                pass.rank_imbalance += (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
-            }
-            pass.moe_s += slowest;
-            if tokens > 0 && self.all_to_all {
-                let (dispatch_s, combine_s) = self.all_to_all_seconds(layer, &slot_tokens, tokens);
-                pass.dispatch_s += dispatch_s;
-                pass.combine_s += combine_s;
-            }
-            counts.push(c);
+        let at = Draws::grid_tokens(tokens, &mut self.rng);
+        let routed: Routed = (0..self.routers.len())
+            .map(|layer| self.layer_draw(layer, at))
+            .collect();
+        let scale = moe_layers / self.routers.len().max(1) as f64;
+        for d in &routed {
+            pass.moe_s += d.moe_s * scale;
+            pass.dispatch_s += d.dispatch_s * scale;
+            pass.combine_s += d.combine_s * scale;
+            pass.rank_imbalance += d.rank_imbalance / self.routers.len() as f64;
         }
-        let sampled = self.routers.len().max(1) as f64;
-        pass.moe_s *= moe_layers / sampled;
-        pass.dispatch_s *= moe_layers / sampled;
-        pass.combine_s *= moe_layers / sampled;
-        pass.rank_imbalance /= sampled;
         // MTP drafts run one MoE layer each: their all-to-alls cost at least the floors.
         if tokens > 0 && self.all_to_all {
             pass.draft_a2a_s = drafts as f64 * (self.floors_s.0 + self.floors_s.1);
         }
-        (pass, counts)
+        (pass, routed)
+    }
+
+    /// The routing of `layer` in an iteration of `tokens` tokens (a grid point), priced:
+    /// a kept draw replayed or a fresh one (see [`draws`]). A policy that observes the
+    /// counts gets a fresh draw every iteration: a plan fitted to replayed draws would rest
+    /// on fewer independent iterations than serving shows it, and be judged on the very
+    /// draws it was fitted to.
+    fn layer_draw(&mut self, layer: usize, tokens: u64) -> Rc<LayerDraw> {
+        if self.policy.observes() {
+            return Rc::new(self.draw(layer, tokens));
+        }
+        match self.draws.turn(layer, tokens, &mut self.rng) {
+            Turn::Replay(d) => d,
+            Turn::Fresh(slot) => {
+                let d = Rc::new(self.draw(layer, tokens));
+                self.draws.keep(layer, tokens, slot, Rc::clone(&d));
+                d
+            }
+        }
+    }
+
+    /// Draws `layer`'s routing of `tokens` tokens and prices it.
+    fn draw(&mut self, layer: usize, tokens: u64) -> LayerDraw {
+        let (model, inst) = (self.model, self.instance);
+        let ep = inst.expert_ranks();
+        let per_rank = self.placement.slots_per_rank();
+        let shape = MoeShape::of(model, inst.plan.deployment.expert_precision);
+        let c = self.routers[layer].sample(tokens, &mut self.rng);
+        let slots = self.placement.phy2log(layer);
+        let mut replicas = vec![0u64; c.len()];
+        for &e in slots {
+            replicas[e] += 1;
+        }
+        let slot_tokens: Vec<f64> = slots
+            .iter()
+            .map(|&e| c[e] as f64 / replicas[e] as f64)
+            .collect();
+        let mut d = LayerDraw::default();
+        let mut loads = Vec::with_capacity(ep);
+        let mut rows = Vec::with_capacity(per_rank);
+        for rank in slot_tokens.chunks(per_rank) {
+            rows.clear();
+            // Rounded half up, as `round` for these non-negative quotients of small
+            // whole numbers, without its libm call.
+            rows.extend(rank.iter().map(|x| (x + 0.5) as u64));
+            let t = self.kernels.routed_moe_split_seconds(
+                shape,
+                &rows,
+                inst.moe_tp,
+                &mut self.moe_memo,
+            );
+            d.moe_s = d.moe_s.max(t);
+            loads.push(rank.iter().sum::<f64>());
+        }
+        let mean = loads.iter().sum::<f64>() / ep as f64;
+        if mean > 0.0 {
+            d.rank_imbalance = (loads.iter().copied().fold(0.0, f64::max) - mean) / mean;
+        }
+        if tokens > 0 && self.all_to_all {
+            (d.dispatch_s, d.combine_s) = self.all_to_all_seconds(layer, &slot_tokens, tokens);
+        }
+        if self.policy.observes() {
+            d.counts = c;
+        }
+        d
     }
 
     /// One layer's dispatch and combine, floors included, when `slot_tokens[s]` of the

@@ -272,7 +272,12 @@ fn routed_tokens_sum_to_tokens_times_top_k_and_imbalance_slows_the_moe() {
     let sc = &q.scenario;
     let decode = &sc.instances[1];
     let streams = RandomStreams::new(1);
-    let mut pricer = pricer_for(&q, decode, false, &streams);
+    // Online EPLB, so that the draw keeps its counts for the policy to see.
+    let online = InstanceSpec {
+        eplb: EplbMode::Online,
+        ..decode.clone()
+    };
+    let mut pricer = pricer_for(&q, &online, false, &streams);
     let work = vec![
         RankWork {
             batch: 16,
@@ -281,12 +286,12 @@ fn routed_tokens_sum_to_tokens_times_top_k_and_imbalance_slows_the_moe() {
         };
         decode.dp_ranks()
     ];
-    let (price, counts) = pricer.lockstep(&work);
+    let (price, routed) = pricer.lockstep(&work);
     let tokens = 16 * 2 * decode.dp_ranks() as u64;
-    assert_eq!(counts.len(), sc.moe.sampled_layers);
-    for layer in &counts {
+    assert_eq!(routed.len(), sc.moe.sampled_layers);
+    for layer in &routed {
         assert_eq!(
-            layer.iter().sum::<u64>(),
+            layer.counts.iter().sum::<u64>(),
             tokens * q.model.moe.experts_per_token
         );
     }
@@ -325,4 +330,58 @@ fn routed_tokens_sum_to_tokens_times_top_k_and_imbalance_slows_the_moe() {
         "{overlapped:?}\n{serial:?}"
     );
     assert!(overlapped.seconds >= overlapped.all_to_all_s);
+}
+
+/// Replayed draws see the ranks as unevenly loaded as fresh draws do on average, at a
+/// token count between grid points too, while iterations of another size come between
+/// (each replays draws of its own size: fewer tokens, more imbalance): over 3,000
+/// iterations of a static instance the mean rank imbalance is within 2% of the mean of as
+/// many fresh draws.
+#[test]
+fn replayed_draws_load_the_ranks_as_fresh_draws_do_on_average() {
+    let q = quickstart();
+    let decode = &q.scenario.instances[1];
+    let streams = RandomStreams::new(4);
+    let mut pricer = pricer_for(&q, decode, false, &streams);
+    assert!(!pricer.policy.observes(), "static EPLB: draws are replayed");
+    // 26 tokens per rank and 2 more: between two grid points (8 or 16 apart at this size).
+    let mut work = vec![
+        RankWork {
+            batch: 13,
+            context: 1500,
+            chunks: Vec::new(),
+        };
+        decode.dp_ranks()
+    ];
+    work[0].batch = 14;
+    let tokens: u64 = work.iter().map(|w| w.tokens(1)).sum();
+    assert!(tokens >= 512 && tokens % 8 == 2, "{tokens}");
+    let larger: Vec<RankWork> = work
+        .iter()
+        .map(|w| RankWork {
+            batch: 4 * w.batch,
+            ..w.clone()
+        })
+        .collect();
+    let n = 3000;
+    let (mut replayed, mut other) = (0.0, 0.0);
+    for _ in 0..n {
+        replayed += pricer.lockstep(&work).0.rank_imbalance / n as f64;
+        other += pricer.lockstep(&larger).0.rank_imbalance / n as f64;
+    }
+    assert!(other < 0.8 * replayed, "{other} vs {replayed}");
+    let layers = pricer.routers.len();
+    let fresh = (0..n)
+        .map(|_| {
+            (0..layers)
+                .map(|l| pricer.draw(l, tokens).rank_imbalance)
+                .sum::<f64>()
+                / layers as f64
+        })
+        .sum::<f64>()
+        / n as f64;
+    assert!(
+        (replayed / fresh - 1.0).abs() < 0.02,
+        "replayed {replayed} vs fresh {fresh}"
+    );
 }

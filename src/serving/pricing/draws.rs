@@ -1,0 +1,180 @@
+//! Routing draws kept and replayed. Drawing and pricing an iteration's routing is most of
+//! what a serving iteration costs to simulate (about 250 binomials per sampled layer), while
+//! a closed-loop decode instance runs thousands of iterations at a handful of batch sizes.
+//! So a priced draw is kept by its token count and replayed: each iteration at a count
+//! whose draws are all kept replays one at random, except that with chance
+//! [`FRESH_SHARE`] it draws afresh and the new draw replaces a random kept one.
+//!
+//! Token counts are put on a grid first, so that neighbouring batch sizes share draws:
+//! exact below [`EXACT_BELOW`], above it [`GRID_BITS`] significant bits (grid points at most
+//! 1/64 apart). A count between two grid points is drawn at one of them, the upper with
+//! chance proportional to its nearness (stochastic rounding): the mean price of an
+//! iteration is then that of its true count up to the price's curvature over 1/64 of it.
+//!
+//! What this costs in accuracy: an iteration's routing is a draw of the same model, but
+//! draws repeat, so a run's time average of the routed price rests on fewer independent
+//! draws: at least one in 1/[`FRESH_SHARE`] iterations plus [`KEPT_DRAWS`] per grid point.
+//! Over a 25 s measured window of ~2,500 decode iterations that is ~250 draws, whose mean
+//! has a standard error of 1/16 of a single draw's spread (a few percent of the routed
+//! price): under 0.1% of an iteration, below the runs' own confidence intervals.
+
+use super::LayerDraw;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Draws kept per grid point: the iterations at a count replay one of these.
+const KEPT_DRAWS: usize = 16;
+/// Chance that an iteration at a full grid point draws afresh (and replaces a kept draw).
+const FRESH_SHARE: f64 = 1.0 / 16.0;
+/// Token counts below this are their own grid points.
+const EXACT_BELOW: u64 = 1 << GRID_BITS;
+/// Significant bits of a grid point above [`EXACT_BELOW`].
+const GRID_BITS: u32 = 7;
+
+/// Priced draws by sampled layer and the token count they were drawn at.
+#[derive(Default)]
+pub(super) struct Draws {
+    kept: BTreeMap<(usize, u64), Vec<Rc<LayerDraw>>>,
+}
+
+/// What an iteration does with the kept draws.
+pub(super) enum Turn {
+    Replay(Rc<LayerDraw>),
+    /// Draw afresh and keep it, in this position of the grid point's draws (one past the
+    /// end: added).
+    Fresh(usize),
+}
+
+impl Draws {
+    /// The grid point `tokens` is drawn at (stochastic rounding between its neighbours).
+    pub(super) fn grid_tokens(tokens: u64, rng: &mut ChaCha8Rng) -> u64 {
+        if tokens < EXACT_BELOW {
+            return tokens;
+        }
+        let shift = (u64::BITS - tokens.leading_zeros()) - GRID_BITS;
+        let step = 1u64 << shift;
+        let below = tokens >> shift << shift;
+        let up: f64 = rng.random();
+        if up * (step as f64) < (tokens - below) as f64 {
+            below + step
+        } else {
+            below
+        }
+    }
+
+    /// Whether to replay a kept draw of `layer` at `tokens` (a grid point), and which.
+    pub(super) fn turn(&self, layer: usize, tokens: u64, rng: &mut ChaCha8Rng) -> Turn {
+        let kept = self
+            .kept
+            .get(&(layer, tokens))
+            .map_or(&[][..], Vec::as_slice);
+        if kept.len() < KEPT_DRAWS {
+            return Turn::Fresh(kept.len());
+        }
+        // One uniform decides both: below FRESH_SHARE, a fresh draw replacing kept draw
+        // u / FRESH_SHARE x KEPT_DRAWS; above, replay of the kept draw at its rescaled place.
+        let u: f64 = rng.random();
+        let at = |share: f64| ((share * KEPT_DRAWS as f64) as usize).min(KEPT_DRAWS - 1);
+        if u < FRESH_SHARE {
+            Turn::Fresh(at(u / FRESH_SHARE))
+        } else {
+            Turn::Replay(Rc::clone(
+                &kept[at((u - FRESH_SHARE) / (1.0 - FRESH_SHARE))],
+            ))
+        }
+    }
+
+    /// Keeps a fresh draw of `layer` at `tokens`, in position `at` (from [`Turn::Fresh`]).
+    pub(super) fn keep(&mut self, layer: usize, tokens: u64, at: usize, draw: Rc<LayerDraw>) {
+        let kept = self.kept.entry((layer, tokens)).or_default();
+        if at < kept.len() {
+            kept[at] = draw;
+        } else {
+            kept.push(draw);
+        }
+    }
+
+    /// Forgets every draw: the routers changed.
+    pub(super) fn clear(&mut self) {
+        self.kept.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RandomStreams;
+
+    #[test]
+    fn small_counts_are_exact_and_large_ones_round_to_neighbours_without_bias() {
+        let mut rng = RandomStreams::new(3).stream("grid");
+        for t in [0, 1, 77, 127] {
+            assert_eq!(Draws::grid_tokens(t, &mut rng), t);
+        }
+        // 1,010 has 10 bits: grid step 8 (992, 1000, 1008, 1016, ...); 1,010 = 1008 + 2.
+        let n = 40_000;
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let g = Draws::grid_tokens(1010, &mut rng);
+            assert!(g == 1008 || g == 1016, "{g}");
+            sum += g;
+        }
+        let mean = sum as f64 / n as f64;
+        assert!((mean - 1010.0).abs() < 0.1, "unbiased: {mean}");
+        assert_eq!(Draws::grid_tokens(1024, &mut rng), 1024, "a grid point");
+    }
+
+    #[test]
+    fn a_full_grid_point_replays_and_sometimes_draws_afresh() {
+        let mut rng = RandomStreams::new(5).stream("draws");
+        let mut draws = Draws::default();
+        let routed = |moe_s| {
+            Rc::new(LayerDraw {
+                moe_s,
+                ..LayerDraw::default()
+            })
+        };
+        for i in 0..KEPT_DRAWS {
+            let Turn::Fresh(at) = draws.turn(0, 64, &mut rng) else {
+                panic!("fills first")
+            };
+            assert_eq!(at, i);
+            draws.keep(0, 64, at, routed(i as f64));
+        }
+        let (mut fresh, mut seen) = (0, vec![0; KEPT_DRAWS]);
+        let n = 32_000;
+        for _ in 0..n {
+            match draws.turn(0, 64, &mut rng) {
+                Turn::Fresh(at) => {
+                    assert!(at < KEPT_DRAWS);
+                    fresh += 1;
+                }
+                Turn::Replay(r) => seen[r.moe_s as usize] += 1,
+            }
+        }
+        let share = fresh as f64 / n as f64;
+        assert!((share - FRESH_SHARE).abs() < 0.005, "{share}");
+        let each = (n - fresh) as f64 / KEPT_DRAWS as f64;
+        assert!(
+            seen.iter().all(|&s| (s as f64 - each).abs() < 0.15 * each),
+            "{seen:?}"
+        );
+        assert!(
+            matches!(draws.turn(0, 65, &mut rng), Turn::Fresh(0)),
+            "its own point"
+        );
+        assert!(
+            matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(0)),
+            "its own layer"
+        );
+        draws.keep(1, 64, 0, routed(0.0));
+        assert!(
+            matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(1)),
+            "kept"
+        );
+        draws.clear();
+        assert!(matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(0)));
+    }
+}
