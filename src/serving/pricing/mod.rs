@@ -5,10 +5,10 @@
 //!   max over ranks (attention, dense GEMMs, norms, LM head, MTP drafts, per-layer overhead)
 //!   + MoE layers x (slowest rank's routed GroupGEMM + dispatch + combine),
 //!
-//! with the routed tokens drawn from the routing model each iteration for a few
-//! representative layers (each standing for an equal share of the model's MoE layers), the
-//! all-to-all priced from the same draw, and online EPLB re-planning those layers from the
-//! draws. With two micro-batches, each half is priced on its own and the two interleave
+//! with the routed tokens drawn from the routing model for a few representative layers
+//! (each standing for an equal share of the model's MoE layers), the all-to-all priced from
+//! the same draw, priced draws kept and replayed (see [`draws`]), and online EPLB
+//! re-planning those layers from fresh draws every iteration. With two micro-batches, each half is priced on its own and the two interleave
 //! as [`super::overlap`] models.
 
 mod capacity;
