@@ -224,9 +224,11 @@ fn choice_subsets(ids: &[usize], mass: &[f64], picks: usize) -> Vec<Vec<(usize, 
         .collect()
 }
 
-/// Draws below this many over a subset are made one by one: n picks cost less than a
-/// chain of a binomial per member (each a `pow` and more at small means) until n is a few
-/// times the subset's size, and the counts have the same distribution either way.
+/// Draws below this many over a subset are made one by one; the counts have the same
+/// distribution either way. n picks cost less than a chain of a binomial per member (each a
+/// `pow` and more at small means) up to a few times the subset's size: over DeepSeek's
+/// 16-expert subsets the two cost the same between 32 and 64 draws (timed on 4 calibrated
+/// layers, 8 to 1,024 tokens; 8 tokens: 40 us by binomials, 13 us by picks).
 const PICKED_ONE_BY_ONE_BELOW: u64 = 64;
 
 /// `n` draws over a subset: one by one when few, else as conditional binomials (member i

@@ -25,9 +25,8 @@ impl Pricer<'_> {
             return Ok(0.0);
         }
         self.unobserved_iterations = 0;
-        let zeros =
-            vec![vec![0; self.unobserved.first().map_or(0, Vec::len)]; self.unobserved.len()];
-        let seen = std::mem::replace(&mut self.unobserved, zeros);
+        let seen = self.unobserved.clone();
+        self.unobserved.iter_mut().for_each(|layer| layer.fill(0));
         let Some(m) = self
             .policy
             .observe(&seen, &mut self.placement)

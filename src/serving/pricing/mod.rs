@@ -8,8 +8,8 @@
 //! with the routed tokens drawn from the routing model for a few representative layers
 //! (each standing for an equal share of the model's MoE layers), the all-to-all priced from
 //! the same draw, priced draws kept and replayed (see [`draws`]), and online EPLB
-//! re-planning those layers from fresh draws every iteration. With two micro-batches, each half is priced on its own and the two interleave
-//! as [`super::overlap`] models.
+//! re-planning those layers from fresh draws every iteration. With two micro-batches, each
+//! half is priced on its own and the two interleave as [`super::overlap`] models.
 
 mod capacity;
 mod draws;
@@ -78,7 +78,7 @@ struct LayerDraw {
     combine_s: f64,
     /// (max - mean) / mean routed tokens per GPU.
     rank_imbalance: f64,
-    /// Tokens per expert, for a policy that observes them (else empty).
+    /// Tokens per expert, for a policy that observes them (empty in a kept draw).
     counts: Vec<u64>,
 }
 
@@ -126,7 +126,8 @@ pub struct Pricer<'a> {
     unobserved: Vec<Vec<u64>>,
     unobserved_iterations: u64,
     rng: ChaCha8Rng,
-    /// Priced routing draws kept for replay (for the current routers and placement).
+    /// Priced routing draws kept for replay, for the current routers (none under a policy
+    /// that observes the counts: see [`Self::layer_draw`]).
     draws: Draws,
     expert_bytes: f64,
     nvlink_bps: f64,
@@ -380,14 +381,18 @@ impl<'a> Pricer<'a> {
         match self.draws.turn(layer, tokens, &mut self.rng) {
             Turn::Replay(d) => d,
             Turn::Fresh(slot) => {
-                let d = Rc::new(self.draw(layer, tokens));
+                // No policy will see its counts.
+                let d = Rc::new(LayerDraw {
+                    counts: Vec::new(),
+                    ..self.draw(layer, tokens)
+                });
                 self.draws.keep(layer, tokens, slot, Rc::clone(&d));
                 d
             }
         }
     }
 
-    /// Draws `layer`'s routing of `tokens` tokens and prices it.
+    /// Draws `layer`'s routing of `tokens` tokens and prices it, its counts kept.
     fn draw(&mut self, layer: usize, tokens: u64) -> LayerDraw {
         let (model, inst) = (self.model, self.instance);
         let ep = inst.expert_ranks();
@@ -427,9 +432,7 @@ impl<'a> Pricer<'a> {
         if tokens > 0 && self.all_to_all {
             (d.dispatch_s, d.combine_s) = self.all_to_all_seconds(layer, &slot_tokens, tokens);
         }
-        if self.policy.observes() {
-            d.counts = c;
-        }
+        d.counts = c;
         d
     }
 
