@@ -3,7 +3,10 @@
 //! a closed-loop decode instance runs thousands of iterations at a handful of batch sizes.
 //! So a priced draw is kept by its token count and replayed: each iteration at a count
 //! whose draws are all kept replays one at random, except that with chance
-//! [`FRESH_SHARE`] it draws afresh and the new draw replaces a random kept one.
+//! [`FRESH_SHARE`] it draws afresh and the new draw replaces a random kept one. A count's
+//! draws are all kept at [`KEPT_DRAWS`], or earlier (from [`MIN_KEPT_DRAWS`]) once their
+//! mean price is sure to [`MEAN_PRICE_PRECISION`]: draws of thousands of tokens (prefill
+//! chunks, wide decode batches) barely differ.
 //!
 //! Token counts are put on a grid first, so that neighbouring batch sizes share draws:
 //! exact below [`EXACT_BELOW`], above it [`GRID_BITS`] significant bits (grid points at most
@@ -13,9 +16,10 @@
 //!
 //! What this costs in accuracy: an iteration's routing is a draw of the same model, but
 //! draws repeat, so a run's time average of the routed price rests on fewer independent
-//! draws: one in 1/[`FRESH_SHARE`] iterations plus [`KEPT_DRAWS`] per grid point, per layer
-//! (~250 over the ~2,500 decode iterations of a 25 s window, so the mean's standard error
-//! is 1/16 of one draw's spread). Measured: over 3,000 iterations the mean rank imbalance
+//! draws: one in 1/[`FRESH_SHARE`] iterations plus up to [`KEPT_DRAWS`] per grid point, per
+//! layer (~250 over the ~2,500 decode iterations of a 25 s window, so the mean's standard
+//! error is 1/16 of one draw's spread; fewer where draws barely differ, their mean sure to
+//! [`MEAN_PRICE_PRECISION`] of itself). Measured: over 3,000 iterations the mean rank imbalance
 //! is within 2% of fresh draws' (the pricer's test
 //! `replayed_draws_load_the_ranks_as_fresh_draws_do_on_average`); across the wide-EP sweep
 //! every frontier value at 100 tokens/s per user moved by 1.2% or less, seeds 3% apart.
@@ -26,8 +30,14 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-/// Draws kept per grid point: the iterations at a count replay one of these.
+/// Draws kept per grid point at most: the iterations at a count replay one of these.
 const KEPT_DRAWS: usize = 16;
+/// Draws kept per grid point at least.
+const MIN_KEPT_DRAWS: usize = 4;
+/// A grid point whose kept draws' mean price has a standard error within this share of
+/// the mean is full before [`KEPT_DRAWS`]: at large counts draws barely differ (a prefill
+/// chunk of thousands of tokens), and drawing more of them would buy no accuracy.
+const MEAN_PRICE_PRECISION: f64 = 0.002;
 /// Chance that an iteration at a full grid point draws afresh (and replaces a kept draw).
 const FRESH_SHARE: f64 = 1.0 / 16.0;
 /// Token counts below this are their own grid points.
@@ -38,12 +48,39 @@ const GRID_BITS: u32 = 7;
 /// Priced draws by sampled layer and the token count they were drawn at.
 #[derive(Default)]
 pub(super) struct Draws {
-    kept: BTreeMap<(usize, u64), Vec<Rc<LayerDraw>>>,
+    kept: BTreeMap<(usize, u64), Kept>,
+}
+
+/// The draws kept at one grid point.
+#[derive(Default)]
+struct Kept {
+    draws: Vec<Rc<LayerDraw>>,
+    /// Whether iterations here replay (and only now and then draw afresh).
+    full: bool,
+}
+
+impl Kept {
+    /// Full at [`KEPT_DRAWS`], or from [`MIN_KEPT_DRAWS`] once the mean price is
+    /// [`MEAN_PRICE_PRECISION`] sure.
+    fn is_full(&self) -> bool {
+        let n = self.draws.len();
+        if n >= KEPT_DRAWS {
+            return true;
+        }
+        if n < MIN_KEPT_DRAWS {
+            return false;
+        }
+        let prices = self.draws.iter().map(|d| d.price_s());
+        let mean = prices.clone().sum::<f64>() / n as f64;
+        let var = prices.map(|p| (p - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        (var / n as f64).sqrt() <= MEAN_PRICE_PRECISION * mean
+    }
 }
 
 /// What an iteration does with the kept draws.
 pub(super) enum Turn {
-    Replay(Rc<LayerDraw>),
+    /// Replay the kept draw in this position.
+    Replay(usize, Rc<LayerDraw>),
     /// Draw afresh and keep it, in this position of the grid point's draws (one past the
     /// end: added).
     Fresh(usize),
@@ -68,34 +105,39 @@ impl Draws {
 
     /// Whether to replay a kept draw of `layer` at `tokens` (a grid point), and which.
     pub(super) fn turn(&self, layer: usize, tokens: u64, rng: &mut ChaCha8Rng) -> Turn {
-        let kept = self
-            .kept
-            .get(&(layer, tokens))
-            .map_or(&[][..], Vec::as_slice);
-        if kept.len() < KEPT_DRAWS {
-            return Turn::Fresh(kept.len());
-        }
+        let Some(kept) = self.kept.get(&(layer, tokens)).filter(|k| k.full) else {
+            return Turn::Fresh(self.kept.get(&(layer, tokens)).map_or(0, |k| k.draws.len()));
+        };
+        let kept = &kept.draws;
         // One uniform decides both: below FRESH_SHARE, a fresh draw replacing kept draw
-        // u / FRESH_SHARE x KEPT_DRAWS; above, replay of the kept draw at its rescaled place.
+        // u / FRESH_SHARE x n; above, replay of the kept draw at its rescaled place.
         let u: f64 = rng.random();
-        let at = |share: f64| ((share * KEPT_DRAWS as f64) as usize).min(KEPT_DRAWS - 1);
+        let n = kept.len();
+        let at = |share: f64| ((share * n as f64) as usize).min(n - 1);
         if u < FRESH_SHARE {
             Turn::Fresh(at(u / FRESH_SHARE))
         } else {
-            Turn::Replay(Rc::clone(
-                &kept[at((u - FRESH_SHARE) / (1.0 - FRESH_SHARE))],
-            ))
+            let at = at((u - FRESH_SHARE) / (1.0 - FRESH_SHARE));
+            Turn::Replay(at, Rc::clone(&kept[at]))
         }
     }
 
-    /// Keeps a fresh draw of `layer` at `tokens`, in position `at` (from [`Turn::Fresh`]).
+    /// Keeps a draw of `layer` at `tokens` in position `at` (from [`Turn`]: a fresh draw,
+    /// or a replayed one priced again).
     pub(super) fn keep(&mut self, layer: usize, tokens: u64, at: usize, draw: Rc<LayerDraw>) {
         let kept = self.kept.entry((layer, tokens)).or_default();
-        if at < kept.len() {
-            kept[at] = draw;
+        if at < kept.draws.len() {
+            kept.draws[at] = draw;
         } else {
-            kept.push(draw);
+            kept.draws.push(draw);
         }
+        kept.full = kept.full || kept.is_full();
+    }
+
+    /// The draws kept for `layer` at `tokens`.
+    #[cfg(test)]
+    pub(super) fn kept_draws(&self, layer: usize, tokens: u64) -> &[Rc<LayerDraw>] {
+        self.kept.get(&(layer, tokens)).map_or(&[], |k| &k.draws)
     }
 
     /// Forgets every draw: the routers changed.
@@ -129,6 +171,35 @@ mod tests {
     }
 
     #[test]
+    fn draws_that_barely_differ_fill_a_grid_point_early() {
+        let mut rng = RandomStreams::new(6).stream("draws");
+        let mut draws = Draws::default();
+        let priced = |moe_s| {
+            Rc::new(LayerDraw {
+                moe_s,
+                ..LayerDraw::default()
+            })
+        };
+        // 0.1% apart: the mean is sure well within MEAN_PRICE_PRECISION at the minimum.
+        for i in 0..MIN_KEPT_DRAWS {
+            assert!(matches!(draws.turn(0, 4096, &mut rng), Turn::Fresh(at) if at == i));
+            draws.keep(0, 4096, i, priced(1.0 + 0.001 * i as f64));
+        }
+        let replays = (0..100)
+            .filter(|_| matches!(draws.turn(0, 4096, &mut rng), Turn::Replay(..)))
+            .count();
+        assert!(replays > 80, "{replays}");
+        // 20% apart: not sure before KEPT_DRAWS.
+        for i in 0..KEPT_DRAWS - 1 {
+            draws.keep(0, 8, i, priced(1.0 + 0.2 * (i % 2) as f64));
+            assert!(matches!(draws.turn(0, 8, &mut rng), Turn::Fresh(at) if at == i + 1));
+        }
+        assert!(!draws.kept[&(0, 8)].full);
+        draws.keep(0, 8, KEPT_DRAWS - 1, priced(1.0));
+        assert!(draws.kept[&(0, 8)].full);
+    }
+
+    #[test]
     fn a_full_grid_point_replays_and_sometimes_draws_afresh() {
         let mut rng = RandomStreams::new(5).stream("draws");
         let mut draws = Draws::default();
@@ -153,7 +224,7 @@ mod tests {
                     assert!(at < KEPT_DRAWS);
                     fresh += 1;
                 }
-                Turn::Replay(r) => seen[r.moe_s as usize] += 1,
+                Turn::Replay(_, r) => seen[r.moe_s as usize] += 1,
             }
         }
         let share = fresh as f64 / n as f64;

@@ -1,32 +1,38 @@
 //! Online EPLB inside the pricer: showing the draws to the placement policy and charging
 //! the weights it moves, counted over the real layers the sampled ones stand for.
 
-use super::{Pricer, Routed};
+use super::Pricer;
 use crate::moe::policy::{Migration, OnlineStyle, Transport};
 
 impl Pricer<'_> {
-    /// Shows the iteration's draws (one per micro-batch, each `[layer][expert]`) to the
-    /// placement policy; returns how long serving waits for the weights it moves: all of a
-    /// blocking GPU-to-GPU move, or the part of a background host copy that the iteration
-    /// (`iteration_s`) does not hide.
-    pub(super) fn replan(&mut self, draws: &[Routed], iteration_s: f64) -> Result<f64, String> {
+    /// Shows the placement policy the routing of the iteration's `tokens` (every
+    /// `observe_every` iterations, those since it last looked); returns how long serving
+    /// waits for the weights it moves: all of a blocking GPU-to-GPU move, or the part of a
+    /// background host copy that the iteration (`iteration_s`) does not hide.
+    ///
+    /// The policy sees a draw of its own: one multinomial of all the tokens since it last
+    /// looked is distributed as the sum of each iteration's, and costs one draw instead of
+    /// one per iteration. Its counts are independent of the priced draws, which are kept
+    /// and replayed: a plan is judged on routing it was not fitted to, as serving judges
+    /// it on iterations still to come (a plan fitted to the replayed draws would be judged
+    /// on the very draws it was fitted to, and overrated).
+    pub(super) fn replan(&mut self, tokens: u64, iteration_s: f64) -> Result<f64, String> {
         if !self.policy.observes() {
             return Ok(0.0);
         }
-        for routed in draws {
-            for (sum, layer) in self.unobserved.iter_mut().zip(routed) {
-                for (x, &c) in sum.iter_mut().zip(&layer.counts) {
-                    *x += c;
-                }
-            }
-        }
+        self.unobserved_tokens += tokens;
         self.unobserved_iterations += 1;
         if self.unobserved_iterations < self.observe_every {
             return Ok(0.0);
         }
         self.unobserved_iterations = 0;
-        let seen = self.unobserved.clone();
-        self.unobserved.iter_mut().for_each(|layer| layer.fill(0));
+        let tokens = std::mem::take(&mut self.unobserved_tokens);
+        let seen: Vec<Vec<u64>> = (self.routers.iter())
+            .map(|r| r.sample(tokens, &mut self.rng))
+            .collect();
+        let before: Vec<Vec<usize>> = (0..seen.len())
+            .map(|layer| self.placement.phy2log(layer).to_vec())
+            .collect();
         let Some(m) = self
             .policy
             .observe(&seen, &mut self.placement)
@@ -34,6 +40,11 @@ impl Pricer<'_> {
         else {
             return Ok(0.0);
         };
+        for (layer, was) in before.iter().enumerate() {
+            if self.placement.phy2log(layer) != was.as_slice() {
+                self.placement_moves[layer] += 1;
+            }
+        }
         self.find_misses();
         Ok(self.migration_stall_s(&m, iteration_s))
     }
@@ -66,7 +77,8 @@ impl Pricer<'_> {
 /// `moe_layers / layers_per_iteration` iterations, so each representative layer must be
 /// too, from as many iterations of counts. The policy sees the counts of `stride`
 /// iterations at once, with the per-iteration decay compounded over them. Periodic
-/// re-plans count iterations and need no change.
+/// re-plans see the counts of as many iterations at once as divide both their period and
+/// their window, and count both in those strides.
 pub(super) fn observe_stride(
     online: OnlineStyle,
     moe_layers: u64,
@@ -85,8 +97,20 @@ pub(super) fn observe_stride(
             };
             (style, stride)
         }
-        periodic => (periodic, 1),
+        OnlineStyle::Periodic { every, window } => {
+            let (every, window) = (every.max(1), window.max(1));
+            let stride = gcd(every, window);
+            let style = OnlineStyle::Periodic {
+                every: every / stride,
+                window: window / stride,
+            };
+            (style, stride)
+        }
     }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 #[cfg(test)]
@@ -108,10 +132,12 @@ mod tests {
             panic!("still layer-wise")
         };
         assert!((decay - 0.9f64.powi(7)).abs() < 1e-12);
-        let periodic = OnlineStyle::Periodic {
-            every: 100,
-            window: 100,
-        };
-        assert_eq!(observe_stride(periodic, 58, 4), (periodic, 1));
+        let periodic = |every, window| OnlineStyle::Periodic { every, window };
+        assert_eq!(
+            observe_stride(periodic(1000, 400), 58, 4),
+            (periodic(5, 2), 200),
+            "seen 200 iterations at a time: every 5 x 200, from the last 2 x 200"
+        );
+        assert_eq!(observe_stride(periodic(7, 1), 58, 4), (periodic(7, 1), 1));
     }
 }

@@ -8,7 +8,7 @@
 //! with the routed tokens drawn from the routing model for a few representative layers
 //! (each standing for an equal share of the model's MoE layers), the all-to-all priced from
 //! the same draw, priced draws kept and replayed (see [`draws`]), and online EPLB
-//! re-planning those layers from fresh draws every iteration. With two micro-batches, each
+//! re-planning those layers from draws of its own (see [`Pricer::replan`]). With two micro-batches, each
 //! half is priced on its own and the two interleave as [`super::overlap`] models.
 
 mod capacity;
@@ -78,8 +78,18 @@ struct LayerDraw {
     combine_s: f64,
     /// (max - mean) / mean routed tokens per GPU.
     rank_imbalance: f64,
-    /// Tokens per expert, for a policy that observes them (empty in a kept draw).
+    /// Tokens per expert, to price the draw again when online EPLB moves the layer's
+    /// experts (empty when the placement never moves).
     counts: Vec<u64>,
+    /// The layer's placement it was priced under (see [`Pricer::placement_moves`]).
+    placement: u64,
+}
+
+impl LayerDraw {
+    /// What the draw adds to an iteration: its routed GroupGEMM and all-to-all.
+    fn price_s(&self) -> f64 {
+        self.moe_s + self.dispatch_s + self.combine_s
+    }
 }
 
 /// An iteration's draws, one per sampled layer.
@@ -123,11 +133,13 @@ pub struct Pricer<'a> {
     observe_every: u64,
     /// Real layers layer-wise EPLB re-plans (and copies from host) per iteration.
     copied_layers_per_iteration: f64,
-    unobserved: Vec<Vec<u64>>,
+    /// Tokens routed since the policy last saw counts.
+    unobserved_tokens: u64,
     unobserved_iterations: u64,
+    /// Per sampled layer: how many times online EPLB has changed its placement.
+    placement_moves: Vec<u64>,
     rng: ChaCha8Rng,
-    /// Priced routing draws kept for replay, for the current routers (none under a policy
-    /// that observes the counts: see [`Self::layer_draw`]).
+    /// Priced routing draws kept for replay, for the current routers.
     draws: Draws,
     expert_bytes: f64,
     nvlink_bps: f64,
@@ -237,8 +249,9 @@ impl<'a> Pricer<'a> {
                 } => layers_per_iteration as f64,
                 OnlineStyle::Periodic { .. } => 0.0,
             },
-            unobserved: vec![vec![0; shape.experts]; layers],
+            unobserved_tokens: 0,
             unobserved_iterations: 0,
+            placement_moves: vec![0; layers],
             rng,
             draws: Draws::default(),
             expert_bytes: instance
@@ -291,25 +304,25 @@ impl<'a> Pricer<'a> {
     /// Prices one iteration in which DP rank r runs `ranks[r]`.
     pub fn price(&mut self, ranks: &[RankWork]) -> Result<Price, String> {
         self.drift()?;
-        let (mut price, draws) = if self.overlap {
+        let mut price = if self.overlap {
             self.overlapped(ranks)
         } else {
-            let (p, routed) = self.lockstep(ranks);
-            (p.price(p.micro_batch().alone_s()), vec![routed])
+            let (p, _) = self.lockstep(ranks);
+            p.price(p.micro_batch().alone_s())
         };
-        price.eplb_stall_s = self.replan(&draws, price.seconds)?;
+        let tokens = ranks.iter().map(|w| w.tokens(self.mtp.drafts)).sum();
+        price.eplb_stall_s = self.replan(tokens, price.seconds)?;
         price.seconds += price.eplb_stall_s;
         Ok(price)
     }
 
-    /// An iteration as two micro-batches, each half of every rank's work, interleaved;
-    /// and the routing each drew.
-    fn overlapped(&mut self, ranks: &[RankWork]) -> (Price, Vec<Routed>) {
+    /// An iteration as two micro-batches, each half of every rank's work, interleaved.
+    fn overlapped(&mut self, ranks: &[RankWork]) -> Price {
         let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
         let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
         let b: Vec<RankWork> = halves.iter().map(|h| h[1].clone()).collect();
-        let (pa, first) = self.lockstep(&a);
-        let (pb, second) = self.lockstep(&b);
+        let (pa, _) = self.lockstep(&a);
+        let (pb, _) = self.lockstep(&b);
         let layers = self.model.moe_layers() as f64;
         let seconds = overlap::overlapped_seconds(
             &pa.micro_batch(),
@@ -324,7 +337,7 @@ impl<'a> Pricer<'a> {
         price.all_to_all_s += other.all_to_all_s;
         price.rank_imbalance = (price.rank_imbalance + other.rank_imbalance) / 2.0;
         price.seconds = seconds;
-        (price, vec![first, second])
+        price
     }
 
     /// One pass of all ranks in lock step (one micro-batch), and the routing it drew.
@@ -370,35 +383,44 @@ impl<'a> Pricer<'a> {
     }
 
     /// The routing of `layer` in an iteration of `tokens` tokens (a grid point), priced:
-    /// a kept draw replayed or a fresh one (see [`draws`]). A policy that observes the
-    /// counts gets a fresh draw every iteration: a plan fitted to replayed draws would rest
-    /// on fewer independent iterations than serving shows it, and be judged on the very
-    /// draws it was fitted to.
+    /// a kept draw replayed or a fresh one (see [`draws`]). A kept draw priced under a
+    /// placement online EPLB has since changed is priced again from its counts.
     fn layer_draw(&mut self, layer: usize, tokens: u64) -> Rc<LayerDraw> {
-        if self.policy.observes() {
-            return Rc::new(self.draw(layer, tokens));
-        }
         match self.draws.turn(layer, tokens, &mut self.rng) {
-            Turn::Replay(d) => d,
-            Turn::Fresh(slot) => {
-                // No policy will see its counts.
-                let d = Rc::new(LayerDraw {
-                    counts: Vec::new(),
-                    ..self.draw(layer, tokens)
-                });
-                self.draws.keep(layer, tokens, slot, Rc::clone(&d));
+            Turn::Replay(_, d) if d.placement == self.placement_moves[layer] => d,
+            Turn::Replay(at, stale) => {
+                let d = Rc::new(self.price_counts(layer, tokens, stale.counts.clone()));
+                self.draws.keep(layer, tokens, at, Rc::clone(&d));
+                d
+            }
+            Turn::Fresh(at) => {
+                let counts = self.routers[layer].sample(tokens, &mut self.rng);
+                let mut d = self.price_counts(layer, tokens, counts);
+                if !self.policy.observes() {
+                    // The placement never moves: the counts are never priced again.
+                    d.counts = Vec::new();
+                }
+                let d = Rc::new(d);
+                self.draws.keep(layer, tokens, at, Rc::clone(&d));
                 d
             }
         }
     }
 
     /// Draws `layer`'s routing of `tokens` tokens and prices it, its counts kept.
+    #[cfg(test)]
     fn draw(&mut self, layer: usize, tokens: u64) -> LayerDraw {
+        let counts = self.routers[layer].sample(tokens, &mut self.rng);
+        self.price_counts(layer, tokens, counts)
+    }
+
+    /// Prices `layer`'s routing of `tokens` tokens, `c` per expert, under the current
+    /// placement.
+    fn price_counts(&mut self, layer: usize, tokens: u64, c: Vec<u64>) -> LayerDraw {
         let (model, inst) = (self.model, self.instance);
         let ep = inst.expert_ranks();
         let per_rank = self.placement.slots_per_rank();
         let shape = MoeShape::of(model, inst.plan.deployment.expert_precision);
-        let c = self.routers[layer].sample(tokens, &mut self.rng);
         let slots = self.placement.phy2log(layer);
         let mut replicas = vec![0u64; c.len()];
         for &e in slots {
@@ -433,6 +455,7 @@ impl<'a> Pricer<'a> {
             (d.dispatch_s, d.combine_s) = self.all_to_all_seconds(layer, &slot_tokens, tokens);
         }
         d.counts = c;
+        d.placement = self.placement_moves[layer];
         d
     }
 

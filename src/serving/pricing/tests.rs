@@ -272,7 +272,7 @@ fn routed_tokens_sum_to_tokens_times_top_k_and_imbalance_slows_the_moe() {
     let sc = &q.scenario;
     let decode = &sc.instances[1];
     let streams = RandomStreams::new(1);
-    // Online EPLB, so that the draw keeps its counts for the policy to see.
+    // Online EPLB, so that the draws keep their counts (priced again when experts move).
     let online = InstanceSpec {
         eplb: EplbMode::Online,
         ..decode.clone()
@@ -384,4 +384,35 @@ fn replayed_draws_load_the_ranks_as_fresh_draws_do_on_average() {
         (replayed / fresh - 1.0).abs() < 0.02,
         "replayed {replayed} vs fresh {fresh}"
     );
+}
+
+/// Online EPLB's kept draws keep their counts, and one replayed after the policy moved its
+/// layer's experts is priced again, from the same counts, under the new placement.
+#[test]
+fn kept_draws_are_priced_again_once_online_eplb_moves_their_layer() {
+    let q = quickstart();
+    let online = InstanceSpec {
+        eplb: EplbMode::Online,
+        ..q.scenario.instances[1].clone()
+    };
+    let streams = RandomStreams::new(2);
+    let mut pricer = pricer_for(&q, &online, false, &streams);
+    let routed = 96 * q.model.moe.experts_per_token;
+    for _ in 0..64 {
+        pricer.layer_draw(0, 96);
+    }
+    let before: Vec<Vec<u64>> = (pricer.draws.kept_draws(0, 96).iter())
+        .map(|d| d.counts.clone())
+        .collect();
+    assert!(before.len() >= 4);
+    assert!(before.iter().all(|c| c.iter().sum::<u64>() == routed));
+    pricer.placement_moves[0] += 1;
+    let mut replayed = 0;
+    for _ in 0..50 {
+        let d = pricer.layer_draw(0, 96);
+        assert_eq!(d.placement, 1, "priced under the new placement");
+        assert_eq!(d.counts.iter().sum::<u64>(), routed);
+        replayed += usize::from(before.contains(&d.counts));
+    }
+    assert!(replayed > 10, "{replayed} of 50 replay kept counts");
 }
