@@ -2,8 +2,9 @@
 # The whole-question benchmark (scale issue, item 6): wall time of the questions a user
 # asks end to end, with the release binary, so they can be set beside other tools' times
 # on the same questions:
-#   1. the wide-EP question: scenarios/wide-ep-nvl72.yaml's sweep (432 points) with -j 2,
-#      then its frontier at 100 tokens/s per user;
+#   1. the wide-EP question: scenarios/wide-ep-nvl72.yaml's sweep (432 points: 3 seeds)
+#      with -j 2, then its frontier at 100 tokens/s per user; and its 144 points of seed 1
+#      alone, the sweep as the scale issue timed it (before seeds were added);
 #   2. one decode-step estimate (`epsim step`, DeepSeek-R1 EP32 on GB200);
 #   3. a capacity plan (the README's: DeepSeek-R1, NVL72, 200 req/s, 2K/512);
 #   4. the scale scenarios: 1,024 H100s and 8 x NVL72 (simulated seconds per wall second).
@@ -24,6 +25,10 @@ time_of() { # label, command...
 echo "question                                                    wall"
 time_of "wide EP: 432-point sweep, -j 2" \
     "$epsim" run scenarios/wide-ep-nvl72.yaml -j 2 --no-progress --out "$out/wide-ep"
+# The one-seed copy names its files by absolute path: it lives in the temporary folder.
+sed -e '/^  seeds: /d' -e "s#\.\./#$PWD/#" scenarios/wide-ep-nvl72.yaml > "$out/one-seed.yaml"
+time_of "wide EP: its 144 points of seed 1, -j 2" \
+    "$epsim" run "$out/one-seed.yaml" -j 2 --no-progress --out "$out/one-seed"
 time_of "wide EP: frontier at 100 tok/s/user" \
     "$epsim" frontier "$out/wide-ep/summary.csv" --x tok_s_per_user \
     --y output_tok_s_per_decode_gpu --by ep,eplb,seed --at 100
