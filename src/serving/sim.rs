@@ -572,31 +572,37 @@ impl<'a> Simulation<'a> {
         let mut work: Vec<RankWork> = Vec::with_capacity(inst.ranks.len());
         let mut any = false;
         let mut kv_used = 0;
+        let mut prefilling: Vec<&Request> = Vec::new();
         for rank in &inst.ranks {
             kv_used += rank.kv_used;
-            let mut steps = Vec::new();
+            let mut steps = Vec::with_capacity(rank.active.len());
             let mut w = RankWork::default();
             let mut context = 0;
+            prefilling.clear();
             for &id in &rank.active {
                 let r = &self.requests[&id];
-                if r.stage == Stage::Decode {
-                    w.batch += 1;
-                    context += r.spec.input_tokens + r.generated;
-                    steps.push((id, 0));
+                match r.stage {
+                    Stage::Decode => {
+                        w.batch += 1;
+                        context += r.spec.input_tokens + r.generated;
+                        steps.push((id, 0));
+                    }
+                    Stage::Prefill => prefilling.push(r),
+                    _ => {}
                 }
             }
             let mut budget = inst.spec.max_tokens.saturating_sub(w.batch * (1 + drafts));
-            for &id in &rank.active {
-                let r = &self.requests[&id];
-                if r.stage == Stage::Prefill && budget > 0 {
-                    let tokens = (r.spec.input_tokens - r.prefilled).min(budget);
-                    budget -= tokens;
-                    w.chunks.push(PrefillChunk {
-                        tokens,
-                        prefix: r.prefilled,
-                    });
-                    steps.push((id, tokens));
+            for r in &prefilling {
+                if budget == 0 {
+                    break;
                 }
+                let tokens = (r.spec.input_tokens - r.prefilled).min(budget);
+                budget -= tokens;
+                w.chunks.push(PrefillChunk {
+                    tokens,
+                    prefix: r.prefilled,
+                });
+                steps.push((r.id, tokens));
             }
             w.context = context.checked_div(w.batch).unwrap_or(0);
             any |= !steps.is_empty();
@@ -636,6 +642,8 @@ impl<'a> Simulation<'a> {
         let mut decoded = 0;
         let mut gaps: Vec<(u64, u64)> = Vec::new();
         let warmup = self.metrics.warmup();
+        // A request's own gaps only make its row's ITL p99.
+        let own_gaps = self.metrics.wants_rows();
         for steps in &plan {
             for &(id, chunk) in steps {
                 let r = self.requests.get_mut(&id).expect("running requests exist");
@@ -648,7 +656,9 @@ impl<'a> Simulation<'a> {
                     let n = accepted.min(r.spec.output_tokens - r.generated);
                     r.generated += n;
                     let gap_us = (now.as_ps() - r.last_token.as_ps() + 500_000) / 1_000_000;
-                    r.gaps.push(gap_us.min(u64::from(u32::MAX)) as u32);
+                    if own_gaps {
+                        r.gaps.push(gap_us.min(u64::from(u32::MAX)) as u32);
+                    }
                     if r.spec.arrival >= warmup {
                         // Most requests of a step share its gap: count them together.
                         match gaps.iter_mut().find(|(g, _)| *g == gap_us) {
