@@ -44,6 +44,7 @@ use std::rc::Rc;
 /// Iterations of routing drawn before serving to plan static EPLB (its load profile): 16 x
 /// 256 tokens per rank x top-8 puts ~1,000 picks per expert into the profile at EP8 (more at
 /// wider EP), so its sampling noise (~3%) stays well below the calibrated popularity skew.
+/// Drawn as one draw of all their tokens, which is distributed as the sum of theirs.
 const PROFILE_ITERATIONS: u64 = 16;
 /// Tokens per rank in each profiling iteration: TensorRT-LLM wide-EP's max batch
 /// (reference section 4).
@@ -193,13 +194,14 @@ impl<'a> Pricer<'a> {
         // The profile's draws have their own stream: statistics gathered before serving,
         // from the popularity serving starts with (with drift, it moves away from them).
         let mut profile_rng = streams.stream(&format!("eplb-profile/{name}"));
-        let mut profile = vec![vec![0.0; shape.experts]; layers];
-        let tokens = PROFILE_TOKENS_PER_RANK * instance.ep();
-        for _ in 0..PROFILE_ITERATIONS {
-            for (sum, router) in profile.iter_mut().zip(&routers) {
-                policy::add_counts(sum, &router.sample(tokens, &mut profile_rng), 1.0);
-            }
-        }
+        let tokens = PROFILE_ITERATIONS * PROFILE_TOKENS_PER_RANK * instance.ep();
+        let profile: Vec<Vec<f64>> = (routers.iter())
+            .map(|router| {
+                let mut sum = vec![0.0; shape.experts];
+                policy::add_counts(&mut sum, &router.sample(tokens, &mut profile_rng), 1.0);
+                sum
+            })
+            .collect();
         let placement = policy.initial(&profile).map_err(|e| e.0)?;
         let hidden = model.hidden_size as f64;
         let group = EpGroup::new(topo, expert_gpus);
