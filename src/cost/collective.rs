@@ -350,7 +350,7 @@ fn busiest_port_seconds(
 /// when every rank sends `tokens_per_rank` tokens and a token picks expert e with
 /// probability `picks[e]` (e.g. this iteration's counts / tokens), experts placed on ranks
 /// by `expert_rank`. A token reaches rank r with probability
-/// 1 - prod over r's experts of (1 - picks[e]), treating picks as independent. O(experts +
+/// 1 - prod over r's experts of (1 - `picks[e]`), treating picks as independent. O(experts +
 /// ranks x domains) instead of O(tokens x top-k).
 /// What the ranks of an all-to-all send, in aggregate.
 #[derive(Debug, Clone, Copy)]

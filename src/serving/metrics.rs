@@ -201,14 +201,14 @@ impl Collector {
         }
     }
 
-    /// Writes each finished request's row to `writer` as it finishes (a CSV with
-    /// [`REQUEST_COLUMNS`]), instead of keeping it for the report: a long run's
-    /// requests.csv without holding its rows.
     /// Whether finished requests' rows are kept or written (their gaps are then wanted).
     pub fn wants_rows(&self) -> bool {
         !matches!(self.rows, Rows::Dropped)
     }
 
+    /// Writes each finished request's row to `writer` as it finishes (a CSV with
+    /// [`REQUEST_COLUMNS`]), instead of keeping it for the report: a long run's
+    /// requests.csv without holding its rows.
     pub fn stream_rows(&mut self, writer: Box<dyn std::io::Write>) {
         self.rows = Rows::Streamed {
             writer: Box::new(csv::Writer::from_writer(writer)),

@@ -19,8 +19,8 @@
 //! draws: one in 1/[`FRESH_SHARE`] iterations plus up to [`KEPT_DRAWS`] per grid point, per
 //! layer (~250 over the ~2,500 decode iterations of a 25 s window, so the mean's standard
 //! error is 1/16 of one draw's spread; fewer where draws barely differ, their mean sure to
-//! [`MEAN_PRICE_PRECISION`] of itself). Measured: over 3,000 iterations the mean rank imbalance
-//! is within 2% of fresh draws' (the pricer's test
+//! [`MEAN_PRICE_PRECISION`] of itself). Measured: over 3,000 iterations the mean rank
+//! imbalance is within 2% of fresh draws' (the pricer's test
 //! `replayed_draws_load_the_ranks_as_fresh_draws_do_on_average`); across the wide-EP sweep
 //! every frontier value at 100 tokens/s per user moved by 1.2% or less, seeds 3% apart, and
 //! filling grid points early (with online EPLB replaying too) moved every (EP, EPLB) seed

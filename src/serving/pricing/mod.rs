@@ -7,9 +7,10 @@
 //!
 //! with the routed tokens drawn from the routing model for a few representative layers
 //! (each standing for an equal share of the model's MoE layers), the all-to-all priced from
-//! the same draw, priced draws kept and replayed (see [`draws`]), and online EPLB
-//! re-planning those layers from draws of its own (see [`Pricer::replan`]). With two micro-batches, each
-//! half is priced on its own and the two interleave as [`super::overlap`] models.
+//! the same draw, priced draws kept and replayed (see `draws`), and online EPLB
+//! re-planning those layers from draws of its own (see `Pricer::replan`). With two
+//! micro-batches, each half is priced on its own and the two interleave as
+//! [`super::overlap`] models.
 
 mod capacity;
 mod draws;
