@@ -11,8 +11,8 @@ impl Pricer<'_> {
     /// background host copy that the iteration (`iteration_s`) does not hide.
     ///
     /// The policy sees a draw of its own: one multinomial of all the tokens since it last
-    /// looked is distributed as the sum of each iteration's, and costs one draw instead of
-    /// one per iteration. Its counts are independent of the priced draws, which are kept
+    /// looked (one per set of routers, with drift) is distributed as the sum of each
+    /// iteration's, and costs one draw instead of one per iteration. Its counts are independent of the priced draws, which are kept
     /// and replayed: a plan is judged on routing it was not fitted to, as serving judges
     /// it on iterations still to come (a plan fitted to the replayed draws would be judged
     /// on the very draws it was fitted to, and overrated).
@@ -26,9 +26,9 @@ impl Pricer<'_> {
             return Ok(0.0);
         }
         self.unobserved_iterations = 0;
-        let tokens = std::mem::take(&mut self.unobserved_tokens);
-        let seen: Vec<Vec<u64>> = (self.routers.iter())
-            .map(|r| r.sample(tokens, &mut self.rng))
+        self.draw_unobserved();
+        let seen: Vec<Vec<u64>> = (self.unobserved.iter_mut())
+            .map(|layer| std::mem::replace(layer, vec![0; layer.len()]))
             .collect();
         let before: Vec<Vec<usize>> = (0..seen.len())
             .map(|layer| self.placement.phy2log(layer).to_vec())
@@ -47,6 +47,21 @@ impl Pricer<'_> {
         }
         self.find_misses();
         Ok(self.migration_stall_s(&m, iteration_s))
+    }
+
+    /// Draws the routing of the tokens routed since the last such draw into
+    /// [`Self::unobserved`], from the current routers: done when the policy looks, and
+    /// before drift changes the routers, so that it sees each token routed as it was.
+    pub(super) fn draw_unobserved(&mut self) {
+        let tokens = std::mem::take(&mut self.unobserved_tokens);
+        if tokens == 0 {
+            return;
+        }
+        for (sum, router) in self.unobserved.iter_mut().zip(&self.routers) {
+            for (x, c) in sum.iter_mut().zip(router.sample(tokens, &mut self.rng)) {
+                *x += c;
+            }
+        }
     }
 
     /// How long serving waits for a re-plan's weights, counted over the real layers: the

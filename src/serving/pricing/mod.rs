@@ -135,7 +135,9 @@ pub struct Pricer<'a> {
     observe_every: u64,
     /// Real layers layer-wise EPLB re-plans (and copies from host) per iteration.
     copied_layers_per_iteration: f64,
-    /// Tokens routed since the policy last saw counts.
+    /// What the policy has not seen yet: the routing of tokens drawn under earlier routers
+    /// `[layer][expert]`, and the tokens routed since (see [`Self::draw_unobserved`]).
+    unobserved: Vec<Vec<u64>>,
     unobserved_tokens: u64,
     unobserved_iterations: u64,
     /// Per sampled layer: how many times online EPLB has changed its placement.
@@ -252,6 +254,7 @@ impl<'a> Pricer<'a> {
                 } => layers_per_iteration as f64,
                 OnlineStyle::Periodic { .. } => 0.0,
             },
+            unobserved: vec![vec![0; shape.experts]; layers],
             unobserved_tokens: 0,
             unobserved_iterations: 0,
             placement_moves: vec![0; layers],
@@ -277,6 +280,9 @@ impl<'a> Pricer<'a> {
         let period = self.popularity.period();
         if period == 0 || !self.iteration.is_multiple_of((period / DRIFT_STEPS).max(1)) {
             return Ok(());
+        }
+        if self.policy.observes() {
+            self.draw_unobserved();
         }
         self.routers = routers_for(self.model, &self.popularity.at(self.iteration))?;
         self.draws.clear();

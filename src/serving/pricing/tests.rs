@@ -416,3 +416,45 @@ fn kept_draws_are_priced_again_once_online_eplb_moves_their_layer() {
     }
     assert!(replayed > 10, "{replayed} of 50 replay kept counts");
 }
+
+/// Online EPLB sees every token routed as it was: tokens routed before drift rebuilds the
+/// routers are drawn from the old ones, before the rebuild, not from the new ones when the
+/// policy next looks.
+#[test]
+fn online_eplb_sees_tokens_routed_before_a_drift_under_the_routers_of_their_time() {
+    let mut q = quickstart();
+    // Rebuilt every 64 / 64 = 1 iteration; seen every 1,000 (periodic, 1000 / 1000).
+    q.scenario.moe.drift_period_iterations = 64;
+    q.scenario.moe.online = OnlineStyle::Periodic {
+        every: 1000,
+        window: 1000,
+    };
+    let online = InstanceSpec {
+        eplb: EplbMode::Online,
+        ..q.scenario.instances[1].clone()
+    };
+    let streams = RandomStreams::new(3);
+    let mut pricer = pricer_for(&q, &online, false, &streams);
+    assert_eq!(pricer.observe_every, 1000);
+    let work = vec![
+        RankWork {
+            batch: 8,
+            context: 1500,
+            chunks: Vec::new(),
+        };
+        online.dp_ranks()
+    ];
+    let tokens: u64 = work.iter().map(|w| w.tokens(pricer.mtp.drafts)).sum();
+    for _ in 0..5 {
+        pricer.price(&work).unwrap();
+    }
+    // Four rebuilds (iterations 2-5) each drew the tokens routed before them.
+    let top_k = q.model.moe.experts_per_token;
+    for layer in &pricer.unobserved {
+        assert_eq!(layer.iter().sum::<u64>(), 4 * tokens * top_k);
+    }
+    assert_eq!(
+        pricer.unobserved_tokens, tokens,
+        "the last iteration's, not yet drawn"
+    );
+}
