@@ -19,6 +19,7 @@ use crate::engine::{
 };
 use petgraph::graph::NodeIndex;
 use rand::RngExt;
+use rand::distr::Bernoulli;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
@@ -191,6 +192,9 @@ pub struct Simulation<'a> {
     source: Source,
     next_arrival: Option<RequestSpec>,
     acceptance: ChaCha8Rng,
+    /// Per draft position (1-based, less one): whether the draft is accepted, given the
+    /// ones before it were.
+    accepted: Vec<Bernoulli>,
     network: KvNetwork<'a>,
     entry_cursor: usize,
     decode_cursor: usize,
@@ -385,6 +389,9 @@ impl<'a> Simulation<'a> {
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
         let end = at_s(sc.duration_s)?;
         let stop = at_s(sc.duration_s + sc.drain_s)?;
+        let accepted = (1..=sc.mtp.drafts)
+            .map(|k| Bernoulli::new(sc.mtp.acceptance.at(k)).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
         Ok(Simulation {
             loaded,
             instances,
@@ -395,6 +402,7 @@ impl<'a> Simulation<'a> {
             source,
             next_arrival: None,
             acceptance: streams.stream("acceptance"),
+            accepted,
             network: KvNetwork::new(topo, resources(topo, eff)),
             entry_cursor: 0,
             decode_cursor: 0,
@@ -632,10 +640,7 @@ impl<'a> Simulation<'a> {
                 .as_mut()
                 .expect("an iteration was running"),
         );
-        let (drafts, acceptance) = (
-            self.loaded.scenario.mtp.drafts,
-            self.loaded.scenario.mtp.acceptance,
-        );
+        let drafts = self.loaded.scenario.mtp.drafts;
         let role = self.instances[i].spec.role;
         let mut finished = Vec::new();
         let mut handoffs = Vec::new();
@@ -649,7 +654,8 @@ impl<'a> Simulation<'a> {
                 let r = self.requests.get_mut(&id).expect("running requests exist");
                 if chunk == 0 {
                     let mut accepted = 1;
-                    while accepted <= drafts && self.acceptance.random_bool(acceptance.at(accepted))
+                    while accepted <= drafts
+                        && self.acceptance.sample(self.accepted[accepted as usize - 1])
                     {
                         accepted += 1;
                     }
