@@ -145,7 +145,7 @@ pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
         if let Some(m) = policy.observe(&counts, &mut placement)? {
             let most =
                 m.changed_slots_per_rank.iter().copied().max().unwrap_or(0) as f64 * s.expert_bytes;
-            report.layer_replans += m.layers_replanned as u64;
+            report.layer_replans += m.layers.len() as u64;
             report.migrated_slots += m.changed_slots_per_rank.iter().sum::<usize>() as u64;
             report.max_rank_migration_gib = report.max_rank_migration_gib.max(most / GIB);
             match m.transport {

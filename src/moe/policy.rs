@@ -46,7 +46,8 @@ pub enum Transport {
 /// The weights one re-plan moves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Migration {
-    pub layers_replanned: usize,
+    /// The sampled layers re-planned, in order.
+    pub layers: Vec<usize>,
     /// Slots that now hold a different expert, per rank (each is one expert's weights in).
     pub changed_slots_per_rank: Vec<usize>,
     pub transport: Transport,
@@ -67,8 +68,9 @@ pub trait PlacementPolicy {
         Ok(None)
     }
 
-    /// Whether the policy reads what [`Self::observe`] shows it: serving keeps and sums
-    /// the routed counts only for the policies that do.
+    /// Whether the policy reads what [`Self::observe`] shows it: serving draws routing
+    /// for it to see, and keeps counts to price again when it moves experts, only for the
+    /// policies that do.
     fn observes(&self) -> bool {
         false
     }
@@ -223,7 +225,7 @@ impl PlacementPolicy for OnlineEplb {
             }
         }
         Ok(Some(Migration {
-            layers_replanned: due.len(),
+            layers: due,
             changed_slots_per_rank,
             transport: match self.style {
                 OnlineStyle::Periodic { .. } => Transport::NvlinkBlocking,

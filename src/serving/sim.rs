@@ -194,7 +194,7 @@ pub struct Simulation<'a> {
     acceptance: ChaCha8Rng,
     /// Per draft position (1-based, less one): whether the draft is accepted, given the
     /// ones before it were.
-    accepted: Vec<Bernoulli>,
+    draft_accepted: Vec<Bernoulli>,
     network: KvNetwork<'a>,
     entry_cursor: usize,
     decode_cursor: usize,
@@ -389,7 +389,7 @@ impl<'a> Simulation<'a> {
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
         let end = at_s(sc.duration_s)?;
         let stop = at_s(sc.duration_s + sc.drain_s)?;
-        let accepted = (1..=sc.mtp.drafts)
+        let draft_accepted = (1..=sc.mtp.drafts)
             .map(|k| Bernoulli::new(sc.mtp.acceptance.at(k)).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
         Ok(Simulation {
@@ -402,7 +402,7 @@ impl<'a> Simulation<'a> {
             source,
             next_arrival: None,
             acceptance: streams.stream("acceptance"),
-            accepted,
+            draft_accepted,
             network: KvNetwork::new(topo, resources(topo, eff)),
             entry_cursor: 0,
             decode_cursor: 0,
@@ -655,7 +655,9 @@ impl<'a> Simulation<'a> {
                 if chunk == 0 {
                     let mut accepted = 1;
                     while accepted <= drafts
-                        && self.acceptance.sample(self.accepted[accepted as usize - 1])
+                        && self
+                            .acceptance
+                            .sample(self.draft_accepted[accepted as usize - 1])
                     {
                         accepted += 1;
                     }

@@ -34,11 +34,14 @@ use std::rc::Rc;
 
 /// Draws kept per grid point at most: the iterations at a count replay one of these.
 const KEPT_DRAWS: usize = 16;
-/// Draws kept per grid point at least.
+/// Draws kept per grid point at least: the fewest whose spread says anything about the
+/// next (three degrees of freedom for the standard error below).
 const MIN_KEPT_DRAWS: usize = 4;
 /// A grid point whose kept draws' mean price has a standard error within this share of
 /// the mean is full before [`KEPT_DRAWS`]: at large counts draws barely differ (a prefill
-/// chunk of thousands of tokens), and drawing more of them would buy no accuracy.
+/// chunk of thousands of tokens), and drawing more of them would buy no accuracy. 0.2% is
+/// below the runs' own resolution: the wide-EP points' throughput intervals are 0.3-1%, and
+/// with EPLB their seeds up to 1.6% apart.
 const MEAN_PRICE_PRECISION: f64 = 0.002;
 /// Chance that an iteration at a full grid point draws afresh (and replaces a kept draw).
 const FRESH_SHARE: f64 = 1.0 / 16.0;
@@ -172,16 +175,18 @@ mod tests {
         assert_eq!(Draws::grid_tokens(1024, &mut rng), 1024, "a grid point");
     }
 
+    /// A draw whose whole price is `moe_s`.
+    fn priced(moe_s: f64) -> Rc<LayerDraw> {
+        Rc::new(LayerDraw {
+            moe_s,
+            ..LayerDraw::default()
+        })
+    }
+
     #[test]
     fn draws_that_barely_differ_fill_a_grid_point_early() {
         let mut rng = RandomStreams::new(6).stream("draws");
         let mut draws = Draws::default();
-        let priced = |moe_s| {
-            Rc::new(LayerDraw {
-                moe_s,
-                ..LayerDraw::default()
-            })
-        };
         // 0.1% apart: the mean is sure well within MEAN_PRICE_PRECISION at the minimum.
         for i in 0..MIN_KEPT_DRAWS {
             assert!(matches!(draws.turn(0, 4096, &mut rng), Turn::Fresh(at) if at == i));
@@ -205,18 +210,12 @@ mod tests {
     fn a_full_grid_point_replays_and_sometimes_draws_afresh() {
         let mut rng = RandomStreams::new(5).stream("draws");
         let mut draws = Draws::default();
-        let routed = |moe_s| {
-            Rc::new(LayerDraw {
-                moe_s,
-                ..LayerDraw::default()
-            })
-        };
         for i in 0..KEPT_DRAWS {
             let Turn::Fresh(at) = draws.turn(0, 64, &mut rng) else {
                 panic!("fills first")
             };
             assert_eq!(at, i);
-            draws.keep(0, 64, at, routed(i as f64));
+            draws.keep(0, 64, at, priced(i as f64));
         }
         let (mut fresh, mut seen) = (0, vec![0; KEPT_DRAWS]);
         let n = 32_000;
@@ -244,7 +243,7 @@ mod tests {
             matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(0)),
             "its own layer"
         );
-        draws.keep(1, 64, 0, routed(0.0));
+        draws.keep(1, 64, 0, priced(0.0));
         assert!(
             matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(1)),
             "kept"

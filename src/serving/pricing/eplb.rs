@@ -12,10 +12,11 @@ impl Pricer<'_> {
     ///
     /// The policy sees a draw of its own: one multinomial of all the tokens since it last
     /// looked (one per set of routers, with drift) is distributed as the sum of each
-    /// iteration's, and costs one draw instead of one per iteration. Its counts are independent of the priced draws, which are kept
-    /// and replayed: a plan is judged on routing it was not fitted to, as serving judges
-    /// it on iterations still to come (a plan fitted to the replayed draws would be judged
-    /// on the very draws it was fitted to, and overrated).
+    /// iteration's, and costs one draw instead of one per iteration. Its counts are
+    /// independent of the priced draws, which are kept and replayed: a plan is judged on
+    /// routing it was not fitted to, as serving judges it on iterations still to come (a
+    /// plan fitted to the replayed draws would be judged on the very draws it was fitted
+    /// to, and overrated). A re-planned layer's kept draws are priced again when replayed.
     pub(super) fn replan(&mut self, tokens: u64, iteration_s: f64) -> Result<f64, String> {
         if !self.policy.observes() {
             return Ok(0.0);
@@ -30,9 +31,6 @@ impl Pricer<'_> {
         let seen: Vec<Vec<u64>> = (self.unobserved.iter_mut())
             .map(|layer| std::mem::replace(layer, vec![0; layer.len()]))
             .collect();
-        let before: Vec<Vec<usize>> = (0..seen.len())
-            .map(|layer| self.placement.phy2log(layer).to_vec())
-            .collect();
         let Some(m) = self
             .policy
             .observe(&seen, &mut self.placement)
@@ -40,10 +38,8 @@ impl Pricer<'_> {
         else {
             return Ok(0.0);
         };
-        for (layer, was) in before.iter().enumerate() {
-            if self.placement.phy2log(layer) != was.as_slice() {
-                self.placement_moves[layer] += 1;
-            }
+        for &layer in &m.layers {
+            self.placement_moves[layer] += 1;
         }
         self.find_misses();
         Ok(self.migration_stall_s(&m, iteration_s))
@@ -68,7 +64,7 @@ impl Pricer<'_> {
     /// re-planned representative layers stand for their share of them, each real layer
     /// moving what its representative did (`layer_bytes` on the busiest rank).
     fn migration_stall_s(&self, m: &Migration, iteration_s: f64) -> f64 {
-        let replanned = m.layers_replanned.max(1) as f64;
+        let replanned = m.layers.len().max(1) as f64;
         let most = m.changed_slots_per_rank.iter().copied().max().unwrap_or(0) as f64;
         let layer_bytes = most / replanned * self.expert_bytes;
         let real_per_sampled = self.model.moe_layers() as f64 / self.routers.len().max(1) as f64;

@@ -94,9 +94,6 @@ impl LayerDraw {
     }
 }
 
-/// An iteration's draws, one per sampled layer.
-type Routed = Vec<Rc<LayerDraw>>;
-
 pub struct Pricer<'a> {
     model: &'a ModelConfig,
     instance: &'a InstanceSpec,
@@ -200,9 +197,8 @@ impl<'a> Pricer<'a> {
         let tokens = PROFILE_ITERATIONS * PROFILE_TOKENS_PER_RANK * instance.ep();
         let profile: Vec<Vec<f64>> = (routers.iter())
             .map(|router| {
-                let mut sum = vec![0.0; shape.experts];
-                policy::add_counts(&mut sum, &router.sample(tokens, &mut profile_rng), 1.0);
-                sum
+                let counts = router.sample(tokens, &mut profile_rng);
+                counts.into_iter().map(|c| c as f64).collect()
             })
             .collect();
         let placement = policy.initial(&profile).map_err(|e| e.0)?;
@@ -281,9 +277,7 @@ impl<'a> Pricer<'a> {
         if period == 0 || !self.iteration.is_multiple_of((period / DRIFT_STEPS).max(1)) {
             return Ok(());
         }
-        if self.policy.observes() {
-            self.draw_unobserved();
-        }
+        self.draw_unobserved();
         self.routers = routers_for(self.model, &self.popularity.at(self.iteration))?;
         self.draws.clear();
         self.find_misses();
@@ -316,7 +310,7 @@ impl<'a> Pricer<'a> {
         let mut price = if self.overlap {
             self.overlapped(ranks)
         } else {
-            let (p, _) = self.lockstep(ranks);
+            let p = self.lockstep(ranks);
             p.price(p.micro_batch().alone_s())
         };
         let tokens = ranks.iter().map(|w| w.tokens(self.mtp.drafts)).sum();
@@ -330,8 +324,8 @@ impl<'a> Pricer<'a> {
         let halves: Vec<[RankWork; 2]> = ranks.iter().map(RankWork::halves).collect();
         let a: Vec<RankWork> = halves.iter().map(|h| h[0].clone()).collect();
         let b: Vec<RankWork> = halves.iter().map(|h| h[1].clone()).collect();
-        let (pa, _) = self.lockstep(&a);
-        let (pb, _) = self.lockstep(&b);
+        let pa = self.lockstep(&a);
+        let pb = self.lockstep(&b);
         let layers = self.model.moe_layers() as f64;
         let seconds = overlap::overlapped_seconds(
             &pa.micro_batch(),
@@ -349,8 +343,8 @@ impl<'a> Pricer<'a> {
         price
     }
 
-    /// One pass of all ranks in lock step (one micro-batch), and the routing it drew.
-    fn lockstep(&mut self, ranks: &[RankWork]) -> (Pass, Routed) {
+    /// One pass of all ranks in lock step (one micro-batch).
+    fn lockstep(&mut self, ranks: &[RankWork]) -> Pass {
         let (model, inst) = (self.model, self.instance);
         let d = &inst.plan.deployment;
         let moe_layers = model.moe_layers() as f64;
@@ -374,11 +368,9 @@ impl<'a> Pricer<'a> {
             tokens += work.tokens(drafts);
         }
         let at = Draws::grid_tokens(tokens, &mut self.rng);
-        let routed: Routed = (0..self.routers.len())
-            .map(|layer| self.layer_draw(layer, at))
-            .collect();
         let scale = moe_layers / self.routers.len().max(1) as f64;
-        for d in &routed {
+        for layer in 0..self.routers.len() {
+            let d = self.layer_draw(layer, at);
             pass.moe_s += d.moe_s * scale;
             pass.dispatch_s += d.dispatch_s * scale;
             pass.combine_s += d.combine_s * scale;
@@ -388,7 +380,7 @@ impl<'a> Pricer<'a> {
         if tokens > 0 && self.all_to_all {
             pass.draft_a2a_s = drafts as f64 * (self.floors_s.0 + self.floors_s.1);
         }
-        (pass, routed)
+        pass
     }
 
     /// The routing of `layer` in an iteration of `tokens` tokens (a grid point), priced:

@@ -286,12 +286,15 @@ fn routed_tokens_sum_to_tokens_times_top_k_and_imbalance_slows_the_moe() {
         };
         decode.dp_ranks()
     ];
-    let (price, routed) = pricer.lockstep(&work);
+    let price = pricer.lockstep(&work);
+    // 2,048 tokens: a grid point, where each sampled layer keeps the draw just made.
     let tokens = 16 * 2 * decode.dp_ranks() as u64;
-    assert_eq!(routed.len(), sc.moe.sampled_layers);
-    for layer in &routed {
+    assert_eq!(pricer.routers.len(), sc.moe.sampled_layers);
+    for layer in 0..sc.moe.sampled_layers {
+        let kept = pricer.draws.kept_draws(layer, tokens);
+        assert_eq!(kept.len(), 1);
         assert_eq!(
-            layer.counts.iter().sum::<u64>(),
+            kept[0].counts.iter().sum::<u64>(),
             tokens * q.model.moe.experts_per_token
         );
     }
@@ -366,8 +369,8 @@ fn replayed_draws_load_the_ranks_as_fresh_draws_do_on_average() {
     let n = 3000;
     let (mut replayed, mut other) = (0.0, 0.0);
     for _ in 0..n {
-        replayed += pricer.lockstep(&work).0.rank_imbalance / n as f64;
-        other += pricer.lockstep(&larger).0.rank_imbalance / n as f64;
+        replayed += pricer.lockstep(&work).rank_imbalance / n as f64;
+        other += pricer.lockstep(&larger).rank_imbalance / n as f64;
     }
     assert!(other < 0.8 * replayed, "{other} vs {replayed}");
     let layers = pricer.routers.len();
