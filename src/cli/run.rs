@@ -53,12 +53,12 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         return single(&file, a);
     }
-    file.check()?;
-    let name = file.scenario(&file.points[0])?.scenario.name;
-    let out = a.out.clone().unwrap_or_else(|| Path::new("out").join(name));
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let digest = sweep::checked_digest(&file, a.seed, jobs)?;
+    let name = file.scenario(&file.points[0])?.scenario.name;
+    let out = a.out.clone().unwrap_or_else(|| Path::new("out").join(name));
     let opts = Options {
         out: out.clone(),
         jobs,
@@ -67,7 +67,7 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
         progress: a.progress,
         seed: a.seed,
     };
-    sweep::check_resume(&file, &opts).map_err(UsageError)?;
+    sweep::check_resume(&digest, &opts).map_err(UsageError)?;
     let finished = finished_points(&out);
     if !a.resume && finished > 0 {
         note(&format!(
@@ -75,8 +75,8 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
             out.join("points").display()
         ))?;
     }
-    let outcome =
-        sweep::run(&file, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
+    let outcome = sweep::run(&file, &opts, &digest)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let mut text = format!(
         "{} points run, {} already done, in {:.1} s wall with {jobs} threads; points in {}\n",
         outcome.ran,

@@ -87,10 +87,22 @@ impl SweepFile {
     /// Checks every point; every problem, each once, labelled with the first point it
     /// appears in.
     pub fn check(&self) -> Result<(), Diagnostics> {
+        let loaded = self
+            .points
+            .iter()
+            .map(|p| (p, self.scenario(p).map(|_| ())));
+        self.problems(loaded)
+    }
+
+    /// Every point's problems, as [`SweepFile::check`] reports them.
+    fn problems<'a, T>(
+        &self,
+        loaded: impl Iterator<Item = (&'a Point, Result<T, Diagnostics>)>,
+    ) -> Result<(), Diagnostics> {
         let mut all = Diagnostics::new();
         let mut seen = std::collections::BTreeSet::new();
-        for p in &self.points {
-            if let Err(d) = self.scenario(p) {
+        for (p, result) in loaded {
+            if let Err(d) = result {
                 let text = d.to_string();
                 if seen.insert(text) {
                     if self.is_sweep() {
@@ -165,11 +177,13 @@ fn point_csv(point: &Point, report: &crate::serving::metrics::Report) -> std::io
     w.into_inner().map_err(|e| e.into_error())
 }
 
-pub fn run(sweep: &SweepFile, opts: &Options) -> Result<Outcome, String> {
+/// Runs the sweep's points (of the shard) not yet done; `digest` is the run's
+/// [`checked_digest`].
+pub fn run(sweep: &SweepFile, opts: &Options, digest: &str) -> Result<Outcome, String> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(opts.out.join("points"))
         .map_err(|e| format!("{}: {e}", opts.out.display()))?;
-    write_manifest(sweep, opts)?;
+    write_manifest(sweep, opts, digest)?;
     let mine = shard_points(&sweep.points, opts.shard);
     // A point file cut short (a killed run) or from another point is run again.
     let todo: Vec<&Point> = mine
@@ -307,47 +321,76 @@ pub struct SweepManifest {
 /// `--set`s applied), the model, topology, GPU specs and trace it names and the kernel
 /// profiles they name, all by content (not by path, so the folder a run starts from does
 /// not matter), and the `--seed` override. Editing any input between a run and its resume
-/// (or between shards) shows.
-pub fn digest(sweep: &SweepFile, seed: Option<u64>) -> Result<String, Diagnostics> {
-    use std::fmt::Write;
+/// (or between shards) shows. The points are checked too (problems as
+/// [`SweepFile::check`] reports them): each is loaded once, `jobs` at once (loading every
+/// point is most of a sweep's start).
+pub fn checked_digest(
+    sweep: &SweepFile,
+    seed: Option<u64>,
+    jobs: usize,
+) -> Result<String, Diagnostics> {
+    let described = std::sync::Mutex::new(Vec::with_capacity(sweep.points.len()));
+    let _ = pool::for_each(&sweep.points, jobs, |i, p| {
+        let d = sweep.scenario(p).map(|l| describe(sweep, p, &l));
+        // Poisoned only by a panic, which the pool passes on.
+        let _ = described.lock().map(|mut all| all.push((i, d)));
+        Ok::<(), ()>(())
+    });
+    let mut described = described.into_inner().unwrap_or_else(|e| e.into_inner());
+    described.sort_by_key(|&(i, _)| i);
+    let mut texts = Vec::with_capacity(described.len());
+    let checked: Vec<_> = described
+        .into_iter()
+        .map(|(i, d)| (&sweep.points[i], d.map(|t| texts.push(t))))
+        .collect();
+    sweep.problems(checked.into_iter())?;
     let mut h = Fnv1a::default();
-    let mut profiles: Vec<PathBuf> = Vec::new();
-    for p in &sweep.points {
-        let l = sweep.scenario(p)?;
-        let t = &l.topology;
-        let specs: Vec<_> = t
-            .gpu_specs
-            .values()
-            .map(|g| {
-                if let Some(dir) = &g.profile
-                    && !profiles.contains(dir)
-                {
-                    profiles.push(dir.clone());
-                }
-                crate::hardware::GpuSpec {
-                    profile: None,
-                    ..g.clone()
-                }
-            })
-            .collect();
-        // Writing to the hasher cannot fail.
-        let _ = write!(
-            h,
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{specs:?}|{}|",
-            p.apply(&sweep.scenario),
-            l.model,
-            l.trace,
-            t.graph,
-            t.gpus,
-            t.collectives,
-            l.scenario.seed,
-        );
+    let mut profiles: Vec<&PathBuf> = Vec::new();
+    for (text, dirs) in &texts {
+        h.bytes(text.as_bytes());
+        for dir in dirs {
+            if !profiles.contains(&dir) {
+                profiles.push(dir);
+            }
+        }
     }
-    let _ = write!(h, "{seed:?}");
+    h.bytes(format!("{seed:?}").as_bytes());
     for dir in profiles {
-        hash_folder(&mut h, &dir);
+        hash_folder(&mut h, dir);
     }
     Ok(format!("{:016x}", h.0))
+}
+
+/// What a loaded point contributes to the digest, and the kernel-profile folders it names.
+fn describe(sweep: &SweepFile, p: &Point, l: &scenario::LoadedScenario) -> (String, Vec<PathBuf>) {
+    let t = &l.topology;
+    let mut profiles = Vec::new();
+    let specs: Vec<_> = t
+        .gpu_specs
+        .values()
+        .map(|g| {
+            if let Some(dir) = &g.profile
+                && !profiles.contains(dir)
+            {
+                profiles.push(dir.clone());
+            }
+            crate::hardware::GpuSpec {
+                profile: None,
+                ..g.clone()
+            }
+        })
+        .collect();
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{specs:?}|{}|",
+        p.apply(&sweep.scenario),
+        l.model,
+        l.trace,
+        t.graph,
+        t.gpus,
+        t.collectives,
+        l.scenario.seed,
+    );
+    (text, profiles)
 }
 
 /// FNV-1a, 64-bit: a stable digest (std's hashers may change between releases).
@@ -409,13 +452,11 @@ fn whole_point_file(file: &Path, point: Option<&Point>) -> bool {
     row.len() == header.len() && !header.is_empty() && params_match
 }
 
-/// With `--resume`, the output folder must hold this same run (or nothing yet); this run's
-/// digest.
-pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<String, String> {
-    let now = digest(sweep, opts.seed).map_err(|e| e.to_string())?;
+/// With `--resume`, the output folder must hold the run of this digest (or nothing yet).
+pub fn check_resume(digest: &str, opts: &Options) -> Result<(), String> {
     if opts.resume
         && let Ok(old) = read_manifest(&opts.out)
-        && old.digest != now
+        && old.digest != digest
     {
         return Err(format!(
             "{}: holds another run (the scenario, its overrides or --seed changed); resume \
@@ -423,12 +464,13 @@ pub fn check_resume(sweep: &SweepFile, opts: &Options) -> Result<String, String>
             opts.out.display()
         ));
     }
-    Ok(now)
+    Ok(())
 }
 
-fn write_manifest(sweep: &SweepFile, opts: &Options) -> Result<(), String> {
+fn write_manifest(sweep: &SweepFile, opts: &Options, digest: &str) -> Result<(), String> {
+    check_resume(digest, opts)?;
     let manifest = SweepManifest {
-        digest: check_resume(sweep, opts)?,
+        digest: digest.to_owned(),
         epsim_version: env!("CARGO_PKG_VERSION").into(),
         scenario: sweep.file.display().to_string(),
         total_points: sweep.points.len(),
