@@ -202,8 +202,16 @@ pub struct Simulation<'a> {
     end: SimTime,
     /// The run stops here (after the drain), or earlier when nothing is left to do.
     stop: SimTime,
+    /// Routing is drawn coarsely before this (see [`FAST_FORWARD_SHARE`]).
+    fast_forward_until: SimTime,
     pub metrics: Collector,
 }
+
+/// Share of the warm-up whose iterations draw routing coarsely ([`Pricer::fast_forward`]):
+/// the first half brings the batches up to their steady state, the second settles them
+/// under fine draws before the window opens (as architecture simulators fast-forward, then
+/// warm in detail, then measure).
+const FAST_FORWARD_SHARE: f64 = 0.5;
 
 /// Batches of output tokens when no `stop_when` gives their length.
 const DEFAULT_BATCH_S: f64 = 1.0;
@@ -408,6 +416,7 @@ impl<'a> Simulation<'a> {
             decode_cursor: 0,
             end,
             stop,
+            fast_forward_until: at_s(sc.warmup_s * FAST_FORWARD_SHARE)?,
             metrics,
         })
     }
@@ -622,7 +631,9 @@ impl<'a> Simulation<'a> {
         }
         let kv_share = kv_used as f64 / (inst.kv_capacity * inst.ranks.len() as u64).max(1) as f64;
         let role = inst.spec.role;
-        let price = self.instances[i].pricer.price(&work)?;
+        let pricer = &mut self.instances[i].pricer;
+        pricer.fast_forward(s.now() < self.fast_forward_until);
+        let price = pricer.price(&work)?;
         let duration =
             SimDuration::from_secs_f64(price.seconds).map_err(|e| Error(e.to_string()))?;
         self.metrics

@@ -9,7 +9,7 @@
 //! chunks, wide decode batches) barely differ.
 //!
 //! Token counts are put on a grid first, so that neighbouring batch sizes share draws:
-//! exact below [`EXACT_BELOW`], above it [`GRID_BITS`] significant bits (grid points at most
+//! exact below 2^[`GRID_BITS`], above it [`GRID_BITS`] significant bits (grid points at most
 //! 1/64 apart). A count between two grid points is drawn at one of them, the upper with
 //! chance proportional to its nearness (stochastic rounding): the mean price of an
 //! iteration is then that of its true count up to the price's curvature over 1/64 of it.
@@ -44,11 +44,11 @@ const MIN_KEPT_DRAWS: usize = 4;
 /// with EPLB their seeds up to 1.6% apart.
 const MEAN_PRICE_PRECISION: f64 = 0.002;
 /// Chance that an iteration at a full grid point draws afresh (and replaces a kept draw).
-const FRESH_SHARE: f64 = 1.0 / 16.0;
-/// Token counts below this are their own grid points.
-const EXACT_BELOW: u64 = 1 << GRID_BITS;
-/// Significant bits of a grid point above [`EXACT_BELOW`].
+const FRESH_SHARE: f64 = 1.0 / 32.0;
+/// Significant bits of a grid point (counts below 2^GRID_BITS are their own).
 const GRID_BITS: u32 = 7;
+/// Significant bits of a grid point while fast-forwarding (see [`Draws::grid_tokens`]).
+const FAST_FORWARD_GRID_BITS: u32 = 3;
 
 /// Priced draws by sampled layer and the token count they were drawn at.
 #[derive(Default)]
@@ -92,12 +92,19 @@ pub(super) enum Turn {
 }
 
 impl Draws {
-    /// The grid point `tokens` is drawn at (stochastic rounding between its neighbours).
-    pub(super) fn grid_tokens(tokens: u64, rng: &mut ChaCha8Rng) -> u64 {
-        if tokens < EXACT_BELOW {
+    /// The grid point `tokens` is drawn at (stochastic rounding between its neighbours):
+    /// of [`GRID_BITS`] significant bits, or [`FAST_FORWARD_GRID_BITS`] when
+    /// `fast_forward` (points 1/8 to 1/16 apart, themselves points of the fine grid).
+    pub(super) fn grid_tokens(tokens: u64, fast_forward: bool, rng: &mut ChaCha8Rng) -> u64 {
+        let bits = if fast_forward {
+            FAST_FORWARD_GRID_BITS
+        } else {
+            GRID_BITS
+        };
+        if tokens < 1 << bits {
             return tokens;
         }
-        let shift = (u64::BITS - tokens.leading_zeros()) - GRID_BITS;
+        let shift = (u64::BITS - tokens.leading_zeros()) - bits;
         let step = 1u64 << shift;
         let below = tokens >> shift << shift;
         let up: f64 = rng.random();
@@ -109,8 +116,21 @@ impl Draws {
     }
 
     /// Whether to replay a kept draw of `layer` at `tokens` (a grid point), and which.
-    pub(super) fn turn(&self, layer: usize, tokens: u64, rng: &mut ChaCha8Rng) -> Turn {
-        let Some(kept) = self.kept.get(&(layer, tokens)).filter(|k| k.full) else {
+    /// When `fast_forward`, any kept draw is replayed: a grid point needs one draw.
+    pub(super) fn turn(
+        &self,
+        layer: usize,
+        tokens: u64,
+        fast_forward: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> Turn {
+        let kept = self.kept.get(&(layer, tokens));
+        if fast_forward && let Some(kept) = kept.filter(|k| !k.draws.is_empty()) {
+            let n = kept.draws.len();
+            let at = rng.random_range(0..n);
+            return Turn::Replay(at, Rc::clone(&kept.draws[at]));
+        }
+        let Some(kept) = kept.filter(|k| k.full) else {
             return Turn::Fresh(self.kept.get(&(layer, tokens)).map_or(0, |k| k.draws.len()));
         };
         let kept = &kept.draws;
@@ -160,19 +180,23 @@ mod tests {
     fn small_counts_are_exact_and_large_ones_round_to_neighbours_without_bias() {
         let mut rng = RandomStreams::new(3).stream("grid");
         for t in [0, 1, 77, 127] {
-            assert_eq!(Draws::grid_tokens(t, &mut rng), t);
+            assert_eq!(Draws::grid_tokens(t, false, &mut rng), t);
         }
         // 1,010 has 10 bits: grid step 8 (992, 1000, 1008, 1016, ...); 1,010 = 1008 + 2.
         let n = 40_000;
         let mut sum = 0u64;
         for _ in 0..n {
-            let g = Draws::grid_tokens(1010, &mut rng);
+            let g = Draws::grid_tokens(1010, false, &mut rng);
             assert!(g == 1008 || g == 1016, "{g}");
             sum += g;
         }
         let mean = sum as f64 / n as f64;
         assert!((mean - 1010.0).abs() < 0.1, "unbiased: {mean}");
-        assert_eq!(Draws::grid_tokens(1024, &mut rng), 1024, "a grid point");
+        assert_eq!(
+            Draws::grid_tokens(1024, false, &mut rng),
+            1024,
+            "a grid point"
+        );
     }
 
     /// A draw whose whole price is `moe_s`.
@@ -189,17 +213,17 @@ mod tests {
         let mut draws = Draws::default();
         // 0.1% apart: the mean is sure well within MEAN_PRICE_PRECISION at the minimum.
         for i in 0..MIN_KEPT_DRAWS {
-            assert!(matches!(draws.turn(0, 4096, &mut rng), Turn::Fresh(at) if at == i));
+            assert!(matches!(draws.turn(0, 4096, false, &mut rng), Turn::Fresh(at) if at == i));
             draws.keep(0, 4096, i, priced(1.0 + 0.001 * i as f64));
         }
         let replays = (0..100)
-            .filter(|_| matches!(draws.turn(0, 4096, &mut rng), Turn::Replay(..)))
+            .filter(|_| matches!(draws.turn(0, 4096, false, &mut rng), Turn::Replay(..)))
             .count();
         assert!(replays > 80, "{replays}");
         // 20% apart: not sure before KEPT_DRAWS.
         for i in 0..KEPT_DRAWS - 1 {
             draws.keep(0, 8, i, priced(1.0 + 0.2 * (i % 2) as f64));
-            assert!(matches!(draws.turn(0, 8, &mut rng), Turn::Fresh(at) if at == i + 1));
+            assert!(matches!(draws.turn(0, 8, false, &mut rng), Turn::Fresh(at) if at == i + 1));
         }
         assert!(!draws.kept[&(0, 8)].full);
         draws.keep(0, 8, KEPT_DRAWS - 1, priced(1.0));
@@ -211,7 +235,7 @@ mod tests {
         let mut rng = RandomStreams::new(5).stream("draws");
         let mut draws = Draws::default();
         for i in 0..KEPT_DRAWS {
-            let Turn::Fresh(at) = draws.turn(0, 64, &mut rng) else {
+            let Turn::Fresh(at) = draws.turn(0, 64, false, &mut rng) else {
                 panic!("fills first")
             };
             assert_eq!(at, i);
@@ -220,7 +244,7 @@ mod tests {
         let (mut fresh, mut seen) = (0, vec![0; KEPT_DRAWS]);
         let n = 32_000;
         for _ in 0..n {
-            match draws.turn(0, 64, &mut rng) {
+            match draws.turn(0, 64, false, &mut rng) {
                 Turn::Fresh(at) => {
                     assert!(at < KEPT_DRAWS);
                     fresh += 1;
@@ -236,19 +260,19 @@ mod tests {
             "{seen:?}"
         );
         assert!(
-            matches!(draws.turn(0, 65, &mut rng), Turn::Fresh(0)),
+            matches!(draws.turn(0, 65, false, &mut rng), Turn::Fresh(0)),
             "its own point"
         );
         assert!(
-            matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(0)),
+            matches!(draws.turn(1, 64, false, &mut rng), Turn::Fresh(0)),
             "its own layer"
         );
         draws.keep(1, 64, 0, priced(0.0));
         assert!(
-            matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(1)),
+            matches!(draws.turn(1, 64, false, &mut rng), Turn::Fresh(1)),
             "kept"
         );
         draws.clear();
-        assert!(matches!(draws.turn(1, 64, &mut rng), Turn::Fresh(0)));
+        assert!(matches!(draws.turn(1, 64, false, &mut rng), Turn::Fresh(0)));
     }
 }

@@ -142,6 +142,8 @@ pub struct Pricer<'a> {
     rng: ChaCha8Rng,
     /// Priced routing draws kept for replay, for the current routers.
     draws: Draws,
+    /// Whether routing is drawn coarsely (see [`Pricer::fast_forward`]).
+    fast_forward: bool,
     expert_bytes: f64,
     nvlink_bps: f64,
     host_bps: f64,
@@ -256,6 +258,7 @@ impl<'a> Pricer<'a> {
             placement_moves: vec![0; layers],
             rng,
             draws: Draws::default(),
+            fast_forward: false,
             expert_bytes: instance
                 .plan
                 .deployment
@@ -302,6 +305,15 @@ impl<'a> Pricer<'a> {
                 )
             })
             .collect();
+    }
+
+    /// Draws routing coarsely from now on when `on`, finely again when not: while
+    /// fast-forwarding, token counts round to grid points 1/8 to 1/16 apart and a grid
+    /// point replays any draw it keeps. For the first part of the warm-up, whose iterations
+    /// only bring the system to its steady state: a ramp-up from an empty batch visits
+    /// every fine grid point once or twice, so each would cost a fresh draw.
+    pub fn fast_forward(&mut self, on: bool) {
+        self.fast_forward = on;
     }
 
     /// Prices one iteration in which DP rank r runs `ranks[r]`.
@@ -367,7 +379,7 @@ impl<'a> Pricer<'a> {
             }
             tokens += work.tokens(drafts);
         }
-        let at = Draws::grid_tokens(tokens, &mut self.rng);
+        let at = Draws::grid_tokens(tokens, self.fast_forward, &mut self.rng);
         let scale = moe_layers / self.routers.len().max(1) as f64;
         for layer in 0..self.routers.len() {
             let d = self.layer_draw(layer, at);
@@ -387,7 +399,10 @@ impl<'a> Pricer<'a> {
     /// a kept draw replayed or a fresh one (see [`draws`]). A kept draw priced under a
     /// placement online EPLB has since changed is priced again from its counts.
     fn layer_draw(&mut self, layer: usize, tokens: u64) -> Rc<LayerDraw> {
-        match self.draws.turn(layer, tokens, &mut self.rng) {
+        match self
+            .draws
+            .turn(layer, tokens, self.fast_forward, &mut self.rng)
+        {
             Turn::Replay(_, d) if d.placement == self.placement_moves[layer] => d,
             Turn::Replay(at, stale) => {
                 let d = Rc::new(self.price_counts(layer, tokens, stale.counts.clone()));
