@@ -25,6 +25,10 @@ pub struct Router {
     group_subsets: Vec<Vec<(usize, f64)>>,
     /// Per group, choice subsets over its experts: (expert, probability within subset).
     expert_subsets: Vec<Vec<Vec<(usize, f64)>>>,
+    /// The subsets' chains of conditional binomials, as [`Router::group_subsets`] and
+    /// [`Router::expert_subsets`].
+    group_chains: Vec<Vec<Link>>,
+    expert_chains: Vec<Vec<Vec<Link>>>,
     experts: usize,
     /// Per group: its choice subset and the chance a token chooses it.
     group_chance: Vec<(usize, f64)>,
@@ -102,6 +106,10 @@ impl Router {
             }
         }
         Ok(Router {
+            group_chains: group_subsets.iter().map(|s| chain(s)).collect(),
+            expert_chains: (expert_subsets.iter())
+                .map(|subsets| subsets.iter().map(|s| chain(s)).collect())
+                .collect(),
             group_subsets,
             expert_subsets,
             experts,
@@ -152,13 +160,13 @@ impl Router {
     /// Tokens per expert for `tokens` tokens: O(experts), exactly `tokens x top_k` in all.
     pub fn sample(&self, tokens: u64, rng: &mut ChaCha8Rng) -> Vec<u64> {
         let mut per_group = vec![0u64; self.expert_subsets.len()];
-        for subset in &self.group_subsets {
-            multinomial(tokens, subset, rng, |g, n| per_group[g] += n);
+        for (subset, chain) in self.group_subsets.iter().zip(&self.group_chains) {
+            multinomial(tokens, subset, chain, rng, |g, n| per_group[g] += n);
         }
         let mut counts = vec![0u64; self.experts];
         for (g, subsets) in self.expert_subsets.iter().enumerate() {
-            for subset in subsets {
-                multinomial(per_group[g], subset, rng, |e, n| counts[e] += n);
+            for (subset, chain) in subsets.iter().zip(&self.expert_chains[g]) {
+                multinomial(per_group[g], subset, chain, rng, |e, n| counts[e] += n);
             }
         }
         counts
@@ -231,12 +239,40 @@ fn choice_subsets(ids: &[usize], mass: &[f64], picks: usize) -> Vec<Vec<(usize, 
 /// layers, 8 to 1,024 tokens; 8 tokens: 40 us by binomials, 13 us by picks).
 const PICKED_ONE_BY_ONE_BELOW: u64 = 64;
 
-/// `n` draws over a subset: one by one when few, else as conditional binomials (member i
-/// gets Bin(left, p_i / mass left); the last member takes what is left, so the total is
-/// exactly `n`).
+/// One member of a subset's chain of conditional binomials: given the members before it
+/// took their share, it gets Bin(left, `q`), `q` its probability over the mass left (the
+/// last member takes what is left). With `q`'s logarithms, worked out once per router.
+#[derive(Debug, Clone, PartialEq)]
+struct Link {
+    id: usize,
+    q: f64,
+    ln_q: f64,
+    ln_1mq: f64,
+}
+
+fn chain(subset: &[(usize, f64)]) -> Vec<Link> {
+    let mut mass_left = 1.0;
+    subset
+        .iter()
+        .map(|&(id, p)| {
+            let q = (p / mass_left).clamp(0.0, 1.0);
+            mass_left -= p;
+            Link {
+                id,
+                q,
+                ln_q: q.ln(),
+                ln_1mq: (-q).ln_1p(),
+            }
+        })
+        .collect()
+}
+
+/// `n` draws over a subset: one by one when few, else as its chain of conditional
+/// binomials (so the total is exactly `n`).
 fn multinomial(
     n: u64,
     subset: &[(usize, f64)],
+    chain: &[Link],
     rng: &mut ChaCha8Rng,
     mut add: impl FnMut(usize, u64),
 ) {
@@ -247,20 +283,17 @@ fn multinomial(
         return;
     }
     let mut left = n;
-    let mut mass_left = 1.0;
-    for (i, &(id, p)) in subset.iter().enumerate() {
+    for (i, link) in chain.iter().enumerate() {
         if left == 0 {
             break;
         }
-        let take = if i + 1 == subset.len() {
+        let take = if i + 1 == chain.len() {
             left
         } else {
-            let q = (p / mass_left).clamp(0.0, 1.0);
-            binomial(left, q, rng)
+            binomial(left, link, rng)
         };
-        add(id, take);
+        add(link.id, take);
         left -= take;
-        mass_left -= p;
     }
 }
 
@@ -270,14 +303,15 @@ fn multinomial(
 /// largest cost of a serving iteration).
 const NORMAL_APPROXIMATION_VARIANCE: f64 = 50.0;
 
-fn binomial(n: u64, q: f64, rng: &mut ChaCha8Rng) -> u64 {
+fn binomial(n: u64, link: &Link, rng: &mut ChaCha8Rng) -> u64 {
+    let q = link.q;
     let mean = n as f64 * q;
     let variance = mean * (1.0 - q);
     if variance >= NORMAL_APPROXIMATION_VARIANCE {
         let z: f64 = rand_distr::StandardNormal.sample(rng);
         (mean + z * variance.sqrt()).round().clamp(0.0, n as f64) as u64
     } else if mean >= SEARCHED_FROM_MODE_ABOVE && q < 1.0 && n < LN_FACTORIALS {
-        binomial_from_mode(n, q, rng.random())
+        binomial_from_mode(n, link, rng.random())
     } else {
         Binomial::new(n, q).map_or(0, |b| b.sample(rng))
     }
@@ -305,17 +339,18 @@ fn ln_factorial(k: u64) -> f64 {
     table[k as usize]
 }
 
-/// Bin(`n`, `q`), exact, by inversion of `u` with the outcomes visited from the mode
+/// Bin(`n`, `link.q`), exact, by inversion of `u` with the outcomes visited from the mode
 /// outward (m, m+1, m-1, m+2, ...): any fixed order of the outcomes partitions [0, 1)
 /// into intervals of their probabilities, and this order reaches `u`'s in about 1.6
 /// standard deviations of steps, each a ratio of neighbouring probabilities. In place of
 /// rand's BTPE (rejection, with several logarithms a draw) where the normal approximation
 /// does not hold; `n < LN_FACTORIALS`, 0 < `q` < 1.
-fn binomial_from_mode(n: u64, q: f64, u: f64) -> u64 {
+fn binomial_from_mode(n: u64, link: &Link, u: f64) -> u64 {
+    let q = link.q;
     let mode = (((n + 1) as f64 * q) as u64).min(n);
     let ln_p = ln_factorial(n) - ln_factorial(mode) - ln_factorial(n - mode)
-        + mode as f64 * q.ln()
-        + (n - mode) as f64 * (-q).ln_1p();
+        + mode as f64 * link.ln_q
+        + (n - mode) as f64 * link.ln_1mq;
     let odds = q / (1.0 - q);
     let mut u = u - ln_p.exp();
     let (mut up, mut p_up) = (mode, ln_p.exp());
@@ -381,7 +416,7 @@ mod tests {
             let mut seen = vec![0u32; n as usize + 1];
             for i in 0..quantiles {
                 let u = (i as f64 + 0.5) / quantiles as f64;
-                seen[binomial_from_mode(n, q, u) as usize] += 1;
+                seen[binomial_from_mode(n, &chain(&[(0, q), (1, 1.0 - q)])[0], u) as usize] += 1;
             }
             for (x, (&s, &p)) in seen.iter().zip(&want).enumerate() {
                 let share = f64::from(s) / quantiles as f64;
@@ -530,7 +565,13 @@ mod tests {
         let mut tok_rng = RandomStreams::new(4).stream("per-token");
         let wrong = moments(batches, || {
             let mut c = vec![0u64; 64];
-            multinomial(tokens * 8, &naive, &mut naive_rng, |e, n| c[e] += n);
+            multinomial(
+                tokens * 8,
+                &naive,
+                &chain(&naive),
+                &mut naive_rng,
+                |e, n| c[e] += n,
+            );
             c
         });
         let tok = moments(batches, || r.sample_per_token(tokens, &mut tok_rng));
