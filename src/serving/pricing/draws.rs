@@ -98,7 +98,7 @@ pub(super) enum Turn {
 impl Draws {
     /// The grid point `tokens` is drawn at (stochastic rounding between its neighbours):
     /// of [`GRID_BITS`] significant bits, or [`FAST_FORWARD_GRID_BITS`] when
-    /// `fast_forward` (points 1/8 to 1/16 apart, themselves points of the fine grid).
+    /// `fast_forward` (points 1/15 to 1/8 apart, themselves points of the fine grid).
     pub(super) fn grid_tokens(tokens: u64, fast_forward: bool, rng: &mut ChaCha8Rng) -> u64 {
         let bits = if fast_forward {
             FAST_FORWARD_GRID_BITS
@@ -200,6 +200,42 @@ mod tests {
             Draws::grid_tokens(1024, false, &mut rng),
             1024,
             "a grid point"
+        );
+    }
+
+    /// Fast-forwarding rounds to the coarse grid, whose points are fine-grid points too,
+    /// without bias, and replays what a point keeps, one draw being enough; back at the
+    /// fine grid, a point fills as before.
+    #[test]
+    fn fast_forwarding_rounds_coarsely_and_replays_one_draw() {
+        let mut rng = RandomStreams::new(7).stream("grid");
+        for t in [0, 1, 7] {
+            assert_eq!(Draws::grid_tokens(t, true, &mut rng), t);
+        }
+        // 1,010 has 10 bits: coarse step 128 (896, 1024); 1,010 = 896 + 114.
+        let n = 40_000;
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let g = Draws::grid_tokens(1010, true, &mut rng);
+            assert!(g == 896 || g == 1024, "{g}");
+            assert_eq!(Draws::grid_tokens(g, false, &mut rng), g, "a fine point");
+            sum += g;
+        }
+        let mean = sum as f64 / n as f64;
+        assert!((mean - 1010.0).abs() < 1.0, "unbiased: {mean}");
+        let mut draws = Draws::default();
+        assert!(matches!(
+            draws.turn(0, 1024, true, &mut rng),
+            Turn::Fresh(0)
+        ));
+        draws.keep(0, 1024, 0, priced(1.0));
+        assert!(
+            (0..100).all(|_| matches!(draws.turn(0, 1024, true, &mut rng), Turn::Replay(0, _))),
+            "one draw is enough"
+        );
+        assert!(
+            matches!(draws.turn(0, 1024, false, &mut rng), Turn::Fresh(1)),
+            "the fine grid fills on"
         );
     }
 

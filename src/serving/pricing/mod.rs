@@ -308,7 +308,7 @@ impl<'a> Pricer<'a> {
     }
 
     /// Draws routing coarsely from now on when `on`, finely again when not: while
-    /// fast-forwarding, token counts round to grid points 1/8 to 1/16 apart and a grid
+    /// fast-forwarding, token counts round to grid points 1/15 to 1/8 apart and a grid
     /// point replays any draw it keeps. For the first part of the warm-up, whose iterations
     /// only bring the system to its steady state: a ramp-up from an empty batch visits
     /// every fine grid point once or twice, so each would cost a fresh draw.
