@@ -310,7 +310,7 @@ pub struct SweepManifest {
     pub points: Vec<String>,
     /// `k/n` for a shard.
     pub shard: Option<String>,
-    /// [`digest`] of every resolved point, the files they name and the seed override:
+    /// [`checked_digest`] of every resolved point, the files they name and the seed override:
     /// resuming or merging folders of different runs is refused. Empty in folders written
     /// before digests were recorded.
     #[serde(default)]
