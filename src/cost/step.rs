@@ -149,14 +149,14 @@ pub fn iteration_detail(
 /// hovers near its steady state (9 in 10 lookups hit at EP32). A hit returns exactly what
 /// pricing would, so results do not depend on it.
 #[derive(Debug, Default)]
-pub struct TokenPartMemo {
+pub struct StepMemo {
     entries: Vec<(TokenCounts, TokenPart)>,
     /// Decode ranks' context parts (no prompt chunks), by (batch, context) hashed into
     /// 2^[`CONTEXT_SLOT_BITS`] slots, each holding the last one priced there.
     contexts: Vec<Option<((u64, u64), ContextPart)>>,
 }
 
-impl TokenPartMemo {
+impl StepMemo {
     /// A decode rank's context part, from the memo or priced (and kept).
     fn context_part(&mut self, step: &Step, load: &StepLoad) -> ContextPart {
         if self.contexts.is_empty() {
@@ -170,8 +170,7 @@ impl TokenPartMemo {
         match self.contexts[slot] {
             Some((k, v)) if k == key => v,
             _ => {
-                let (c, moe_attention_s) = step.context_part();
-                let v = (c.seconds(), moe_attention_s);
+                let v = step.context_seconds();
                 self.contexts[slot] = Some((key, v));
                 v
             }
@@ -215,7 +214,7 @@ pub fn iteration_seconds(
     kernels: &Kernels,
     d: &Deployment,
     load: &StepLoad,
-    memo: &mut TokenPartMemo,
+    memo: &mut StepMemo,
 ) -> IterationSeconds {
     let step = Step::new(model, kernels, d, load, false);
     let key = (step.tokens(), load.batch, step.chunks());
@@ -234,8 +233,7 @@ pub fn iteration_seconds(
     let (context_s, moe_attention_s) = if load.prefill.is_empty() {
         memo.context_part(&step, load)
     } else {
-        let (c, moe) = step.context_part();
-        (c.seconds(), moe)
+        step.context_seconds()
     };
     IterationSeconds {
         total_s: context_s + token_s,
@@ -392,6 +390,12 @@ impl<'a> Step<'a> {
     /// Prompt chunks of the iteration (each gets its next token from the LM head).
     fn chunks(&self) -> u64 {
         self.load.prefill.iter().filter(|p| p.tokens > 0).count() as u64
+    }
+
+    /// [`Step::context_part`] in seconds: (all of it, the main MoE layers' share).
+    fn context_seconds(&self) -> ContextPart {
+        let (c, moe_attention_s) = self.context_part();
+        (c.seconds(), moe_attention_s)
     }
 
     /// What depends on the requests' contexts: every layer's attention block, the main
@@ -908,7 +912,7 @@ mod tests {
     fn the_serving_loops_seconds_equal_the_full_price() {
         let (m, g, d) = setup(8, 256);
         let kernels = Kernels::for_gpu(&g).unwrap();
-        let mut memo = TokenPartMemo::default();
+        let mut memo = StepMemo::default();
         let chunk = chunk(512, 1024);
         for load in [LOAD, with_chunk(&chunk, 16), with_chunk(&chunk, 0), LOAD] {
             let full = iteration_cost(&m, &kernels, &d, &load);
@@ -929,7 +933,7 @@ mod tests {
     fn remembered_context_parts_are_the_priced_ones() {
         let (m, g, d) = setup(8, 256);
         let kernels = Kernels::for_gpu(&g).unwrap();
-        let mut memo = TokenPartMemo::default();
+        let mut memo = StepMemo::default();
         let loads: Vec<StepLoad> = (1..=40)
             .flat_map(|batch| {
                 (0..25).map(move |i| StepLoad {

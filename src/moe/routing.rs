@@ -21,14 +21,10 @@ use rand_distr::{Binomial, Distribution};
 /// One layer's routing model, built from its expert probabilities.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Router {
-    /// Choice subsets over groups: (group, probability within its subset).
-    group_subsets: Vec<Vec<(usize, f64)>>,
-    /// Per group, choice subsets over its experts: (expert, probability within subset).
-    expert_subsets: Vec<Vec<Vec<(usize, f64)>>>,
-    /// The subsets' chains of conditional binomials, as [`Router::group_subsets`] and
-    /// [`Router::expert_subsets`].
-    group_chains: Vec<Vec<Link>>,
-    expert_chains: Vec<Vec<Vec<Link>>>,
+    /// Choice subsets over groups, each member a group.
+    group_subsets: Vec<Vec<Member>>,
+    /// Per group, choice subsets over its experts, each member an expert.
+    expert_subsets: Vec<Vec<Vec<Member>>>,
     experts: usize,
     /// Per group: its choice subset and the chance a token chooses it.
     group_chance: Vec<(usize, f64)>,
@@ -106,12 +102,10 @@ impl Router {
             }
         }
         Ok(Router {
-            group_chains: group_subsets.iter().map(|s| chain(s)).collect(),
-            expert_chains: (expert_subsets.iter())
-                .map(|subsets| subsets.iter().map(|s| chain(s)).collect())
+            group_subsets: group_subsets.iter().map(|s| members(s)).collect(),
+            expert_subsets: (expert_subsets.iter())
+                .map(|subsets| subsets.iter().map(|s| members(s)).collect())
                 .collect(),
-            group_subsets,
-            expert_subsets,
             experts,
             group_chance,
             expert_choice,
@@ -160,13 +154,13 @@ impl Router {
     /// Tokens per expert for `tokens` tokens: O(experts), exactly `tokens x top_k` in all.
     pub fn sample(&self, tokens: u64, rng: &mut ChaCha8Rng) -> Vec<u64> {
         let mut per_group = vec![0u64; self.expert_subsets.len()];
-        for (subset, chain) in self.group_subsets.iter().zip(&self.group_chains) {
-            multinomial(tokens, subset, chain, rng, |g, n| per_group[g] += n);
+        for subset in &self.group_subsets {
+            multinomial(tokens, subset, rng, |g, n| per_group[g] += n);
         }
         let mut counts = vec![0u64; self.experts];
         for (g, subsets) in self.expert_subsets.iter().enumerate() {
-            for (subset, chain) in subsets.iter().zip(&self.expert_chains[g]) {
-                multinomial(per_group[g], subset, chain, rng, |e, n| counts[e] += n);
+            for subset in subsets {
+                multinomial(per_group[g], subset, rng, |e, n| counts[e] += n);
             }
         }
         counts
@@ -239,26 +233,31 @@ fn choice_subsets(ids: &[usize], mass: &[f64], picks: usize) -> Vec<Vec<(usize, 
 /// layers, 8 to 1,024 tokens; 8 tokens: 40 us by binomials, 13 us by picks).
 const PICKED_ONE_BY_ONE_BELOW: u64 = 64;
 
-/// One member of a subset's chain of conditional binomials: given the members before it
-/// took their share, it gets Bin(left, `q`), `q` its probability over the mass left (the
-/// last member takes what is left). With `q`'s logarithms, worked out once per router.
+/// One member of a choice subset: its id (a group or an expert) and probability `p` within
+/// the subset; and, as a link of the subset's chain of conditional binomials, `q`, its
+/// probability over the mass the members before it left (given they took their share, it
+/// gets Bin(left, `q`); the last takes what is left), with `q`'s logarithms. All worked out
+/// once per router.
 #[derive(Debug, Clone, PartialEq)]
-struct Link {
+struct Member {
     id: usize,
+    p: f64,
     q: f64,
     ln_q: f64,
     ln_1mq: f64,
 }
 
-fn chain(subset: &[(usize, f64)]) -> Vec<Link> {
+/// A subset's members from (id, probability within the subset), in order.
+fn members(subset: &[(usize, f64)]) -> Vec<Member> {
     let mut mass_left = 1.0;
     subset
         .iter()
         .map(|&(id, p)| {
             let q = (p / mass_left).clamp(0.0, 1.0);
             mass_left -= p;
-            Link {
+            Member {
                 id,
+                p,
                 q,
                 ln_q: q.ln(),
                 ln_1mq: (-q).ln_1p(),
@@ -269,13 +268,7 @@ fn chain(subset: &[(usize, f64)]) -> Vec<Link> {
 
 /// `n` draws over a subset: one by one when few, else as its chain of conditional
 /// binomials (so the total is exactly `n`).
-fn multinomial(
-    n: u64,
-    subset: &[(usize, f64)],
-    chain: &[Link],
-    rng: &mut ChaCha8Rng,
-    mut add: impl FnMut(usize, u64),
-) {
+fn multinomial(n: u64, subset: &[Member], rng: &mut ChaCha8Rng, mut add: impl FnMut(usize, u64)) {
     if n < PICKED_ONE_BY_ONE_BELOW {
         for _ in 0..n {
             add(categorical(subset, rng), 1);
@@ -283,16 +276,16 @@ fn multinomial(
         return;
     }
     let mut left = n;
-    for (i, link) in chain.iter().enumerate() {
+    for (i, member) in subset.iter().enumerate() {
         if left == 0 {
             break;
         }
-        let take = if i + 1 == chain.len() {
+        let take = if i + 1 == subset.len() {
             left
         } else {
-            binomial(left, link, rng)
+            binomial(left, member, rng)
         };
-        add(link.id, take);
+        add(member.id, take);
         left -= take;
     }
 }
@@ -303,24 +296,28 @@ fn multinomial(
 /// largest cost of a serving iteration).
 const NORMAL_APPROXIMATION_VARIANCE: f64 = 50.0;
 
-fn binomial(n: u64, link: &Link, rng: &mut ChaCha8Rng) -> u64 {
-    let q = link.q;
+fn binomial(n: u64, member: &Member, rng: &mut ChaCha8Rng) -> u64 {
+    let q = member.q;
     let mean = n as f64 * q;
     let variance = mean * (1.0 - q);
     if variance >= NORMAL_APPROXIMATION_VARIANCE {
         let z: f64 = rand_distr::StandardNormal.sample(rng);
         (mean + z * variance.sqrt()).round().clamp(0.0, n as f64) as u64
     } else if mean >= SEARCHED_FROM_MODE_ABOVE && q < 1.0 && n < LN_FACTORIALS {
-        binomial_from_mode(n, link, rng.random())
+        binomial_from_mode(n, member, rng.random())
     } else {
         Binomial::new(n, q).map_or(0, |b| b.sample(rng))
     }
 }
 
-/// Means from which an exact binomial draw searches outward from the mode (below, rand's
-/// inversion from 0 takes about `mean` steps and is the cheaper).
+/// Means from which an exact binomial draw searches outward from the mode. Below, rand's
+/// inversion from 0 takes about `mean` steps and is as cheap (rand itself switches to BTPE
+/// at 10; searching from a mean of 2 timed no faster on the wide-EP sweep).
 const SEARCHED_FROM_MODE_ABOVE: f64 = 10.0;
-/// Trial counts up to which ln k! is looked up (a table of 512 KiB, built once).
+/// Trial counts up to which ln k! is looked up (a table of 512 KiB, built once). A draw
+/// with variance under [`NORMAL_APPROXIMATION_VARIANCE`] and more trials has q or 1 - q
+/// below 50 / 2^16 (an expert almost never picked, or almost all a subset's rest): those
+/// few go to rand's BTPE.
 const LN_FACTORIALS: u64 = 1 << 16;
 
 fn ln_factorial(k: u64) -> f64 {
@@ -339,22 +336,23 @@ fn ln_factorial(k: u64) -> f64 {
     table[k as usize]
 }
 
-/// Bin(`n`, `link.q`), exact, by inversion of `u` with the outcomes visited from the mode
+/// Bin(`n`, `member.q`), exact, by inversion of `u` with the outcomes visited from the mode
 /// outward (m, m+1, m-1, m+2, ...): any fixed order of the outcomes partitions [0, 1)
 /// into intervals of their probabilities, and this order reaches `u`'s in about 1.6
 /// standard deviations of steps, each a ratio of neighbouring probabilities. In place of
 /// rand's BTPE (rejection, with several logarithms a draw) where the normal approximation
 /// does not hold; `n < LN_FACTORIALS`, 0 < `q` < 1.
-fn binomial_from_mode(n: u64, link: &Link, u: f64) -> u64 {
-    let q = link.q;
+fn binomial_from_mode(n: u64, member: &Member, u: f64) -> u64 {
+    let q = member.q;
     let mode = (((n + 1) as f64 * q) as u64).min(n);
-    let ln_p = ln_factorial(n) - ln_factorial(mode) - ln_factorial(n - mode)
-        + mode as f64 * link.ln_q
-        + (n - mode) as f64 * link.ln_1mq;
+    let p_mode = (ln_factorial(n) - ln_factorial(mode) - ln_factorial(n - mode)
+        + mode as f64 * member.ln_q
+        + (n - mode) as f64 * member.ln_1mq)
+        .exp();
     let odds = q / (1.0 - q);
-    let mut u = u - ln_p.exp();
-    let (mut up, mut p_up) = (mode, ln_p.exp());
-    let (mut down, mut p_down) = (mode, p_up);
+    let mut u = u - p_mode;
+    let (mut up, mut p_up) = (mode, p_mode);
+    let (mut down, mut p_down) = (mode, p_mode);
     while u >= 0.0 {
         if up == n && down == 0 {
             // Rounding left a sliver of [0, 1) past every outcome (a chance near 1e-15).
@@ -377,15 +375,15 @@ fn binomial_from_mode(n: u64, link: &Link, u: f64) -> u64 {
     down
 }
 
-fn categorical(subset: &[(usize, f64)], rng: &mut ChaCha8Rng) -> usize {
+fn categorical(subset: &[Member], rng: &mut ChaCha8Rng) -> usize {
     let mut u: f64 = rng.random();
-    for &(id, p) in subset {
-        if u < p {
-            return id;
+    for m in subset {
+        if u < m.p {
+            return m.id;
         }
-        u -= p;
+        u -= m.p;
     }
-    subset.last().map_or(0, |&(id, _)| id)
+    subset.last().map_or(0, |m| m.id)
 }
 
 #[cfg(test)]
@@ -413,10 +411,11 @@ mod tests {
                 let next = want[x as usize] * (n - x) as f64 / (x + 1) as f64 * q / (1.0 - q);
                 want.push(next);
             }
+            let member = &members(&[(0, q), (1, 1.0 - q)])[0];
             let mut seen = vec![0u32; n as usize + 1];
             for i in 0..quantiles {
                 let u = (i as f64 + 0.5) / quantiles as f64;
-                seen[binomial_from_mode(n, &chain(&[(0, q), (1, 1.0 - q)])[0], u) as usize] += 1;
+                seen[binomial_from_mode(n, member, u) as usize] += 1;
             }
             for (x, (&s, &p)) in seen.iter().zip(&want).enumerate() {
                 let share = f64::from(s) / quantiles as f64;
@@ -552,26 +551,21 @@ mod tests {
         // Each expert's share of all picks, as the per-token model makes them.
         let mut share = vec![0.0; 64];
         for g in &r.group_subsets {
-            for &(group, pg) in g {
-                for subset in &r.expert_subsets[group] {
-                    for &(e, pe) in subset {
-                        share[e] += pg * pe / 8.0;
+            for group in g {
+                for subset in &r.expert_subsets[group.id] {
+                    for expert in subset {
+                        share[expert.id] += group.p * expert.p / 8.0;
                     }
                 }
             }
         }
         let naive: Vec<(usize, f64)> = (0..64).map(|e| (e, share[e])).collect();
+        let naive = members(&naive);
         let mut naive_rng = RandomStreams::new(4).stream("naive");
         let mut tok_rng = RandomStreams::new(4).stream("per-token");
         let wrong = moments(batches, || {
             let mut c = vec![0u64; 64];
-            multinomial(
-                tokens * 8,
-                &naive,
-                &chain(&naive),
-                &mut naive_rng,
-                |e, n| c[e] += n,
-            );
+            multinomial(tokens * 8, &naive, &mut naive_rng, |e, n| c[e] += n);
             c
         });
         let tok = moments(batches, || r.sample_per_token(tokens, &mut tok_rng));

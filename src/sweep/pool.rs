@@ -35,9 +35,45 @@ pub fn for_each<T: Sync, E: Send>(
     }
 }
 
+/// `f(index, item)` for every item from up to `jobs` threads, as [`for_each`]; the results
+/// in the items' order, whichever thread made them.
+pub fn map<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(usize, &T) -> R + Sync,
+) -> Vec<R> {
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    // Nothing fails; a panic in `f` is passed on by the scope, poisoning no result kept.
+    let _ = for_each(items, jobs, |i, item| {
+        let r = f(i, item);
+        if let Ok(mut slot) = slots[i].lock() {
+            *slot = Some(r);
+        }
+        Ok::<(), ()>(())
+    });
+    slots
+        .into_iter()
+        .filter_map(|s| s.into_inner().ok().flatten())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_keeps_the_items_order() {
+        let items: Vec<u64> = (0..200).collect();
+        let squares = map(&items, 3, |i, x| {
+            // Uneven work, so that threads finish out of order.
+            std::thread::sleep(std::time::Duration::from_micros((x % 7) * 50));
+            (i, x * x)
+        });
+        assert_eq!(
+            squares,
+            (0..200).map(|x| (x as usize, x * x)).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn every_item_once_and_errors_stop_the_rest() {

@@ -329,24 +329,16 @@ pub fn checked_digest(
     seed: Option<u64>,
     jobs: usize,
 ) -> Result<String, Diagnostics> {
-    let described = std::sync::Mutex::new(Vec::with_capacity(sweep.points.len()));
-    let _ = pool::for_each(&sweep.points, jobs, |i, p| {
-        let d = sweep.scenario(p).map(|l| describe(sweep, p, &l));
-        // Poisoned only by a panic, which the pool passes on.
-        let _ = described.lock().map(|mut all| all.push((i, d)));
-        Ok::<(), ()>(())
+    let described = pool::map(&sweep.points, jobs, |_, p| {
+        sweep.scenario(p).map(|l| describe(sweep, p, &l))
     });
-    let mut described = described.into_inner().unwrap_or_else(|e| e.into_inner());
-    described.sort_by_key(|&(i, _)| i);
-    let mut texts = Vec::with_capacity(described.len());
-    let checked: Vec<_> = described
-        .into_iter()
-        .map(|(i, d)| (&sweep.points[i], d.map(|t| texts.push(t))))
-        .collect();
-    sweep.problems(checked.into_iter())?;
+    let checked = described
+        .iter()
+        .map(|d| d.as_ref().map(|_| ()).map_err(Clone::clone));
+    sweep.problems(sweep.points.iter().zip(checked))?;
     let mut h = Fnv1a::default();
     let mut profiles: Vec<&PathBuf> = Vec::new();
-    for (text, dirs) in &texts {
+    for (text, dirs) in described.iter().flatten() {
         h.bytes(text.as_bytes());
         for dir in dirs {
             if !profiles.contains(&dir) {

@@ -4,10 +4,13 @@
 //! switches and NICs, never another GPU or a CPU: GPU-to-GPU bytes do not detour through a
 //! Grace's C2C links just because that path is as short.
 
-use crate::topology::{NodeKind, Topology};
+use crate::topology::{NodeKind, TopoLink, Topology};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use std::collections::{BTreeMap, VecDeque};
+
+/// A link of the topology as `edges` reports it.
+type Link<'a> = petgraph::graph::EdgeReference<'a, TopoLink>;
 
 /// A direction of a link: resource `2 * edge` runs from the edge's source to its target,
 /// `2 * edge + 1` back.
@@ -106,6 +109,21 @@ impl<'a> Router<'a> {
         }
         let paths = cs[dst.index()];
         let graph = &self.topo.graph;
+        // `edges(u)` reports every link as leaving u: its other end.
+        let far = |edge: Link, u: NodeIndex| {
+            if edge.target() == u {
+                edge.source()
+            } else {
+                edge.target()
+            }
+        };
+        // The link taken from u to v, as a resource (its direction follows the link as
+        // stored), and the share of the shortest paths on it.
+        let leg = |edge: Link, u: NodeIndex, v: NodeIndex| {
+            let forward = graph.edge_endpoints(edge.id()).is_some_and(|(a, _)| a == u);
+            let resource = 2 * edge.id().index() + usize::from(!forward);
+            (resource, cs[u.index()] * cd[v.index()] / paths)
+        };
         let mut route = Vec::new();
         let mut frontier = vec![src];
         let mut queued = vec![false; graph.node_count()];
@@ -116,37 +134,22 @@ impl<'a> Router<'a> {
             // of every node before it (a switch's 72 GPUs, at each of 18 switches).
             if dd[first.index()] == 1 {
                 for edge in graph.edges(dst) {
-                    let u = if edge.source() == dst {
-                        edge.target()
-                    } else {
-                        edge.source()
-                    };
-                    if u == dst || !queued[u.index()] || dd[u.index()] != 1 {
-                        continue;
+                    let u = far(edge, dst);
+                    if u != dst && queued[u.index()] && dd[u.index()] == 1 {
+                        route.push(leg(edge, u, dst));
                     }
-                    let forward = graph.edge_endpoints(edge.id()).is_some_and(|(a, _)| a == u);
-                    let resource = 2 * edge.id().index() + usize::from(!forward);
-                    route.push((resource, cs[u.index()] * cd[dst.index()] / paths));
                 }
                 break;
             }
             let mut next = Vec::new();
             for u in frontier {
                 for edge in graph.edges(u) {
-                    // `edges(u)` reports every link as leaving u; the resource's direction
-                    // follows the link as stored.
-                    let v = if edge.target() == u {
-                        edge.source()
-                    } else {
-                        edge.target()
-                    };
-                    let forward = graph.edge_endpoints(edge.id()).is_some_and(|(a, _)| a == u);
+                    let v = far(edge, u);
                     let on_path = dd[v.index()] != u32::MAX && dd[v.index()] + 1 == dd[u.index()];
                     if !on_path || (v != dst && !can_transit(graph[v].kind)) {
                         continue;
                     }
-                    let resource = 2 * edge.id().index() + usize::from(!forward);
-                    route.push((resource, cs[u.index()] * cd[v.index()] / paths));
+                    route.push(leg(edge, u, v));
                     if v != dst && !std::mem::replace(&mut queued[v.index()], true) {
                         next.push(v);
                     }

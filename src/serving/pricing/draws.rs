@@ -51,7 +51,9 @@ const MEAN_PRICE_PRECISION: f64 = 0.002;
 const FRESH_SHARE: f64 = 1.0 / 32.0;
 /// Significant bits of a grid point (counts below 2^GRID_BITS are their own).
 const GRID_BITS: u32 = 7;
-/// Significant bits of a grid point while fast-forwarding (see [`Draws::grid_tokens`]).
+/// Significant bits of a grid point while fast-forwarding (see [`Draws::grid_tokens`]): a
+/// ramp-up then meets 8 grid points per doubling of its batch instead of 128, and its
+/// iterations are priced at counts within 1/8 of their own (the warm-up is not measured).
 const FAST_FORWARD_GRID_BITS: u32 = 3;
 
 /// Priced draws by sampled layer and the token count they were drawn at.
@@ -135,7 +137,7 @@ impl Draws {
             return Turn::Replay(at, Rc::clone(&kept.draws[at]));
         }
         let Some(kept) = kept.filter(|k| k.full) else {
-            return Turn::Fresh(self.kept.get(&(layer, tokens)).map_or(0, |k| k.draws.len()));
+            return Turn::Fresh(kept.map_or(0, |k| k.draws.len()));
         };
         let kept = &kept.draws;
         // One uniform decides both: below FRESH_SHARE, a fresh draw replacing kept draw
@@ -180,6 +182,25 @@ mod tests {
     use super::*;
     use crate::engine::RandomStreams;
 
+    /// The mean grid point of 40,000 roundings of `tokens`, each one of `neighbours` and a
+    /// point of the fine grid.
+    fn mean_rounding(
+        tokens: u64,
+        fast_forward: bool,
+        neighbours: [u64; 2],
+        rng: &mut ChaCha8Rng,
+    ) -> f64 {
+        let n = 40_000;
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let g = Draws::grid_tokens(tokens, fast_forward, rng);
+            assert!(neighbours.contains(&g), "{g}");
+            assert_eq!(Draws::grid_tokens(g, false, rng), g, "a fine point");
+            sum += g;
+        }
+        sum as f64 / n as f64
+    }
+
     #[test]
     fn small_counts_are_exact_and_large_ones_round_to_neighbours_without_bias() {
         let mut rng = RandomStreams::new(3).stream("grid");
@@ -187,14 +208,7 @@ mod tests {
             assert_eq!(Draws::grid_tokens(t, false, &mut rng), t);
         }
         // 1,010 has 10 bits: grid step 8 (992, 1000, 1008, 1016, ...); 1,010 = 1008 + 2.
-        let n = 40_000;
-        let mut sum = 0u64;
-        for _ in 0..n {
-            let g = Draws::grid_tokens(1010, false, &mut rng);
-            assert!(g == 1008 || g == 1016, "{g}");
-            sum += g;
-        }
-        let mean = sum as f64 / n as f64;
+        let mean = mean_rounding(1010, false, [1008, 1016], &mut rng);
         assert!((mean - 1010.0).abs() < 0.1, "unbiased: {mean}");
         assert_eq!(
             Draws::grid_tokens(1024, false, &mut rng),
@@ -213,15 +227,7 @@ mod tests {
             assert_eq!(Draws::grid_tokens(t, true, &mut rng), t);
         }
         // 1,010 has 10 bits: coarse step 128 (896, 1024); 1,010 = 896 + 114.
-        let n = 40_000;
-        let mut sum = 0u64;
-        for _ in 0..n {
-            let g = Draws::grid_tokens(1010, true, &mut rng);
-            assert!(g == 896 || g == 1024, "{g}");
-            assert_eq!(Draws::grid_tokens(g, false, &mut rng), g, "a fine point");
-            sum += g;
-        }
-        let mean = sum as f64 / n as f64;
+        let mean = mean_rounding(1010, true, [896, 1024], &mut rng);
         assert!((mean - 1010.0).abs() < 1.0, "unbiased: {mean}");
         let mut draws = Draws::default();
         assert!(matches!(

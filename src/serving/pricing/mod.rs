@@ -30,7 +30,7 @@ use crate::cost::collective::{self, EpGroup, ExpectedTraffic, Misses, Phase};
 use crate::cost::kernels::{Kernels, MoeMemo};
 use crate::cost::network::LinkEfficiency;
 use crate::cost::profile::MoeShape;
-use crate::cost::step::{StepLoad, TokenPartMemo, iteration_seconds};
+use crate::cost::step::{StepLoad, StepMemo, iteration_seconds};
 use crate::engine::RandomStreams;
 use crate::model::{ModelConfig, Usage};
 use crate::moe::placement::Placement;
@@ -98,7 +98,7 @@ pub struct Pricer<'a> {
     model: &'a ModelConfig,
     instance: &'a InstanceSpec,
     kernels: Kernels<'a>,
-    memo: TokenPartMemo,
+    memo: StepMemo,
     moe_memo: MoeMemo,
     /// Whether tokens leave their GPU for the experts: not with one GPU, nor when one
     /// tensor-parallel group spans the EP group (every rank holds every token; the group's
@@ -210,7 +210,7 @@ impl<'a> Pricer<'a> {
             model,
             instance,
             kernels: Kernels::for_gpu(&instance.gpu)?,
-            memo: TokenPartMemo::default(),
+            memo: StepMemo::default(),
             moe_memo: MoeMemo::default(),
             all_to_all: instance.dp_ranks() > 1 && instance.expert_ranks() > 1,
             mtp,

@@ -263,25 +263,14 @@ pub fn search(t: &Target, gpus: u64, jobs: usize) -> Searched {
             end += 1;
         }
         let round = &all[next..end];
-        let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; round.len()]);
         // Evaluating never fails: a candidate that cannot run is an outcome saying why.
-        let _ = super::pool::for_each(round, jobs, |i, c| {
+        outcomes.extend(super::pool::map(round, jobs, |_, c| {
             let o = evaluate(t, c, Some(&cache));
-            if let Ok(mut r) = results.lock() {
-                r[i] = Some(o);
-            }
             if let Some(bar) = &bar {
                 bar.inc(1);
             }
-            Ok::<(), ()>(())
-        });
-        outcomes.extend(
-            results
-                .into_inner()
-                .unwrap_or_default()
-                .into_iter()
-                .flatten(),
-        );
+            o
+        }));
         next = end;
     }
     if let Some(bar) = &bar {
