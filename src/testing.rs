@@ -52,6 +52,7 @@ pub fn nvfp4_deployment(ep: u64, slots: u64) -> Deployment {
         attention: AttentionLayout::Dp,
         expert_precision: Precision::Nvfp4,
         other_precision: Precision::Fp8,
+        attention_precision: Precision::Fp8,
         kv_precision: Precision::Fp8,
         mtp: true,
         kv_share_of_free_memory: DEFAULT_KV_SHARE_OF_FREE_MEMORY,

@@ -34,9 +34,13 @@ pub struct DeploymentArgs {
     /// Precision of routed and shared experts [default: the model's native]
     #[arg(long, value_enum)]
     pub weights: Option<Precision>,
-    /// Precision of attention, dense FFN and MTP projection [default: the model's native]
+    /// Precision of dense FFN and MTP projection (and attention unless --attention-weights)
+    /// [default: the model's native]
     #[arg(long, value_enum)]
     pub other_weights: Option<Precision>,
+    /// Precision of the attention projections [default: as --other-weights]
+    #[arg(long, value_enum)]
+    pub attention_weights: Option<Precision>,
     /// KV-cache precision
     #[arg(long, value_enum, default_value_t = Precision::Fp8)]
     pub kv: Precision,
@@ -83,6 +87,10 @@ impl DeploymentArgs {
             attention: self.attention,
             expert_precision: self.weights.unwrap_or(model.native_precision.experts),
             other_precision: self.other_weights.unwrap_or(model.native_precision.other),
+            attention_precision: self
+                .attention_weights
+                .or(self.other_weights)
+                .unwrap_or(model.native_precision.other),
             kv_precision: self.kv,
             mtp: self.mtp > 0,
             kv_share_of_free_memory: self.kv_share,

@@ -81,9 +81,9 @@ impl<'a> Roofline<'a> {
         tflops * 1e12
     }
 
-    /// The family's fixed cost per transformer layer per iteration, seconds.
-    pub fn layer_overhead_s(&self) -> f64 {
-        self.gpu.efficiency.layer_overhead_us * 1e-6
+    /// The gap between two ops of a CUDA-graph-replayed iteration, seconds.
+    pub fn launch_gap_s(&self) -> f64 {
+        self.gpu.efficiency.launch_gap_us * 1e-6
     }
 
     fn padded_rows(&self, m: u64) -> u64 {

@@ -51,9 +51,10 @@ pub struct Efficiency {
     pub hbm_fraction: f64,
     /// Token rows per MMA tile: a GEMM's rows are padded up to a multiple of this.
     pub mma_tile_rows: u32,
-    /// Fixed cost per transformer layer per iteration (launches, small kernels,
-    /// synchronisation), microseconds.
-    pub layer_overhead_us: f64,
+    /// Gap between two ops of an iteration replayed as a CUDA graph with programmatic
+    /// dependent launch, microseconds: paid once per op boundary (the kernel tables hold
+    /// the gaps inside each op).
+    pub launch_gap_us: f64,
     /// Achieved fraction of NVLink bandwidth for all-to-all traffic.
     pub nvlink_efficiency: f64,
 }
@@ -259,10 +260,10 @@ pub fn load_family(file: &Path) -> Result<Efficiency, Diagnostics> {
             "must be a fraction in (0, 1]",
         );
     }
-    let o = &raw.layer_overhead_us;
+    let o = &raw.launch_gap_us;
     bad(
         o,
-        "layer_overhead_us",
+        "launch_gap_us",
         o.value.is_finite() && o.value >= 0.0,
         "must be a number >= 0",
     );
@@ -278,7 +279,7 @@ pub fn load_family(file: &Path) -> Result<Efficiency, Diagnostics> {
         attention_peak_fraction: raw.attention_peak_fraction.value,
         hbm_fraction: raw.hbm_fraction.value,
         mma_tile_rows: raw.mma_tile_rows.value,
-        layer_overhead_us: raw.layer_overhead_us.value,
+        launch_gap_us: raw.launch_gap_us.value,
         nvlink_efficiency: raw.nvlink_efficiency.value,
     })
 }
@@ -292,7 +293,7 @@ struct EfficiencyFile {
     attention_peak_fraction: At<f64>,
     hbm_fraction: At<f64>,
     mma_tile_rows: At<u32>,
-    layer_overhead_us: At<f64>,
+    launch_gap_us: At<f64>,
     nvlink_efficiency: At<f64>,
 }
 
@@ -343,7 +344,7 @@ mod tests {
         let file = dir.path().join("fam.yaml");
         std::fs::write(
             &file,
-            "name: x\ngemm_peak_fraction: 1.5\nattention_peak_fraction: 0.5\nhbm_fraction: 0\nmma_tile_rows: 0\nlayer_overhead_us: -1\nnvlink_efficiency: 0.8\n",
+            "name: x\ngemm_peak_fraction: 1.5\nattention_peak_fraction: 0.5\nhbm_fraction: 0\nmma_tile_rows: 0\nlaunch_gap_us: -1\nnvlink_efficiency: 0.8\n",
         )
         .unwrap();
         let err = load_family(&file).unwrap_err().to_string();
@@ -351,7 +352,7 @@ mod tests {
             "fam.yaml:2:21: gemm_peak_fraction: must be a fraction in (0, 1], got 1.5",
             "fam.yaml:4:15: hbm_fraction: must be a fraction in (0, 1], got 0",
             "fam.yaml:5:16: mma_tile_rows: must be at least 1",
-            "fam.yaml:6:20: layer_overhead_us: must be a number >= 0, got -1",
+            "fam.yaml:6:16: launch_gap_us: must be a number >= 0, got -1",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }

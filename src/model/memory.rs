@@ -58,8 +58,11 @@ pub struct Deployment {
     pub attention: AttentionLayout,
     /// Routed and shared experts.
     pub expert_precision: Precision,
-    /// Attention, dense FFN and MTP projection.
+    /// Dense FFN and MTP projection (and attention, unless `attention_precision` differs).
     pub other_precision: Precision,
+    /// Attention projections (MLA down/up projections; the measured MLA block's GEMMs).
+    /// Checkpoints keep them apart: NVIDIA's DeepSeek-R1 FP4 keeps them in BF16.
+    pub attention_precision: Precision,
     pub kv_precision: Precision,
     /// Whether the MTP module is loaded (speculative decoding with MTP).
     pub mtp: bool,
@@ -196,7 +199,7 @@ pub fn plan(
         ),
         attention: w(
             p.main.attention + mtp_share * p.mtp.attention,
-            d.other_precision,
+            d.attention_precision,
         ) / split,
         dense_ffn: w(p.main.dense_ffn, d.other_precision) / split,
         embedding_and_head: w(p.main.embedding + p.main.lm_head, Precision::Bf16) / split,
@@ -272,6 +275,7 @@ impl MemoryPlan {
             "attention": self.deployment.attention.to_string(),
             "expert_precision": self.deployment.expert_precision,
             "other_precision": self.deployment.other_precision,
+            "attention_precision": self.deployment.attention_precision,
             "kv_precision": self.deployment.kv_precision,
             "mtp": self.deployment.mtp,
             "experts_per_gpu_per_layer": self.experts_per_gpu_per_layer,
@@ -316,8 +320,8 @@ impl fmt::Display for MemoryPlan {
         )?;
         writeln!(
             f,
-            "  precision: experts {}, other weights {}, KV cache {}",
-            d.expert_precision, d.other_precision, d.kv_precision
+            "  precision: experts {}, attention {}, other weights {}, KV cache {}",
+            d.expert_precision, d.attention_precision, d.other_precision, d.kv_precision
         )?;
         writeln!(f, "  HBM usable            {}", gib(self.hbm_usable_bytes))?;
         writeln!(f, "  weights               {}", gib(w.total()))?;

@@ -8,10 +8,12 @@ is fitted to these runs.
 Each run becomes: the benchmark's concurrency as closed-loop users all starting at once,
 fixed ISL/OSL, the run's decode and prefill layouts on HGX B200 nodes (each decode worker
 on whole nodes, prefill after them), its batch as the instances' max batch, no MTP (not recorded), no EPLB.
-The case compares epsim's median TPOT with the measured TPOT. Known gaps, stated in each
-case: attention tensor parallelism has no all-reduce in epsim yet, MoE tensor parallelism
-(a prefill `moe_ep` of 1 over several GPUs) is modelled as EP, and TTFT is not compared
-(it depends on how the benchmark client starts and counts requests).
+The case compares epsim's median TPOT with the measured TPOT. Weights are as the served
+checkpoints ship them: NVIDIA's DeepSeek-R1 FP4 checkpoint keeps the MLA projections in BF16
+with an FP8 KV cache, the rest NVFP4 (docs/reference/hardware-and-models.md section 8);
+DeepSeek's FP8 checkpoint is FP8 throughout. Known gaps, stated in each case: MoE tensor
+parallelism (a prefill `moe_ep` of 1 over several GPUs) is modelled as EP, and TTFT is not
+compared (it depends on how the benchmark client starts and counts requests).
 """
 
 import csv
@@ -35,7 +37,11 @@ def instance(name, role, first, gpus, tp, batch, replicas, isl):
 
 def scenario(r):
     isl, osl, users = int(r["isl"]), int(r["osl"]), int(r["concurrency"])
-    experts = "nvfp4" if r["weights"] == "nvfp4" else "fp8"
+    # NVIDIA's FP4 checkpoint: MLA projections BF16, KV FP8, the rest NVFP4 (section 8).
+    if r["weights"] == "nvfp4":
+        precision = "{experts: nvfp4, other: nvfp4, attention: bf16, kv: fp8}"
+    else:
+        precision = "{experts: fp8, other: fp8, kv: fp8}"
     gaps = []
     body = []
     # Decode workers first, each on its own node(s) as deployments place them (an 8-GPU
@@ -54,8 +60,6 @@ def scenario(r):
             gaps.append(f"prefill MoE EP{pep} over {pgpus} GPUs (MoE TP) modelled as EP{pgpus}")
         pw = int(r["prefill_workers"])
         body += instance("prefill", "prefill", first, pgpus, ptp, int(r["prefill_batch"]), pw, isl)
-    if dtp > 1:
-        gaps.append(f"attention TP{dtp} without its all-reduce")
     # Run length only, not a model input: long enough for ~4 request lifetimes at a slow
     # 50 ms per output token and 1 s per 1,000 prompt tokens, a third of it warm-up.
     lifetime_s = osl * 0.05 + isl / 1000.0
@@ -74,7 +78,7 @@ def scenario(r):
         f"  arrivals: {{kind: closed_loop, users: {users}}}",
         f"  input: {{dist: fixed, tokens: {isl}}}",
         f"  output: {{dist: fixed, tokens: {osl}}}",
-        f"precision: {{experts: {experts}, other: fp8, kv: fp8}}",
+        f"precision: {precision}",
         "scheduling: {policy: fcfs}",
         "instances:",
         *body,

@@ -2,8 +2,9 @@
 //! ranks meet twice: the dispatch waits for the slowest rank's attention, the combine for
 //! the slowest rank's experts. So an iteration costs
 //!
-//!   max over ranks (attention, dense GEMMs, norms, LM head, MTP drafts, per-layer overhead)
-//!   + MoE layers x (slowest rank's routed GroupGEMM + dispatch + combine),
+//!   max over ranks (attention, dense GEMMs, norms, LM head, MTP drafts, launch gaps)
+//!   + MoE layers x max(router + slowest rank's routed GroupGEMM + dispatch + combine,
+//!                      shared expert on its second stream),
 //!
 //! with the routed tokens drawn from the routing model for a few representative layers
 //! (each standing for an equal share of the model's MoE layers), the all-to-all priced from
@@ -363,6 +364,9 @@ impl<'a> Pricer<'a> {
         let drafts = self.mtp.drafts;
         let mut pass = Pass::default();
         let mut tokens = 0;
+        // One layer's shared expert (second stream) and the main-stream work beside it
+        // besides the routed experts and all-to-all, on the slowest rank.
+        let (mut shared_s, mut router_s) = (0.0f64, 0.0f64);
         for work in ranks.iter().filter(|w| w.tokens(drafts) > 0) {
             let load = StepLoad {
                 batch: work.batch,
@@ -377,6 +381,8 @@ impl<'a> Pricer<'a> {
                 pass.dense_s = dense_s;
                 pass.layer_dense_s = s.moe_layers_s - s.routed_main_s;
             }
+            shared_s = shared_s.max(s.shared_layer_s);
+            router_s = router_s.max(s.router_layer_s);
             tokens += work.tokens(drafts);
         }
         let at = Draws::grid_tokens(tokens, self.fast_forward, &mut self.rng);
@@ -387,6 +393,10 @@ impl<'a> Pricer<'a> {
             pass.dispatch_s += d.dispatch_s * scale;
             pass.combine_s += d.combine_s * scale;
             pass.rank_imbalance += d.rank_imbalance / self.routers.len() as f64;
+            // What of the shared expert outlasts the stream beside it.
+            let exposed_s = (shared_s - router_s - d.price_s()).max(0.0) * scale;
+            pass.dense_s += exposed_s;
+            pass.layer_dense_s += exposed_s;
         }
         // MTP drafts run one MoE layer each: their all-to-alls cost at least the floors.
         if tokens > 0 && self.all_to_all {

@@ -424,6 +424,7 @@ pub(super) fn precision(raw: &ScenarioFile, model: Option<&ModelConfig>) -> Prec
     let native = PrecisionSettings {
         experts: model.map_or(Precision::Fp8, |m| m.native_precision.experts),
         other: model.map_or(Precision::Bf16, |m| m.native_precision.other),
+        attention: model.map_or(Precision::Bf16, |m| m.native_precision.other),
         kv: Precision::Fp8,
     };
     native.over(&raw.precision)

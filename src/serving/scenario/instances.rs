@@ -138,12 +138,16 @@ fn shape(
         return None;
     }
     // Tensor-parallel experts take their tokens from data-parallel ranks (gathered) or from
-    // the attention group that is their expert group.
-    if moe_tp > 1 && tp > 1 && tp != moe_tp {
+    // the attention group that is their expert group, or that holds every token of the
+    // instance (TensorRT-LLM's minimum-latency TP8 attention with MoE TP4 x EP2).
+    let whole = tp == first.len() as u64;
+    if moe_tp > 1 && tp > 1 && tp != moe_tp && !(whole && tp.is_multiple_of(moe_tp)) {
         c.problem(
             moe_tp_loc,
             &at("moe_tp"),
-            format!("with attention_tp {tp}, moe_tp must be 1 or {tp}, got {moe_tp}"),
+            format!(
+                "with attention_tp {tp}, moe_tp must be 1, {tp}, or a divisor of {tp} when attention_tp spans the instance, got {moe_tp}"
+            ),
         );
         return None;
     }
@@ -301,6 +305,7 @@ impl Placer {
             },
             expert_precision: precision.experts,
             other_precision: precision.other,
+            attention_precision: precision.attention,
             kv_precision: precision.kv,
             mtp: self.mtp.drafts > 0,
             kv_share_of_free_memory: memory::DEFAULT_KV_SHARE_OF_FREE_MEMORY,

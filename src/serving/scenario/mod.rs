@@ -201,6 +201,9 @@ struct PrecisionFile {
     experts: Option<Precision>,
     #[serde(default)]
     other: Option<Precision>,
+    /// Attention projections; `other` where not given.
+    #[serde(default)]
+    attention: Option<Precision>,
     #[serde(default)]
     kv: Option<Precision>,
 }
@@ -416,17 +419,23 @@ pub struct Workload {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PrecisionSettings {
+    /// Routed and shared experts.
     pub experts: Precision,
+    /// Dense FFN, MTP projection.
     pub other: Precision,
+    /// Attention projections.
+    pub attention: Precision,
     pub kv: Precision,
 }
 
 impl PrecisionSettings {
-    /// These, with each field `file` gives in their place.
+    /// These, with each field `file` gives in their place. Attention follows a new `other`
+    /// unless the file names its own, so `{other: bf16}` still means every non-expert weight.
     fn over(&self, file: &PrecisionFile) -> PrecisionSettings {
         PrecisionSettings {
             experts: file.experts.unwrap_or(self.experts),
             other: file.other.unwrap_or(self.other),
+            attention: file.attention.or(file.other).unwrap_or(self.attention),
             kv: file.kv.unwrap_or(self.kv),
         }
     }

@@ -3,6 +3,16 @@
 //! share of tokens). It shows where the time of a
 //! step goes and how it moves from EP8 to EP32: the MoE GroupGEMM reads the weights of every
 //! local expert that gets a token, so fewer experts per GPU, fewer bytes per step.
+//!
+//! A layer is priced as the engines run it inside a CUDA graph (reference section 8):
+//! - each op costs its measured time plus one launch gap (`launch_gap_us` of the GPU
+//!   family): the tables time each op in its own graph, so the gaps inside it are in its
+//!   row and only the boundaries between ops are added;
+//! - the shared expert runs on a second stream beside the router and the routed experts
+//!   (and, in serving, their all-to-all), so a MoE layer pays max(shared expert, router +
+//!   routed experts), shown as a negative "hidden" line;
+//! - under tensor-parallel attention the all-reduce is fused with the residual add and
+//!   the RMS norm after it (one kernel, no separate norm).
 
 use super::compute::{OpCost, ffn_gemms};
 use super::kernels::{Kernels, Priced, balanced};
@@ -181,15 +191,40 @@ impl StepMemo {
 /// The context part: (seconds, of which the main MoE layers' attention blocks).
 type ContextPart = (f64, f64);
 
+/// What the token-count part of an iteration gives the serving loop, seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct TokenPart {
+    /// All of it, the main MoE layers' shared experts left out (the serving loop sets
+    /// them beside its own routed experts and all-to-all).
+    rest_s: f64,
+    /// The main model's routed experts under balanced routing, all MoE layers, without
+    /// their launch gaps (the routing draw replaces them).
+    routed_main_s: f64,
+    /// The main MoE layers' FFN side without their shared experts, all layers.
+    moe_ffn_s: f64,
+    /// One main MoE layer: its shared expert on the second stream, and what runs beside
+    /// it on the main stream besides the routed experts (router, gaps, gathers).
+    shared_layer_s: f64,
+    router_layer_s: f64,
+}
+
+/// One MoE layer's two streams, seconds, launch gaps included: the shared expert on the
+/// second; on the main one the router, routed experts (balanced routing; `routed_s`
+/// without its gap) and gathers beside it; and how much of the shared expert they hide.
+#[derive(Debug, Clone, Copy, Default)]
+struct Streams {
+    shared_s: f64,
+    beside_s: f64,
+    routed_s: f64,
+    hidden_s: f64,
+}
+
 /// Slots of the context-part memo, as bits: the ranks of a decode instance sit at a few
 /// hundred (batch, mean context) pairs near their steady state.
 const CONTEXT_SLOT_BITS: u32 = 10;
 
 /// (tokens through the GEMMs, decode batch, prefill chunks).
 type TokenCounts = (u64, u64, u64);
-/// The token-count part: (seconds, of which the main layers' routed experts, of which the
-/// MoE layers' FFN side with their overhead).
-type TokenPart = (f64, f64, f64);
 
 /// Distinct token counts kept: a decode instance cycles through a few batch sizes.
 const MEMO_ENTRIES: usize = 64;
@@ -200,11 +235,17 @@ pub struct IterationSeconds {
     pub total_s: f64,
     /// The main model's routed experts (all MoE layers).
     pub routed_main_s: f64,
-    /// Everything inside the main model's MoE layers (attention block, router, shared
-    /// expert, routed experts, TP all-reduces, per-layer overhead): the part two
+    /// Everything inside the main model's MoE layers but their shared experts (attention
+    /// block, router, routed experts, TP all-reduces, launch gaps): the part two
     /// micro-batches can interleave with the all-to-all. The rest (dense layers, LM head,
     /// MTP drafts) runs once per micro-batch with nothing to hide.
     pub moe_layers_s: f64,
+    /// One main MoE layer's shared expert, on its own stream beside the router, routed
+    /// experts and all-to-all (left out of `total_s` and `moe_layers_s`).
+    pub shared_layer_s: f64,
+    /// One main MoE layer's router and the other main-stream work beside the shared
+    /// expert besides the routed experts and all-to-all.
+    pub router_layer_s: f64,
 }
 
 /// The seconds of [`iteration_cost`], split as [`IterationSeconds`], for the serving loop's
@@ -218,11 +259,10 @@ pub fn iteration_seconds(
 ) -> IterationSeconds {
     let step = Step::new(model, kernels, d, load, false);
     let key = (step.tokens(), load.batch, step.chunks());
-    let (token_s, routed_s, moe_ffn_s) = match memo.entries.iter().find(|(k, _)| *k == key) {
+    let t = match memo.entries.iter().find(|(k, _)| *k == key) {
         Some(&(_, v)) => v,
         None => {
-            let (part, routed, moe_ffn) = step.token_part();
-            let v = (part.seconds(), routed, moe_ffn);
+            let v = step.token_part().1;
             if memo.entries.len() == MEMO_ENTRIES {
                 memo.entries.remove(0);
             }
@@ -236,9 +276,11 @@ pub fn iteration_seconds(
         step.context_seconds()
     };
     IterationSeconds {
-        total_s: context_s + token_s,
-        routed_main_s: routed_s,
-        moe_layers_s: moe_attention_s + moe_ffn_s,
+        total_s: context_s + t.rest_s,
+        routed_main_s: t.routed_main_s,
+        moe_layers_s: moe_attention_s + t.moe_ffn_s,
+        shared_layer_s: t.shared_layer_s,
+        router_layer_s: t.router_layer_s,
     }
 }
 
@@ -251,8 +293,9 @@ fn price(
 ) -> StepCost {
     let step = Step::new(model, kernels, d, load, detail);
     let (mut total, _) = step.context_part();
-    let (tokens_part, routed_main_s, _) = step.token_part();
+    let (tokens_part, t) = step.token_part();
     total.add_all(&tokens_part, 1);
+    let routed_main_s = t.routed_main_s;
     StepCost {
         by_class: OpClass::ALL
             .iter()
@@ -276,6 +319,8 @@ struct ClassCosts {
     costs: [OpCost; CLASSES],
     sources: [Option<Source>; CLASSES],
     log: Option<Vec<OpLine>>,
+    /// The launch gap each op pays at its boundary, seconds.
+    gap_s: f64,
 }
 
 impl ClassCosts {
@@ -283,19 +328,40 @@ impl ClassCosts {
         self.costs.iter().map(|c| c.seconds).sum()
     }
 
-    fn add(&mut self, op: &'static str, class: OpClass, p: Priced) {
+    /// Adds an op that runs, with its launch gap.
+    fn add(&mut self, op: &'static str, class: OpClass, mut p: Priced) {
+        if p.cost.seconds > 0.0 {
+            p.cost.seconds += self.gap_s;
+        }
+        self.add_line(op, class, p.cost, p.source);
+    }
+
+    fn add_line(&mut self, op: &'static str, class: OpClass, cost: OpCost, source: Source) {
         let i = class.index();
-        self.costs[i] += p.cost;
-        self.sources[i] = weaker(self.sources[i], Some(p.source));
+        self.costs[i] += cost;
+        self.sources[i] = weaker(self.sources[i], Some(source));
         if let Some(log) = &mut self.log {
             log.push(OpLine {
                 op,
                 class,
                 calls: 1.0,
-                seconds: p.cost.seconds,
-                source: p.source,
+                seconds: cost.seconds,
+                source,
             });
         }
+    }
+
+    /// Takes back `seconds` of `class` that ran on a second stream beside other work.
+    fn hide(&mut self, op: &'static str, class: OpClass, seconds: f64) {
+        if seconds <= 0.0 {
+            return;
+        }
+        let source = self.sources[class.index()].unwrap_or(Source::Roofline);
+        let cost = OpCost {
+            seconds: -seconds,
+            ..OpCost::default()
+        };
+        self.add_line(op, class, cost, source);
     }
 
     /// Adds `n` copies of `other`.
@@ -373,6 +439,7 @@ impl<'a> Step<'a> {
     fn costs(&self) -> ClassCosts {
         ClassCosts {
             log: self.detail.then(Vec::new),
+            gap_s: self.kernels.roofline.launch_gap_s(),
             ..ClassCosts::default()
         }
     }
@@ -408,24 +475,22 @@ impl<'a> Step<'a> {
         (c, layer.seconds() * self.model.moe_layers() as f64)
     }
 
-    /// What depends on token counts alone: FFNs and experts, LM heads, MTP projections and
-    /// the per-layer overhead; and, seconds, the main layers' routed experts and the main
-    /// MoE layers' whole FFN side with their overhead.
-    fn token_part(&self) -> (ClassCosts, f64, f64) {
+    /// What depends on token counts alone: FFNs and experts, LM heads and MTP
+    /// projections; and its seconds as the serving loop needs them.
+    fn token_part(&self) -> (ClassCosts, TokenPart) {
         let (model, load, k) = (self.model, self.load, self.kernels);
         let tokens = self.tokens();
         let mut total = self.costs();
-        total.add_all(&self.ffn(tokens, false), model.dense_layers);
-        let moe = self.ffn(tokens, true);
-        let routed_main_s =
-            moe.costs[OpClass::MoeGroupGemm.index()].seconds * model.moe_layers() as f64;
+        total.add_all(&self.ffn(tokens, false).0, model.dense_layers);
+        let (moe, streams) = self.ffn(tokens, true);
+        let layers = model.moe_layers() as f64;
         total.add_all(&moe, model.moe_layers());
         // The LM head runs for every decode token, and once for a chunk (its next token).
         let heads = load.batch.saturating_mul(1 + load.mtp) + self.chunks();
         total.add_all(&self.lm_head_and_sampling(heads), 1);
         // Each MTP draft: project [embedding; hidden] (2h -> h), one MoE layer, the LM head.
         let h = model.hidden_size;
-        let mut draft = self.ffn(load.batch, true);
+        let mut draft = self.ffn(load.batch, true).0;
         draft.add(
             "mtp projection",
             OpClass::DenseGemm,
@@ -433,17 +498,16 @@ impl<'a> Step<'a> {
         );
         draft.add_all(&self.lm_head_and_sampling(load.batch), 1);
         total.add_all(&draft, load.mtp);
-        let overhead = OpCost {
-            seconds: k.roofline.layer_overhead_s() * (model.layers + load.mtp) as f64,
-            ..OpCost::default()
+        // The main layers' shared experts, net of what hid beside the routed experts.
+        let shared_net_s = (streams.shared_s - streams.hidden_s) * layers;
+        let part = TokenPart {
+            rest_s: total.seconds() - shared_net_s,
+            routed_main_s: streams.routed_s * layers,
+            moe_ffn_s: moe.seconds() * layers - shared_net_s,
+            shared_layer_s: streams.shared_s,
+            router_layer_s: streams.beside_s - streams.routed_s,
         };
-        total.add(
-            "layer overhead (named constant)",
-            OpClass::Other,
-            Priced::roofline(overhead),
-        );
-        let moe_ffn_s = (moe.seconds() + k.roofline.layer_overhead_s()) * model.moe_layers() as f64;
-        (total, routed_main_s, moe_ffn_s)
+        (total, part)
     }
 
     fn experts_per_gpu(&self) -> u64 {
@@ -457,17 +521,13 @@ impl<'a> Step<'a> {
         // With tensor-parallel experts an expert group computes a slice of its every token:
         // a data-parallel rank's tokens are gathered over the group; a TP attention group
         // that is the expert group shares its tokens already.
-        let per_rank = match (self.tp, self.d.moe_tp) {
-            (tp, 1) => tokens.div_ceil(tp),
-            (1, n) => tokens.saturating_mul(n),
-            _ => tokens,
-        };
+        // Every rank of a TP attention group holds all its tokens: the instance's GPUs
+        // (ep x moe_tp) hold gpus / tp such sets (one when the TP group spans them).
+        let gpus = u128::from(self.d.ep) * u128::from(self.d.moe_tp.max(1));
+        let group_tokens = u128::from(tokens) * gpus / u128::from(self.tp);
         let experts = self.experts_per_gpu();
-        let picks = per_rank
-            .saturating_mul(self.model.moe.experts_per_token)
-            .saturating_mul(self.d.ep);
-        let routed_here =
-            (u128::from(picks) * u128::from(experts) / u128::from(self.d.slots.max(1))) as u64;
+        let picks = group_tokens * u128::from(self.model.moe.experts_per_token);
+        let routed_here = (picks * u128::from(experts) / u128::from(self.d.slots.max(1))) as u64;
         balanced(routed_here, experts)
     }
 
@@ -489,7 +549,7 @@ impl<'a> Step<'a> {
                 c.add(
                     "attention projection",
                     OpClass::DenseGemm,
-                    k.gemm(m, n, kk, d.other_precision),
+                    k.gemm(m, n, kk, d.attention_precision),
                 );
             }
             c.add(
@@ -511,54 +571,43 @@ impl<'a> Step<'a> {
                 Priced::roofline(k.roofline.memory_pass(2.0 * hidden_bytes)),
             );
         }
-        // Tensor-parallel attention sums its heads' output projections.
+        // Tensor-parallel attention sums its heads' output projections, in one kernel
+        // with the residual add and the post-attention RMS norm (reference section 8).
         if self.tp > 1 {
             c.add(
-                "attention all-reduce",
+                "attention all-reduce (+ residual, norm)",
                 OpClass::TpAllReduce,
                 k.all_reduce(self.tp, m * h),
             );
+        } else {
+            c.add(
+                "rms norm",
+                OpClass::Other,
+                Priced::roofline(k.roofline.memory_pass(2.0 * hidden_bytes)),
+            );
         }
-        // The post-attention RMS norm.
-        c.add(
-            "rms norm",
-            OpClass::Other,
-            Priced::roofline(k.roofline.memory_pass(2.0 * hidden_bytes)),
-        );
         c
     }
 
-    /// The FFN half of one layer for `m` tokens: routed and shared experts, or a dense FFN.
-    fn ffn(&self, m: u64, moe: bool) -> ClassCosts {
+    /// The FFN half of one layer for `m` tokens: routed and shared experts, or a dense FFN;
+    /// and, for a MoE layer, how its two streams line up.
+    fn ffn(&self, m: u64, moe: bool) -> (ClassCosts, Streams) {
         let (model, d, k) = (self.model, self.d, self.kernels);
         let h = model.hidden_size;
         let mut c = self.costs();
+        let mut streams = Streams::default();
         if moe {
             c.add(
                 "router",
                 OpClass::Other,
                 k.gemm(m, model.moe.routed_experts, h, Precision::Bf16),
             );
-            // A tensor-parallel group splits the shared expert's intermediate dimension.
-            let [(n1, k1), (n2, k2)] = ffn_gemms(h, model.moe.expert_intermediate_size);
-            let (n1, k2) = (n1.div_ceil(self.tp), k2.div_ceil(self.tp));
-            for _ in 0..model.moe.shared_experts {
-                c.add(
-                    "shared expert fc1",
-                    OpClass::DenseGemm,
-                    k.gemm(m, n1, k1, d.expert_precision),
-                );
-                c.add(
-                    "shared expert fc2",
-                    OpClass::DenseGemm,
-                    k.gemm(m, n2, k2, d.expert_precision),
-                );
-            }
             let routed = k.routed_moe_split(
                 MoeShape::of(model, d.expert_precision),
                 &self.tokens_per_local_expert(m),
                 d.moe_tp,
             );
+            streams.routed_s = routed.cost.seconds;
             c.add("routed experts (fused MoE)", OpClass::MoeGroupGemm, routed);
             // Data-parallel attention with tensor-parallel experts: each GPU's tokens are
             // gathered by its expert group and the partial outputs reduce-scattered back,
@@ -570,6 +619,32 @@ impl<'a> Step<'a> {
                     k.all_reduce(d.moe_tp, m.saturating_mul(d.moe_tp) * h),
                 );
             }
+            streams.beside_s = c.seconds();
+            // The shared expert, on its own stream (a tensor-parallel group splits its
+            // intermediate dimension).
+            let mut shared = self.costs();
+            let [(n1, k1), (n2, k2)] = ffn_gemms(h, model.moe.expert_intermediate_size);
+            let (n1, k2) = (n1.div_ceil(self.tp), k2.div_ceil(self.tp));
+            for _ in 0..model.moe.shared_experts {
+                shared.add(
+                    "shared expert fc1",
+                    OpClass::DenseGemm,
+                    k.gemm(m, n1, k1, d.expert_precision),
+                );
+                shared.add(
+                    "shared expert fc2",
+                    OpClass::DenseGemm,
+                    k.gemm(m, n2, k2, d.expert_precision),
+                );
+            }
+            streams.shared_s = shared.seconds();
+            streams.hidden_s = streams.shared_s.min(streams.beside_s);
+            c.add_all(&shared, 1);
+            c.hide(
+                "shared expert hidden (2nd stream)",
+                OpClass::DenseGemm,
+                streams.hidden_s,
+            );
         } else {
             let [(n1, k1), (n2, k2)] = ffn_gemms(h, model.dense_intermediate_size);
             let (n1, k2) = (n1.div_ceil(self.tp), k2.div_ceil(self.tp));
@@ -581,15 +656,16 @@ impl<'a> Step<'a> {
                 );
             }
         }
-        // The group's partial outputs (split FFN, local experts) are summed.
+        // The group's partial outputs (split FFN, local experts) are summed, fused with the
+        // residual add and the next layer's input norm.
         if self.tp > 1 {
             c.add(
-                "FFN all-reduce",
+                "FFN all-reduce (+ residual, norm)",
                 OpClass::TpAllReduce,
                 k.all_reduce(self.tp, m * h),
             );
         }
-        c
+        (c, streams)
     }
 
     /// Prices the whole attention block (projections, norms, RoPE, attention) from the
@@ -601,7 +677,7 @@ impl<'a> Step<'a> {
         chunks: &[PrefillChunk],
     ) -> bool {
         let (k, d) = (self.kernels, self.d);
-        let formats = (d.kv_precision, d.other_precision);
+        let formats = (d.kv_precision, d.attention_precision);
         let mut parts = Vec::with_capacity(1 + chunks.len());
         if self.load.batch > 0 {
             let Some(p) = k.mla_decode(
@@ -616,12 +692,22 @@ impl<'a> Step<'a> {
             };
             parts.push(("MLA decode block", p));
         }
-        for p in chunks.iter().filter(|p| p.tokens > 0) {
-            let Some(block) = k.mla_prefill(self.model, 1, p.tokens, p.prefix, self.tp, formats)
+        // The iteration's prompt chunks run as one batched prefill (the tables measure
+        // `batch` prompts of one length): priced at their mean length and mean prefix.
+        let (prompts, tokens, prefix) = chunks
+            .iter()
+            .filter(|p| p.tokens > 0)
+            .fold((0u64, 0u64, 0u64), |(n, t, x), p| {
+                (n + 1, t + p.tokens, x + p.prefix)
+            });
+        if prompts > 0 {
+            let (mean, mean_prefix) = (tokens.div_ceil(prompts), prefix / prompts);
+            let Some(block) =
+                k.mla_prefill(self.model, prompts, mean, mean_prefix, self.tp, formats)
             else {
                 return false;
             };
-            parts.push(("MLA prefill block", block));
+            parts.push(("MLA prefill block (batched)", block));
         }
         if parts.is_empty() {
             return false;
@@ -688,336 +774,4 @@ impl<'a> Step<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hardware::GpuSpec;
-    use crate::testing;
-
-    /// The roofline alone: these tests check the fallback's structure (bytes, FLOPs, bounds).
-    fn roofline_cost(m: &ModelConfig, g: &GpuSpec, d: &Deployment, load: &StepLoad) -> StepCost {
-        iteration_cost(m, &Kernels::roofline_only(g), d, load)
-    }
-
-    fn setup(ep: u64, slots: u64) -> (ModelConfig, GpuSpec, Deployment) {
-        (
-            testing::model("deepseek-r1"),
-            testing::gpu("b200-gb200"),
-            testing::nvfp4_deployment(ep, slots),
-        )
-    }
-
-    const LOAD: StepLoad = StepLoad {
-        batch: 32,
-        context: 2048,
-        mtp: 1,
-        prefill: &[],
-    };
-
-    #[test]
-    fn tokens_per_expert_sum_to_tokens_times_top_k() {
-        for (ep, slots) in [(8, 256), (16, 256), (32, 288), (64, 256)] {
-            let (m, g, d) = setup(ep, slots);
-            let cost = roofline_cost(&m, &g, &d, &LOAD);
-            let tokens = LOAD.batch * (1 + LOAD.mtp);
-            // Balanced routing: this rank's share of all ranks' assignments.
-            let expected = tokens * 8 * ep * (slots / ep) / slots;
-            assert_eq!(
-                cost.tokens_per_expert.iter().sum::<u64>(),
-                expected,
-                "EP{ep}"
-            );
-            assert_eq!(cost.tokens_per_expert.len() as u64, slots / ep);
-            let (lo, hi) = (
-                cost.tokens_per_expert.iter().min().unwrap(),
-                cost.tokens_per_expert.iter().max().unwrap(),
-            );
-            assert!(hi - lo <= 1);
-        }
-    }
-
-    #[test]
-    fn wider_ep_reads_fewer_expert_weights_per_step() {
-        let (m, g, d8) = setup(8, 256);
-        let (_, _, d32) = setup(32, 288);
-        let ep8 = roofline_cost(&m, &g, &d8, &LOAD);
-        let ep32 = roofline_cost(&m, &g, &d32, &LOAD);
-        let moe = |c: &StepCost| c.by_class[&OpClass::MoeGroupGemm];
-        // Weight bytes scale with experts per GPU (32 vs 9); both memory-bound at this batch.
-        let ratio = moe(&ep8).bytes / moe(&ep32).bytes;
-        assert!(ratio > 3.0 && ratio < 32.0 / 9.0 + 0.01, "{ratio}");
-        assert!(moe(&ep8).memory_bound() && moe(&ep32).memory_bound());
-        assert!(moe(&ep32).seconds < moe(&ep8).seconds / 3.0);
-        // Everything but the routed experts is the same work on every rank (DP attention).
-        for class in [OpClass::Attention, OpClass::DenseGemm] {
-            assert_eq!(ep8.by_class[&class], ep32.by_class[&class], "{class:?}");
-        }
-        assert_eq!(ep8.by_class[&OpClass::Dispatch], OpCost::default());
-        assert!(ep32.total().seconds < ep8.total().seconds);
-    }
-
-    #[test]
-    fn step_time_grows_with_batch_and_context() {
-        let (m, g, d) = setup(32, 288);
-        let cost = |batch, context| {
-            roofline_cost(
-                &m,
-                &g,
-                &d,
-                &StepLoad {
-                    batch,
-                    context,
-                    mtp: 1,
-                    prefill: &[],
-                },
-            )
-        };
-        let t = |batch, context| cost(batch, context).total().seconds;
-        assert!(t(64, 2048) > t(32, 2048));
-        assert!(t(32, 8192) > t(32, 2048));
-        // Attention reads every request's KV cache: linear in batch x context.
-        let attention = |batch, context| cost(batch, context).by_class[&OpClass::Attention].bytes;
-        assert_eq!(attention(64, 2048), 2.0 * attention(32, 2048));
-        assert_eq!(attention(32, 4096), 2.0 * attention(32, 2048));
-    }
-
-    #[test]
-    fn sliding_window_layers_read_only_their_window() {
-        let oss = testing::model("gpt-oss-120b");
-        let h200 = testing::gpu("h200-sxm");
-        let d = Deployment {
-            ep: 8,
-            moe_tp: 1,
-            slots: 128,
-            expert_precision: Precision::Mxfp4,
-            other_precision: Precision::Bf16,
-            mtp: false,
-            ..setup(8, 256).2
-        };
-        let bytes = |context| {
-            roofline_cost(
-                &oss,
-                &h200,
-                &d,
-                &StepLoad {
-                    batch: 16,
-                    context,
-                    mtp: 0,
-                    prefill: &[],
-                },
-            )
-            .by_class[&OpClass::Attention]
-                .bytes
-        };
-        // 18 full layers grow with the context; 18 windowed layers stop at 128 tokens.
-        let per_token_layer = 2.0 * 8.0 * 64.0;
-        assert!(
-            (bytes(4096) - 16.0 * per_token_layer * (18.0 * 4096.0 + 18.0 * 128.0)).abs() < 1.0
-        );
-        assert!((bytes(100) - 16.0 * per_token_layer * 36.0 * 100.0).abs() < 1.0);
-    }
-
-    fn with_chunk(chunk: &[PrefillChunk], batch: u64) -> StepLoad<'_> {
-        StepLoad {
-            batch,
-            context: 2048,
-            mtp: 1,
-            prefill: chunk,
-        }
-    }
-
-    fn chunk(tokens: u64, prefix: u64) -> [PrefillChunk; 1] {
-        [PrefillChunk { tokens, prefix }]
-    }
-
-    #[test]
-    fn a_prefill_chunk_shares_the_weight_reads_of_decode() {
-        let (m, g, d) = setup(8, 256);
-        let total = |load: &StepLoad| roofline_cost(&m, &g, &d, load).total().seconds;
-        let decode = total(&LOAD);
-        let prefill = total(&with_chunk(&chunk(512, 0), 0));
-        let mixed = total(&with_chunk(&chunk(512, 0), LOAD.batch));
-        assert!(
-            mixed < decode + prefill,
-            "weights are read once: {mixed} vs {decode} + {prefill}"
-        );
-        assert!(mixed > decode.max(prefill));
-    }
-
-    #[test]
-    fn prefill_is_quadratic_in_context_and_compute_bound_when_large() {
-        let (m, g, d) = setup(8, 256);
-        let attention = |prefix| {
-            roofline_cost(&m, &g, &d, &with_chunk(&chunk(2048, prefix), 0)).by_class
-                [&OpClass::Attention]
-                .flops
-        };
-        let pairs = |prefix: f64| 2048.0 * prefix + 2048.0 * 2049.0 / 2.0;
-        assert!((attention(6144) / attention(0) - pairs(6144.0) / pairs(0.0)).abs() < 1e-9);
-        let big = roofline_cost(&m, &g, &d, &with_chunk(&chunk(8192, 0), 0));
-        assert!(!big.by_class[&OpClass::MoeGroupGemm].memory_bound());
-        assert!(!big.by_class[&OpClass::DenseGemm].memory_bound());
-        assert_eq!(big.tokens_per_expert.iter().sum::<u64>(), 8192 * 8);
-    }
-
-    #[test]
-    fn two_chunks_cost_their_own_attention_and_share_the_gemms() {
-        let (m, g, d) = setup(8, 256);
-        let cost = |c: &[PrefillChunk]| roofline_cost(&m, &g, &d, &with_chunk(c, 0));
-        let both = [chunk(1024, 0)[0], chunk(1024, 0)[0]];
-        let attention = |c: &StepCost| c.by_class[&OpClass::Attention].flops;
-        let (one, two, merged) = (cost(&chunk(1024, 0)), cost(&both), cost(&chunk(2048, 0)));
-        assert!((attention(&two) / attention(&one) - 2.0).abs() < 1e-9);
-        assert!(
-            attention(&merged) > attention(&two),
-            "one long prompt is quadratic"
-        );
-        assert_eq!(two.tokens_per_expert, merged.tokens_per_expert);
-    }
-
-    #[test]
-    fn the_profile_prices_the_deepseek_layer_from_measurements() {
-        let (m, g, d) = setup(8, 256);
-        let kernels = Kernels::for_gpu(&g).unwrap();
-        let measured = iteration_detail(&m, &kernels, &d, &LOAD);
-        let roofline = roofline_cost(&m, &g, &d, &LOAD);
-        for class in [OpClass::Attention, OpClass::MoeGroupGemm] {
-            assert!(
-                measured.sources[&class] <= Source::Interpolated,
-                "{class:?}"
-            );
-            // Measured kernels are slower than the roofline at decode sizes.
-            assert!(
-                measured.by_class[&class].seconds > roofline.by_class[&class].seconds,
-                "{class:?}"
-            );
-        }
-        assert_eq!(roofline.sources[&OpClass::MoeGroupGemm], Source::Roofline);
-        // The detail lists every op once per (op, source), with its calls per iteration.
-        let routed = measured
-            .ops
-            .iter()
-            .find(|o| o.op == "routed experts (fused MoE)")
-            .unwrap();
-        assert_eq!(
-            routed.calls,
-            58.0 + 1.0,
-            "58 MoE layers and one MTP draft layer"
-        );
-        let sum: f64 = measured.ops.iter().map(|o| o.seconds).sum();
-        assert!((sum / measured.total().seconds - 1.0).abs() < 1e-9);
-        assert!(iteration_cost(&m, &kernels, &d, &LOAD).ops.is_empty());
-    }
-
-    #[test]
-    fn the_serving_loops_seconds_equal_the_full_price() {
-        let (m, g, d) = setup(8, 256);
-        let kernels = Kernels::for_gpu(&g).unwrap();
-        let mut memo = StepMemo::default();
-        let chunk = chunk(512, 1024);
-        for load in [LOAD, with_chunk(&chunk, 16), with_chunk(&chunk, 0), LOAD] {
-            let full = iteration_cost(&m, &kernels, &d, &load);
-            let s = iteration_seconds(&m, &kernels, &d, &load, &mut memo);
-            assert!((s.total_s / full.total().seconds - 1.0).abs() < 1e-12);
-            assert_eq!(s.routed_main_s, full.routed_main_s);
-            // The MoE layers hold the routed experts and most, not all, of the iteration:
-            // the dense layers, LM head and MTP draft are outside.
-            assert!(s.moe_layers_s > s.routed_main_s && s.moe_layers_s < 0.97 * s.total_s);
-            assert!(s.moe_layers_s > 0.7 * s.total_s, "{s:?}");
-        }
-        assert_eq!(memo.entries.len(), 3, "the repeated load was a hit");
-    }
-
-    /// Decode ranks' context parts come from the memo exactly as priced, whichever pairs
-    /// share a slot (a thousand pairs over 1,024 slots collide), hit or not.
-    #[test]
-    fn remembered_context_parts_are_the_priced_ones() {
-        let (m, g, d) = setup(8, 256);
-        let kernels = Kernels::for_gpu(&g).unwrap();
-        let mut memo = StepMemo::default();
-        let loads: Vec<StepLoad> = (1..=40)
-            .flat_map(|batch| {
-                (0..25).map(move |i| StepLoad {
-                    batch,
-                    context: 1000 + 37 * i,
-                    ..LOAD
-                })
-            })
-            .collect();
-        for _ in 0..2 {
-            for load in &loads {
-                let remembered = iteration_seconds(&m, &kernels, &d, load, &mut memo);
-                let priced = iteration_seconds(&m, &kernels, &d, load, &mut Default::default());
-                assert_eq!(remembered, priced, "{load:?}");
-            }
-        }
-        let kept = memo.contexts.iter().flatten().count();
-        assert!(kept > 500 && kept < loads.len(), "{kept}");
-    }
-
-    /// Tensor-parallel experts (SGLang's `--tp 8` without EP): each GPU runs every token
-    /// routed to its group through a slice of each expert, scaled from the measured
-    /// full-width block, and data-parallel ranks gather and reduce-scatter over the group.
-    #[test]
-    fn tensor_parallel_experts_split_every_expert_and_gather_over_the_group() {
-        let (m, g, _) = setup(8, 256);
-        let kernels = Kernels::for_gpu(&g).unwrap();
-        let ep8 = testing::nvfp4_deployment(8, 256);
-        let tp8 = Deployment {
-            ep: 1,
-            moe_tp: 8,
-            ..ep8
-        };
-        let load = StepLoad {
-            batch: 64,
-            context: 2048,
-            mtp: 0,
-            prefill: &[],
-        };
-        let (a, b) = (
-            iteration_detail(&m, &kernels, &ep8, &load),
-            iteration_detail(&m, &kernels, &tp8, &load),
-        );
-        let op = |c: &StepCost, name: &str| c.ops.iter().find(|o| o.op == name).cloned();
-        let routed = op(&b, "routed experts (fused MoE)").unwrap();
-        assert_eq!(routed.source, Source::Extrapolated);
-        assert!(op(&a, "MoE TP gather and reduce-scatter").is_none());
-        let gather = op(&b, "MoE TP gather and reduce-scatter").unwrap();
-        assert_eq!(gather.calls, 58.0);
-        // The same expert bytes per GPU: 32 whole experts, or an eighth of 256.
-        let plan = |d: &Deployment| crate::model::memory::plan(&m, &g, d, 2048, 0).unwrap();
-        let w = |d: &Deployment| plan(d).weights.routed_experts;
-        assert!((w(&ep8) / w(&tp8) - 1.0).abs() < 1e-12);
-        // Every token's 8 experts, each an eighth as wide: the rows are the group's 8 x 64
-        // tokens times top-8 over 256 experts.
-        assert_eq!(b.tokens_per_expert.iter().sum::<u64>(), 8 * 64 * 8);
-    }
-
-    #[test]
-    fn tensor_parallel_attention_pays_two_all_reduces_per_layer_and_splits_the_shared_expert() {
-        let (m, g, _) = setup(8, 256);
-        let kernels = Kernels::for_gpu(&g).unwrap();
-        let d = |attention| Deployment {
-            attention,
-            ..testing::nvfp4_deployment(8, 256)
-        };
-        let load = StepLoad {
-            batch: 8,
-            context: 2048,
-            mtp: 0,
-            prefill: &[],
-        };
-        let tp = iteration_detail(&m, &kernels, &d(AttentionLayout::Tp(8)), &load);
-        let dp = iteration_detail(&m, &kernels, &d(AttentionLayout::Dp), &load);
-        let op = |c: &StepCost, name: &str| c.ops.iter().find(|o| o.op == name).cloned();
-        let reduces = op(&tp, "attention all-reduce").unwrap();
-        assert_eq!(reduces.calls, 61.0);
-        assert_eq!(op(&tp, "FFN all-reduce").unwrap().calls, 61.0);
-        assert!(op(&dp, "attention all-reduce").is_none());
-        assert_eq!(dp.by_class[&OpClass::TpAllReduce], OpCost::default());
-        // An all-reduce of 8 tokens x 7,168 BF16 values costs the measured few microseconds.
-        let each = reduces.seconds / reduces.calls;
-        assert!(each > 3e-6 && each < 20e-6, "{each}");
-        let shared = |c: &StepCost| op(c, "shared expert fc1").unwrap().seconds;
-        assert!(shared(&tp) < shared(&dp));
-    }
-}
+mod tests;
