@@ -85,6 +85,7 @@ fn the_accuracy_tables_are_what_epsim_accuracy_prints() {
         "validation/",
         "validation/silicon-e2e-b200/",
         "validation/tbo-h100/",
+        "validation/min-latency/",
     ] {
         let shown = console_block(&text, &format!("$ epsim accuracy {dir}"));
         assert_eq!(
