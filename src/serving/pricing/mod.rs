@@ -3,10 +3,10 @@
 //! the slowest rank's experts. So an iteration costs
 //!
 //!   max over ranks (attention, dense GEMMs, norms, LM head, MTP drafts, launch gaps)
-//!   + MoE layers x max(router + slowest rank's routed GroupGEMM + dispatch + combine,
-//!                      shared expert on its second stream),
+//!   + MoE layers x max(router + routed GroupGEMM + dispatch + combine, shared expert),
 //!
-//! with the routed tokens drawn from the routing model for a few representative layers
+//! the routed GroupGEMM the slowest rank's, the shared expert on its second stream, and
+//! the routed tokens drawn from the routing model for a few representative layers
 //! (each standing for an equal share of the model's MoE layers), the all-to-all priced from
 //! the same draw, priced draws kept and replayed (see `draws`), and online EPLB
 //! re-planning those layers from draws of its own (see `Pricer::replan`). With two

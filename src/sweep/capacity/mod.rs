@@ -206,21 +206,24 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
 /// How far the cost model is from measurement in the regime `o` runs in, from the accuracy
 /// harness (`epsim accuracy validation/silicon-e2e-b200/`, cases named; README,
 /// "Accuracy"): what a planner should allow for. The measured runs split by attention
-/// layout: data-parallel attention (b200-01, -02, -09, -10) reads right, tensor-parallel
-/// attention (b200-03 to -08) and aggregated serving with it (b200-11, -12) read slow.
+/// layout: tensor-parallel attention (b200-03 to -08) reads right, data-parallel attention
+/// (b200-01, -02, -09, -10) reads fast at large batches, and aggregated serving with TP
+/// attention (b200-11, -12) reads slow.
 pub fn certainty_note(o: &Outcome) -> String {
     let regime = match (o.candidate.layout, o.candidate.attention_tp) {
         (Layout::Aggregated { .. }, _) => {
-            "aggregated serving, where epsim's TPOT read 68-97% above measured HGX B200 runs \
-             (b200-11, b200-12, small batches with TP attention): the answer may need fewer GPUs"
+            "aggregated serving, where epsim's TPOT read 52-70% above measured HGX B200 runs \
+             (b200-11, b200-12, small batches with TP attention, likely drafting with MTP): \
+             the answer may need fewer GPUs"
         }
         (_, tp) if tp > 1 => {
-            "tensor-parallel attention, where epsim's TPOT reads 30-45% above measured HGX \
-             B200 runs (b200-03 to b200-08): the answer may need fewer GPUs"
+            "tensor-parallel attention, where epsim's TPOT is within -2% to +16% of measured \
+             HGX B200 runs (b200-03 to b200-08)"
         }
         _ => {
-            "data-parallel attention, where epsim's TPOT is within -19% to +10% of measured \
-             HGX B200 runs (b200-01, -02, -09, -10) and 4% of the calibration point"
+            "data-parallel attention, where epsim's TPOT is within -24% to 0% of measured \
+             HGX B200 runs (b200-01, -02, -09, -10) and 6% of the calibration point: the \
+             answer may need more GPUs"
         }
     };
     let batch = o.mean_batch_per_rank.unwrap_or(0.0);
