@@ -27,6 +27,7 @@ fn price_iteration_cost(c: &mut Criterion) {
             attention: AttentionLayout::Dp,
             expert_precision: Precision::Nvfp4,
             other_precision: Precision::Fp8,
+            attention_precision: Precision::Bf16,
             kv_precision: Precision::Fp8,
             mtp: true,
             kv_share_of_free_memory: DEFAULT_KV_SHARE_OF_FREE_MEMORY,
