@@ -263,8 +263,8 @@ fn unknown_names_do_not_hide_the_other_structural_problems() {
     for needle in [
         "typos.yaml:14:20: workload.arrivals.kind: unknown value `closed_lop` (did you mean `closed_loop`?)",
         "typos.yaml:15:17: workload.input.dist: unknown value `fixd` (did you mean `fixed`?)",
-        "typos.yaml:17:22: precision.experts: unknown value `nvfp5` (did you mean `nvfp4`?)",
-        "typos.yaml:20:11: scheduling.policy: unknown value `kv_awre` (did you mean `kv_aware`?)",
+        "typos.yaml:18:22: precision.experts: unknown value `nvfp5` (did you mean `nvfp4`?)",
+        "typos.yaml:21:11: scheduling.policy: unknown value `kv_awre` (did you mean `kv_aware`?)",
         "instances[1].role: unknown value `decoder` (did you mean `decode`?)",
         "instances[1].max_batch: expected a whole number >= 0, found the string \"lots\"",
         "instances[1].max_tokns: unknown field `max_tokns` (did you mean `max_tokens`?)",
@@ -1239,7 +1239,7 @@ fn tensor_parallel_experts_need_no_all_to_all_and_must_divide() {
     std::fs::write(&file, with("    moe_tp: 4\n    attention_tp: 2\n")).unwrap();
     let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
     assert!(
-        err.contains("with attention_tp 2, moe_tp must be 1 or 2, got 4"),
+        err.contains("with attention_tp 2, moe_tp must be 1, 2, or a divisor of 2 when attention_tp spans the instance, got 4"),
         "{err}"
     );
 }
