@@ -80,17 +80,15 @@ impl DeploymentArgs {
     )> {
         let model = lookup::model(&self.model, &self.models_dir)?;
         let gpu = lookup::gpu(&self.gpu, &self.gpus_dir)?;
+        let other_precision = self.other_weights.unwrap_or(model.native_precision.other);
         let deployment = Deployment {
             ep: self.ep,
             moe_tp: 1,
             slots: self.slots.unwrap_or(model.moe.routed_experts),
             attention: self.attention,
             expert_precision: self.weights.unwrap_or(model.native_precision.experts),
-            other_precision: self.other_weights.unwrap_or(model.native_precision.other),
-            attention_precision: self
-                .attention_weights
-                .or(self.other_weights)
-                .unwrap_or(model.native_precision.other),
+            other_precision,
+            attention_precision: self.attention_weights.unwrap_or(other_precision),
             kv_precision: self.kv,
             mtp: self.mtp > 0,
             kv_share_of_free_memory: self.kv_share,

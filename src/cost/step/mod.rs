@@ -210,13 +210,19 @@ struct TokenPart {
 
 /// One MoE layer's two streams, seconds, launch gaps included: the shared expert on the
 /// second; on the main one the router, routed experts (balanced routing; `routed_s`
-/// without its gap) and gathers beside it; and how much of the shared expert they hide.
+/// without its gap) and gathers beside it.
 #[derive(Debug, Clone, Copy, Default)]
 struct Streams {
     shared_s: f64,
     beside_s: f64,
     routed_s: f64,
-    hidden_s: f64,
+}
+
+impl Streams {
+    /// What of the shared expert the main stream hides: all of it, or as long as it runs.
+    fn hidden_s(&self) -> f64 {
+        self.shared_s.min(self.beside_s)
+    }
 }
 
 /// Slots of the context-part memo, as bits: the ranks of a decode instance sit at a few
@@ -295,7 +301,6 @@ fn price(
     let (mut total, _) = step.context_part();
     let (tokens_part, t) = step.token_part();
     total.add_all(&tokens_part, 1);
-    let routed_main_s = t.routed_main_s;
     StepCost {
         by_class: OpClass::ALL
             .iter()
@@ -306,7 +311,7 @@ fn price(
             .filter_map(|&c| total.sources[c.index()].map(|s| (c, s)))
             .collect(),
         ops: total.log.unwrap_or_default(),
-        routed_main_s,
+        routed_main_s: t.routed_main_s,
         tokens_per_expert: step.tokens_per_local_expert(step.tokens()),
         experts_per_gpu: step.experts_per_gpu(),
     }
@@ -499,7 +504,7 @@ impl<'a> Step<'a> {
         draft.add_all(&self.lm_head_and_sampling(load.batch), 1);
         total.add_all(&draft, load.mtp);
         // The main layers' shared experts, net of what hid beside the routed experts.
-        let shared_net_s = (streams.shared_s - streams.hidden_s) * layers;
+        let shared_net_s = (streams.shared_s - streams.hidden_s()) * layers;
         let part = TokenPart {
             rest_s: total.seconds() - shared_net_s,
             routed_main_s: streams.routed_s * layers,
@@ -518,11 +523,9 @@ impl<'a> Step<'a> {
     /// every rank sends its own tokens (a TP group splits them over its ranks), each to
     /// top_k slots, spread evenly over all slots of the EP group.
     fn tokens_per_local_expert(&self, tokens: u64) -> Vec<u64> {
-        // With tensor-parallel experts an expert group computes a slice of its every token:
-        // a data-parallel rank's tokens are gathered over the group; a TP attention group
-        // that is the expert group shares its tokens already.
-        // Every rank of a TP attention group holds all its tokens: the instance's GPUs
-        // (ep x moe_tp) hold gpus / tp such sets (one when the TP group spans them).
+        // Every rank of a TP attention group holds all its tokens (a data-parallel rank's
+        // are gathered over its group of tensor-parallel experts), so the instance's GPUs
+        // (ep x moe_tp) hold gpus / tp token sets: one when the TP group spans them.
         let gpus = u128::from(self.d.ep) * u128::from(self.d.moe_tp.max(1));
         let group_tokens = u128::from(tokens) * gpus / u128::from(self.tp);
         let experts = self.experts_per_gpu();
@@ -638,12 +641,11 @@ impl<'a> Step<'a> {
                 );
             }
             streams.shared_s = shared.seconds();
-            streams.hidden_s = streams.shared_s.min(streams.beside_s);
             c.add_all(&shared, 1);
             c.hide(
                 "shared expert hidden (2nd stream)",
                 OpClass::DenseGemm,
-                streams.hidden_s,
+                streams.hidden_s(),
             );
         } else {
             let [(n1, k1), (n2, k2)] = ffn_gemms(h, model.dense_intermediate_size);

@@ -22,6 +22,16 @@ const LOAD: StepLoad = StepLoad {
     prefill: &[],
 };
 
+/// A decode step of `batch` requests of `context` tokens, no MTP, no prompt chunks.
+fn decode(batch: u64, context: u64) -> StepLoad<'static> {
+    StepLoad {
+        batch,
+        context,
+        mtp: 0,
+        prefill: &[],
+    }
+}
+
 #[test]
 fn tokens_per_expert_sum_to_tokens_times_top_k() {
     for (ep, slots) in [(8, 256), (16, 256), (32, 288), (64, 256)] {
@@ -109,19 +119,7 @@ fn sliding_window_layers_read_only_their_window() {
         ..setup(8, 256).2
     };
     let bytes = |context| {
-        roofline_cost(
-            &oss,
-            &h200,
-            &d,
-            &StepLoad {
-                batch: 16,
-                context,
-                mtp: 0,
-                prefill: &[],
-            },
-        )
-        .by_class[&OpClass::Attention]
-            .bytes
+        roofline_cost(&oss, &h200, &d, &decode(16, context)).by_class[&OpClass::Attention].bytes
     };
     // 18 full layers grow with the context; 18 windowed layers stop at 128 tokens.
     let per_token_layer = 2.0 * 8.0 * 64.0;
@@ -280,12 +278,7 @@ fn tensor_parallel_experts_split_every_expert_and_gather_over_the_group() {
         moe_tp: 8,
         ..ep8
     };
-    let load = StepLoad {
-        batch: 64,
-        context: 2048,
-        mtp: 0,
-        prefill: &[],
-    };
+    let load = decode(64, 2048);
     let (a, b) = (
         iteration_detail(&m, &kernels, &ep8, &load),
         iteration_detail(&m, &kernels, &tp8, &load),
@@ -313,12 +306,7 @@ fn tensor_parallel_attention_pays_two_all_reduces_per_layer_and_splits_the_share
         attention,
         ..testing::nvfp4_deployment(8, 256)
     };
-    let load = StepLoad {
-        batch: 8,
-        context: 2048,
-        mtp: 0,
-        prefill: &[],
-    };
+    let load = decode(8, 2048);
     let tp = iteration_detail(&m, &kernels, &d(AttentionLayout::Tp(8)), &load);
     let dp = iteration_detail(&m, &kernels, &d(AttentionLayout::Dp), &load);
     let op = |c: &StepCost, name: &str| c.ops.iter().find(|o| o.op == name).cloned();
@@ -353,12 +341,7 @@ fn the_shared_expert_hides_beside_the_router_and_routed_experts() {
     let (m, g, d) = setup(8, 256);
     let k = Kernels::for_gpu(&g).unwrap();
     for batch in [1, 8, 64, 256] {
-        let load = StepLoad {
-            batch,
-            context: 2048,
-            mtp: 0,
-            prefill: &[],
-        };
+        let load = decode(batch, 2048);
         let c = iteration_detail(&m, &k, &d, &load);
         let shared = op_s(&c, "shared expert fc1") + op_s(&c, "shared expert fc2");
         let beside = op_s(&c, "router") + op_s(&c, "routed experts (fused MoE)");
@@ -375,11 +358,7 @@ fn the_shared_expert_hides_beside_the_router_and_routed_experts() {
 #[test]
 fn every_op_pays_one_launch_gap_at_its_boundary() {
     let (m, mut g, d) = setup(8, 256);
-    let price = |g: &GpuSpec| {
-        let k = Kernels::for_gpu(g).unwrap();
-        let load = LOAD;
-        iteration_detail(&m, &k, &d, &load)
-    };
+    let price = |g: &GpuSpec| iteration_detail(&m, &Kernels::for_gpu(g).unwrap(), &d, &LOAD);
     g.efficiency.launch_gap_us = 0.0;
     let without = price(&g);
     g.efficiency.launch_gap_us = 1.0;
@@ -406,12 +385,7 @@ fn tensor_parallel_attention_sends_the_groups_own_tokens_to_the_experts() {
         attention: AttentionLayout::Tp(8),
         ..testing::nvfp4_deployment(8, 256)
     };
-    let load = StepLoad {
-        batch: 3,
-        context: 1024,
-        mtp: 0,
-        prefill: &[],
-    };
+    let load = decode(3, 1024);
     // 3 tokens on every rank, top-8 over 256 experts, 32 here: 3 rows, not a rank's
     // ceil(3 / 8) = 1 token times the group's 8.
     let c = roofline_cost(&m, &g, &d, &load);

@@ -365,7 +365,7 @@ impl<'a> Pricer<'a> {
         let mut pass = Pass::default();
         let mut tokens = 0;
         // One layer's shared expert (second stream) and the main-stream work beside it
-        // besides the routed experts and all-to-all, on the slowest rank.
+        // besides the routed experts and all-to-all, each the longest over the ranks.
         let (mut shared_s, mut router_s) = (0.0f64, 0.0f64);
         for work in ranks.iter().filter(|w| w.tokens(drafts) > 0) {
             let load = StepLoad {

@@ -421,10 +421,11 @@ pub const MAX_DRIFT_PERIOD_ITERATIONS: u64 = 1 << 40;
 
 /// Number formats: the scenario's, else the model's native ones.
 pub(super) fn precision(raw: &ScenarioFile, model: Option<&ModelConfig>) -> PrecisionSettings {
+    let other = model.map_or(Precision::Bf16, |m| m.native_precision.other);
     let native = PrecisionSettings {
         experts: model.map_or(Precision::Fp8, |m| m.native_precision.experts),
-        other: model.map_or(Precision::Bf16, |m| m.native_precision.other),
-        attention: model.map_or(Precision::Bf16, |m| m.native_precision.other),
+        other,
+        attention: other,
         kv: Precision::Fp8,
     };
     native.over(&raw.precision)
