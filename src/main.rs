@@ -158,9 +158,12 @@ enum Command {
         /// MTP draft tokens per step [default: 0, 1 and 2 searched when the model has MTP]
         #[arg(long, value_parser = cli::limits::u64_in(0, 4))]
         mtp: Option<u64>,
-        /// Simulated seconds per deployment (the first 20% are warm-up)
-        #[arg(long, default_value_t = 60.0)]
-        duration_s: f64,
+        /// Simulated seconds per deployment, the first 20% warm-up [default: from the SLA:
+        /// a warm-up of one request lifetime (TTFT + OSL x TPOT at the SLA) and a measured
+        /// window of two, at least 12 + 48 s]. A run that is not in steady state is run
+        /// again 2x and 4x longer before its deployment is called undecided
+        #[arg(long)]
+        duration_s: Option<f64>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Deployments simulated at once [default: the number of cores]
@@ -217,6 +220,11 @@ enum Command {
         /// The frontier's y at this x (linear interpolation)
         #[arg(long)]
         at: Option<f64>,
+        /// With --at: the ratio of two sides' frontier values there, e.g. 'ep=32 / ep=8'
+        /// (each side: the rows matching its column=value terms, joined by commas; its
+        /// frontier over all of them, per seed; printed as the seeds' mean and range)
+        #[arg(long, requires = "at")]
+        ratio: Option<String>,
         /// How to print the frontiers
         #[arg(long, value_enum, default_value_t = cli::frontier::Format::Table)]
         format: cli::frontier::Format,
@@ -419,7 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ("--rate", rate),
                 ("--ttft-p99-ms", ttft_p99_ms),
                 ("--tpot-p99-ms", tpot_p99_ms),
-                ("--duration-s", duration_s),
+                ("--duration-s", duration_s.unwrap_or(1.0)),
             ] {
                 if !(v.is_finite() && v > 0.0) {
                     return Err(UsageError(format!("{name} must be a number > 0, got {v}")).into());
@@ -430,7 +438,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 epsim::serving::scenario::MAX_RATE_PER_S,
                 epsim::serving::scenario::MAX_DURATION_S,
             );
-            if rate > max_rate || duration_s > max_s {
+            if rate > max_rate || duration_s.is_some_and(|d| d > max_s) {
                 return Err(UsageError(format!(
                     "--rate is at most {max_rate} requests/s and --duration-s at most {max_s} s"
                 ))
@@ -495,6 +503,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             y,
             by,
             at,
+            ratio,
             format,
         } => cli::frontier::run(&cli::frontier::FrontierArgs {
             summary: &summary,
@@ -502,6 +511,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             y: &y,
             by,
             at,
+            ratio,
             format,
         }),
         Command::Eplb { input } => cli::eplb::run(&input),

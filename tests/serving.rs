@@ -852,7 +852,7 @@ fn plan_finds_the_smallest_deployment_that_meets_the_sla_and_says_why_others_fai
         .assert()
         .success();
     assert!(stdout(&out).starts_with(
-        "gpus,deployment,ttft_ms_p99,tpot_ms_p99,output_tok_s,meets_sla,simulated,failures\n"
+        "gpus,deployment,ttft_ms_p99,tpot_ms_p99,output_tok_s,meets_sla,simulated,simulated_s,lengthened,undecided,failures\n"
     ));
     // A TPOT no deployment can reach: exit 1, and each failure says why.
     let out = args("20", "0.5").assert().code(1);
@@ -1466,4 +1466,102 @@ instances:
         a2a(&runs[1])
     );
     assert!(value(&runs[2], "output_tok_s") < 0.7 * value(&runs[1], "output_tok_s"));
+}
+
+/// Every run says whether its window was steady, and if not which symptom it shows: a
+/// light load is steady, an overload's backlog grows, answers longer than the window
+/// finish no measured request; the headline percentiles carry their intervals.
+#[test]
+fn a_run_says_whether_it_reached_steady_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = test_scenario("small-disaggregated").replace(
+        "duration_s: 6\nwarmup_s: 1\n",
+        "duration_s: 30\nwarmup_s: 6\n",
+    );
+    let run = |name: &str, rate: &str, output: &str| {
+        let text = base
+            .replace(
+                "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
+                &format!("arrivals: {{kind: poisson, rate_per_s: {rate}}}"),
+            )
+            .replace("output: {dist: uniform, min: 16, max: 200}", output);
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let out = dir.path().join(name);
+        epsim()
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        summary_row(&out)
+    };
+    let short = "output: {dist: uniform, min: 16, max: 200}";
+    let light = run("light", "30", short);
+    assert_eq!(
+        (light["status"].as_str(), light["steady_state"].as_str()),
+        ("steady", "yes"),
+        "{light:?}"
+    );
+    for metric in ["ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99"] {
+        let half: f64 = light[&format!("{metric}_ci95")].parse().unwrap();
+        let value: f64 = light[metric].parse().unwrap();
+        assert!(half > 0.0 && half < value, "{metric}: {value} +- {half}");
+    }
+    let over = run("over", "400", short);
+    assert_eq!(over["status"], "overloaded", "{over:?}");
+    assert!(over["steady_state"].contains("backlog growing at"));
+    assert!(over["backlog_growth_per_s"].parse::<f64>().unwrap() > 10.0);
+    let long = run("long", "2", "output: {dist: fixed, tokens: 20000}");
+    assert_eq!(long["status"], "no finished request", "{long:?}");
+    assert!(long["steady_state"].starts_with("no: no measured request finished"));
+}
+
+/// Answers that live longer than a fixed window: `plan` sizes its runs from the SLA (a
+/// request lives at most TTFT + OSL x TPOT) and so answers at its defaults what a long run
+/// answers, instead of calling small deployments too slow because their requests had not
+/// finished (it once recommended 144-200 GPUs here).
+#[test]
+fn plan_runs_long_enough_for_long_answers() {
+    let plan = |extra: &[&str]| {
+        let out = epsim()
+            .current_dir(repo(""))
+            .args(["plan", "--model", "deepseek-r1", "--topology"])
+            .args([
+                "topologies/gb200-nvl72.yaml",
+                "--rate",
+                "20",
+                "--isl",
+                "1024",
+            ])
+            .args([
+                "--osl",
+                "4096",
+                "--ttft-p99-ms",
+                "2000",
+                "--tpot-p99-ms",
+                "30",
+            ])
+            .args(["--mtp", "1", "-j", "2", "--format", "json"])
+            .args(extra)
+            .assert()
+            .success();
+        serde_json::from_slice::<serde_json::Value>(&out.get_output().stdout).unwrap()
+    };
+    let default = plan(&[]);
+    // 2 s + 4,095 tokens x 30 ms.
+    let seconds = |k: &str| default[k].as_f64().unwrap();
+    assert!(
+        (seconds("warmup_s") - 124.85).abs() < 1e-9,
+        "one request lifetime"
+    );
+    assert!(
+        (seconds("run_length_s") - 374.55).abs() < 1e-9,
+        "two more measured"
+    );
+    let long = plan(&["--duration-s", "900"]);
+    let gpus = |j: &serde_json::Value| j["best"]["gpus"].as_u64().unwrap();
+    assert_eq!(gpus(&default), gpus(&long), "{default}\n{long}");
+    assert!(gpus(&default) <= 24, "{default}");
 }

@@ -1,6 +1,6 @@
 //! `epsim frontier`: Pareto frontiers of a summary.csv, per group, and their value at an x.
 
-use super::output::{UsageError, emit, json};
+use super::output::{UsageError, emit, json, note};
 use epsim::sweep::frontier::{self, Frontier};
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ pub struct FrontierArgs<'a> {
     pub y: &'a str,
     pub by: Vec<String>,
     pub at: Option<f64>,
+    pub ratio: Option<String>,
     pub format: Format,
 }
 
@@ -37,8 +38,12 @@ pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("--at must be a finite number, got {x}")).into());
     }
     let text = epsim::input::read_text(a.summary)?;
+    if let (Some(r), Some(x)) = (&a.ratio, a.at) {
+        return ratio(a, &text, r, x);
+    }
     let groups = frontier::frontiers(&text, a.x, a.y, &a.by)
         .map_err(|e| UsageError(format!("{}: {e}", a.summary.display())))?;
+    left_out_note(a.summary, &text, a.x, a.y)?;
     let at = |f: &Frontier| a.at.and_then(|x| frontier::y_at(&f.points, x));
     let range = |f: &Frontier| {
         let xs: Vec<f64> = f.points.iter().map(|p| p.0).collect();
@@ -97,7 +102,7 @@ pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
             header.extend([a.x.to_owned(), a.y.to_owned()]);
             if a.at.is_some() {
                 header = a.by.clone();
-                header.extend([format!("{}_at", a.y), a.x.to_owned()]);
+                header.extend([format!("{}_at", a.y), a.x.to_owned(), "note".to_owned()]);
             }
             w.write_record(&header)?;
             for f in &groups {
@@ -107,6 +112,14 @@ pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
                         let mut row: Vec<String> = key.collect();
                         row.push(at(f).map_or(String::new(), |y| format!("{y:.4}")));
                         row.push(x.to_string());
+                        // An empty value says why in its row, not only by its absence.
+                        row.push(match at(f) {
+                            Some(_) => String::new(),
+                            None => {
+                                let (lo, hi) = range(f);
+                                format!("outside this frontier's {} range [{lo}, {hi}]", a.x)
+                            }
+                        });
                         w.write_record(&row)?;
                     }
                     None => {
@@ -173,4 +186,71 @@ fn ratio_line(
         (Some(y1), Some(y0)) if y0 != 0.0 => format!("{a} / {b} at {x}: {:.2}\n", y1 / y0),
         _ => format!("{a} / {b} at {x}: no ratio (a group has no value there)\n"),
     }
+}
+
+/// Says on stderr which rows of `summary` a frontier or plot of `x` and `y` leaves out and
+/// which of its points were not steady, so that no point goes missing unnoticed.
+pub fn left_out_note(summary: &Path, text: &str, x: &str, y: &str) -> anyhow::Result<()> {
+    let l = frontier::left_out(text, x, y)
+        .map_err(|e| UsageError(format!("{}: {e}", summary.display())))?;
+    if let Some(n) = l.note() {
+        note(&format!("{}: {n}\n", summary.display()))?;
+    }
+    Ok(())
+}
+
+/// `--ratio 'A / B' --at X`: per seed, A's frontier value at X over B's; their mean and
+/// range, and every seed's, so the headline ratio is one command's output.
+fn ratio(a: &FrontierArgs, text: &str, spec: &str, x: f64) -> anyhow::Result<ExitCode> {
+    let (top, bottom) = frontier::parse_ratio(spec).map_err(UsageError)?;
+    let file = |e: String| UsageError(format!("{}: {e}", a.summary.display()));
+    let (num, den) = (
+        frontier::side_at(text, a.x, a.y, &top, x).map_err(file)?,
+        frontier::side_at(text, a.x, a.y, &bottom, x).map_err(file)?,
+    );
+    if num.is_empty() || den.is_empty() {
+        return Err(UsageError(format!(
+            "{}: --ratio '{spec}': no row matches {}",
+            a.summary.display(),
+            if num.is_empty() {
+                "its first side"
+            } else {
+                "its second side"
+            }
+        ))
+        .into());
+    }
+    left_out_note(a.summary, text, a.x, a.y)?;
+    let mut per_seed = Vec::new();
+    let mut ratios = Vec::new();
+    for (seed, y1) in &num {
+        let y0 = den.iter().find(|(s, _)| s == seed).and_then(|(_, y)| *y);
+        let r = match (y1, y0) {
+            (Some(y1), Some(y0)) if y0 > 0.0 => {
+                ratios.push(y1 / y0);
+                format!("{:.2}", y1 / y0)
+            }
+            _ => "none (a side's frontier does not reach it)".to_owned(),
+        };
+        per_seed.push(match seed.as_str() {
+            "" => r,
+            s => format!("seed {s}: {r}"),
+        });
+    }
+    let head = format!("{spec} of {} at {} = {x}", a.y, a.x);
+    let text = match ratios.len() {
+        0 => format!("{head}: no ratio ({})\n", per_seed.join("; ")),
+        n => {
+            let mean = ratios.iter().sum::<f64>() / n as f64;
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+            format!(
+                "{head}: {mean:.2} (mean of {n} seeds, {lo:.2} to {hi:.2}; {})\n",
+                per_seed.join("; ")
+            )
+        }
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
 }

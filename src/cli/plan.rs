@@ -108,7 +108,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     );
     let simulated = outcomes.iter().filter(|o| o.simulated).count();
     let mut text = format!(
-        "{} at {} requests/s, ISL {} / OSL {}, SLA: TTFT p99 <= {} ms, TPOT p99 <= {} ms\n{} candidate deployments on {} (or copies of it): {simulated} simulated for {} s each, {} pruned before simulating (cannot fit or cannot keep up), {} not needed (more GPUs than the answer)\n\n",
+        "{} at {} requests/s, ISL {} / OSL {}, SLA: TTFT p99 <= {} ms, TPOT p99 <= {} ms\n{} candidate deployments on {} (or copies of it): {simulated} simulated, {} pruned before simulating (cannot fit or cannot keep up), {} not needed (more GPUs than the answer)\n{}\n\n",
         model_file.display(),
         target.rate_per_s,
         target.isl,
@@ -117,9 +117,9 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         target.tpot_p99_ms,
         outcomes.len() + searched.not_needed,
         a.topology.display(),
-        target.duration_s,
         outcomes.len() - simulated,
         searched.not_needed,
+        run_lengths(&target, outcomes),
     );
     match best {
         Some(best) => {
@@ -171,6 +171,25 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// How long each deployment was simulated, where the length came from, and how many runs
+/// were lengthened to reach steady state or stayed undecided.
+fn run_lengths(t: &Target, outcomes: &[Outcome]) -> String {
+    let (warmup, duration) = t.run_length();
+    let source = match t.duration_s {
+        Some(_) => "as given".to_owned(),
+        None => format!(
+            "from the SLA: a request lives at most {:.0} s (TTFT + OSL x TPOT)",
+            t.lifetime_bound_s()
+        ),
+    };
+    let lengthened = outcomes.iter().filter(|o| o.lengthened > 0).count();
+    let undecided = outcomes.iter().filter(|o| o.undecided()).count();
+    format!(
+        "runs: {duration:.0} s with {warmup:.0} s of warm-up ({source}); {lengthened} run again longer (up to {:.0}x) to reach steady state, {undecided} undecided (never steady)",
+        capacity::LENGTHENING.powi(capacity::MAX_LENGTHENINGS as i32)
+    )
+}
+
 /// Every deployment tried, as rows with units in their names.
 fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -182,6 +201,9 @@ fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
         "output_tok_s",
         "meets_sla",
         "simulated",
+        "simulated_s",
+        "lengthened",
+        "undecided",
         "failures",
     ])?;
     let f = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.3}"));
@@ -194,6 +216,9 @@ fn machine_csv(outcomes: &[Outcome]) -> anyhow::Result<String> {
             f(o.output_tok_s),
             o.meets().to_string(),
             o.simulated.to_string(),
+            format!("{:.1}", o.simulated_s),
+            o.lengthened.to_string(),
+            o.undecided().to_string(),
             o.failures.join("; "),
         ])?;
     }
@@ -216,6 +241,9 @@ fn machine_json(
             "output_tok_s": o.output_tok_s,
             "meets_sla": o.meets(),
             "simulated": o.simulated,
+            "simulated_s": o.simulated_s,
+            "lengthened": o.lengthened,
+            "undecided": o.undecided(),
             "copies": o.candidate.copies,
             "failures": o.failures,
         })
@@ -226,6 +254,8 @@ fn machine_json(
         "osl": target.osl,
         "ttft_ms_p99_max": target.ttft_p99_ms,
         "tpot_ms_p99_max": target.tpot_p99_ms,
+        "run_length_s": target.run_length().1,
+        "warmup_s": target.run_length().0,
         "best": outcomes.iter().find(|o| o.meets()).map(one),
         "best_certainty_note": outcomes.iter().find(|o| o.meets()).map(capacity::certainty_note),
         "headroom_rate_per_s": headroom.map(|h| h.0),

@@ -59,6 +59,7 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
     };
     let mut written: Vec<PathBuf> = Vec::new();
     let means = frontier::replicate_means(&text, a.x, a.y, &by, &load).map_err(UsageError)?;
+    super::frontier::left_out_note(&file, &text, a.x, a.y)?;
     let fronts: Vec<_> = means
         .into_iter()
         .map(|(g, points)| (g, frontier::frontier(&points)))

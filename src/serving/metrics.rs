@@ -7,6 +7,7 @@
 
 use super::pricing::{Price, RankWork};
 use super::scenario::{Role, Scenario};
+use super::steady;
 use super::workload::RequestSpec;
 use crate::engine::{SimDuration, SimTime};
 use crate::metrics::{self, Latencies, t95};
@@ -84,6 +85,14 @@ impl Report {
             .find(|(c, _)| *c == column)
             .and_then(|(_, v)| v.parse().ok())
     }
+
+    /// A summary value by column name, as written.
+    pub fn text(&self, column: &str) -> Option<&str> {
+        self.summary
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,6 +137,9 @@ pub struct RunEnd {
     pub kv_bytes_delivered: f64,
 }
 
+/// Batches of output tokens when no `stop_when` gives their length, seconds.
+pub const DEFAULT_BATCH_S: f64 = 1.0;
+
 pub struct Collector {
     warmup: SimTime,
     end: SimTime,
@@ -142,10 +154,20 @@ pub struct Collector {
     /// Output tokens of each closed batch of the measured window (batch means).
     batch_tokens: Vec<u64>,
     tokens_at_last_batch: u64,
+    /// Requests in the system, and of them waiting for a rank, at each closed batch's end
+    /// (the backlog's trend).
+    in_system: Vec<u64>,
+    waiting: Vec<u64>,
+    batch_s: f64,
+    /// Measured requests' TTFT and TPOT, ms, in the order they finished (batch quantiles).
+    ttft_samples: Vec<f32>,
+    tpot_samples: Vec<f32>,
     ttft: Latencies,
     tpot: Latencies,
     itl: Latencies,
     arrived: u64,
+    /// Output tokens asked for by the requests that arrived in the window.
+    offered_output_tokens: u64,
     rejected: u64,
     completed: u64,
     completed_measured: u64,
@@ -176,10 +198,16 @@ impl Collector {
             prefill_capacity: None,
             batch_tokens: Vec::new(),
             tokens_at_last_batch: 0,
+            in_system: Vec::new(),
+            waiting: Vec::new(),
+            batch_s: sc.stop_when.map_or(DEFAULT_BATCH_S, |w| w.batch_s),
+            ttft_samples: Vec::new(),
+            tpot_samples: Vec::new(),
             ttft: Latencies::new(),
             tpot: Latencies::new(),
             itl: Latencies::new(),
             arrived: 0,
+            offered_output_tokens: 0,
             rejected: 0,
             completed: 0,
             completed_measured: 0,
@@ -260,11 +288,19 @@ impl Collector {
         (instances * gpus as f64, whole * gpus)
     }
 
-    /// Ends a batch of the measured window (batches of equal length).
-    pub fn close_batch(&mut self) {
+    /// Ends a batch of the measured window (batches of equal length), `in_system` requests
+    /// queued or being served at its end, `waiting` of them for a rank.
+    pub fn close_batch(&mut self, in_system: u64, waiting: u64) {
+        self.in_system.push(in_system);
+        self.waiting.push(waiting);
         self.batch_tokens
             .push(self.output_tokens - self.tokens_at_last_batch);
         self.tokens_at_last_batch = self.output_tokens;
+    }
+
+    /// The length of the measured window's batches, seconds.
+    pub fn batch_s(&self) -> f64 {
+        self.batch_s
     }
 
     pub fn batches(&self) -> usize {
@@ -303,8 +339,12 @@ impl Collector {
         now >= self.warmup && now <= self.end
     }
 
-    pub fn arrived(&mut self) {
+    /// A request asking for `output_tokens` arrived at `now`.
+    pub fn arrived(&mut self, now: SimTime, output_tokens: u64) {
         self.arrived += 1;
+        if self.measuring(now) {
+            self.offered_output_tokens += output_tokens;
+        }
     }
 
     pub fn rejected(&mut self) {
@@ -384,7 +424,9 @@ impl Collector {
             self.finished_in_window += u64::from(self.measuring(now));
             self.e2e.record(since(now, spec.arrival));
             self.ttft.record(ttft);
+            self.ttft_samples.push((ttft.as_secs_f64() * 1e3) as f32);
             if after_first > 0 {
+                self.tpot_samples.push((tpot_s * 1e3) as f32);
                 self.tpot
                     .record(SimDuration::from_secs_f64(tpot_s).unwrap_or(SimDuration::ZERO));
                 self.user_rate_sum += after_first as f64 / decode_s.max(1e-12);
@@ -462,6 +504,24 @@ impl Collector {
         };
         let ms = |x: f64| format!("{x:.3}");
         let num = |x: f64| format!("{x:.4}");
+        let verdict = steady::verdict(&steady::Window {
+            window_s: window,
+            batch_s: self.batch_s,
+            batch_tokens: self.batch_tokens.iter().map(|&t| t as f64).collect(),
+            in_system: self.in_system.iter().map(|&n| n as f64).collect(),
+            waiting: self.waiting.iter().map(|&n| n as f64).collect(),
+            finished: self.completed_measured,
+            unfinished: in_flight.measured,
+            served_share: match self.offered_output_tokens {
+                0 => 1.0,
+                asked => self.output_tokens as f64 / asked as f64,
+            },
+        });
+        // Half-widths of 95% intervals; empty where too few requests finished (the
+        // steady-state verdict or the request counts say so).
+        let interval = |samples: &[f32], q: f64| {
+            steady::quantile_half_width(samples, q).map_or(String::new(), ms)
+        };
         let summary = vec![
             ("scenario", sc.name.clone()),
             ("seed", sc.seed.to_string()),
@@ -478,6 +538,15 @@ impl Collector {
                 in_flight.measured.to_string(),
             ),
             ("requests_rejected", self.rejected.to_string()),
+            ("status", verdict.status.name().to_owned()),
+            (
+                "steady_state",
+                match verdict.why.is_empty() {
+                    true => "yes".into(),
+                    false => format!("no: {}", verdict.why.join("; ")),
+                },
+            ),
+            ("backlog_growth_per_s", num(verdict.backlog_growth_per_s)),
             ("output_tok_s", num(output_tok_s)),
             (
                 "output_tok_s_per_gpu",
@@ -514,12 +583,16 @@ impl Collector {
             ),
             ("ttft_ms_mean", mean(&self.ttft)),
             ("ttft_ms_p50", quantile(&self.ttft, 0.5)),
+            ("ttft_ms_p50_ci95", interval(&self.ttft_samples, 0.5)),
             ("ttft_ms_p90", quantile(&self.ttft, 0.9)),
             ("ttft_ms_p99", quantile(&self.ttft, 0.99)),
+            ("ttft_ms_p99_ci95", interval(&self.ttft_samples, 0.99)),
             ("tpot_ms_mean", mean(&self.tpot)),
             ("tpot_ms_p50", quantile(&self.tpot, 0.5)),
+            ("tpot_ms_p50_ci95", interval(&self.tpot_samples, 0.5)),
             ("tpot_ms_p90", quantile(&self.tpot, 0.9)),
             ("tpot_ms_p99", quantile(&self.tpot, 0.99)),
+            ("tpot_ms_p99_ci95", interval(&self.tpot_samples, 0.99)),
             ("itl_ms_p99", quantile(&self.itl, 0.99)),
             ("e2e_ms_p50", quantile(&self.e2e, 0.5)),
             ("e2e_ms_p99", quantile(&self.e2e, 0.99)),

@@ -10,4 +10,5 @@ pub mod policy;
 pub mod pricing;
 pub mod scenario;
 pub mod sim;
+pub mod steady;
 pub mod workload;

@@ -102,6 +102,16 @@ impl Requests {
     }
 
     /// Live requests that arrived at or after `t`.
+    /// Requests waiting for a rank: queued for prefill, or prefilled and waiting for a
+    /// decode rank.
+    fn waiting(&self) -> u64 {
+        self.items
+            .iter()
+            .flatten()
+            .filter(|r| matches!(r.stage, Stage::Queued | Stage::AwaitingDecode))
+            .count() as u64
+    }
+
     fn live_since(&self, t: SimTime) -> u64 {
         self.items
             .iter()
@@ -213,9 +223,6 @@ pub struct Simulation<'a> {
 /// warm in detail, then measure).
 const FAST_FORWARD_SHARE: f64 = 0.5;
 
-/// Batches of output tokens when no `stop_when` gives their length.
-const DEFAULT_BATCH_S: f64 = 1.0;
-
 /// Runs the measured window in batches (their means give the throughput's confidence
 /// interval) and, with `stop_when`, ends the window, the arrivals and the run (after any
 /// drain) at the first batch where the interval is narrow enough.
@@ -227,7 +234,7 @@ fn run_batches(
     if sc.workload.arrivals.is_benchmark() {
         return Ok(());
     }
-    let batch_s = sc.stop_when.map_or(DEFAULT_BATCH_S, |w| w.batch_s);
+    let batch_s = sim.metrics.batch_s();
     let mut k = 1u64;
     loop {
         let t_s = sc.warmup_s + k as f64 * batch_s;
@@ -236,7 +243,8 @@ fn run_batches(
         }
         let t = at_s(t_s)?;
         s.run_until(sim, t).map_err(|e| e.to_string())?;
-        sim.metrics.close_batch();
+        sim.metrics
+            .close_batch(sim.requests.len() as u64, sim.requests.waiting());
         if let Some(w) = sc.stop_when
             && sim.metrics.batches() >= crate::serving::scenario::MIN_BATCHES
             && sim.metrics.finished_measured() >= crate::serving::scenario::MIN_FINISHED
@@ -460,7 +468,7 @@ impl<'a> Simulation<'a> {
         spec: RequestSpec,
         user: Option<u64>,
     ) -> Result<(), Error> {
-        self.metrics.arrived();
+        self.metrics.arrived(s.now(), spec.output_tokens);
         let entry = |i: &Instance| matches!(i.spec.role, Role::Prefill | Role::Both);
         let choices: Vec<Choice> = (0..self.instances.len())
             .filter(|&i| entry(&self.instances[i]))

@@ -165,6 +165,142 @@ fn grouped(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, St
         .collect())
 }
 
+/// One side of a ratio: `column=value` terms a row must all match.
+pub type Side = Vec<(String, String)>;
+
+/// Parses `A / B`, each side `column=value` terms joined by commas.
+pub fn parse_ratio(text: &str) -> Result<(Side, Side), String> {
+    let side = |t: &str| -> Result<Side, String> {
+        t.split(',')
+            .map(|term| match term.trim().split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Ok((k.trim().to_owned(), v.trim().to_owned()))
+                }
+                _ => Err(format!(
+                    "--ratio: `{}` is not column=value (e.g. 'ep=32 / ep=8')",
+                    term.trim()
+                )),
+            })
+            .collect()
+    };
+    match text.split_once('/') {
+        Some((a, b)) => Ok((side(a)?, side(b)?)),
+        None => Err(format!(
+            "--ratio: `{text}` has no `/` between its sides (e.g. 'ep=32 / ep=8')"
+        )),
+    }
+}
+
+/// Per value of `seed` (the column, or one group when there is none): the frontier of
+/// the rows matching `side`, all of them together, and its y at `x` (`None` where it does
+/// not reach `x`). Seeds in increasing order.
+pub fn side_at(
+    text: &str,
+    x_col: &str,
+    y_col: &str,
+    side: &Side,
+    x: f64,
+) -> Result<Vec<(String, Option<f64>)>, String> {
+    let mut by: Vec<String> = side.iter().map(|(k, _)| k.clone()).collect();
+    let has_seed = csv::Reader::from_reader(text.as_bytes())
+        .headers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|h| h == "seed");
+    if has_seed {
+        by.push("seed".into());
+    }
+    let mut per_seed: BTreeMap<(u64, String), Vec<(f64, f64)>> = BTreeMap::new();
+    for (group, points) in grouped(text, x_col, y_col, &by)? {
+        let matches = side
+            .iter()
+            .zip(&group)
+            .all(|((_, want), (_, got))| want == got);
+        if matches {
+            let seed = group.last().filter(|_| has_seed).map_or("", |(_, v)| v);
+            // Seeds in numeric order where they are numbers.
+            let key = (seed.parse().unwrap_or(u64::MAX), seed.to_owned());
+            per_seed.entry(key).or_default().extend(points);
+        }
+    }
+    Ok(per_seed
+        .into_iter()
+        .map(|((_, seed), points)| (seed, y_at(&frontier(&points), x)))
+        .collect())
+}
+
+/// Rows a frontier or plot of (`x`, `y`) leaves out, and the points it keeps whose run was
+/// not steady: counted by the row's `status` column (a sweep's summary) or, without one, by
+/// the empty cell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeftOut {
+    pub rows: usize,
+    /// Rows without a value on an axis, by reason, reasons in order.
+    pub left_out: BTreeMap<String, usize>,
+    /// Rows kept whose status is not `steady`, by status.
+    pub kept_unsteady: BTreeMap<String, usize>,
+}
+
+impl LeftOut {
+    /// One line for a user, or `None` when every row is a steady point.
+    pub fn note(&self) -> Option<String> {
+        let list = |m: &BTreeMap<String, usize>| {
+            m.iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let out: usize = self.left_out.values().sum();
+        let unsteady: usize = self.kept_unsteady.values().sum();
+        let mut parts = Vec::new();
+        if out > 0 {
+            parts.push(format!(
+                "left out {out} of {} rows ({})",
+                self.rows,
+                list(&self.left_out)
+            ));
+        }
+        if unsteady > 0 {
+            parts.push(format!(
+                "kept {unsteady} points whose runs were not steady ({}): see their steady_state column",
+                list(&self.kept_unsteady)
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// What [`frontiers`] and [`rows`] of `x` and `y` leave out of `csv` text, and why.
+pub fn left_out(text: &str, x: &str, y: &str) -> Result<LeftOut, String> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    let find = |name: &str| {
+        let at = |n: &str| headers.iter().position(|h| h == n);
+        at(name).or_else(|| at(&format!("param_{name}")))
+    };
+    let (xi, yi, si) = (find(x), find(y), find("status"));
+    let mut l = LeftOut::default();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        l.rows += 1;
+        let empty = |i: Option<usize>| i.is_some_and(|i| record.get(i).unwrap_or("").is_empty());
+        let status = si
+            .and_then(|i| record.get(i))
+            .filter(|s| !s.is_empty() && *s != "steady");
+        if empty(xi) || empty(yi) {
+            let why = match (status, empty(xi)) {
+                (Some(s), _) => s.to_owned(),
+                (None, true) => format!("empty {x}"),
+                (None, false) => format!("empty {y}"),
+            };
+            *l.left_out.entry(why).or_default() += 1;
+        } else if let Some(s) = status {
+            *l.kept_unsteady.entry(s.to_owned()).or_default() += 1;
+        }
+    }
+    Ok(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +353,39 @@ mod tests {
                 .unwrap_err()
                 .contains("no column `z`")
         );
+    }
+
+    #[test]
+    fn rows_left_out_are_counted_by_status() {
+        let text = "status,x,y\nsteady,1,2\nno finished request,,5\noverloaded,3,4\n,4,\n";
+        let l = left_out(text, "x", "y").unwrap();
+        assert_eq!(l.rows, 4);
+        assert_eq!(
+            l.note().unwrap(),
+            "left out 2 of 4 rows (1 empty y, 1 no finished request); kept 1 points whose runs were not steady (1 overloaded): see their steady_state column"
+        );
+        assert_eq!(left_out("x,y\n1,2\n", "x", "y").unwrap().note(), None);
+    }
+
+    #[test]
+    fn a_ratio_is_taken_seed_by_seed_over_each_sides_best_frontier() {
+        let (a, b) = parse_ratio("ep=32 / ep=8").unwrap();
+        assert_eq!((a[0].1.as_str(), b[0].0.as_str()), ("32", "ep"));
+        assert!(parse_ratio("ep=32").unwrap_err().contains("no `/`"));
+        assert!(
+            parse_ratio("ep / ep=8")
+                .unwrap_err()
+                .contains("`ep` is not")
+        );
+        // EP32's two EPLB modes pool into one frontier per seed.
+        let text = "param_ep,param_eplb,seed,x,y\n32,none,1,100,10\n32,static,1,100,30\n\
+                    8,none,1,100,5\n32,none,2,100,20\n8,none,2,100,10\n8,none,2,50,40\n";
+        let got = side_at(text, "x", "y", &a, 100.0).unwrap();
+        assert_eq!(
+            got,
+            vec![("1".into(), Some(30.0)), ("2".into(), Some(20.0))]
+        );
+        let got = side_at(text, "x", "y", &b, 75.0).unwrap();
+        assert_eq!(got, vec![("1".into(), None), ("2".into(), Some(25.0))]);
     }
 }

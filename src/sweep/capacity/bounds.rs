@@ -1,10 +1,11 @@
 //! What a deployment cannot do whatever its simulation would show, from a few priced
 //! iterations: candidates that fail these are pruned before they are simulated.
 
-use super::{SERVED_SHARE, Target};
+use super::Target;
 use crate::engine::RandomStreams;
 use crate::serving::pricing::{Pricer, RankWork, prefill_capacity_tok_s};
 use crate::serving::scenario::{InstanceSpec, LoadedScenario, Role};
+use crate::serving::steady::SERVED_SHARE;
 
 /// What a deployment's priced iterations say it can do at best.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -11,6 +11,7 @@ pub use space::{Candidate, Layout, MAX_COPIES, PREFILL_EP, candidates, scenario_
 
 use crate::input;
 use crate::serving::metrics::Report;
+use crate::serving::steady::{SERVED_SHARE, Status};
 use crate::serving::{scenario, sim};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,44 @@ pub struct Target {
     pub experts: Option<String>,
     /// MTP drafts per step; `None`: 0, 1 and 2 are searched when the model has MTP.
     pub mtp_drafts: Option<u64>,
-    pub duration_s: f64,
+    /// Simulated seconds per deployment, the first 20% warm-up; `None`: from the SLA
+    /// ([`Target::run_length`]).
+    pub duration_s: Option<f64>,
     pub seed: u64,
+}
+
+/// Shortest warm-up and measured window of a derived run length, seconds (the length a
+/// short-answer plan had before it was derived: 12 s of warm-up, 48 measured).
+pub const MIN_WARMUP_S: f64 = 12.0;
+pub const MIN_WINDOW_S: f64 = 48.0;
+/// A run that is not steady is run again this many times longer, at most [`MAX_LENGTHENINGS`]
+/// times, before its candidate is called undecided.
+pub const LENGTHENING: f64 = 2.0;
+pub const MAX_LENGTHENINGS: u32 = 2;
+
+impl Target {
+    /// The longest a request may live and meet the SLA, seconds: its TTFT plus every answer
+    /// token after the first at the TPOT bound.
+    pub fn lifetime_bound_s(&self) -> f64 {
+        (self.ttft_p99_ms + self.osl.saturating_sub(1) as f64 * self.tpot_p99_ms) / 1e3
+    }
+
+    /// Warm-up and whole run, seconds. Derived from the workload unless given: a warm-up
+    /// of one request lifetime (the batches fill, as Little's law has them, within one
+    /// lifetime at a steady rate) and a measured window of two, so that a deployment that
+    /// meets the SLA finishes the requests that arrive in the first half of its window.
+    pub fn run_length(&self) -> (f64, f64) {
+        match self.duration_s {
+            Some(d) => (scenario::DEFAULT_WARMUP_SHARE * d, d),
+            None => {
+                let life = self.lifetime_bound_s();
+                // Capped so that its longest re-run is still a valid scenario.
+                let cap = scenario::MAX_DURATION_S / LENGTHENING.powi(MAX_LENGTHENINGS as i32);
+                let warmup = life.max(MIN_WARMUP_S).min(0.3 * cap);
+                (warmup, (warmup + (2.0 * life).max(MIN_WINDOW_S)).min(cap))
+            }
+        }
+    }
 }
 
 /// How a candidate did.
@@ -48,16 +85,22 @@ pub struct Outcome {
     pub output_tok_s: Option<f64>,
     /// Requests in a decoding rank's batch, on average over the measured window.
     pub mean_batch_per_rank: Option<f64>,
+    /// Simulated seconds of its last run (0 when pruned), and how many times it was run
+    /// again longer because a run was not in steady state.
+    pub simulated_s: f64,
+    pub lengthened: u32,
 }
 
 impl Outcome {
     pub fn meets(&self) -> bool {
         self.failures.is_empty()
     }
-}
 
-/// Share of the offered output tokens a deployment must deliver to count as keeping up.
-pub const SERVED_SHARE: f64 = 0.95;
+    /// Its runs never reached steady state: neither an answer nor a failure.
+    pub fn undecided(&self) -> bool {
+        self.failures.iter().any(|f| f.starts_with(UNDECIDED))
+    }
+}
 
 fn judge(t: &Target, c: &Candidate, r: &Report) -> Outcome {
     let (ttft, tpot, out) = (
@@ -94,6 +137,79 @@ fn judge(t: &Target, c: &Candidate, r: &Report) -> Outcome {
         // Every copy serves the same share: the deployment's output is theirs together.
         output_tok_s: out.map(|o| o * c.copies as f64),
         mean_batch_per_rank: r.value("mean_batch_per_rank"),
+        simulated_s: r.value("duration_s").unwrap_or(0.0),
+        lengthened: 0,
+    }
+}
+
+/// Prefix of the failure of a candidate whose runs never reached steady state.
+pub const UNDECIDED: &str = "undecided";
+
+/// Simulates the candidate until a run is in steady state: a run that is not is run again
+/// [`LENGTHENING`] times longer, up to [`MAX_LENGTHENINGS`] times; an overloaded one (its
+/// backlog grows and it serves less than it is offered) fails at once, however long it
+/// would run; one still not steady at the longest is undecided, never an answer.
+fn simulate(t: &Target, c: &Candidate, first: scenario::LoadedScenario) -> Outcome {
+    let mut loaded = first;
+    let mut length = 1.0;
+    for lengthened in 0..=MAX_LENGTHENINGS {
+        if lengthened > 0 {
+            length *= LENGTHENING;
+            loaded = match load_text(&space::scenario_text_scaled(t, c, length)) {
+                Ok(l) => l,
+                Err(why) => return pruned(c, why),
+            };
+        }
+        let report = match sim::run(&loaded) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome {
+                    simulated: true,
+                    ..pruned(c, format!("simulation failed: {e}"))
+                };
+            }
+        };
+        let mut o = Outcome {
+            lengthened,
+            ..judge(t, c, &report)
+        };
+        let Some(why) = report
+            .text("steady_state")
+            .and_then(|v| v.strip_prefix("no: "))
+        else {
+            return o;
+        };
+        if report.text("status") == Some(Status::Overloaded.name()) {
+            o.failures.push(format!("not steady: {why}"));
+            return o;
+        }
+        if lengthened == MAX_LENGTHENINGS {
+            let measured = match o.failures.is_empty() {
+                true => "it met the SLA as measured".to_owned(),
+                false => format!("as measured: {}", o.failures.join("; ")),
+            };
+            o.failures = vec![format!(
+                "{UNDECIDED}: not steady after {:.0} s ({why}); {measured}",
+                o.simulated_s
+            )];
+            return o;
+        }
+    }
+    unreachable!("the last lengthening returns")
+}
+
+/// A candidate that was not simulated, and why.
+fn pruned(c: &Candidate, why: String) -> Outcome {
+    Outcome {
+        candidate: c.clone(),
+        simulated: false,
+        failures: vec![why],
+        ttft_p99_ms: None,
+        tpot_p99_ms: None,
+        output_tok_s: None,
+        mean_batch_per_rank: None,
+        simulated_s: 0.0,
+        lengthened: 0,
     }
 }
 
@@ -104,8 +220,12 @@ type LimitsCache = Mutex<BTreeMap<String, Result<bounds::Limits, String>>>;
 
 /// The candidate's scenario, loaded and checked; why it cannot be deployed.
 fn load(t: &Target, c: &Candidate) -> Result<scenario::LoadedScenario, String> {
+    load_text(&scenario_text(t, c))
+}
+
+fn load_text(text: &str) -> Result<scenario::LoadedScenario, String> {
     let file = Path::new("plan.yaml");
-    let tree = input::parse_tree(file, &scenario_text(t, c)).map_err(|e| e.to_string())?;
+    let tree = input::parse_tree(file, text).map_err(|e| e.to_string())?;
     scenario::from_tree(file, &tree).map_err(|e| {
         let reasons: Vec<String> = e.iter().map(|d| d.message.clone()).collect();
         format!("cannot be deployed: {}", reasons.join("; "))
@@ -115,15 +235,7 @@ fn load(t: &Target, c: &Candidate) -> Result<scenario::LoadedScenario, String> {
 /// Prunes the candidate (when a cache of limits is given) if it cannot meet the target,
 /// else simulates it.
 fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
-    let failed = |why: String| Outcome {
-        candidate: c.clone(),
-        simulated: false,
-        failures: vec![why],
-        ttft_p99_ms: None,
-        tpot_p99_ms: None,
-        output_tok_s: None,
-        mean_batch_per_rank: None,
-    };
+    let failed = |why: String| pruned(c, why);
     let mut loaded = None;
     if let Some(cache) = cache {
         let key = Candidate {
@@ -152,13 +264,7 @@ fn evaluate(t: &Target, c: &Candidate, cache: Option<&LimitsCache>) -> Outcome {
         Ok(l) => l,
         Err(why) => return failed(why),
     };
-    match sim::run(&loaded) {
-        Ok(report) => judge(t, c, &report),
-        Err(e) => Outcome {
-            simulated: true,
-            ..failed(format!("simulation failed: {e}"))
-        },
-    }
+    simulate(t, c, loaded)
 }
 
 /// The rate's resolution in [`headroom`]: the answer is within this share of the truth.

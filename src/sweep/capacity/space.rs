@@ -152,6 +152,12 @@ pub fn candidates(gpus: u64, mtp: &[u64]) -> Vec<Candidate> {
 /// The scenario of one copy of a candidate, at its share of the rate: decoding instances
 /// on the first GPUs, prefill instances after them.
 pub fn scenario_text(t: &Target, c: &Candidate) -> String {
+    scenario_text_scaled(t, c, 1.0)
+}
+
+/// [`scenario_text`] with its warm-up and run `length` times as long.
+pub fn scenario_text_scaled(t: &Target, c: &Candidate, length: f64) -> String {
+    let (warmup, duration) = t.run_length();
     let experts = t.experts.as_ref().map_or(String::new(), |e| {
         format!("precision: {{experts: {e}, other: fp8, kv: fp8}}\n")
     });
@@ -194,6 +200,7 @@ topology: {topology}
 model: {model}
 seed: {seed}
 duration_s: {duration}
+warmup_s: {warmup}
 workload:
   arrivals: {{kind: poisson, rate_per_s: {rate}}}
   input: {{dist: fixed, tokens: {isl}}}
@@ -205,7 +212,8 @@ instances:
         topology = t.topology_file.display(),
         model = t.model_file.display(),
         seed = t.seed,
-        duration = t.duration_s,
+        duration = duration * length,
+        warmup = warmup * length,
         rate = t.rate_per_s / c.copies as f64,
         isl = t.isl,
         osl = t.osl,
