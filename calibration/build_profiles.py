@@ -136,8 +136,15 @@ def physical(d, hbm_bytes_per_s):
     return touched * per_expert / (d["latency"] * 1e-3) <= hbm_bytes_per_s
 
 
+# Tensor-parallel expert splits kept (moe_tp_size): each GPU runs every local expert's
+# 1/moe_tp slice of the intermediate dimension, which is the fused MoE block of the shape
+# with inter / moe_tp; the rows are written as that shape.
+MOE_TP = [1, 2, 4, 8]
+
+
 def moe(d, wide, hbm_bytes_per_s):
-    d = d[(d["moe_tp_size"] == 1) & (d["distribution"] == "balanced")]
+    d = d[d["moe_tp_size"].isin(MOE_TP) & (d["distribution"] == "balanced")]
+    d = d.assign(inter_size=d["inter_size"] // d["moe_tp_size"])
     if wide is not None:
         # TensorRT-LLM's wide-EP MoE kernel (1.3.0rc10) for the same block: no balanced
         # rows, so the EPLB-balanced mild skew (power_law_1.01_eplb, residual imbalance a
@@ -147,8 +154,9 @@ def moe(d, wide, hbm_bytes_per_s):
         d = pd.concat([d, w[d.columns.intersection(w.columns)]], ignore_index=True)
     d = d[d["moe_dtype"].isin(DTYPE)].assign(dtype=lambda x: x["moe_dtype"].map(DTYPE))
     d = d[physical(d, hbm_bytes_per_s)]
+    shapes = [(h, i // tp, k, e) for (h, i, k, e) in MOE_SHAPES for tp in MOE_TP if i % tp == 0]
     shape = list(zip(d["hidden_size"], d["inter_size"], d["topk"], d["num_experts"]))
-    d = d[[s in MOE_SHAPES for s in shape]]
+    d = d[[s in shapes for s in shape]]
     d = d.rename(columns={"hidden_size": "hidden", "inter_size": "inter", "num_experts": "experts",
                           "moe_ep_size": "ep", "num_tokens": "tokens"})
     keys = ["dtype", "hidden", "inter", "topk", "experts", "ep", "tokens"]
@@ -212,8 +220,9 @@ def build(kernels, project, gpu, system):
          "fastest kernel per (dtype, m, n, k); n, k on the kept grid; fp8 = fp8_block (DeepGEMM)"),
         ("moe", "moe", "moe_perf",
          lambda d: moe(d, wide_ep_table(kernels, system), hbm_bytes_per_s(kernels, system)),
-         "balanced routing, moe_tp 1, with the wide-EP kernel's EPLB rows (1.3.0rc10/"
-         "wideep_moe_perf, power_law_1.01_eplb, slots = experts); fastest kernel per shape among "
+         "balanced routing; moe_tp 2, 4 and 8 rows written as the shape with inter / moe_tp (each "
+         "GPU's slice of every local expert); with the wide-EP kernel's EPLB rows (1.3.0rc10/"
+         "wideep_moe_perf, moe_tp 1, power_law_1.01_eplb, slots = experts); fastest kernel per shape among "
          "rows whose implied expert-weight bandwidth is within the HBM peak; shipped models' "
          "shapes; tokens = the EP group's tokens before dispatch"),
         ("mla_decode", "mla", "mla_generation_module_perf",

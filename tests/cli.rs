@@ -1453,3 +1453,28 @@ fn bundled_names_work_from_any_folder() {
         stderr(&out)
     );
 }
+
+/// `epsim iteration` counts output tokens as `epsim run` does: each request's accepted
+/// tokens per step (1 + 0.85 with one draft at the model's acceptance), beside the tokens
+/// the model runs through (1 + 1).
+#[test]
+fn iteration_counts_accepted_tokens_as_output() {
+    let out = epsim()
+        .current_dir(repo(""))
+        .args([
+            "iteration",
+            "scenarios/quickstart.yaml",
+            "--instance",
+            "decode#0",
+        ])
+        .args(["--batch", "16", "--iterations", "3", "--format", "json"])
+        .assert()
+        .success();
+    let j: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let one = &j["one_micro_batch"];
+    let (through, output) = (
+        one["tok_s_per_gpu"].as_f64().unwrap(),
+        one["output_tok_s_per_gpu"].as_f64().unwrap(),
+    );
+    assert!((output / through - 1.85 / 2.0).abs() < 1e-9, "{one}");
+}

@@ -53,8 +53,11 @@ struct Mode {
     moe_ms: f64,
     /// Dispatch and combine (with two micro-batches: both halves' together).
     all_to_all_ms: f64,
-    /// Tokens through the model per second per GPU.
+    /// Tokens through the model per second per GPU (MTP drafts and prefill tokens too).
     tok_s_per_gpu: f64,
+    /// Output tokens per second per GPU: each decoding request's accepted tokens per step
+    /// (1 + the drafts' expected acceptances), as `epsim run` counts them.
+    output_tok_s_per_gpu: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +101,10 @@ pub fn run(a: &IterationArgs) -> anyhow::Result<ExitCode> {
     ];
     let tokens = work[0].batch * (1 + loaded.scenario.mtp.drafts) + a.prefill_tokens;
     let tokens_per_gpu = (tokens * spec.dp_ranks() as u64) as f64 / spec.gpus.len() as f64;
+    let mtp = loaded.scenario.mtp;
+    let accepted_per_gpu = (work[0].batch * spec.dp_ranks() as u64) as f64
+        * mtp.acceptance.tokens_per_step(mtp.drafts)
+        / spec.gpus.len() as f64;
     let mode = |overlap| -> anyhow::Result<Mode> {
         let spec = InstanceSpec {
             micro_batch_overlap: overlap,
@@ -110,6 +117,7 @@ pub fn run(a: &IterationArgs) -> anyhow::Result<ExitCode> {
             moe_ms: mean.moe_s * 1e3,
             all_to_all_ms: mean.all_to_all_s * 1e3,
             tok_s_per_gpu: tokens_per_gpu / mean.seconds,
+            output_tok_s_per_gpu: accepted_per_gpu / mean.seconds,
         })
     };
     let (one, two) = (mode(false)?, mode(true)?);
@@ -209,8 +217,14 @@ fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<20} {:>12} {:>10} {:>10} {:>14} {:>13}",
-        "micro-batches", "iteration ms", "dense ms", "MoE ms", "all-to-all ms", "tok/s per GPU"
+        "{:<20} {:>12} {:>10} {:>10} {:>14} {:>13} {:>20}",
+        "micro-batches",
+        "iteration ms",
+        "dense ms",
+        "MoE ms",
+        "all-to-all ms",
+        "tok/s per GPU",
+        "output tok/s per GPU"
     );
     for (label, m) in [
         ("one", &r.one_micro_batch),
@@ -218,8 +232,14 @@ fn table(r: &Report) -> String {
     ] {
         let _ = writeln!(
             t,
-            "{:<20} {:>12.3} {:>10.3} {:>10.3} {:>14.3} {:>13.0}",
-            label, m.iteration_ms, m.dense_ms, m.moe_ms, m.all_to_all_ms, m.tok_s_per_gpu
+            "{:<20} {:>12.3} {:>10.3} {:>10.3} {:>14.3} {:>13.0} {:>20.0}",
+            label,
+            m.iteration_ms,
+            m.dense_ms,
+            m.moe_ms,
+            m.all_to_all_ms,
+            m.tok_s_per_gpu,
+            m.output_tok_s_per_gpu
         );
     }
     let _ = writeln!(

@@ -92,10 +92,15 @@ impl<'a> Kernels<'a> {
     }
 
     /// The routed experts with each expert's intermediate dimension split over `moe_tp`
-    /// GPUs (tensor-parallel experts): the measured full-width block scaled by the
-    /// roofline's ratio of split to full width, since the profiles measure moe_tp 1 only;
-    /// so a split block is at best extrapolated.
+    /// GPUs (tensor-parallel experts): the measured split block where the profile has it
+    /// (its moe_tp rows, written as the shape of inter / moe_tp: the fused block's fixed
+    /// cost, ~21 us on B200, stays whole however thin the slice); elsewhere the measured
+    /// full-width block scaled by the roofline's ratio of split to full width, which scales
+    /// that fixed cost down too, so it is at best extrapolated.
     pub fn routed_moe_split(&self, shape: MoeShape, rows: &[u64], moe_tp: u64) -> Priced {
+        if moe_tp > 1 && self.measures_moe(Self::split(shape, moe_tp)) {
+            return self.routed_moe(Self::split(shape, moe_tp), rows);
+        }
         let full = self.routed_moe(shape, rows);
         if moe_tp <= 1 {
             return full;
@@ -120,12 +125,20 @@ impl<'a> Kernels<'a> {
         moe_tp: u64,
         memo: &mut MoeMemo,
     ) -> f64 {
+        if moe_tp > 1 && self.measures_moe(Self::split(shape, moe_tp)) {
+            return self.routed_moe_seconds(Self::split(shape, moe_tp), rows, memo);
+        }
         let full_s = self.routed_moe_seconds(shape, rows, memo);
         if moe_tp <= 1 {
             return full_s;
         }
         let split_s = self.moe_roofline(Self::split(shape, moe_tp), rows).seconds;
         anchored(full_s, split_s, self.moe_roofline(shape, rows).seconds)
+    }
+
+    /// Whether the profile has a fused-MoE table for `shape`.
+    fn measures_moe(&self, shape: MoeShape) -> bool {
+        self.profile.as_ref().is_some_and(|p| p.measures_moe(shape))
     }
 
     fn split(shape: MoeShape, moe_tp: u64) -> MoeShape {
@@ -462,6 +475,30 @@ mod tests {
         // 288 slots at EP32: 9 per rank, between the measured EP16 and EP32.
         assert_eq!(k.routed_moe(fp4, &[32; 9]).source, Source::Interpolated);
         assert_eq!(k.routed_moe(fp4, &[0; 9]).cost.seconds, 0.0);
+    }
+
+    /// Tensor-parallel experts read the profile's moe_tp rows: the fused block's fixed
+    /// cost stays whole in a thin slice, where scaling the full-width block by the
+    /// roofline's width ratio would shrink it with the slice.
+    #[test]
+    fn a_split_moe_block_reads_its_measured_moe_tp_rows() {
+        let (b200, ds) = (gpu("b200-gb200"), model("deepseek-r1"));
+        let k = Kernels::for_gpu(&b200).unwrap();
+        let fp4 = MoeShape::of(&ds, Precision::Nvfp4);
+        // moe.csv: nvfp4, moe_tp 4 (inter 2,048 / 4 = 512), EP2, 4 tokens -> 38.24 us;
+        // each of the 128 local experts of EP2 gets 4 x 8 / 256 of a row: 16 rows in all.
+        let mut rows = [0; 128];
+        rows[..16].fill(1);
+        let split = k.routed_moe_split(fp4, &rows, 4);
+        assert_eq!(split.source, Source::Measured);
+        assert!((split.cost.seconds - 38.24e-6).abs() < 1e-9);
+        let seconds = k.routed_moe_split_seconds(fp4, &rows, 4, &mut MoeMemo::default());
+        assert_eq!(seconds, split.cost.seconds);
+        // The roofline ratio of the full-width EP2 block would read about a third less.
+        let full = k.routed_moe(fp4, &rows).cost.seconds;
+        let ratio = k.moe_roofline(Kernels::split(fp4, 4), &rows).seconds
+            / k.moe_roofline(fp4, &rows).seconds;
+        assert!(full * ratio < 0.75 * split.cost.seconds, "{}", full * ratio);
     }
 
     #[test]

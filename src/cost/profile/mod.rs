@@ -128,6 +128,10 @@ impl KernelProfile {
         self.moe.get(&shape)?.at([ep, tokens])
     }
 
+    pub fn measures_moe(&self, shape: MoeShape) -> bool {
+        self.moe.contains_key(&shape)
+    }
+
     pub fn mla_decode(
         &self,
         kv: Precision,

@@ -266,8 +266,8 @@ fn remembered_context_parts_are_the_priced_ones() {
 }
 
 /// Tensor-parallel experts (SGLang's `--tp 8` without EP): each GPU runs every token
-/// routed to its group through a slice of each expert, scaled from the measured
-/// full-width block, and data-parallel ranks gather and reduce-scatter over the group.
+/// routed to its group through a slice of each expert, read from the profile's moe_tp
+/// rows, and data-parallel ranks gather and reduce-scatter over the group.
 #[test]
 fn tensor_parallel_experts_split_every_expert_and_gather_over_the_group() {
     let (m, g, _) = setup(8, 256);
@@ -285,7 +285,10 @@ fn tensor_parallel_experts_split_every_expert_and_gather_over_the_group() {
     );
     let op = |c: &StepCost, name: &str| c.ops.iter().find(|o| o.op == name).cloned();
     let routed = op(&b, "routed experts (fused MoE)").unwrap();
-    assert_eq!(routed.source, Source::Extrapolated);
+    assert!(matches!(
+        routed.source,
+        Source::Measured | Source::Interpolated
+    ));
     assert!(op(&a, "MoE TP gather and reduce-scatter").is_none());
     let gather = op(&b, "MoE TP gather and reduce-scatter").unwrap();
     assert_eq!(gather.calls, 58.0);
