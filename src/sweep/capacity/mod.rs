@@ -336,10 +336,34 @@ pub fn certainty_note(o: &Outcome) -> String {
     format!("note: mean batch {batch:.0} per decoding rank; {regime}")
 }
 
+/// The share of the SLA an outcome leaves unused on its tighter latency: the smaller of
+/// 1 - TTFT p99 / its bound and 1 - TPOT p99 / its bound (below any measured one when a
+/// latency is missing).
+pub fn sla_margin(t: &Target, o: &Outcome) -> f64 {
+    match (o.ttft_p99_ms, o.tpot_p99_ms) {
+        (Some(ttft), Some(tpot)) => (1.0 - ttft / t.ttft_p99_ms).min(1.0 - tpot / t.tpot_p99_ms),
+        _ => f64::MIN,
+    }
+}
+
+/// The search's order: those that meet the target first, then fewer GPUs, a wider SLA
+/// margin ([`sla_margin`]), fewer copies (racks or node sets), more output tokens/s.
+fn rank(t: &Target, a: &Outcome, b: &Outcome) -> std::cmp::Ordering {
+    b.meets()
+        .cmp(&a.meets())
+        .then(a.candidate.gpus().cmp(&b.candidate.gpus()))
+        .then(sla_margin(t, b).total_cmp(&sla_margin(t, a)))
+        .then(a.candidate.copies.cmp(&b.candidate.copies))
+        .then(
+            b.output_tok_s
+                .unwrap_or(0.0)
+                .total_cmp(&a.output_tok_s.unwrap_or(0.0)),
+        )
+}
+
 /// What a search found.
 pub struct Searched {
-    /// Every candidate looked at: those meeting the target first by GPU count, then output
-    /// tokens/s.
+    /// Every candidate looked at, in the order of [`rank`].
     pub outcomes: Vec<Outcome>,
     /// Candidates left alone: they need more GPUs than the answer.
     pub not_needed: usize,
@@ -385,23 +409,86 @@ pub fn search(t: &Target, gpus: u64, jobs: usize) -> Searched {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    outcomes.sort_by(|a, b| {
-        b.meets()
-            .cmp(&a.meets())
-            .then(a.candidate.gpus().cmp(&b.candidate.gpus()))
-            .then(
-                b.output_tok_s
-                    .unwrap_or(0.0)
-                    .total_cmp(&a.output_tok_s.unwrap_or(0.0)),
-            )
-            .then(
-                a.tpot_p99_ms
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&b.tpot_p99_ms.unwrap_or(f64::MAX)),
-            )
-    });
+    outcomes.sort_by(|a, b| rank(t, a, b));
     Searched {
         outcomes,
         not_needed: all.len() - next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(duration_s: Option<f64>) -> Target {
+        Target {
+            model_file: PathBuf::new(),
+            topology_file: PathBuf::new(),
+            rate_per_s: 20.0,
+            isl: 1024,
+            osl: 4096,
+            ttft_p99_ms: 2000.0,
+            tpot_p99_ms: 30.0,
+            experts: None,
+            mtp_drafts: None,
+            duration_s,
+            seed: 1,
+        }
+    }
+
+    /// A derived run is one request lifetime of warm-up and two measured; a given one
+    /// keeps the scenario's 20% warm-up; short answers get the old 12 + 48 s.
+    #[test]
+    fn run_lengths_follow_the_sla() {
+        let t = target(None);
+        assert!((t.lifetime_bound_s() - (2.0 + 4095.0 * 0.03)).abs() < 1e-9);
+        let (w, d) = t.run_length();
+        assert!((w - t.lifetime_bound_s()).abs() < 1e-9 && (d - 3.0 * w).abs() < 1e-9);
+        assert_eq!(target(Some(30.0)).run_length(), (6.0, 30.0));
+        let short = Target { osl: 64, ..t };
+        assert_eq!(
+            short.run_length(),
+            (MIN_WARMUP_S, MIN_WARMUP_S + MIN_WINDOW_S)
+        );
+    }
+
+    /// Among those that meet the SLA with as many GPUs: the wider margin first, then fewer
+    /// copies, then more output.
+    #[test]
+    fn ties_go_to_the_margin_then_fewer_copies() {
+        let t = target(None);
+        let all = candidates(72, &[0]);
+        let one = all
+            .iter()
+            .find(|c| c.gpus() == 16 && c.copies == 1)
+            .unwrap();
+        let two = all
+            .iter()
+            .find(|c| c.gpus() == 16 && c.copies == 2)
+            .unwrap();
+        let outcome = |c: &Candidate, tpot: f64, out: f64| Outcome {
+            tpot_p99_ms: Some(tpot),
+            ttft_p99_ms: Some(500.0),
+            output_tok_s: Some(out),
+            simulated: true,
+            failures: Vec::new(),
+            ..pruned(c, String::new())
+        };
+        use std::cmp::Ordering::*;
+        // TPOT 20 of 30 leaves a third; 25 leaves a sixth.
+        assert_eq!(
+            rank(&t, &outcome(two, 20.0, 1.0), &outcome(one, 25.0, 2.0)),
+            Less
+        );
+        assert_eq!(
+            rank(&t, &outcome(one, 20.0, 1.0), &outcome(two, 20.0, 2.0)),
+            Less
+        );
+        assert_eq!(
+            rank(&t, &outcome(one, 20.0, 2.0), &outcome(one, 20.0, 1.0)),
+            Less
+        );
+        let failing = pruned(one, "x".into());
+        assert_eq!(rank(&t, &outcome(two, 29.0, 1.0), &failing), Less);
     }
 }
