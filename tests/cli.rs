@@ -1478,3 +1478,47 @@ fn iteration_counts_accepted_tokens_as_output() {
     );
     assert!((output / through - 1.85 / 2.0).abs() < 1e-9, "{one}");
 }
+
+/// `epsim step --attention tp:N` takes `--batch` as the TP group's (every GPU of it runs
+/// all the requests over its heads) and shares their output over the group's GPUs.
+#[test]
+fn step_under_tp_attention_prices_the_groups_batch() {
+    let step = |attention: &str| {
+        let out = epsim()
+            .args([
+                "step",
+                "--model",
+                "deepseek-r1",
+                "--gpu",
+                "b200-hgx",
+                "--ep",
+                "8",
+            ])
+            .args([
+                "--batch",
+                "8",
+                "--context",
+                "2048",
+                "--attention",
+                attention,
+            ])
+            .args(["--format", "json"])
+            .assert()
+            .success();
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let (dp, tp) = (step("dp"), step("tp:8"));
+    assert_eq!(dp["batch_is"], "per GPU");
+    assert!(
+        tp["batch_is"]
+            .as_str()
+            .unwrap()
+            .starts_with("per TP8 group")
+    );
+    for j in [&dp, &tp] {
+        let ways = if j == &tp { 8.0 } else { 1.0 };
+        let per_user = j["tok_s_per_user"].as_f64().unwrap();
+        let per_gpu = j["output_tok_s_per_gpu"].as_f64().unwrap();
+        assert!((per_gpu - per_user * 8.0 / ways).abs() < 1e-9, "{j}");
+    }
+}

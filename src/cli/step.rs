@@ -63,6 +63,14 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     let tokens = acceptance.tokens_per_step(load.mtp);
     let tok_s_per_user = tokens / total.seconds;
     let requests_fit = plan.max_requests;
+    // Under TP attention the batch is the group's: every GPU of it runs all the requests
+    // over its share of the heads, so the group's GPUs share their output.
+    let tp = deployment.attention.ways();
+    let output_per_gpu = tok_s_per_user * a.batch as f64 / tp as f64;
+    let batch_is = match tp {
+        1 => "per GPU".to_owned(),
+        n => format!("per TP{n} group, each of its {n} GPUs running all of them"),
+    };
     let text = match a.format {
         TableFormat::Json => json(&serde_json::json!({
             "model": model.name,
@@ -71,6 +79,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             "slots": deployment.slots,
             "experts_per_gpu": cost.experts_per_gpu,
             "batch": a.batch,
+            "batch_is": batch_is,
             "context": a.context,
             "prefill_chunk": a.prefill_chunk,
             "prefill_prefix": a.prefill_prefix,
@@ -84,7 +93,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             "tokens_per_expert": cost.tokens_per_expert,
             "tokens_per_step_per_request": tokens,
             "tok_s_per_user": tok_s_per_user,
-            "output_tok_s_per_gpu": tok_s_per_user * a.batch as f64,
+            "output_tok_s_per_gpu": output_per_gpu,
             "kv_requests_that_fit": requests_fit,
             "kv_fits": a.batch as f64 <= requests_fit,
         }))?,
@@ -93,7 +102,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             let tpe = &cost.tokens_per_expert;
             let _ = writeln!(
                 t,
-                "{} on {}: EP {} ({} slots, {} experts per GPU), batch {} x context {}, MTP {}, experts {}",
+                "{} on {}: EP {} ({} slots, {} experts per GPU), batch {} ({batch_is}) x context {}, MTP {}, experts {}",
                 model.name,
                 gpu.name,
                 deployment.ep,
@@ -142,11 +151,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(
                     t,
                     "  {:.2} tokens per request per step (MTP {}, acceptance {}): {:.0} tok/s per user, {:.0} output tok/s per GPU",
-                    tokens,
-                    load.mtp,
-                    acceptance,
-                    tok_s_per_user,
-                    tok_s_per_user * a.batch as f64
+                    tokens, load.mtp, acceptance, tok_s_per_user, output_per_gpu
                 );
             }
             if (a.batch as f64) > requests_fit {

@@ -26,7 +26,8 @@ pub enum AttentionLayout {
 }
 
 impl AttentionLayout {
-    fn ways(self) -> u64 {
+    /// GPUs that share one set of requests: the TP group, or 1.
+    pub fn ways(self) -> u64 {
         match self {
             AttentionLayout::Dp => 1,
             AttentionLayout::Tp(n) => n,
