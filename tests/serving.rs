@@ -1292,7 +1292,7 @@ fn compare_passes_a_neutral_change_and_fails_a_real_regression() {
         .assert()
         .code(1);
     let text = stdout(&out);
-    for needle in ["tpot_ms_p99", "REGRESSION", "95% interval"] {
+    for needle in ["tpot_ms_p99", "REGRESSION", "95% interval", "detectable"] {
         assert!(text.contains(needle), "{needle}\n{text}");
     }
     // The same verdicts as JSON, for CI scripts.

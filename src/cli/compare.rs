@@ -73,6 +73,7 @@ pub fn run(
                 "change": c.change,
                 "interval_low": c.interval.map(|i| i.0),
                 "interval_high": c.interval.map(|i| i.1),
+                "detectable_change": c.detectable,
                 "seeds_baseline": c.seeds.map(|s| s.0),
                 "seeds_candidate": c.seeds.map(|s| s.1),
                 "verdict": verdict_name(&c.verdict),
@@ -126,7 +127,10 @@ fn table(changes: &[compare::Change], tolerance: f64) -> String {
         },
         "change",
         if replicated {
-            format!(" {:>19} {:>6}", "95% interval", "seeds")
+            format!(
+                " {:>19} {:>10} {:>6}",
+                "95% interval", "detectable", "seeds"
+            )
         } else {
             String::new()
         },
@@ -145,7 +149,10 @@ fn table(changes: &[compare::Change], tolerance: f64) -> String {
                 format!("[{}, {}]", pct(lo), pct(hi))
             });
             let seeds = c.seeds.map_or("-".to_owned(), |(b, k)| format!("{b}/{k}"));
-            format!(" {interval:>19} {seeds:>6}")
+            let detectable = c
+                .detectable
+                .map_or("-".to_owned(), |d| format!("{:.1}%", d * 100.0));
+            format!(" {interval:>19} {detectable:>10} {seeds:>6}")
         } else {
             String::new()
         };
@@ -163,6 +170,11 @@ fn table(changes: &[compare::Change], tolerance: f64) -> String {
         .iter()
         .filter(|c| c.verdict == Verdict::Inconclusive)
         .count();
+    if replicated {
+        text.push_str(
+            "\ndetectable: the smallest change these seeds detect with 80% power at 95% confidence; \"same\" rules out no change below it\n",
+        );
+    }
     text.push_str(&format!(
         "\n{regressions} regressions beyond {:.2}% in {} comparisons{}\n",
         tolerance * 100.0,

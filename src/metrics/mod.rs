@@ -146,9 +146,48 @@ pub fn t95(df: f64) -> f64 {
         .map_or(TABLE[0].1, |&(_, t)| t)
 }
 
+/// Student's t exceeded with 20% chance (one-sided) at `df` degrees of freedom: with
+/// [`t95`], the margin a change needs to be detected with 80% power. From the standard
+/// table; between its rows, the row of fewer degrees (conservative).
+pub fn t80(df: f64) -> f64 {
+    const TABLE: [(f64, f64); 16] = [
+        (1.0, 1.376),
+        (2.0, 1.061),
+        (3.0, 0.978),
+        (4.0, 0.941),
+        (5.0, 0.920),
+        (6.0, 0.906),
+        (7.0, 0.896),
+        (8.0, 0.889),
+        (9.0, 0.883),
+        (10.0, 0.879),
+        (15.0, 0.866),
+        (20.0, 0.860),
+        (30.0, 0.854),
+        (40.0, 0.851),
+        (60.0, 0.848),
+        (120.0, 0.845),
+    ];
+    if df >= 1e6 {
+        return 0.842;
+    }
+    TABLE
+        .iter()
+        .rev()
+        .find(|&&(d, _)| d <= df)
+        .map_or(TABLE[0].1, |&(_, t)| t)
+}
+
 #[cfg(test)]
 mod t_tests {
-    use super::t95;
+    use super::{t80, t95};
+
+    #[test]
+    fn t80_is_the_one_sided_80_percent_quantile() {
+        assert_eq!(t80(4.0), 0.941);
+        assert_eq!(t80(12.0), 0.879);
+        assert_eq!(t80(1e9), 0.842);
+    }
 
     #[test]
     fn t_quantiles_widen_with_fewer_degrees_of_freedom() {

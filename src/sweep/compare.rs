@@ -77,6 +77,9 @@ pub struct Change {
     pub change: Option<f64>,
     /// With replicates: the 95% interval of `change`, and the seeds on each side.
     pub interval: Option<(f64, f64)>,
+    /// With replicates: the smallest relative change the seeds would detect (80% power,
+    /// 95% confidence): a verdict of "same" says nothing about changes below it.
+    pub detectable: Option<f64>,
     pub seeds: Option<(usize, usize)>,
     pub verdict: Verdict,
 }
@@ -204,6 +207,7 @@ pub fn compare(
                 candidate: c,
                 change,
                 interval: None,
+                detectable: None,
                 seeds: None,
                 verdict: single_verdict(m.better, b, c, change, tolerance),
             });
@@ -355,6 +359,7 @@ fn judge(group: &str, m: &Metric, s: &Samples, tolerance: f64) -> Change {
         candidate: c,
         change,
         interval: iv.map(|iv| (iv.low, iv.high)),
+        detectable: iv.map(|iv| iv.detectable),
         seeds: Some((s.baseline.len(), s.candidate.len())),
         verdict,
     }

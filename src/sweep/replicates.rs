@@ -3,7 +3,7 @@
 //! mean. Paired by seed when both sides ran the same seeds (a policy change on common
 //! random numbers), Welch's unpaired interval otherwise (a change of seeds).
 
-use crate::metrics::{mean, t95, variance};
+use crate::metrics::{mean, t80, t95, variance};
 
 /// One metric's values, by seed, on each side.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,9 @@ pub struct Interval {
     pub high: f64,
     /// Whether the seeds were paired.
     pub paired: bool,
+    /// The smallest relative change these seeds detect with 80% power at 95% confidence:
+    /// (t95 + t80) standard errors of the change, over the baseline mean.
+    pub detectable: f64,
 }
 
 /// The interval of `s`; `None` with fewer than two values on a side or a zero baseline mean.
@@ -36,10 +39,10 @@ pub fn interval(s: &Samples) -> Option<Interval> {
     }
     let seeds = |v: &[(u64, f64)]| v.iter().map(|&(k, _)| k).collect::<Vec<u64>>();
     let paired = seeds(&s.baseline) == seeds(&s.candidate);
-    let (diff, half) = if paired {
+    let (diff, se, df) = if paired {
         let d: Vec<f64> = c.iter().zip(&b).map(|(x, y)| x - y).collect();
         let se = (variance(&d) / d.len() as f64).sqrt();
-        (mean(&d), t95(d.len() as f64 - 1.0) * se)
+        (mean(&d), se, d.len() as f64 - 1.0)
     } else {
         let (vb, vc) = (variance(&b) / nb as f64, variance(&c) / nc as f64);
         let se = (vb + vc).sqrt();
@@ -49,14 +52,15 @@ pub fn interval(s: &Samples) -> Option<Interval> {
         } else {
             (nb + nc - 2) as f64
         };
-        (mean(&c) - base, t95(df) * se)
+        (mean(&c) - base, se, df)
     };
-    let scale = base.abs();
+    let (half, scale) = (t95(df) * se, base.abs());
     Some(Interval {
         change: diff / scale,
         low: (diff - half) / scale,
         high: (diff + half) / scale,
         paired,
+        detectable: (t95(df) + t80(df)) * se / scale,
     })
 }
 
@@ -93,6 +97,19 @@ mod tests {
             "{unpaired:?}"
         );
         assert!((paired.change - 0.02).abs() < 1e-12);
+        // What each design can detect: the pairs' spread is small, the seeds' is not.
+        assert!(paired.detectable < 0.02 && unpaired.detectable > 0.1);
+    }
+
+    /// The detectable change is (t95 + t80) standard errors of the change: a true change
+    /// of that size lands outside the 95% interval's zero side 80% of the time.
+    #[test]
+    fn the_detectable_change_is_the_power_margin() {
+        let b = [100.0, 100.0, 100.0, 100.0, 100.0];
+        let c = [101.0, 99.0, 102.0, 98.0, 100.0];
+        let i = interval(&samples(&b, &c, 0)).unwrap();
+        let se = (crate::metrics::variance(&[1.0, -1.0, 2.0, -2.0, 0.0]) / 5.0).sqrt();
+        assert!((i.detectable - (2.776 + 0.941) * se / 100.0).abs() < 1e-12);
     }
 
     #[test]
