@@ -1130,19 +1130,7 @@ fn a_drain_measures_the_requests_a_hard_stop_would_cut_off() {
         "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
         "arrivals: {kind: poisson, rate_per_s: 150}",
     );
-    let run = |name: &str, text: &str| {
-        let file = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, text).unwrap();
-        let out = dir.path().join(name);
-        epsim()
-            .args(["run"])
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
-        summary_row(&out)
-    };
+    let run = |name: &str, text: &str| summary_row(&run_text(dir.path(), name, text));
     let hard = run("hard", &base);
     let drained = run(
         "drained",
@@ -1162,6 +1150,21 @@ fn a_drain_measures_the_requests_a_hard_stop_would_cut_off() {
         hard["output_tok_s"], drained["output_tok_s"],
         "the window is the same"
     );
+}
+
+/// Writes `text` as `DIR/NAME.yaml`, runs it into `DIR/NAME`, and returns that folder.
+fn run_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join(name);
+    epsim()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    out
 }
 
 /// summary.csv as column -> value.
@@ -1485,17 +1488,7 @@ fn a_run_says_whether_it_reached_steady_state() {
                 &format!("arrivals: {{kind: poisson, rate_per_s: {rate}}}"),
             )
             .replace("output: {dist: uniform, min: 16, max: 200}", output);
-        let file = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, text).unwrap();
-        let out = dir.path().join(name);
-        epsim()
-            .arg("run")
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
-        summary_row(&out)
+        summary_row(&run_text(dir.path(), name, &text))
     };
     let short = "output: {dist: uniform, min: 16, max: 200}";
     let light = run("light", "30", short);
@@ -1564,4 +1557,37 @@ fn plan_runs_long_enough_for_long_answers() {
     let gpus = |j: &serde_json::Value| j["best"]["gpus"].as_u64().unwrap();
     assert_eq!(gpus(&default), gpus(&long), "{default}\n{long}");
     assert!(gpus(&default) <= 24, "{default}");
+}
+
+/// A request longer than the model's context (DeepSeek-R1: 163,840 tokens) is refused at
+/// arrival and counted as such, never queued; the rest are served.
+#[test]
+fn requests_longer_than_the_context_are_refused_at_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_scenario("small-disaggregated").replace(
+        "input: {dist: lognormal, median: 400, sigma: 0.5, min: 16, max: 2048}",
+        "input: {dist: lognormal, median: 400, sigma: 3, min: 16, max: 3000000}",
+    );
+    let out = run_text(dir.path(), "long", &text);
+    let s = summary_row(&out);
+    let n = |k: &str| s[k].parse::<u64>().unwrap();
+    assert!(n("requests_rejected_context") > 0, "{s:?}");
+    assert_eq!(
+        n("requests_rejected"),
+        n("requests_rejected_context") + n("requests_rejected_memory")
+    );
+    let rows = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(rows.as_bytes());
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let (i, o) = (col("input_tokens"), col("output_tokens"));
+    let longest = r
+        .records()
+        .map(|x| {
+            let x = x.unwrap();
+            x[i].parse::<u64>().unwrap() + x[o].parse::<u64>().unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(longest <= 163_840, "{longest}");
 }

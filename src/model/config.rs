@@ -28,6 +28,9 @@ pub struct ModelConfig {
     pub mtp_acceptance: Option<Acceptance>,
     /// Precisions of the released checkpoint.
     pub native_precision: NativePrecision,
+    /// The longest context the model serves, prompt and answer together, tokens (its
+    /// `max_position_embeddings`); `None`: not given, no limit.
+    pub context_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -127,6 +130,8 @@ struct ModelFile {
     #[serde(default, deserialize_with = "input::recovering")]
     mtp_acceptance: Option<At<AcceptanceFile>>,
     native_precision: NativePrecision,
+    #[serde(default)]
+    context_tokens: Option<At<u64>>,
 }
 
 /// Placeholders for sections with recorded problems (the file is refused; see
@@ -170,7 +175,10 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
         ("vocab_size", &raw.vocab_size),
         ("hidden_size", &raw.hidden_size),
         ("layers", &raw.layers),
-    ] {
+    ]
+    .into_iter()
+    .chain(raw.context_tokens.as_ref().map(|c| ("context_tokens", c)))
+    {
         check(v.value > 0, v.loc, path, "must be at least 1".into());
     }
     let dense_layers = raw.dense_layers.as_ref().map_or(0, |d| d.value);
@@ -304,6 +312,7 @@ pub fn load_model(file: &Path) -> Result<ModelConfig, Diagnostics> {
         mtp_modules: raw.mtp_modules,
         mtp_acceptance: acceptance.and_then(|(_, a)| a.ok()),
         native_precision: raw.native_precision,
+        context_tokens: raw.context_tokens.map(|c| c.value),
     })
 }
 

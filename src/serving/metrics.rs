@@ -137,6 +137,15 @@ pub struct RunEnd {
     pub kv_bytes_delivered: f64,
 }
 
+/// Why a request was refused at arrival (or, disaggregated, after its prefill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Prompt and answer together exceed the model's context.
+    Context,
+    /// No rank's KV cache could ever hold it.
+    Memory,
+}
+
 /// Batches of output tokens when no `stop_when` gives their length, seconds.
 pub const DEFAULT_BATCH_S: f64 = 1.0;
 
@@ -168,7 +177,9 @@ pub struct Collector {
     arrived: u64,
     /// Output tokens asked for by the requests that arrived in the window.
     offered_output_tokens: u64,
-    rejected: u64,
+    /// Refused requests: longer than the model's context, larger than any KV cache.
+    rejected_context: u64,
+    rejected_memory: u64,
     completed: u64,
     completed_measured: u64,
     output_tokens: u64,
@@ -208,7 +219,8 @@ impl Collector {
             itl: Latencies::new(),
             arrived: 0,
             offered_output_tokens: 0,
-            rejected: 0,
+            rejected_context: 0,
+            rejected_memory: 0,
             completed: 0,
             completed_measured: 0,
             output_tokens: 0,
@@ -347,8 +359,11 @@ impl Collector {
         }
     }
 
-    pub fn rejected(&mut self) {
-        self.rejected += 1;
+    pub fn rejected(&mut self, why: Refused) {
+        match why {
+            Refused::Context => self.rejected_context += 1,
+            Refused::Memory => self.rejected_memory += 1,
+        }
     }
 
     pub fn output_tokens(&mut self, now: SimTime, n: u64) {
@@ -537,7 +552,15 @@ impl Collector {
                 "requests_unfinished_measured",
                 in_flight.measured.to_string(),
             ),
-            ("requests_rejected", self.rejected.to_string()),
+            (
+                "requests_rejected",
+                (self.rejected_context + self.rejected_memory).to_string(),
+            ),
+            (
+                "requests_rejected_context",
+                self.rejected_context.to_string(),
+            ),
+            ("requests_rejected_memory", self.rejected_memory.to_string()),
             ("status", verdict.status.name().to_owned()),
             (
                 "steady_state",

@@ -7,7 +7,7 @@
 //! from the `acceptance` stream.
 
 use super::kv_network::KvNetwork;
-use super::metrics::{Collector, FinishedRequest, InFlight, Report, RunEnd, TailGaps};
+use super::metrics::{Collector, FinishedRequest, InFlight, Refused, Report, RunEnd, TailGaps};
 use super::policy::{self, Choice, SchedulingPolicy};
 use super::pricing::{Pricer, RankWork, prefill_capacity_tok_s};
 use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
@@ -469,6 +469,16 @@ impl<'a> Simulation<'a> {
         user: Option<u64>,
     ) -> Result<(), Error> {
         self.metrics.arrived(s.now(), spec.output_tokens);
+        // Longer than the model's context: no engine would take it.
+        if self
+            .loaded
+            .model
+            .context_tokens
+            .is_some_and(|limit| spec.input_tokens + spec.output_tokens > limit)
+        {
+            self.metrics.rejected(Refused::Context);
+            return Ok(());
+        }
         let entry = |i: &Instance| matches!(i.spec.role, Role::Prefill | Role::Both);
         let choices: Vec<Choice> = (0..self.instances.len())
             .filter(|&i| entry(&self.instances[i]))
@@ -478,7 +488,7 @@ impl<'a> Simulation<'a> {
         if choices.is_empty() {
             // No rank could ever hold it: refused, not queued forever (a closed-loop user
             // whose request is refused stops sending).
-            self.metrics.rejected();
+            self.metrics.rejected(Refused::Memory);
             return Ok(());
         }
         // Ids are handed out only to requests that are kept: the store is indexed by id.
@@ -756,7 +766,7 @@ impl<'a> Simulation<'a> {
         req.prefill_home = req.home.take();
         if choices.is_empty() {
             self.release_prefill(id);
-            self.metrics.rejected();
+            self.metrics.rejected(Refused::Memory);
             self.requests.remove(&id);
             return Ok(());
         }
