@@ -47,6 +47,8 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let topology_file = lookup::topology_path(&a.topology)?;
     let topo = epsim::topology::load(&topology_file)?;
+    let gpu = topo.gpu_specs.keys().next().cloned().unwrap_or_default();
+    let note = |o: &Outcome| capacity::certainty_note(o, &model.name, &gpu);
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let target = Target {
         model_file: abs(&model_file),
@@ -93,7 +95,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     match a.format {
         Format::Json => {
-            emit(&machine_json(&target, &searched, headroom)?)?;
+            emit(&machine_json(&target, &searched, headroom, &note)?)?;
             return Ok(code);
         }
         Format::Csv => {
@@ -127,7 +129,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
                 "best: {} GPUs, {}\n{}\n\n",
                 best.candidate.gpus(),
                 best.candidate.label(),
-                capacity::certainty_note(best)
+                note(best)
             ));
             if let Some((rate, probes)) = headroom {
                 let capped = rate >= target.rate_per_s * capacity::HEADROOM_MAX_FACTOR;
@@ -230,6 +232,7 @@ fn machine_json(
     target: &Target,
     searched: &capacity::Searched,
     headroom: Option<(f64, u32)>,
+    note: &dyn Fn(&Outcome) -> String,
 ) -> anyhow::Result<String> {
     let outcomes = &searched.outcomes;
     let one = |o: &Outcome| {
@@ -257,7 +260,7 @@ fn machine_json(
         "run_length_s": target.run_length().1,
         "warmup_s": target.run_length().0,
         "best": outcomes.iter().find(|o| o.meets()).map(one),
-        "best_certainty_note": outcomes.iter().find(|o| o.meets()).map(capacity::certainty_note),
+        "best_certainty_note": outcomes.iter().find(|o| o.meets()).map(note),
         "headroom_rate_per_s": headroom.map(|h| h.0),
         "deployments": outcomes.iter().map(one).collect::<Vec<_>>(),
         "not_needed": searched.not_needed,

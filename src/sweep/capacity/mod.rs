@@ -315,7 +315,8 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
 /// layout: tensor-parallel attention (b200-03 to -08) reads right, data-parallel attention
 /// (b200-01, -02, -09, -10) reads fast at large batches, and aggregated serving with TP
 /// attention (b200-11, -12) reads slow.
-pub fn certainty_note(o: &Outcome) -> String {
+/// Runs of other models or GPUs are said to be no measure of `model` on `gpu`.
+pub fn certainty_note(o: &Outcome, model: &str, gpu: &str) -> String {
     let regime = match (o.candidate.layout, o.candidate.attention_tp) {
         (Layout::Aggregated { .. }, _) => {
             "aggregated serving, where epsim's TPOT read 52-70% above measured HGX B200 runs \
@@ -333,7 +334,15 @@ pub fn certainty_note(o: &Outcome) -> String {
         }
     };
     let batch = o.mean_batch_per_rank.unwrap_or(0.0);
-    format!("note: mean batch {batch:.0} per decoding rank; {regime}")
+    // The measured serving runs are DeepSeek-R1 on HGX B200 (b200-hgx) alone.
+    let elsewhere = match (model, gpu) {
+        ("deepseek-r1", g) if g.starts_with("b200") => String::new(),
+        _ => format!(
+            "; those runs are DeepSeek-R1 on HGX B200, and no measured serving run of {model} \
+             on {gpu} backs this answer"
+        ),
+    };
+    format!("note: mean batch {batch:.0} per decoding rank; {regime}{elsewhere}")
 }
 
 /// The share of the SLA an outcome leaves unused on its tighter latency: the smaller of
@@ -449,6 +458,21 @@ mod tests {
         assert_eq!(
             short.run_length(),
             (MIN_WARMUP_S, MIN_WARMUP_S + MIN_WINDOW_S)
+        );
+    }
+
+    /// The note cites the measured B200 runs, and says when they are of another model or GPU.
+    #[test]
+    fn the_certainty_note_says_whose_runs_it_cites() {
+        let c = candidates(72, &[0]).remove(0);
+        let o = pruned(&c, String::new());
+        let own = certainty_note(&o, "deepseek-r1", "b200-hgx");
+        assert!(own.contains("HGX B200") && !own.contains("no measured serving run"));
+        let other = certainty_note(&o, "qwen3-235b-a22b", "h200-sxm");
+        assert!(
+            other.ends_with(
+                "no measured serving run of qwen3-235b-a22b on h200-sxm backs this answer"
+            )
         );
     }
 
