@@ -139,6 +139,10 @@ enum Command {
         /// Topology file
         #[arg(long)]
         topology: PathBuf,
+        /// Set a topology parameter for every candidate, as a scenario's
+        /// `topology_parameters` (`--set nodes=4`; repeatable)
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+        set: Vec<(String, String)>,
         /// Requests per second (Poisson)
         #[arg(long)]
         rate: f64,
@@ -408,6 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             models_dir,
             topology,
+            set,
             rate,
             isl,
             osl,
@@ -460,6 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     mtp_drafts: mtp,
                     duration_s,
                     seed,
+                    topology_parameters: overrides(set),
                 },
                 jobs: jobs.map_or_else(
                     || std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -1591,3 +1591,41 @@ fn requests_longer_than_the_context_are_refused_at_arrival() {
         .unwrap();
     assert!(longest <= 163_840, "{longest}");
 }
+
+/// `plan --set` sizes an HGX cluster: with four H800 nodes the search spans cross-node EP,
+/// and the emitted scenario carries the parameter.
+#[test]
+fn plan_sets_topology_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let emitted = dir.path().join("best.yaml");
+    let out = epsim()
+        .current_dir(repo(""))
+        .args(["plan", "--model", "deepseek-r1", "--topology"])
+        .args([
+            "topologies/h800-cluster.yaml",
+            "--set",
+            "nodes=4",
+            "--rate",
+            "5",
+        ])
+        .args(["--isl", "1024", "--osl", "256", "--ttft-p99-ms", "3000"])
+        .args(["--tpot-p99-ms", "60", "-j", "2", "--emit-scenario"])
+        .arg(&emitted)
+        .assert()
+        .success();
+    let text = stdout(&out);
+    assert!(text.contains("h800-cluster.yaml (nodes=4)"), "{text}");
+    let best: u64 = text
+        .split("best: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        best > 8,
+        "one H800 node cannot hold DeepSeek-R1 here: {text}"
+    );
+    let yaml = std::fs::read_to_string(&emitted).unwrap();
+    assert!(yaml.contains("topology_parameters: {nodes: 4}"), "{yaml}");
+    epsim().arg("validate").arg(&emitted).assert().success();
+}

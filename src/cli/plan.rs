@@ -46,7 +46,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let topology_file = lookup::topology_path(&a.topology)?;
-    let topo = epsim::topology::load(&topology_file)?;
+    let topo = epsim::topology::load_with(&topology_file, &a.target.topology_parameters)?;
     let gpu = topo.gpu_specs.keys().next().cloned().unwrap_or_default();
     let note = |o: &Outcome| capacity::certainty_note(o, &model.name, &gpu);
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
@@ -118,7 +118,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         target.ttft_p99_ms,
         target.tpot_p99_ms,
         outcomes.len() + searched.not_needed,
-        a.topology.display(),
+        topology_label(&a.topology, &target),
         outcomes.len() - simulated,
         searched.not_needed,
         run_lengths(&target, outcomes),
@@ -171,6 +171,19 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     emit(&text)?;
     Ok(code)
+}
+
+/// The topology file, with the parameters `--set` for it.
+fn topology_label(file: &Path, t: &Target) -> String {
+    let set: Vec<String> = t
+        .topology_parameters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    match set.is_empty() {
+        true => file.display().to_string(),
+        false => format!("{} ({})", file.display(), set.join(", ")),
+    }
 }
 
 /// How long each deployment was simulated, where the length came from, and how many runs

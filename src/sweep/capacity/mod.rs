@@ -35,6 +35,8 @@ pub struct Target {
     /// ([`Target::run_length`]).
     pub duration_s: Option<f64>,
     pub seed: u64,
+    /// The topology's parameters set for every candidate (`--set nodes=4`), as text.
+    pub topology_parameters: BTreeMap<String, String>,
 }
 
 /// Shortest warm-up and measured window of a derived run length, seconds (the length a
@@ -442,6 +444,7 @@ mod tests {
             mtp_drafts: None,
             duration_s,
             seed: 1,
+            topology_parameters: BTreeMap::new(),
         }
     }
 

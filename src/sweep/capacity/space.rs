@@ -194,10 +194,21 @@ pub fn scenario_text_scaled(t: &Target, c: &Candidate, length: f64) -> String {
             tokens = step_tokens.max(PREFILL_MAX_TOKENS),
         ),
     };
+    let parameters = match t.topology_parameters.is_empty() {
+        true => String::new(),
+        false => format!(
+            "topology_parameters: {{{}}}\n",
+            t.topology_parameters
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     format!(
         "name: plan
 topology: {topology}
-model: {model}
+{parameters}model: {model}
 seed: {seed}
 duration_s: {duration}
 warmup_s: {warmup}
