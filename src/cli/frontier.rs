@@ -241,7 +241,7 @@ fn ratio(a: &FrontierArgs, text: &str, spec: &str, x: f64) -> anyhow::Result<Exi
     let text = match ratios.len() {
         0 => format!("{head}: no ratio ({})\n", per_seed.join("; ")),
         n => {
-            let mean = ratios.iter().sum::<f64>() / n as f64;
+            let mean = epsim::metrics::mean(&ratios);
             let (lo, hi) = ratios
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));

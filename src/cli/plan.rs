@@ -248,6 +248,7 @@ fn machine_json(
     note: &dyn Fn(&Outcome) -> String,
 ) -> anyhow::Result<String> {
     let outcomes = &searched.outcomes;
+    let (warmup_s, duration_s) = target.run_length();
     let one = |o: &Outcome| {
         serde_json::json!({
             "gpus": o.candidate.gpus(),
@@ -270,8 +271,8 @@ fn machine_json(
         "osl": target.osl,
         "ttft_ms_p99_max": target.ttft_p99_ms,
         "tpot_ms_p99_max": target.tpot_p99_ms,
-        "run_length_s": target.run_length().1,
-        "warmup_s": target.run_length().0,
+        "run_length_s": duration_s,
+        "warmup_s": warmup_s,
         "best": outcomes.iter().find(|o| o.meets()).map(one),
         "best_certainty_note": outcomes.iter().find(|o| o.meets()).map(note),
         "headroom_rate_per_s": headroom.map(|h| h.0),

@@ -136,14 +136,20 @@ pub fn t95(df: f64) -> f64 {
         (60.0, 2.000),
         (120.0, 1.980),
     ];
+    table_row(&TABLE, df, 1.960)
+}
+
+/// The value of a t table's row for `df` degrees of freedom (between rows, the row of
+/// fewer degrees); `infinite` from a million on.
+fn table_row(table: &[(f64, f64)], df: f64, infinite: f64) -> f64 {
     if df >= 1e6 {
-        return 1.960;
+        return infinite;
     }
-    TABLE
+    table
         .iter()
         .rev()
         .find(|&&(d, _)| d <= df)
-        .map_or(TABLE[0].1, |&(_, t)| t)
+        .map_or(table[0].1, |&(_, t)| t)
 }
 
 /// Student's t exceeded with 20% chance (one-sided) at `df` degrees of freedom: with
@@ -168,14 +174,7 @@ pub fn t80(df: f64) -> f64 {
         (60.0, 0.848),
         (120.0, 0.845),
     ];
-    if df >= 1e6 {
-        return 0.842;
-    }
-    TABLE
-        .iter()
-        .rev()
-        .find(|&&(d, _)| d <= df)
-        .map_or(TABLE[0].1, |&(_, t)| t)
+    table_row(&TABLE, df, 0.842)
 }
 
 #[cfg(test)]

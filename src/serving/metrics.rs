@@ -75,6 +75,9 @@ pub struct Report {
     pub summary: Vec<(&'static str, String)>,
     pub requests: Vec<RequestRow>,
     pub stats: SimStats,
+    /// Whether the measured window was in steady state (summary.csv's `status` and
+    /// `steady_state`).
+    pub steady: steady::Verdict,
 }
 
 impl Report {
@@ -84,14 +87,6 @@ impl Report {
             .iter()
             .find(|(c, _)| *c == column)
             .and_then(|(_, v)| v.parse().ok())
-    }
-
-    /// A summary value by column name, as written.
-    pub fn text(&self, column: &str) -> Option<&str> {
-        self.summary
-            .iter()
-            .find(|(c, _)| *c == column)
-            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -669,6 +664,7 @@ impl Collector {
                 kv_bytes_started,
                 kv_bytes_delivered,
             },
+            steady: verdict,
         }
     }
 }

@@ -146,6 +146,11 @@ mod tests {
             summary: Vec::new(),
             requests,
             stats: stats.clone(),
+            steady: crate::serving::steady::Verdict {
+                status: crate::serving::steady::Status::Steady,
+                why: Vec::new(),
+                backlog_growth_per_s: 0.0,
+            },
         };
         let full = String::from_utf8(requests_csv(&report(vec![row])).unwrap()).unwrap();
         let empty = String::from_utf8(requests_csv(&report(Vec::new())).unwrap()).unwrap();

@@ -4,10 +4,12 @@
 //! Three symptoms say a window is not steady, each a reason in the verdict:
 //! - no measured request finished, or most are still in flight when the run stops (their
 //!   latencies are right-censored: the window is shorter than a request's life);
-//! - the requests in the system grow through the window (a backlog: overload, or a warm-up
-//!   too short for the batches to fill);
+//! - the requests in the system, or those waiting for a rank, grow through the window (a
+//!   backlog: overload when the waiting pile up and the window serves less than asked, else
+//!   a warm-up too short for the batches to fill);
 //! - the throughput's batch means still trend: MSER-5 (White 1997; White, Cobb & Spratt
-//!   2000), applied to the window's 1-second batches, would cut more than half of them.
+//!   2000), applied to the window's 1-second batches, cuts as much as it may (half), and
+//!   what it cuts is not the rest's mean.
 
 use crate::metrics::{mean, t95, variance};
 
@@ -22,6 +24,10 @@ const BACKLOG_GROWTH_SHARE: f64 = 0.25;
 const BACKLOG_MIN_RISE: f64 = 2.0;
 /// ...and its least-squares slope is this many standard errors above zero.
 const BACKLOG_SLOPE_T: f64 = 3.0;
+/// A transient that moves the throughput's mean by less than this share is noise.
+const TREND_SHARE: f64 = 0.05;
+/// Most measured requests still in flight at the end: their latencies are censored.
+const CENSORED_SHARE: f64 = 0.5;
 
 /// Whether a count sampled once per batch grows through the window (see
 /// [`BACKLOG_GROWTH_SHARE`]), and its least-squares slope per batch.
@@ -33,10 +39,6 @@ fn grows(counts: &[f64]) -> (bool, f64) {
     let material = rise > (BACKLOG_GROWTH_SHARE * mean(counts)).max(BACKLOG_MIN_RISE);
     (material && b > BACKLOG_SLOPE_T * se, b)
 }
-/// A transient that moves the throughput's mean by less than this share is noise.
-const TREND_SHARE: f64 = 0.05;
-/// Most measured requests still in flight at the end: their latencies are censored.
-const CENSORED_SHARE: f64 = 0.5;
 
 /// The MSER-5 truncation: how many leading batches of `series` to drop (a multiple of 5)
 /// so that the rest's squared standard error of the mean, sum((x - m)^2) / (n - d)^2, is
@@ -153,7 +155,8 @@ pub struct Window {
 }
 
 /// A window that serves less than this share of what its arrivals ask for, while the
-/// requests waiting for a rank pile up, is overloaded (a little less is the answers still in flight at its end).
+/// requests waiting for a rank pile up, is overloaded (a little less is the answers still
+/// in flight at its end).
 pub const SERVED_SHARE: f64 = 0.95;
 
 /// What a run's window was, in one word for sweeps and frontiers.
@@ -210,7 +213,8 @@ pub fn verdict(w: &Window) -> Verdict {
             ));
         }
     }
-    if growing {
+    // Waiting requests can pile up while the whole system grows by less than it counts.
+    if growing || queue_growing {
         why.push(format!(
             "backlog growing at {backlog_growth_per_s:.2} requests/s ({}) while serving {:.0}% of the offered output",
             match queue_growing {
@@ -344,5 +348,13 @@ mod tests {
         assert!(verdict(&w).why[0].contains("waiting for a rank pile up"));
         w.served_share = 1.0;
         assert_eq!(verdict(&w).status, Status::NotSteady);
+        // The queue grows inside a system that grows by less than it counts: overloaded,
+        // and said so (never "overloaded" with a window called steady).
+        let mut w = window(vec![500.0; 60], 400, 40);
+        w.waiting = (0..60).map(|i| i as f64).collect();
+        w.served_share = 0.8;
+        let v = verdict(&w);
+        assert_eq!(v.status, Status::Overloaded);
+        assert!(v.why[0].contains("waiting for a rank pile up"), "{v:?}");
     }
 }

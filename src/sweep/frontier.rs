@@ -116,16 +116,12 @@ fn grouped(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, St
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .or_else(|| headers.iter().position(|h| h == format!("param_{name}")))
-            .ok_or_else(|| {
-                format!(
-                    "no column `{name}` (or `param_{name}`); the columns are: {}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                )
-            })
+        find_column(&headers, name).ok_or_else(|| {
+            format!(
+                "no column `{name}` (or `param_{name}`); the columns are: {}",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            )
+        })
     };
     let (xi, yi) = (column(x)?, column(y)?);
     let bi = by
@@ -163,6 +159,12 @@ fn grouped(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Group>, St
             (by.iter().cloned().zip(key).collect(), points)
         })
         .collect())
+}
+
+/// The column `name`, or the sweep parameter `param_name`.
+fn find_column(headers: &csv::StringRecord, name: &str) -> Option<usize> {
+    let at = |n: &str| headers.iter().position(|h| h == n);
+    at(name).or_else(|| at(&format!("param_{name}")))
 }
 
 /// One side of a ratio: `column=value` terms a row must all match.
@@ -274,10 +276,7 @@ impl LeftOut {
 pub fn left_out(text: &str, x: &str, y: &str) -> Result<LeftOut, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
-    let find = |name: &str| {
-        let at = |n: &str| headers.iter().position(|h| h == n);
-        at(name).or_else(|| at(&format!("param_{name}")))
-    };
+    let find = |name| find_column(&headers, name);
     let (xi, yi, si) = (find(x), find(y), find("status"));
     let mut l = LeftOut::default();
     for record in reader.records() {

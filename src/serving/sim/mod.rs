@@ -102,16 +102,6 @@ impl Requests {
     }
 
     /// Live requests that arrived at or after `t`.
-    /// Requests waiting for a rank: queued for prefill, or prefilled and waiting for a
-    /// decode rank.
-    fn waiting(&self) -> u64 {
-        self.items
-            .iter()
-            .flatten()
-            .filter(|r| matches!(r.stage, Stage::Queued | Stage::AwaitingDecode))
-            .count() as u64
-    }
-
     fn live_since(&self, t: SimTime) -> u64 {
         self.items
             .iter()
@@ -243,8 +233,10 @@ fn run_batches(
         }
         let t = at_s(t_s)?;
         s.run_until(sim, t).map_err(|e| e.to_string())?;
-        sim.metrics
-            .close_batch(sim.requests.len() as u64, sim.requests.waiting());
+        // Waiting for a rank: in an instance's queue (for prefill, or prefilled and
+        // waiting for a decode rank).
+        let waiting = sim.instances.iter().map(|i| i.waiting.len() as u64).sum();
+        sim.metrics.close_batch(sim.requests.len() as u64, waiting);
         if let Some(w) = sc.stop_when
             && sim.metrics.batches() >= crate::serving::scenario::MIN_BATCHES
             && sim.metrics.finished_measured() >= crate::serving::scenario::MIN_FINISHED

@@ -64,9 +64,10 @@ impl Target {
             Some(d) => (scenario::DEFAULT_WARMUP_SHARE * d, d),
             None => {
                 let life = self.lifetime_bound_s();
-                // Capped so that its longest re-run is still a valid scenario.
+                // Capped so that its longest re-run is still a valid scenario; the warm-up
+                // at most the first of the run's three lifetimes.
                 let cap = scenario::MAX_DURATION_S / LENGTHENING.powi(MAX_LENGTHENINGS as i32);
-                let warmup = life.max(MIN_WARMUP_S).min(0.3 * cap);
+                let warmup = life.max(MIN_WARMUP_S).min(cap / 3.0);
                 (warmup, (warmup + (2.0 * life).max(MIN_WINDOW_S)).min(cap))
             }
         }
@@ -153,10 +154,9 @@ pub const UNDECIDED: &str = "undecided";
 /// would run; one still not steady at the longest is undecided, never an answer.
 fn simulate(t: &Target, c: &Candidate, first: scenario::LoadedScenario) -> Outcome {
     let mut loaded = first;
-    let mut length = 1.0;
     for lengthened in 0..=MAX_LENGTHENINGS {
         if lengthened > 0 {
-            length *= LENGTHENING;
+            let length = LENGTHENING.powi(lengthened as i32);
             loaded = match load_text(&space::scenario_text_scaled(t, c, length)) {
                 Ok(l) => l,
                 Err(why) => return pruned(c, why),
@@ -175,13 +175,12 @@ fn simulate(t: &Target, c: &Candidate, first: scenario::LoadedScenario) -> Outco
             lengthened,
             ..judge(t, c, &report)
         };
-        let Some(why) = report
-            .text("steady_state")
-            .and_then(|v| v.strip_prefix("no: "))
-        else {
+        let verdict = &report.steady;
+        if verdict.why.is_empty() {
             return o;
-        };
-        if report.text("status") == Some(Status::Overloaded.name()) {
+        }
+        let why = verdict.why.join("; ");
+        if verdict.status == Status::Overloaded {
             o.failures.push(format!("not steady: {why}"));
             return o;
         }
