@@ -48,12 +48,15 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     let topology_file = lookup::topology_path(&a.topology)?;
     let topo = epsim::topology::load_with(&topology_file, &a.target.topology_parameters)?;
     let gpu = topo.gpu_specs.keys().next().cloned().unwrap_or_default();
-    let note = |o: &Outcome| capacity::certainty_note(o, &model.name, &gpu);
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let target = Target {
         model_file: abs(&model_file),
         topology_file: abs(&topology_file),
         ..a.target
+    };
+    let note = |o: &Outcome| {
+        let roofline = capacity::roofline_ops(&target, o);
+        capacity::certainty_note(o, &model.name, &gpu, &roofline)
     };
     let searched = capacity::search(&target, topo.gpus.len() as u64, a.jobs);
     let outcomes = &searched.outcomes;

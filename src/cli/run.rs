@@ -117,8 +117,13 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let report = match &streamed {
         Some(tmp) => {
-            let file = std::io::BufWriter::new(tmp.reopen()?);
-            sim::run_streaming(&loaded, Box::new(file))
+            // Emptied for each simulation: a run whose warm-up moves is simulated again.
+            let mut open = || -> Result<Box<dyn std::io::Write>, String> {
+                tmp.as_file().set_len(0).map_err(|e| e.to_string())?;
+                let file = tmp.reopen().map_err(|e| e.to_string())?;
+                Ok(Box::new(std::io::BufWriter::new(file)))
+            };
+            sim::run_streaming(&loaded, &mut open)
         }
         None => sim::run(&loaded),
     }

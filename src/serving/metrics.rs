@@ -6,7 +6,7 @@
 //! still unfinished when the run stopped (the latency statistics cannot see them).
 
 use super::pricing::{Price, RankWork};
-use super::scenario::{Role, Scenario};
+use super::scenario::{Role, RunLength, Scenario};
 use super::steady;
 use super::workload::RequestSpec;
 use crate::engine::{SimDuration, SimTime};
@@ -145,6 +145,7 @@ pub enum Refused {
 pub const DEFAULT_BATCH_S: f64 = 1.0;
 
 pub struct Collector {
+    length: RunLength,
     warmup: SimTime,
     end: SimTime,
     /// A benchmark client's run: the window ends with the last answer.
@@ -193,8 +194,10 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(sc: &Scenario, warmup: SimTime, end: SimTime) -> Self {
+    /// Statistics from `warmup` to `end`, of a run of `length`.
+    pub fn new(sc: &Scenario, length: RunLength, warmup: SimTime, end: SimTime) -> Self {
         Collector {
+            length,
             warmup,
             end,
             benchmark: sc.workload.arrivals.is_benchmark(),
@@ -352,6 +355,12 @@ impl Collector {
         if self.measuring(now) {
             self.offered_output_tokens += output_tokens;
         }
+    }
+
+    /// Requests refused for memory, and requests finished, so far.
+    #[cfg(test)]
+    pub fn memory_refused_and_completed(&self) -> (u64, u64) {
+        (self.rejected_memory, self.completed)
     }
 
     pub fn rejected(&mut self, why: Refused) {
@@ -537,8 +546,9 @@ impl Collector {
             ("seed", sc.seed.to_string()),
             ("gpus", gpus.to_string()),
             ("decode_gpus", decode_gpus.to_string()),
-            ("duration_s", num(sc.duration_s)),
-            ("warmup_s", num(sc.warmup_s)),
+            ("duration_s", num(self.length.duration_s)),
+            ("warmup_s", num(self.length.warmup_s)),
+            ("warmup_moved_s", num(self.length.moved_s)),
             ("requests_arrived", self.arrived.to_string()),
             ("requests_completed", self.completed_measured.to_string()),
             ("requests_completed_all", self.completed.to_string()),

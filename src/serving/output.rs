@@ -150,6 +150,7 @@ mod tests {
                 status: crate::serving::steady::Status::Steady,
                 why: Vec::new(),
                 backlog_growth_per_s: 0.0,
+                transient_s: 0.0,
             },
         };
         let full = String::from_utf8(requests_csv(&report(vec![row])).unwrap()).unwrap();

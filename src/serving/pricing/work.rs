@@ -68,6 +68,20 @@ pub struct Price {
     pub rank_imbalance: f64,
 }
 
+impl Price {
+    /// Every time in it `k` times as long (a what-if; the imbalance is a ratio, unmoved).
+    pub fn scaled(self, k: f64) -> Price {
+        Price {
+            seconds: self.seconds * k,
+            dense_s: self.dense_s * k,
+            moe_s: self.moe_s * k,
+            all_to_all_s: self.all_to_all_s * k,
+            eplb_stall_s: self.eplb_stall_s * k,
+            rank_imbalance: self.rank_imbalance,
+        }
+    }
+}
+
 /// One pass of all ranks in lock step, seconds, all layers together.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct Pass {

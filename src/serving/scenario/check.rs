@@ -509,6 +509,15 @@ pub(super) fn stop_when(
             ),
         );
     }
+    if let Some(m) = v.max_duration_s
+        && !(m.is_finite() && m >= duration_s && m <= MAX_DURATION_S)
+    {
+        c.problem(
+            w.loc,
+            "stop_when.max_duration_s",
+            format!("must be seconds in [duration_s ({duration_s}), {MAX_DURATION_S}], got {m}"),
+        );
+    }
     if raw.workload.arrivals.value.is_benchmark() {
         c.problem(
             w.loc,
@@ -517,6 +526,25 @@ pub(super) fn stop_when(
         );
     }
     Some(v)
+}
+
+/// The largest `what_if.step_time_scale`: a hundredfold is already another machine.
+pub const MAX_STEP_TIME_SCALE: f64 = 100.0;
+
+/// `what_if`: a scale in (0, [`MAX_STEP_TIME_SCALE`]].
+pub(super) fn what_if(c: &mut Checks, raw: &ScenarioFile) -> WhatIf {
+    let Some(w) = &raw.what_if else {
+        return WhatIf::default();
+    };
+    let k = w.value.step_time_scale;
+    if !(k > 0.0 && k <= MAX_STEP_TIME_SCALE) {
+        c.problem(
+            w.loc,
+            "what_if.step_time_scale",
+            format!("must be in (0, {MAX_STEP_TIME_SCALE}], got {k}"),
+        );
+    }
+    w.value
 }
 
 /// Either aggregated (only `both`) or disaggregated (`prefill` and `decode`) serving.

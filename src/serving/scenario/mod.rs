@@ -52,6 +52,8 @@ struct ScenarioFile {
     #[serde(default)]
     warmup_s: Option<At<f64>>,
     #[serde(default)]
+    warmup_rule: WarmupRule,
+    #[serde(default)]
     drain_s: Option<At<f64>>,
     #[serde(default, deserialize_with = "input::recovering")]
     stop_when: Option<At<StopWhen>>,
@@ -69,6 +71,8 @@ struct ScenarioFile {
     instances: At<Vec<Recover<At<InstanceFile>>>>,
     #[serde(default, deserialize_with = "input::recovering")]
     output: OutputSettings,
+    #[serde(default, deserialize_with = "input::recovering")]
+    what_if: Option<At<WhatIf>>,
 }
 
 #[derive(Deserialize)]
@@ -84,10 +88,43 @@ struct WorkloadFile {
     prefix_hit: Option<At<f64>>,
 }
 
+/// Costs changed by a stated factor, to ask how an answer moves with them: a kernel
+/// regression to test a verdict's power, or the simulator's own error (reference the
+/// accuracy tables) on a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIf {
+    /// Every iteration, prefill and decode, takes this many times its priced time.
+    #[serde(default = "one")]
+    pub step_time_scale: f64,
+}
+
+impl Default for WhatIf {
+    fn default() -> Self {
+        WhatIf {
+            step_time_scale: 1.0,
+        }
+    }
+}
+
+/// How a run's warm-up ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupRule {
+    /// At `warmup_s`, or later: when MSER-5 finds the window's start still a transient
+    /// (the batches filling, a ramp), the run is simulated again with the warm-up moved
+    /// past it and the window kept as long (see [`crate::serving::steady`]).
+    #[default]
+    Mser5,
+    /// At `warmup_s`, whatever the window shows (a benchmark's fixed protocol).
+    Fixed,
+}
+
 /// Ending a run once it knows enough: when the 95% confidence interval of `metric`'s
 /// steady-state mean, from the means of consecutive `batch_s` batches after the warm-up,
 /// is within `relative_ci` of it (after at least [`MIN_BATCHES`] batches and
-/// [`MIN_FINISHED`] finished measured requests; `duration_s` stays the limit).
+/// [`MIN_FINISHED`] finished measured requests). The run ends at `duration_s` if it is
+/// not narrow enough by then, or goes on, arrivals with it, up to `max_duration_s`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopWhen {
@@ -95,6 +132,51 @@ pub struct StopWhen {
     pub relative_ci: f64,
     #[serde(default = "one_second")]
     pub batch_s: f64,
+    #[serde(default)]
+    pub max_duration_s: Option<f64>,
+}
+
+impl StopWhen {
+    /// Where the run ends at the latest, seconds.
+    pub fn limit_s(&self, duration_s: f64) -> f64 {
+        self.max_duration_s.unwrap_or(duration_s).max(duration_s)
+    }
+}
+
+/// How long one simulation runs, seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunLength {
+    pub warmup_s: f64,
+    /// Arrivals end here, unless a precision target ends them earlier or takes them on.
+    pub duration_s: f64,
+    /// The latest a precision target may take the run ([`StopWhen::limit_s`]).
+    pub limit_s: f64,
+    /// How far the warm-up was moved past the scenario's, over a transient.
+    pub moved_s: f64,
+}
+
+impl RunLength {
+    /// The scenario's own lengths.
+    pub fn of(sc: &Scenario) -> RunLength {
+        RunLength {
+            warmup_s: sc.warmup_s,
+            duration_s: sc.duration_s,
+            limit_s: sc
+                .stop_when
+                .map_or(sc.duration_s, |w| w.limit_s(sc.duration_s)),
+            moved_s: 0.0,
+        }
+    }
+
+    /// These with the warm-up `s` seconds later and every end with it (the window as long).
+    pub fn moved(self, s: f64) -> RunLength {
+        RunLength {
+            warmup_s: self.warmup_s + s,
+            duration_s: self.duration_s + s,
+            limit_s: self.limit_s + s,
+            moved_s: self.moved_s + s,
+        }
+    }
 }
 
 /// Metrics a run can stop on.
@@ -393,6 +475,7 @@ pub struct Scenario {
     pub seed: u64,
     pub duration_s: f64,
     pub warmup_s: f64,
+    pub warmup_rule: WarmupRule,
     /// After `duration_s` arrivals stop and requests in flight run on for up to this long,
     /// so latency statistics also cover the requests a hard stop would cut off.
     pub drain_s: f64,
@@ -407,6 +490,7 @@ pub struct Scenario {
     pub moe: MoeSettings,
     pub instances: Vec<InstanceSpec>,
     pub output: OutputSettings,
+    pub what_if: WhatIf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -547,6 +631,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
     check::name(&mut c, &raw);
     let policy_parameters = check::policy_parameters(&mut c, &raw.scheduling);
     let stop_when = check::stop_when(&mut c, &raw, duration_s, warmup_s);
+    let what_if = check::what_if(&mut c, &raw);
     let mut diags = c.diags;
     let w = &raw.workload;
     diags.append(named.diags);
@@ -595,6 +680,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         seed: raw.seed.unwrap_or(1),
         duration_s,
         warmup_s,
+        warmup_rule: raw.warmup_rule,
         drain_s,
         stop_when,
         workload: Workload {
@@ -611,6 +697,7 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         moe,
         instances,
         output: raw.output,
+        what_if,
     };
     match (diags.is_empty(), named.topology, named.model) {
         (true, Some(topology), Some(model)) => Ok(LoadedScenario {

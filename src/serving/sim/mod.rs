@@ -10,7 +10,9 @@ use super::kv_network::KvNetwork;
 use super::metrics::{Collector, FinishedRequest, InFlight, Refused, Report, RunEnd, TailGaps};
 use super::policy::{self, Choice, SchedulingPolicy};
 use super::pricing::{Pricer, RankWork, prefill_capacity_tok_s};
-use super::scenario::{Arrivals, InstanceSpec, LoadedScenario, Role};
+use super::scenario::{
+    Arrivals, InstanceSpec, LoadedScenario, Role, RunLength, Scenario, WarmupRule,
+};
 use super::workload::{ClosedLoop, OpenLoop, RequestSpec, Shape};
 use crate::cost::network::{LinkEfficiency, resources};
 use crate::cost::step::PrefillChunk;
@@ -213,13 +215,18 @@ pub struct Simulation<'a> {
 /// warm in detail, then measure).
 const FAST_FORWARD_SHARE: f64 = 0.5;
 
+/// Times a run is simulated again with its warm-up moved past a transient: a transient
+/// still there after two moves is a trend, which the verdict says.
+const MAX_WARMUP_MOVES: usize = 2;
+
 /// Runs the measured window in batches (their means give the throughput's confidence
 /// interval) and, with `stop_when`, ends the window, the arrivals and the run (after any
 /// drain) at the first batch where the interval is narrow enough.
 fn run_batches(
     sim: &mut Simulation,
     s: &mut Scheduler<Event>,
-    sc: &crate::serving::scenario::Scenario,
+    sc: &Scenario,
+    length: RunLength,
 ) -> Result<(), String> {
     if sc.workload.arrivals.is_benchmark() {
         return Ok(());
@@ -227,8 +234,8 @@ fn run_batches(
     let batch_s = sim.metrics.batch_s();
     let mut k = 1u64;
     loop {
-        let t_s = sc.warmup_s + k as f64 * batch_s;
-        if t_s > sc.duration_s {
+        let t_s = length.warmup_s + k as f64 * batch_s;
+        if t_s > length.limit_s {
             return Ok(());
         }
         let t = at_s(t_s)?;
@@ -260,34 +267,57 @@ fn at_s(seconds: f64) -> Result<SimTime, String> {
     SimTime::ZERO.checked_add(d).map_err(|e| e.to_string())
 }
 
+/// Opens requests.csv afresh (emptied) for each simulation of a run.
+pub type RowsSink<'s> = &'s mut dyn FnMut() -> Result<Box<dyn std::io::Write>, String>;
+
 /// Runs a loaded scenario to its end and reports what was measured (with every finished
 /// request's row when the scenario writes requests.csv).
 pub fn run(loaded: &LoadedScenario) -> Result<Report, String> {
     run_rows(loaded, None)
 }
 
-/// Runs a loaded scenario, writing each finished request's row to `rows` as it finishes
-/// (requests.csv, in the order requests finish) instead of holding them: memory stays
-/// bounded over runs of any length.
-pub fn run_streaming(
-    loaded: &LoadedScenario,
-    rows: Box<dyn std::io::Write>,
-) -> Result<Report, String> {
+/// Runs a loaded scenario, writing each finished request's row to what `rows` opens as it
+/// finishes (requests.csv, in the order requests finish) instead of holding them: memory
+/// stays bounded over runs of any length.
+pub fn run_streaming(loaded: &LoadedScenario, rows: RowsSink) -> Result<Report, String> {
     run_rows(loaded, Some(rows))
 }
 
-fn run_rows(
+/// Runs a scenario; with the MSER-5 warm-up rule, again with the warm-up moved past a
+/// transient the window still starts with (at most [`MAX_WARMUP_MOVES`] times).
+fn run_rows(loaded: &LoadedScenario, mut rows: Option<RowsSink>) -> Result<Report, String> {
+    let sc = &loaded.scenario;
+    let mut length = RunLength::of(sc);
+    let mut moves = 0;
+    loop {
+        let sink = match rows.as_mut() {
+            Some(open) => Some(open()?),
+            None => None,
+        };
+        let report = run_once(loaded, length, sink)?;
+        let transient_s = report.steady.transient_s;
+        if sc.warmup_rule == WarmupRule::Fixed || transient_s <= 0.0 || moves == MAX_WARMUP_MOVES {
+            return Ok(report);
+        }
+        length = length.moved(transient_s);
+        moves += 1;
+    }
+}
+
+/// One simulation of `loaded` for `length`.
+fn run_once(
     loaded: &LoadedScenario,
+    length: RunLength,
     rows: Option<Box<dyn std::io::Write>>,
 ) -> Result<Report, String> {
     let wall = std::time::Instant::now();
-    let mut sim = Simulation::new(loaded)?;
+    let mut sim = Simulation::new(loaded, length)?;
     if let Some(w) = rows {
         sim.metrics.stream_rows(w);
     }
     let mut scheduler = Scheduler::new();
     sim.start(&mut scheduler).map_err(|e| e.to_string())?;
-    run_batches(&mut sim, &mut scheduler, &loaded.scenario).map_err(|e| e.to_string())?;
+    run_batches(&mut sim, &mut scheduler, &loaded.scenario, length)?;
     let stop = sim.stop;
     let reason = scheduler
         .run_until(&mut sim, stop)
@@ -313,7 +343,7 @@ fn run_rows(
 }
 
 impl<'a> Simulation<'a> {
-    pub fn new(loaded: &'a LoadedScenario) -> Result<Self, String> {
+    pub fn new(loaded: &'a LoadedScenario, length: RunLength) -> Result<Self, String> {
         let sc = &loaded.scenario;
         let topo = &loaded.topology;
         let streams = RandomStreams::new(sc.seed);
@@ -371,7 +401,7 @@ impl<'a> Simulation<'a> {
                     .into_iter(),
             ),
         };
-        let mut metrics = Collector::new(sc, at_s(sc.warmup_s)?, at_s(sc.duration_s)?);
+        let mut metrics = Collector::new(sc, length, at_s(length.warmup_s)?, at_s(length.limit_s)?);
         if let Some(p) = sc
             .instances
             .iter()
@@ -391,12 +421,12 @@ impl<'a> Simulation<'a> {
                 (prompt - cached, cached),
             )
             .map_err(|e| format!("instance {}: {e}", p.name))?;
-            metrics.prefill_capacity(tok_s, p.ep());
+            metrics.prefill_capacity(tok_s / sc.what_if.step_time_scale, p.ep());
         }
         let eff = LinkEfficiency::for_gpu(topo, topo.gpus[sc.instances[0].gpus[0]])
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
-        let end = at_s(sc.duration_s)?;
-        let stop = at_s(sc.duration_s + sc.drain_s)?;
+        let end = at_s(length.limit_s)?;
+        let stop = at_s(length.limit_s + sc.drain_s)?;
         let draft_accepted = (1..=sc.mtp.drafts)
             .map(|k| Bernoulli::new(sc.mtp.acceptance.at(k)).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
@@ -416,7 +446,7 @@ impl<'a> Simulation<'a> {
             decode_cursor: 0,
             end,
             stop,
-            fast_forward_until: at_s(sc.warmup_s * FAST_FORWARD_SHARE)?,
+            fast_forward_until: at_s(length.warmup_s * FAST_FORWARD_SHARE)?,
             metrics,
         })
     }
@@ -477,7 +507,15 @@ impl<'a> Simulation<'a> {
             .filter(|&i| self.instances[i].need(&spec) <= self.instances[i].kv_capacity)
             .map(|i| self.instances[i].kv_choice(i))
             .collect();
-        if choices.is_empty() {
+        // Disaggregated: a decode instance must hold it too, or its prefill is wasted and
+        // it is refused only after waiting for it.
+        let decodes = |i: &Instance| i.spec.role == Role::Decode;
+        let decodable = !self.instances.iter().any(decodes)
+            || self
+                .instances
+                .iter()
+                .any(|i| decodes(i) && i.need(&spec) <= i.kv_capacity);
+        if choices.is_empty() || !decodable {
             // No rank could ever hold it: refused, not queued forever (a closed-loop user
             // whose request is refused stops sending).
             self.metrics.rejected(Refused::Memory);
@@ -643,7 +681,9 @@ impl<'a> Simulation<'a> {
         let role = inst.spec.role;
         let pricer = &mut self.instances[i].pricer;
         pricer.fast_forward(s.now() < self.fast_forward_until);
-        let price = pricer.price(&work)?;
+        let price = pricer
+            .price(&work)?
+            .scaled(self.loaded.scenario.what_if.step_time_scale);
         let duration =
             SimDuration::from_secs_f64(price.seconds).map_err(|e| Error(e.to_string()))?;
         self.metrics
@@ -756,6 +796,8 @@ impl<'a> Simulation<'a> {
             .collect();
         let req = self.requests.get_mut(&id).expect("exists");
         req.prefill_home = req.home.take();
+        // Arrival refuses what no decode instance holds; kept so that a change there
+        // cannot strand a request.
         if choices.is_empty() {
             self.release_prefill(id);
             self.metrics.rejected(Refused::Memory);

@@ -60,7 +60,7 @@ fn kv_aware_spreads_an_overload_over_the_prefill_queues() {
         "{dist: fixed, tokens: 2000}",
     );
     let loaded = load(&text);
-    let mut sim = Simulation::new(&loaded).unwrap();
+    let mut sim = Simulation::new(&loaded, RunLength::of(&loaded.scenario)).unwrap();
     let mut scheduler = Scheduler::new();
     sim.start(&mut scheduler).unwrap();
     let end = sim.end;
@@ -82,7 +82,7 @@ fn the_request_store_follows_the_requests_in_flight() {
         AGGREGATED,
         false,
     ));
-    let mut sim = Simulation::new(&loaded).unwrap();
+    let mut sim = Simulation::new(&loaded, RunLength::of(&loaded.scenario)).unwrap();
     let mut scheduler = Scheduler::new();
     sim.start(&mut scheduler).unwrap();
     let end = sim.end;
@@ -164,4 +164,31 @@ fn kv_transfers_delay_the_second_token_in_disaggregated_serving() {
         bytes >= moved as f64 * per_token * 0.999,
         "{bytes} vs {moved} tokens"
     );
+}
+
+/// A request the prefill instance could hold but no decode instance could is refused at
+/// arrival: it never takes a prefill rank (whose work would be thrown away at hand-off).
+#[test]
+fn what_no_decode_instance_holds_is_refused_before_its_prefill() {
+    let loaded = load(&scenario_text(
+        3,
+        "{kind: poisson, rate_per_s: 200}",
+        "fcfs",
+        DISAGGREGATED,
+        false,
+    ));
+    let mut sim = Simulation::new(&loaded, RunLength::of(&loaded.scenario)).unwrap();
+    // Room for every prompt (at most 600 tokens) at prefill; at decode, for prompt plus
+    // answer (up to 660) of at most 400.
+    sim.instances[1].kv_capacity = 400;
+    let mut scheduler = Scheduler::new();
+    sim.start(&mut scheduler).unwrap();
+    let end = sim.end;
+    scheduler.run_until(&mut sim, end).unwrap();
+    let (refused, completed) = sim.metrics.memory_refused_and_completed();
+    assert!(refused > 10, "{refused}");
+    // Ids go to kept requests only: every one finished or is in flight, none was
+    // refused at its hand-off to decode.
+    assert!(completed > 100, "{completed}");
+    assert_eq!(completed + sim.requests.len() as u64, sim.next_id);
 }

@@ -317,7 +317,67 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
 /// (b200-01, -02, -09, -10) reads fast at large batches, and aggregated serving with TP
 /// attention (b200-11, -12) reads slow.
 /// Runs of other models or GPUs are said to be no measure of `model` on `gpu`.
-pub fn certainty_note(o: &Outcome, model: &str, gpu: &str) -> String {
+/// A roofline-priced op class below this share of its step is not named: it moves the
+/// answer less than the measured tables' own error (held-out kernels: 1-2% median).
+const NAMED_SHARE: f64 = 0.05;
+
+/// The op classes of a deployment's decode step (at its mean batch, mid-answer context) and
+/// of its prefill of one prompt that are priced by the roofline for want of a measured
+/// kernel, each with its share of that step's time: where the answer rests on no
+/// measurement at all.
+pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
+    use crate::cost::kernels::Kernels;
+    use crate::cost::profile::Source;
+    use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
+    let Ok(loaded) = load_text(&space::scenario_text(t, &o.candidate)) else {
+        return Vec::new();
+    };
+    let prompt = [PrefillChunk {
+        tokens: t.isl,
+        prefix: 0,
+    }];
+    let decode = StepLoad {
+        batch: o.mean_batch_per_rank.unwrap_or(1.0).round().max(1.0) as u64,
+        context: t.isl + t.osl / 2,
+        mtp: loaded.scenario.mtp.drafts,
+        prefill: &[],
+    };
+    let prefill = StepLoad {
+        batch: 0,
+        context: 0,
+        mtp: 0,
+        prefill: &prompt,
+    };
+    let mut named = Vec::new();
+    use crate::serving::scenario::Role;
+    for role in [Role::Decode, Role::Both, Role::Prefill] {
+        let Some(spec) = loaded.scenario.instances.iter().find(|i| i.role == role) else {
+            continue;
+        };
+        let Ok(kernels) = Kernels::for_gpu(&spec.gpu) else {
+            continue;
+        };
+        let (load, step) = match role {
+            Role::Prefill => (&prefill, "prefill"),
+            _ => (&decode, "decode step"),
+        };
+        let cost = iteration_cost(&loaded.model, &kernels, &spec.plan.deployment, load);
+        let total = cost.total().seconds.max(1e-12);
+        for (class, source) in &cost.sources {
+            if *source == Source::Roofline && cost.by_class[class].seconds >= NAMED_SHARE * total {
+                let share = cost.by_class[class].seconds / total;
+                named.push(format!(
+                    "{} ({:.0}% of the {step})",
+                    class.label(),
+                    share * 100.0
+                ));
+            }
+        }
+    }
+    named
+}
+
+pub fn certainty_note(o: &Outcome, model: &str, gpu: &str, roofline: &[String]) -> String {
     let regime = match (o.candidate.layout, o.candidate.attention_tp) {
         (Layout::Aggregated { .. }, _) => {
             "aggregated serving, where epsim's TPOT read 52-70% above measured HGX B200 runs \
@@ -343,7 +403,14 @@ pub fn certainty_note(o: &Outcome, model: &str, gpu: &str) -> String {
              on {gpu} backs this answer"
         ),
     };
-    format!("note: mean batch {batch:.0} per decoding rank; {regime}{elsewhere}")
+    let unmeasured = match roofline.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; priced by the roofline, no kernel measured: {}",
+            roofline.join(", ")
+        ),
+    };
+    format!("note: mean batch {batch:.0} per decoding rank; {regime}{elsewhere}{unmeasured}")
 }
 
 /// The share of the SLA an outcome leaves unused on its tighter latency: the smaller of
@@ -468,13 +535,43 @@ mod tests {
     fn the_certainty_note_says_whose_runs_it_cites() {
         let c = candidates(72, &[0]).remove(0);
         let o = pruned(&c, String::new());
-        let own = certainty_note(&o, "deepseek-r1", "b200-hgx");
+        let own = certainty_note(&o, "deepseek-r1", "b200-hgx", &[]);
         assert!(own.contains("HGX B200") && !own.contains("no measured serving run"));
-        let other = certainty_note(&o, "qwen3-235b-a22b", "h200-sxm");
+        let other = certainty_note(&o, "qwen3-235b-a22b", "h200-sxm", &[]);
         assert!(
             other.ends_with(
                 "no measured serving run of qwen3-235b-a22b on h200-sxm backs this answer"
             )
+        );
+    }
+
+    /// The note names the ops no kernel measurement prices: GQA attention on H200 for
+    /// Qwen3 (the tables measure MLA), none of the big ones for DeepSeek-R1 on GB200.
+    #[test]
+    fn roofline_ops_are_named_with_their_share() {
+        let at = |model: &str, topology: &str| {
+            let t = Target {
+                model_file: crate::testing::repo(&format!("models/{model}.yaml")),
+                topology_file: crate::testing::repo(&format!("topologies/{topology}.yaml")),
+                ..target(None)
+            };
+            let c = candidates(8, &[0]).remove(0);
+            let o = Outcome {
+                mean_batch_per_rank: Some(32.0),
+                ..pruned(&c, String::new())
+            };
+            roofline_ops(&t, &o)
+        };
+        let qwen = at("qwen3-235b-a22b", "hgx-h200x8");
+        assert!(
+            qwen.iter()
+                .any(|n| n.starts_with("attention (") && n.contains("% of the decode step")),
+            "{qwen:?}"
+        );
+        let deepseek = at("deepseek-r1", "gb200-nvl72");
+        assert!(
+            !deepseek.iter().any(|n| n.starts_with("attention")),
+            "{deepseek:?}"
         );
     }
 
