@@ -1460,6 +1460,36 @@ fn a_run_stops_once_its_throughput_is_known_well_enough() {
     );
 }
 
+/// Answers of 1,500 tokens live ~15 s: a run stopping on throughput's precision alone
+/// would stop while most measured requests are still in flight; `stop_when` also waits
+/// until most have finished, so its latencies are not censored.
+#[test]
+fn a_stopping_run_waits_until_its_latencies_are_not_censored() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_scenario("small-disaggregated")
+        .replace("duration_s: 6\n", "duration_s: 60\n")
+        .replace(
+            "warmup_s: 1\n",
+            "warmup_s: 2\nstop_when: {metric: output_tok_s, relative_ci: 0.05, batch_s: 0.5}\n",
+        )
+        .replace(
+            "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
+            "arrivals: {kind: poisson, rate_per_s: 15}",
+        )
+        .replace(
+            "output: {dist: uniform, min: 16, max: 200}",
+            "output: {dist: fixed, tokens: 1500}",
+        );
+    let s = summary_row(&run_text(dir.path(), "long", &text));
+    let n = |c: &str| s[c].parse::<f64>().unwrap();
+    assert!(n("measured_s") < 58.0, "it stopped early: {s:?}");
+    assert!(
+        n("requests_unfinished_measured") <= n("requests_completed"),
+        "{s:?}"
+    );
+    assert_eq!(s["steady_state"], "yes", "{s:?}");
+}
+
 /// A warm-up too short for the users' ramp: MSER-5 finds the window's start still rising,
 /// and the run is simulated again with its warm-up moved past it (the window as long), so
 /// its throughput is the ramped-up one; `warmup_rule: fixed` keeps the scenario's warm-up

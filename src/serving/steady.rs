@@ -29,6 +29,12 @@ const TREND_SHARE: f64 = 0.05;
 /// Most measured requests still in flight at the end: their latencies are censored.
 const CENSORED_SHARE: f64 = 0.5;
 
+/// Whether latencies are censored with `unfinished` of the measured requests still in
+/// flight and `finished` done (more than [`CENSORED_SHARE`] in flight).
+pub fn censored(finished: u64, unfinished: u64) -> bool {
+    unfinished as f64 > CENSORED_SHARE * (finished + unfinished) as f64
+}
+
 /// Whether a count sampled once per batch grows through the window (see
 /// [`BACKLOG_GROWTH_SHARE`]), and its least-squares slope per batch.
 fn grows(counts: &[f64]) -> (bool, f64) {
@@ -229,7 +235,7 @@ pub fn verdict(w: &Window) -> Verdict {
         ));
     } else {
         let share = w.unfinished as f64 / (w.finished + w.unfinished) as f64;
-        if share > CENSORED_SHARE {
+        if censored(w.finished, w.unfinished) {
             why.push(format!(
                 "{:.0}% of measured requests still in flight at the end (requests live longer than half the {:.0} s window; latencies censored)",
                 share * 100.0,

@@ -13,6 +13,7 @@ use super::pricing::{Pricer, RankWork, prefill_capacity_tok_s};
 use super::scenario::{
     Arrivals, InstanceSpec, LoadedScenario, Role, RunLength, Scenario, WarmupRule,
 };
+use super::steady;
 use super::workload::{ClosedLoop, OpenLoop, RequestSpec, Shape};
 use crate::cost::network::{LinkEfficiency, resources};
 use crate::cost::step::PrefillChunk;
@@ -244,6 +245,8 @@ fn run_batches(
         // waiting for a decode rank).
         let waiting = sim.instances.iter().map(|i| i.waiting.len() as u64).sum();
         sim.metrics.close_batch(sim.requests.len() as u64, waiting);
+        // Known well enough: enough batches and requests, a narrow interval, and most
+        // measured requests done (their latencies not censored by the window's end).
         if let Some(w) = sc.stop_when
             && sim.metrics.batches() >= crate::serving::scenario::MIN_BATCHES
             && sim.metrics.finished_measured() >= crate::serving::scenario::MIN_FINISHED
@@ -251,6 +254,10 @@ fn run_batches(
                 .metrics
                 .output_relative_ci()
                 .is_some_and(|ci| ci <= w.relative_ci)
+            && !steady::censored(
+                sim.metrics.finished_measured(),
+                sim.requests.live_since(sim.metrics.warmup()),
+            )
         {
             sim.end = t;
             sim.stop = at_s(t_s + sc.drain_s)?;
