@@ -125,6 +125,9 @@ enum Command {
         /// Set a topology parameter, as the scenario's `topology_parameters` (repeatable)
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
         set: Vec<(String, String)>,
+        /// Remove another run's results from the output folder (else it is refused)
+        #[arg(long)]
+        force: bool,
     },
     /// Find the deployment with the fewest GPUs that meets a latency SLA at a rate
     #[command(
@@ -396,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             list,
             no_progress,
             set,
+            force,
         } => cli::run::run(&cli::run::RunArgs {
             scenario,
             out,
@@ -406,6 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             list,
             progress: !no_progress,
             set,
+            force,
         }),
         Command::Merge { dirs, out } => cli::run::merge(&dirs, &out),
         Command::Plan {

@@ -465,7 +465,7 @@ fn resume_sees_an_edited_model_file_but_not_another_working_folder() {
     assert_ne!(edited, model_text);
     std::fs::write(&model, edited).unwrap();
     let err = stderr(&run(dir.path(), Path::new("sweep.yaml")).code(2));
-    assert!(err.contains("holds another run"), "{err}");
+    assert!(err.contains("holds another sweep"), "{err}");
 }
 
 fn write_sweep(dir: &Path) -> PathBuf {
@@ -484,6 +484,73 @@ fn write_sweep(dir: &Path) -> PathBuf {
     )
     .unwrap();
     file
+}
+
+/// A sweep folder belongs to one run: another sweep, a shard of it, a single run, a
+/// resume without a manifest and a merge are refused over it (exit 2, nothing written);
+/// `--force` clears that run's results first.
+#[test]
+fn an_output_folder_never_mixes_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_sweep(dir.path());
+    let b = dir.path().join("b.yaml");
+    std::fs::write(
+        &b,
+        std::fs::read_to_string(&a)
+            .unwrap()
+            .replace("duration_s: 2", "duration_s: 3"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = |scenario: &Path, extra: &[&str]| {
+        epsim()
+            .args(["run", "-j", "2", "--no-progress", "--out"])
+            .arg(&out)
+            .args(extra)
+            .arg(scenario)
+            .assert()
+    };
+    run(&a, &[]).success();
+    let files = |d: &Path| {
+        ["sweep.json", "summary.csv", "points/00000.csv"].map(|f| std::fs::read(d.join(f)).unwrap())
+    };
+    let before = files(&out);
+    for extra in [&[][..], &["--resume"], &["--shard", "1/3"]] {
+        let err = stderr(&run(&b, extra).code(2));
+        assert!(
+            err.contains("holds another sweep (8 points of"),
+            "{extra:?}: {err}"
+        );
+    }
+    let single = dir.path().join("single.yaml");
+    std::fs::write(&single, test_scenario("small-aggregated")).unwrap();
+    assert!(stderr(&run(&single, &[]).code(2)).contains("holds another sweep"));
+    let other = dir.path().join("other");
+    epsim()
+        .args(["run", "-j", "2", "--no-progress", "--out"])
+        .arg(&other)
+        .arg(&b)
+        .assert()
+        .success();
+    let err = stderr(
+        &epsim()
+            .arg("merge")
+            .arg(&other)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(2),
+    );
+    assert!(err.contains("holds another sweep"), "{err}");
+    assert_eq!(files(&out), before, "nothing of run A was touched");
+    // Points without their manifest are no run to resume.
+    std::fs::remove_file(out.join("sweep.json")).unwrap();
+    let err = stderr(&run(&a, &["--resume"]).code(2));
+    assert!(err.contains("another run's results"), "{err}");
+    // --force clears them and runs B whole.
+    run(&b, &["--force"]).success();
+    let fresh = std::fs::read(other.join("summary.csv")).unwrap();
+    assert_eq!(std::fs::read(out.join("summary.csv")).unwrap(), fresh);
 }
 
 #[test]
@@ -559,7 +626,7 @@ fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
         .assert()
         .success();
     assert!(
-        stderr(&again).contains("finished points; this run computes every point again (stop it and add --resume to keep them)"),
+        stderr(&again).contains("finished points of this same run; it computes every point again (stop it and add --resume to keep them)"),
         "{}",
         stderr(&again)
     );
@@ -1011,7 +1078,7 @@ fn resume_and_merge_verify_what_they_reuse() {
     );
     // Another seed is another run.
     let err = stderr(&run(&whole, &["--resume", "--seed", "9"]).code(2));
-    assert!(err.contains("holds another run"), "{err}");
+    assert!(err.contains("holds another sweep"), "{err}");
     let other = dir.path().join("other");
     run(&other, &["--seed", "9", "--shard", "1/2"]).success();
     let mine = dir.path().join("mine");

@@ -3,6 +3,7 @@
 
 use super::output::{UsageError, emit, note};
 use epsim::serving::{output, sim};
+use epsim::sweep::folder;
 use epsim::sweep::run::{self as sweep, Options, SweepFile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ pub struct RunArgs {
     pub progress: bool,
     /// Topology parameters to set (`--set nodes=2`).
     pub set: Vec<(String, String)>,
+    /// Removes another run's results from the output folder instead of refusing it.
+    pub force: bool,
 }
 
 pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -67,15 +70,16 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
         progress: a.progress,
         seed: a.seed,
     };
-    sweep::check_resume(&digest, &opts).map_err(UsageError)?;
+    let lock =
+        folder::claim(&out, folder::Run::Sweep(&digest), a.resume, a.force).map_err(UsageError)?;
     let finished = finished_points(&out);
     if !a.resume && finished > 0 {
         note(&format!(
-            "note: {} holds {finished} finished points; this run computes every point again (stop it and add --resume to keep them)\n",
+            "note: {} holds {finished} finished points of this same run; it computes every point again (stop it and add --resume to keep them)\n",
             out.join("points").display()
         ))?;
     }
-    let outcome = sweep::run(&file, &opts, &digest)
+    let outcome = sweep::run(&file, &opts, &digest, &lock)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.scenario.display()))?;
     let mut text = format!(
         "{} points run, {} already done, in {:.1} s wall with {jobs} threads; points in {}\n",
@@ -103,13 +107,9 @@ fn single(file: &SweepFile, a: &RunArgs) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| Path::new("out").join(&loaded.scenario.name));
-    // Before the run, so a folder that cannot be made costs no simulation.
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        UsageError(format!(
-            "{}: cannot create the output folder: {e}",
-            dir.display()
-        ))
-    })?;
+    // Before the run, so a folder that cannot be taken costs no simulation; held to the
+    // end, so no other run writes here meanwhile.
+    let _lock = folder::claim(&dir, folder::Run::Single, false, a.force).map_err(UsageError)?;
     // requests.csv is written as requests finish, so a long run does not hold its rows.
     let streamed = match loaded.scenario.output.requests_csv {
         true => Some(output::temp_beside(&dir.join("requests.csv"), ".csv")?),

@@ -91,6 +91,12 @@ pub fn write_run(
             None => write_atomic(&requests, &requests_csv(report)?)?,
         }
         written.push(requests);
+    } else {
+        // An earlier run's rows are not this run's.
+        match fs::remove_file(dir.join("requests.csv")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     let manifest = serde_json::json!({
         "epsim_version": env!("CARGO_PKG_VERSION"),

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod compare;
+pub mod folder;
 pub mod frontier;
 pub mod plan;
 pub mod plot;

@@ -3,6 +3,7 @@
 //! skips them; `summary.csv` is assembled from the point files in sweep order, so it is
 //! byte-identical whatever the number of threads or shards.
 
+use super::folder;
 use super::plan::{self, Point, Sweep};
 use super::pool;
 use crate::input::{self, Diagnostics, Node, Problem, Value};
@@ -177,9 +178,14 @@ fn point_csv(point: &Point, report: &crate::serving::metrics::Report) -> std::io
     w.into_inner().map_err(|e| e.into_error())
 }
 
-/// Runs the sweep's points (of the shard) not yet done; `digest` is the run's
-/// [`checked_digest`].
-pub fn run(sweep: &SweepFile, opts: &Options, digest: &str) -> Result<Outcome, String> {
+/// Runs the sweep's points (of the shard) not yet done into `opts.out`, which `lock` says
+/// this run holds ([`folder::claim`]); `digest` is the run's [`checked_digest`].
+pub fn run(
+    sweep: &SweepFile,
+    opts: &Options,
+    digest: &str,
+    _lock: &folder::Lock,
+) -> Result<Outcome, String> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(opts.out.join("points"))
         .map_err(|e| format!("{}: {e}", opts.out.display()))?;
@@ -444,23 +450,7 @@ fn whole_point_file(file: &Path, point: Option<&Point>) -> bool {
     row.len() == header.len() && !header.is_empty() && params_match
 }
 
-/// With `--resume`, the output folder must hold the run of this digest (or nothing yet).
-pub fn check_resume(digest: &str, opts: &Options) -> Result<(), String> {
-    if opts.resume
-        && let Ok(old) = read_manifest(&opts.out)
-        && old.digest != digest
-    {
-        return Err(format!(
-            "{}: holds another run (the scenario, its overrides or --seed changed); resume \
-             only the same run, or write to another --out",
-            opts.out.display()
-        ));
-    }
-    Ok(())
-}
-
 fn write_manifest(sweep: &SweepFile, opts: &Options, digest: &str) -> Result<(), String> {
-    check_resume(digest, opts)?;
     let manifest = SweepManifest {
         digest: digest.to_owned(),
         epsim_version: env!("CARGO_PKG_VERSION").into(),
@@ -489,6 +479,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, String> {
         .map(|d| read_manifest(d))
         .collect::<Result<Vec<_>, _>>()?;
     let first = manifests.first().ok_or("nothing to merge")?;
+    let _lock = folder::claim(out, folder::Run::Sweep(&first.digest), true, false)?;
     for (d, m) in dirs.iter().zip(&manifests) {
         if m.points != first.points || m.digest != first.digest {
             return Err(format!(
