@@ -123,8 +123,9 @@ pub enum WarmupRule {
 /// Ending a run once it knows enough: when the 95% confidence interval of `metric`'s
 /// steady-state mean, from the means of consecutive `batch_s` batches after the warm-up,
 /// is within `relative_ci` of it (after at least [`MIN_BATCHES`] batches and
-/// [`MIN_FINISHED`] finished measured requests). The run ends at `duration_s` if it is
-/// not narrow enough by then, or goes on, arrivals with it, up to `max_duration_s`.
+/// [`MIN_FINISHED`] finished measured requests, most measured requests finished). The run
+/// ends at `duration_s` if it is not known well enough by then, or goes on, arrivals with
+/// it, up to `max_duration_s`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopWhen {
