@@ -553,6 +553,26 @@ fn an_output_folder_never_mixes_two_runs() {
     assert_eq!(std::fs::read(out.join("summary.csv")).unwrap(), fresh);
 }
 
+/// A scenario without `name:` is named after its file only when the stem is a plain name:
+/// `...yaml` (stem `..`) once wrote its results beside `out/`, in the working folder.
+#[test]
+fn a_file_stem_that_is_no_plain_name_names_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = test_scenario("small-aggregated")
+        .lines()
+        .filter(|l| !l.starts_with("name:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("...yaml"), text).unwrap();
+    epsim()
+        .current_dir(dir.path())
+        .args(["run", "...yaml"])
+        .assert()
+        .success();
+    assert!(dir.path().join("out/scenario/summary.csv").is_file());
+    assert!(!dir.path().join("summary.csv").exists());
+}
+
 #[test]
 fn sweeps_shard_and_merge_into_exactly_the_unsharded_result() {
     let dir = tempfile::tempdir().unwrap();

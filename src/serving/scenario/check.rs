@@ -569,10 +569,16 @@ pub(super) fn roles(c: &mut Checks, raw: &ScenarioFile) {
 
 /// The name becomes the default output folder (`out/<name>`), so it must be one plain
 /// folder name: no separators, no `..`, nothing hidden, nothing absolute.
+/// Whether `name` can be a folder's name inside `out/`: letters, digits, - _ . +, not
+/// starting with a dot (never `.`, `..` or a path).
+pub fn is_plain_name(name: &str) -> bool {
+    let plain = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '+');
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(plain)
+}
+
 pub(super) fn name(c: &mut Checks, raw: &ScenarioFile) {
     let Some(n) = &raw.name else { return };
-    let plain = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '+');
-    if n.value.is_empty() || n.value.starts_with('.') || !n.value.chars().all(plain) {
+    if !is_plain_name(&n.value) {
         c.problem(
             n.loc,
             "name",

@@ -665,9 +665,13 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
         }
     }
     let scenario = Scenario {
+        // Without a name, the file's stem, when it is a plain name (`...yaml` is not:
+        // its `..` would put the results beside `out/`).
         name: raw.name.map(|n| n.value).unwrap_or_else(|| {
             file.file_stem()
-                .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| check::is_plain_name(s))
+                .unwrap_or_else(|| "scenario".into())
         }),
         description: raw.description,
         file: file.to_owned(),
