@@ -89,6 +89,30 @@ fn bad_cases_exit_2_with_every_problem_located() {
     );
 }
 
+/// A `command:` case runs only the commands that price and write nothing: `plan` could
+/// write a scenario anywhere, and `accuracy` on the case itself forked without limit.
+#[test]
+fn a_command_case_may_only_price() {
+    let dir = tempfile::tempdir().unwrap();
+    for (command, line) in [
+        ("[accuracy, case.yaml]", "case.yaml:3:10"),
+        ("[plan, --emit-scenario, /tmp/x.yaml]", "case.yaml:3:10"),
+        ("[run, s.yaml]", "case.yaml:3:10"),
+    ] {
+        let file = write_case(
+            dir.path(),
+            &format!(
+                "name: bad\nsource: x\ncommand: {command}\nmetric: /x\npublished: 1\ntolerance_pct: 5\n"
+            ),
+        );
+        let err = stderr(&epsim().args(["accuracy"]).arg(&file).assert().code(2));
+        assert!(
+            err.contains(&format!("{line}: command: `")) && err.contains("may not run from a case"),
+            "{command}: {err}"
+        );
+    }
+}
+
 /// A sweep case reads the row of its `point:` (matched on the `param_*` cells).
 #[test]
 fn a_sweep_case_reads_the_row_of_its_point() {

@@ -87,6 +87,15 @@ pub fn claim(dir: &Path, run: Run, resume: bool, force: bool) -> Result<Lock, St
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create the output folder: {e}", dir.display()))?;
     let lock = lock(dir)?;
+    // Point files are written into `points/` by name: through a link they would land in
+    // (and overwrite) whatever it points at.
+    let points = dir.join("points");
+    if std::fs::symlink_metadata(&points).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{}: is a link; a run writes its points into a real folder only (remove the link)",
+            points.display()
+        ));
+    }
     let held = holds(dir);
     let fits = match (&held, run) {
         (Holds::Nothing, _) => true,
@@ -216,6 +225,19 @@ mod tests {
         std::fs::write(d.path().join("summary.csv"), "a\n1\n").unwrap();
         assert!(claim(d.path(), Run::Single, false, false).is_ok());
         assert!(claim(d.path(), Run::Sweep("abc"), false, false).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_points_is_refused_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = tempfile::tempdir().unwrap();
+        std::fs::write(target.path().join("00000.csv"), "theirs").unwrap();
+        std::os::unix::fs::symlink(target.path(), d.path().join("points")).unwrap();
+        let err = claim(d.path(), Run::Sweep("abc"), false, true).unwrap_err();
+        assert!(err.contains("is a link"), "{err}");
+        let kept = std::fs::read_to_string(target.path().join("00000.csv")).unwrap();
+        assert_eq!(kept, "theirs");
     }
 
     #[test]

@@ -162,8 +162,17 @@ pub fn load(file: &Path) -> Result<Case, Diagnostics> {
             column,
         }),
         (_, Some(c), _) => {
-            if c.value.is_empty() {
-                problem(c.loc, "command", "name the epsim command and its arguments");
+            match c.value.first().map(String::as_str) {
+                None => problem(c.loc, "command", "name the epsim command and its arguments"),
+                Some(name) if !READ_ONLY_COMMANDS.contains(&name) => problem(
+                    c.loc,
+                    "command",
+                    &format!(
+                        "`{name}` may not run from a case: only the commands that price and write nothing ({})",
+                        READ_ONLY_COMMANDS.join(", ")
+                    ),
+                ),
+                Some(_) => {}
             }
             needs_metric(&raw, &mut problem).map(|pointer| Kind::Command {
                 args: c.value.clone(),
@@ -200,6 +209,10 @@ pub fn load(file: &Path) -> Result<Case, Diagnostics> {
         tolerance_pct: raw.tolerance_pct.value,
     })
 }
+
+/// The commands a `command:` case may run: they price and print, write no file and start
+/// no other case (`run`, `plan`, `merge` write; `accuracy` could run itself forever).
+const READ_ONLY_COMMANDS: [&str; 6] = ["memory", "step", "iteration", "a2a", "eplb", "imbalance"];
 
 /// The metric and published value a scenario or command case needs.
 fn needs_metric(
