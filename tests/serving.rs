@@ -553,6 +553,31 @@ fn an_output_folder_never_mixes_two_runs() {
     assert_eq!(std::fs::read(out.join("summary.csv")).unwrap(), fresh);
 }
 
+/// A flood past what any deployment serves holds at most a million requests (its memory
+/// bounded); the rest are refused and counted, and the run says it is overloaded.
+#[test]
+fn an_overload_holds_at_most_a_million_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_scenario("small-disaggregated")
+        .replace("duration_s: 6\n", "duration_s: 8\n")
+        .replace(
+            "arrivals: {kind: closed_loop, users: 96, ramp_up_s: 0.5}",
+            "arrivals: {kind: poisson, rate_per_s: 200000}",
+        )
+        .replace("  output: {requests_csv: true}\n", "");
+    let s = summary_row(&run_text(dir.path(), "flood", &text));
+    let n = |c: &str| s[c].parse::<u64>().unwrap();
+    assert!(n("requests_pending") <= 1_000_000, "{s:?}");
+    assert!(n("requests_rejected_backlog") > 400_000, "{s:?}");
+    assert_eq!(
+        n("requests_rejected"),
+        n("requests_rejected_backlog")
+            + n("requests_rejected_context")
+            + n("requests_rejected_memory")
+    );
+    assert_eq!(s["status"], "overloaded", "{s:?}");
+}
+
 /// A scenario without `name:` is named after its file only when the stem is a plain name:
 /// `...yaml` (stem `..`) once wrote its results beside `out/`, in the working folder.
 #[test]

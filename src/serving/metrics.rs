@@ -139,6 +139,8 @@ pub enum Refused {
     Context,
     /// No rank's KV cache could ever hold it.
     Memory,
+    /// The system already holds [`crate::serving::sim::MAX_IN_SYSTEM`] requests.
+    Backlog,
 }
 
 /// Batches of output tokens when no `stop_when` gives their length, seconds.
@@ -176,6 +178,7 @@ pub struct Collector {
     /// Refused requests: longer than the model's context, larger than any KV cache.
     rejected_context: u64,
     rejected_memory: u64,
+    rejected_backlog: u64,
     completed: u64,
     completed_measured: u64,
     output_tokens: u64,
@@ -219,6 +222,7 @@ impl Collector {
             offered_output_tokens: 0,
             rejected_context: 0,
             rejected_memory: 0,
+            rejected_backlog: 0,
             completed: 0,
             completed_measured: 0,
             output_tokens: 0,
@@ -367,6 +371,7 @@ impl Collector {
         match why {
             Refused::Context => self.rejected_context += 1,
             Refused::Memory => self.rejected_memory += 1,
+            Refused::Backlog => self.rejected_backlog += 1,
         }
     }
 
@@ -559,13 +564,17 @@ impl Collector {
             ),
             (
                 "requests_rejected",
-                (self.rejected_context + self.rejected_memory).to_string(),
+                (self.rejected_context + self.rejected_memory + self.rejected_backlog).to_string(),
             ),
             (
                 "requests_rejected_context",
                 self.rejected_context.to_string(),
             ),
             ("requests_rejected_memory", self.rejected_memory.to_string()),
+            (
+                "requests_rejected_backlog",
+                self.rejected_backlog.to_string(),
+            ),
             ("status", verdict.status.name().to_owned()),
             (
                 "steady_state",

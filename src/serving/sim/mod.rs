@@ -216,6 +216,11 @@ pub struct Simulation<'a> {
 /// warm in detail, then measure).
 const FAST_FORWARD_SHARE: f64 = 0.5;
 
+/// The most requests a run holds (queued or in service): a backlog no deployment works
+/// off (its run is overloaded long before), and ~300 MB of memory. Arrivals beyond it are
+/// refused and counted (`requests_rejected_backlog`).
+pub const MAX_IN_SYSTEM: usize = 1_000_000;
+
 /// Times a run is simulated again with its warm-up moved past a transient: a transient
 /// still there after two moves is a trend, which the verdict says.
 const MAX_WARMUP_MOVES: usize = 2;
@@ -498,6 +503,11 @@ impl<'a> Simulation<'a> {
         user: Option<u64>,
     ) -> Result<(), Error> {
         self.metrics.arrived(s.now(), spec.output_tokens);
+        // An overload's queue would grow until memory runs out (~300 bytes a request).
+        if self.requests.len() >= MAX_IN_SYSTEM {
+            self.metrics.rejected(Refused::Backlog);
+            return Ok(());
+        }
         // Longer than the model's context: no engine would take it.
         if self
             .loaded
