@@ -61,8 +61,28 @@ pub fn read(file: &Path, columns: &Columns) -> Result<Vec<Row>, Diagnostics> {
         return Err(diags);
     }
     let mut rows = Vec::new();
+    // Each shape's first line: a second row of the same shape would silently win.
+    let mut seen = std::collections::BTreeMap::new();
     for (at, line) in lines {
         if let Some(row) = parse_row(file, at, line, &names, &index, columns, &mut diags) {
+            let (_, keys) = row.numbers.split_last().unwrap_or((&0.0, &[]));
+            let shape = (
+                row.precisions.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                keys.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            );
+            if let Some(first) = seen.insert(shape, at) {
+                diags.push(
+                    file,
+                    Problem::new(
+                        loc(at, 1),
+                        "",
+                        format!(
+                            "the same shape as line {}: measure each shape once (the later row would silently replace it)",
+                            first + 1
+                        ),
+                    ),
+                );
+            }
             rows.push(row);
         }
     }
@@ -168,6 +188,14 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in\n{err}");
         }
+    }
+
+    #[test]
+    fn a_shape_measured_twice_is_refused_with_both_lines() {
+        let err = read_text("dtype,m,latency_us\nfp8,4,10\nbf16,4,11\nfp8,4,12\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4:1: the same shape as line 2"), "{err}");
     }
 
     #[test]
