@@ -427,7 +427,7 @@ mod tests {
             "hidden,q_lora_rank,kv_lora_rank,qk_nope_head_dim,qk_rope_head_dim,v_head_dim\n";
         std::fs::write(
             dir.path().join("mla_model.csv"),
-            format!("{header}1,2,3,4,5,6\n1,2,3,4,5,6\n"),
+            format!("{header}1,2,3,4,5,6\n9,2,3,4,5,6\n"),
         )
         .unwrap();
         let err = KernelProfile::load(dir.path()).unwrap_err().to_string();
