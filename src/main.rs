@@ -225,7 +225,7 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         by: Vec<String>,
         /// The frontier's y at this x (linear interpolation)
-        #[arg(long)]
+        #[arg(long, value_parser = parse_finite)]
         at: Option<f64>,
         /// With --at: the ratio of two sides' frontier values there, e.g. 'ep=32 / ep=8'
         /// (each side: the rows matching its column=value terms, joined by commas; its
@@ -262,7 +262,7 @@ enum Command {
         #[arg(long)]
         dash_by: Option<String>,
         /// Draw a marker at this x on the frontier, each line's value written on it
-        #[arg(long)]
+        #[arg(long, value_parser = parse_finite)]
         at: Option<f64>,
     },
     /// Combine the output folders of a sweep's shards into the unsharded result
@@ -345,6 +345,18 @@ fn parse_assignment(text: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected NAME=VALUE, got \"{text}\"")),
     }
 }
+
+/// A finite number (`NaN` and `inf` parse as f64, and would draw or interpolate nothing).
+fn parse_finite(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("expected a finite number, got \"{text}\"")),
+    }
+}
+
+/// The shortest `plan --duration-s`: a measured window that holds one 1-second batch after
+/// the 20% warm-up.
+const MIN_PLAN_DURATION_S: f64 = 2.0;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -448,6 +460,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 epsim::serving::scenario::MAX_RATE_PER_S,
                 epsim::serving::scenario::MAX_DURATION_S,
             );
+            if let Some(d) = duration_s
+                && d < MIN_PLAN_DURATION_S
+            {
+                return Err(UsageError(format!(
+                    "--duration-s must be at least {MIN_PLAN_DURATION_S} s (a measured window that holds one 1-second batch after the 20% warm-up), got {d:?}"
+                ))
+                .into());
+            }
             if rate > max_rate || duration_s.is_some_and(|d| d > max_s) {
                 return Err(UsageError(format!(
                     "--rate is at most {max_rate} requests/s and --duration-s at most {max_s} s"

@@ -1314,7 +1314,9 @@ fn frontier_at_nan_is_bad_usage() {
         ])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("--at must be a finite number"));
+        .stderr(predicate::str::contains(
+            "invalid value 'NaN' for '--at <AT>': expected a finite number",
+        ));
 }
 
 #[test]

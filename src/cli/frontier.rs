@@ -34,9 +34,6 @@ fn group_label(f: &Frontier) -> String {
 }
 
 pub fn run(a: &FrontierArgs) -> anyhow::Result<ExitCode> {
-    if let Some(x) = a.at.filter(|x| !x.is_finite()) {
-        return Err(UsageError(format!("--at must be a finite number, got {x}")).into());
-    }
     let text = epsim::input::read_text(a.summary)?;
     if let (Some(r), Some(x)) = (&a.ratio, a.at) {
         return ratio(a, &text, r, x);

@@ -220,8 +220,8 @@ fn column(headers: &[String], name: &str) -> Option<usize> {
     headers.iter().position(|c| c == name)
 }
 
-/// A metric's cell: `None` when empty (nothing measured); NaN or infinity is a broken
-/// value, not "same".
+/// A metric's cell: `None` when empty (nothing measured); NaN, infinity or text is a
+/// broken value, neither "same" nor a regression.
 fn cell(
     row: &[String],
     i: usize,
@@ -229,12 +229,17 @@ fn cell(
     m: &Metric,
     what: &str,
 ) -> Result<Option<f64>, String> {
-    match row.get(i).and_then(|v| v.parse::<f64>().ok()) {
-        Some(v) if !v.is_finite() => Err(format!(
-            "the {what}'s row {key} has `{}` = {v}, not a finite number",
+    let text = row.get(i).map_or("", |v| v.trim());
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(Some(v)),
+        // Text is no measurement: read as "no longer measured" it was a false regression.
+        _ => Err(format!(
+            "the {what}'s row {key} has `{}` = {text}, not a finite number",
             m.column
         )),
-        v => Ok(v),
     }
 }
 
@@ -393,6 +398,20 @@ mod tests {
         assert_eq!(v("p=b", "tput"), Verdict::WorseWithin);
         assert_eq!(v("p=b", "lat"), Verdict::Worse, "5% slower is beyond 2%");
         assert_eq!(c.iter().filter(|x| x.is_regression()).count(), 1);
+    }
+
+    /// Text where a number belongs is a broken summary, neither "no longer measured" (a
+    /// regression) nor "same"; an empty cell is "not measured".
+    #[test]
+    fn a_text_cell_is_an_error_and_an_empty_one_is_not_measured() {
+        let base = "param_p,tput,lat\na,100,10\n";
+        let err = compare(base, "param_p,tput,lat\na,fast,10\n", &metrics(), 0.02).unwrap_err();
+        assert!(
+            err.contains("row p=a has `tput` = fast, not a finite number"),
+            "{err}"
+        );
+        let c = compare(base, "param_p,tput,lat\na,,10\n", &metrics(), 0.02).unwrap();
+        assert_eq!(c[0].verdict, Verdict::Lost);
     }
 
     /// Five seeds a side: `rows` as (seed, tput, lat) for policy a.

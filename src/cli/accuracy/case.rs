@@ -224,9 +224,13 @@ fn needs_metric(
         problem(loc, "published", "missing: the measured or published value");
     }
     if let Some(p) = &raw.published
-        && !p.value.is_finite()
+        && !(p.value.is_finite() && p.value != 0.0)
     {
-        problem(p.loc, "published", "must be a finite number");
+        problem(
+            p.loc,
+            "published",
+            "must be a finite number other than 0 (the error is relative to it)",
+        );
     }
     match &raw.metric {
         Some(m) => raw.published.as_ref().map(|_| m.value.clone()),
