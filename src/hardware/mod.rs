@@ -120,6 +120,15 @@ pub fn available_specs(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Ranges a GPU spec's numbers must fall in: a thousandfold either way around the parts of
+/// the reference (section 2: H100 80 GB, 3.35 TB/s, 900 GB/s NVLink, ~1,000 BF16 TFLOP/s;
+/// B300 288 GB, 8 TB/s, 1.8 TB/s NVLink, ~15,000 FP4 TFLOP/s). Beyond them a value is a
+/// typo (a unit off, `1e-300`), and would price a machine that cannot exist.
+const PLAUSIBLE_HBM_GB: (f64, f64) = (0.08, 288_000.0);
+const PLAUSIBLE_HBM_TB_S: (f64, f64) = (0.003, 8_000.0);
+const PLAUSIBLE_NVLINK_GB_S: (f64, f64) = (0.9, 1_800_000.0);
+const PLAUSIBLE_TFLOPS: (f64, f64) = (1.0, 15_000_000.0);
+
 /// Reads and checks one spec file; every problem is reported at once.
 pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
     let raw: GpuSpecFile = input::read_yaml(file)?;
@@ -146,6 +155,38 @@ pub fn load_spec(file: &Path) -> Result<GpuSpec, Diagnostics> {
     }
     if let Some(usable) = &raw.hbm_usable_gib {
         positive("hbm_usable_gib", usable);
+    }
+    // Positive but no hardware: a thousandfold beyond the reference's parts either way.
+    let mut plausible = |path: &str, v: &At<f64>, (lo, hi): (f64, f64)| {
+        if v.value > 0.0 && v.value.is_finite() && !(lo..=hi).contains(&v.value) {
+            diags.push(
+                file,
+                Problem::new(
+                    v.loc,
+                    path,
+                    format!(
+                        "{:?} is no GPU's: expected {lo} to {hi} (a thousandfold beyond today's parts either way)",
+                        v.value
+                    ),
+                ),
+            );
+        }
+    };
+    plausible("hbm_gb", &raw.hbm_gb, PLAUSIBLE_HBM_GB);
+    plausible(
+        "hbm_bandwidth_tb_s",
+        &raw.hbm_bandwidth_tb_s,
+        PLAUSIBLE_HBM_TB_S,
+    );
+    plausible("nvlink_gb_s", &raw.nvlink_gb_s, PLAUSIBLE_NVLINK_GB_S);
+    for (path, v) in [
+        ("dense_tflops.fp8", Some(&raw.dense_tflops.fp8)),
+        ("dense_tflops.bf16", Some(&raw.dense_tflops.bf16)),
+        ("dense_tflops.fp4", raw.dense_tflops.fp4.as_ref()),
+    ] {
+        if let Some(v) = v {
+            plausible(path, v, PLAUSIBLE_TFLOPS);
+        }
     }
     if raw.sms.value == 0 {
         diags.push(file, Problem::new(raw.sms.loc, "sms", "must be at least 1"));
@@ -377,5 +418,20 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+        // Positive, but no GPU's: each located (`inf` was printed as it was).
+        std::fs::write(
+            &file,
+            "name: other\nhbm_gb: 1e300\nhbm_bandwidth_tb_s: 100000\ndense_tflops: {fp8: 1e-300, bf16: 900}\nnvlink_gb_s: 900\nsms: 1\nfamily: volta\n",
+        )
+        .unwrap();
+        let err = load_spec(&file).unwrap_err().to_string();
+        for needle in [
+            "2:9: hbm_gb: 1e300 is no GPU's: expected 0.08 to 288000",
+            "3:21: hbm_bandwidth_tb_s: 100000.0 is no GPU's",
+            "4:21: dense_tflops.fp8: 1e-300 is no GPU's",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        assert!(!err.contains("bf16: 900"), "{err}");
     }
 }
