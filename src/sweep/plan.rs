@@ -258,6 +258,29 @@ pub fn parse(file: &Path, node: &Node) -> Result<Sweep, Diagnostics> {
         }
         names.push((&a.name, a.values.first().map_or(node.loc, |v| v.loc)));
     }
+    // One field set by two axes: the later wins, and the earlier's column labels values
+    // that never ran (likewise a field inside another axis's field).
+    let axes: Vec<&Axis> = sweep.groups.iter().flatten().collect();
+    let covers = |outer: &str, inner: &str| {
+        inner == outer
+            || inner.starts_with(&format!("{outer}."))
+            || inner.starts_with(&format!("{outer}["))
+    };
+    for (i, b) in axes.iter().enumerate() {
+        if let Some(a) = axes[..i]
+            .iter()
+            .find(|a| covers(&a.path, &b.path) || covers(&b.path, &a.path))
+        {
+            problem(
+                b.values.first().map_or(node.loc, |v| v.loc),
+                "sweep",
+                format!(
+                    "axes `{}` ({}) and `{}` ({}) set the same field: one would overwrite the other, and its column would name values that never ran",
+                    a.name, a.path, b.name, b.path
+                ),
+            );
+        }
+    }
     let total = sweep
         .groups
         .iter()
@@ -492,7 +515,7 @@ mod tests {
     #[test]
     fn a_sweep_of_too_many_points_is_refused_before_they_are_made() {
         let axis = |n: &str| {
-            format!("    - {{name: {n}, path: seed, values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}\n")
+            format!("    - {{name: {n}, path: f.{n}, values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}\n")
         };
         let axes: String = ["a", "b", "c", "d", "e"].map(axis).concat();
         let ok = sweep(&format!("sweep:\n  axes:\n{axes}  seeds: 10\n")).unwrap();
@@ -501,6 +524,28 @@ mod tests {
         assert!(e.to_string().contains("more than 1000000 points"), "{e}");
         let e = sweep("sweep:\n  seeds: 18446744073709551615\n").unwrap_err();
         assert!(e.to_string().contains("more than 1000000 points"), "{e}");
+    }
+
+    /// Two axes on one field (or one inside the other's): the later would overwrite the
+    /// earlier, whose column would then name values that never ran.
+    #[test]
+    fn axes_setting_the_same_field_are_refused() {
+        for (a, b) in [
+            (
+                "workload.arrivals.rate_per_s",
+                "workload.arrivals.rate_per_s",
+            ),
+            ("workload.arrivals", "workload.arrivals.rate_per_s"),
+            ("instances[1]", "instances[1].eplb"),
+        ] {
+            let e = sweep(&format!(
+                "sweep:\n  axes:\n    - {{name: a, path: '{a}', values: [1]}}\n    - {{name: b, path: '{b}', values: [2]}}\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("set the same field"), "{a} {b}: {e}");
+        }
+        let ok = "sweep:\n  axes:\n    - {name: a, path: 'instances[1].eplb', values: [1]}\n    - {name: b, path: 'instances[10].eplb', values: [2]}\n";
+        assert!(sweep(ok).is_ok());
     }
 
     #[test]
