@@ -332,8 +332,7 @@ fn sizes_beyond_the_limits_are_refused() {
         "{kind: poisson, rate_per_s: 1e8}",
         "{kind: closed_loop, users_per_gpu: 2305843009213693952}",
     );
-    std::fs::write(&file, closed).unwrap();
-    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    let err = refused(&file, closed);
     assert!(
         err.contains("workload.arrivals.users: at most 10000000 users"),
         "{err}"
@@ -1264,6 +1263,12 @@ fn a_drain_measures_the_requests_a_hard_stop_would_cut_off() {
     );
 }
 
+/// Writes `text` to `file` and validates it: the stderr of its refusal (exit 2).
+fn refused(file: &Path, text: impl AsRef<[u8]>) -> String {
+    std::fs::write(file, text).unwrap();
+    stderr(&epsim().args(["validate"]).arg(file).assert().code(2))
+}
+
 /// Writes `text` as `DIR/NAME.yaml`, runs it into `DIR/NAME`, and returns that folder.
 fn run_text(dir: &Path, name: &str, text: &str) -> PathBuf {
     let file = dir.join(format!("{name}.yaml"));
@@ -1345,14 +1350,12 @@ fn tensor_parallel_experts_need_no_all_to_all_and_must_divide() {
     assert_eq!(s["step_all_to_all_ms_mean"], "0.000");
     assert_eq!(s["mean_rank_imbalance"], "0.0000");
     assert!(s["step_moe_ms_mean"].parse::<f64>().unwrap() > 0.0);
-    std::fs::write(&file, with("    moe_tp: 3\n")).unwrap();
-    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    let err = refused(&file, with("    moe_tp: 3\n"));
     assert!(
         err.contains("instances[0].moe_tp: 3 does not divide the instance's 4 GPUs"),
         "{err}"
     );
-    std::fs::write(&file, with("    moe_tp: 4\n    attention_tp: 2\n")).unwrap();
-    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    let err = refused(&file, with("    moe_tp: 4\n    attention_tp: 2\n"));
     assert!(
         err.contains("with attention_tp 2, moe_tp must be 1, 2, or a divisor of 2 when attention_tp spans the instance, got 4"),
         "{err}"
@@ -1460,8 +1463,7 @@ fn policy_parameters_are_set_and_swept_from_the_scenario() {
         "  policy: kv_aware\n",
         "  policy: kv_aware\n  kv_aware: {queued_weight: -1}\n  shortest_prompt_first: {aging_tokens_per_s: 1e12}\n",
     );
-    std::fs::write(&file, bad).unwrap();
-    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    let err = refused(&file, bad);
     for needle in [
         "scheduling.kv_aware.queued_weight: must be a number in [0, 1000000], got -1",
         "scheduling.shortest_prompt_first.aging_tokens_per_s: must be a number in [0, 1000000000], got 1000000000000",
@@ -1543,15 +1545,13 @@ fn a_run_stops_once_its_throughput_is_known_well_enough() {
     let extended: f64 = s["requests_arrived"].parse().unwrap();
     assert!(extended > 1.3 * arrived_by_duration, "{s:?}");
     // Meaningless settings are refused with their location.
-    std::fs::write(
+    let err = refused(
         &file,
         text.replace(
             "relative_ci: 0.05, batch_s: 0.25",
             "relative_ci: 2, batch_s: 5",
         ),
-    )
-    .unwrap();
-    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    );
     assert!(
         err.contains("stop_when.relative_ci: must be a share in (0, 1), got 2"),
         "{err}"
@@ -1560,12 +1560,10 @@ fn a_run_stops_once_its_throughput_is_known_well_enough() {
         err.contains("stop_when.batch_s: must be > 0 and fit 10 times"),
         "{err}"
     );
-    std::fs::write(
+    let err = refused(
         &file,
         text.replace("batch_s: 0.25", "batch_s: 0.25, max_duration_s: 10"),
-    )
-    .unwrap();
-    let err = stderr(&epsim().args(["validate"]).arg(&file).assert().code(2));
+    );
     assert!(
         err.contains("stop_when.max_duration_s: must be seconds in [duration_s (20)"),
         "{err}"

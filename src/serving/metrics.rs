@@ -132,7 +132,7 @@ pub struct RunEnd {
     pub kv_bytes_delivered: f64,
 }
 
-/// Why a request was refused at arrival (or, disaggregated, after its prefill).
+/// Why a request was refused at arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     /// Prompt and answer together exceed the model's context.

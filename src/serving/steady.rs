@@ -46,15 +46,20 @@ fn grows(counts: &[f64]) -> (bool, f64) {
     (material && b > BACKLOG_SLOPE_T * se, b)
 }
 
+/// The means of consecutive [`MSER_BATCH`]-batch groups of `series` (a short tail dropped).
+fn batch_means(series: &[f64]) -> Vec<f64> {
+    series
+        .chunks_exact(MSER_BATCH)
+        .map(|c| c.iter().sum::<f64>() / MSER_BATCH as f64)
+        .collect()
+}
+
 /// The MSER-5 truncation: how many leading batches of `series` to drop (a multiple of 5)
 /// so that the rest's squared standard error of the mean, sum((x - m)^2) / (n - d)^2, is
 /// least, searched over the first half of the 5-batch means as White, Cobb & Spratt
 /// advise (near the end the rule is fooled by a few close values).
 pub fn mser5_cut(series: &[f64]) -> usize {
-    let means: Vec<f64> = series
-        .chunks_exact(MSER_BATCH)
-        .map(|c| c.iter().sum::<f64>() / MSER_BATCH as f64)
-        .collect();
+    let means = batch_means(series);
     let k = means.len();
     if k < MSER_MIN_BATCHES {
         return 0;
@@ -78,13 +83,8 @@ pub fn transient_batches(series: &[f64]) -> usize {
     if cut == 0 {
         return 0;
     }
-    let means = |x: &[f64]| -> Vec<f64> {
-        x.chunks_exact(MSER_BATCH)
-            .map(|c| c.iter().sum::<f64>() / MSER_BATCH as f64)
-            .collect()
-    };
     let (head, rest) = series.split_at(cut);
-    let (h, r) = (means(head), means(rest));
+    let (h, r) = (batch_means(head), batch_means(rest));
     let m = mean(&r);
     let difference = (mean(&h) - m).abs();
     let se = (variance(&r) * (1.0 / h.len() as f64 + 1.0 / r.len() as f64)).sqrt();
@@ -319,22 +319,19 @@ mod tests {
     /// MSER chose the cut; a needless move costs a second run, never a wrong window).
     #[test]
     fn a_noisy_start_is_seldom_a_transient() {
-        let flagged = (0..100)
-            .filter(|&seed| {
-                let x: Vec<f64> = noise(60, 100 + seed)
+        let windows: Vec<Vec<f64>> = (0..100)
+            .map(|seed| {
+                noise(60, 100 + seed)
                     .iter()
                     .map(|e| 100.0 + 40.0 * e)
-                    .collect();
-                transient_batches(&x) > 0
+                    .collect()
             })
-            .count();
-        let material = (0..100)
-            .filter(|&seed| {
-                let x: Vec<f64> = noise(60, 100 + seed)
-                    .iter()
-                    .map(|e| 100.0 + 40.0 * e)
-                    .collect();
-                let cut = mser5_cut(&x);
+            .collect();
+        let flagged = windows.iter().filter(|x| transient_batches(x) > 0).count();
+        let material = windows
+            .iter()
+            .filter(|x| {
+                let cut = mser5_cut(x);
                 cut > 0 && (mean(&x[..cut]) - mean(&x[cut..])).abs() > TREND_SHARE * 100.0
             })
             .count();

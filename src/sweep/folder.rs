@@ -4,7 +4,7 @@
 //! another shard, merging), or another run, which is refused unless `--force` clears it.
 //! Files epsim does not write as a run's result (plots, a user's notes) are left alone.
 
-use super::run::SweepManifest;
+use super::run::{SweepManifest, read_manifest};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
@@ -51,14 +51,10 @@ pub enum Run<'a> {
 
 /// What `dir` holds of runs.
 pub fn holds(dir: &Path) -> Holds {
-    let manifest = dir.join("sweep.json");
-    if manifest.exists() {
-        let read = crate::input::read_text(&manifest)
-            .ok()
-            .and_then(|t| serde_json::from_str::<SweepManifest>(&t).ok());
-        return match read {
-            Some(m) => Holds::Sweep(m),
-            None => Holds::Other(vec!["sweep.json (unreadable)".into()]),
+    if dir.join("sweep.json").exists() {
+        return match read_manifest(dir) {
+            Ok(m) => Holds::Sweep(m),
+            Err(_) => Holds::Other(vec!["sweep.json (unreadable)".into()]),
         };
     }
     let present: Vec<String> = RESULTS

@@ -464,7 +464,7 @@ fn write_manifest(sweep: &SweepFile, opts: &Options, digest: &str) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
-fn read_manifest(dir: &Path) -> Result<SweepManifest, String> {
+pub(super) fn read_manifest(dir: &Path) -> Result<SweepManifest, String> {
     let file = dir.join("sweep.json");
     let text = crate::input::read_text(&file)
         .map_err(|e| format!("{e} (is it a sweep's output folder?)"))?;

@@ -325,7 +325,8 @@ impl<'a> Pricer<'a> {
         } else {
             let p = self.lockstep(ranks);
             p.price(p.micro_batch().alone_s())
-        };
+        }
+        .scaled(self.instance.step_time_scale);
         let tokens = ranks.iter().map(|w| w.tokens(self.mtp.drafts)).sum();
         price.eplb_stall_s = self.replan(tokens, price.seconds)?;
         price.seconds += price.eplb_stall_s;

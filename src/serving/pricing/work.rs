@@ -70,7 +70,7 @@ pub struct Price {
 
 impl Price {
     /// Every time in it `k` times as long (a what-if; the imbalance is a ratio, unmoved).
-    pub fn scaled(self, k: f64) -> Price {
+    pub(super) fn scaled(self, k: f64) -> Price {
         Price {
             seconds: self.seconds * k,
             dense_s: self.dense_s * k,

@@ -12,6 +12,7 @@ pub(super) fn instances(
     model: Option<&ModelConfig>,
     mtp: Mtp,
     precision: PrecisionSettings,
+    what_if: WhatIf,
 ) -> Vec<InstanceSpec> {
     let w = &raw.workload;
     let mut placer = Placer {
@@ -23,6 +24,7 @@ pub(super) fn instances(
         mtp,
         precision,
         overlap: raw.scheduling.micro_batch_overlap,
+        step_time_scale: what_if.step_time_scale,
     };
     if raw.instances.value.is_empty() {
         c.problem(
@@ -245,6 +247,7 @@ struct Placer {
     /// The scenario's precisions and overlap: each instance's defaults.
     precision: PrecisionSettings,
     overlap: bool,
+    step_time_scale: f64,
 }
 
 impl Placer {
@@ -332,6 +335,7 @@ impl Placer {
                     dispatch: f.all_to_all.dispatch.unwrap_or(AllToAll::DEFAULT_DISPATCH),
                     combine: f.all_to_all.combine.unwrap_or(AllToAll::DEFAULT_COMBINE),
                 },
+                step_time_scale: self.step_time_scale,
                 plan,
                 gpu: gpu.clone(),
             }),

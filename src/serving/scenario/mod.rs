@@ -570,6 +570,8 @@ pub struct InstanceSpec {
     /// Two micro-batches per iteration, one's communication under the other's compute.
     pub micro_batch_overlap: bool,
     pub all_to_all: AllToAll,
+    /// Every iteration takes this many times its priced time (the scenario's `what_if`).
+    pub step_time_scale: f64,
     /// The memory plan, with the deployment it plans (`plan.deployment`).
     #[serde(skip)]
     pub plan: MemoryPlan,
@@ -626,13 +628,20 @@ pub fn from_tree(file: &Path, root: &Node) -> Result<LoadedScenario, Diagnostics
     let mtp = check::mtp(&mut c, &raw, model);
     let moe = check::moe(&mut c, &raw, model);
     let precision = check::precision(&raw, model);
-    let instances =
-        instances::instances(&mut c, &raw, named.topology.as_ref(), model, mtp, precision);
+    let what_if = check::what_if(&mut c, &raw);
+    let instances = instances::instances(
+        &mut c,
+        &raw,
+        named.topology.as_ref(),
+        model,
+        mtp,
+        precision,
+        what_if,
+    );
     check::roles(&mut c, &raw);
     check::name(&mut c, &raw);
     let policy_parameters = check::policy_parameters(&mut c, &raw.scheduling);
     let stop_when = check::stop_when(&mut c, &raw, duration_s, warmup_s);
-    let what_if = check::what_if(&mut c, &raw);
     let mut diags = c.diags;
     let w = &raw.workload;
     diags.append(named.diags);

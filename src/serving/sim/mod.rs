@@ -207,6 +207,9 @@ pub struct Simulation<'a> {
     stop: SimTime,
     /// Routing is drawn coarsely before this (see [`FAST_FORWARD_SHARE`]).
     fast_forward_until: SimTime,
+    /// The decode instance with the largest KV cache per rank; `None` when serving is
+    /// aggregated.
+    largest_decode: Option<usize>,
     pub metrics: Collector,
 }
 
@@ -433,12 +436,15 @@ impl<'a> Simulation<'a> {
                 (prompt - cached, cached),
             )
             .map_err(|e| format!("instance {}: {e}", p.name))?;
-            metrics.prefill_capacity(tok_s / sc.what_if.step_time_scale, p.ep());
+            metrics.prefill_capacity(tok_s, p.ep());
         }
         let eff = LinkEfficiency::for_gpu(topo, topo.gpus[sc.instances[0].gpus[0]])
             .ok_or("the topology gives no link efficiencies for its GPUs")?;
         let end = at_s(length.limit_s)?;
         let stop = at_s(length.limit_s + sc.drain_s)?;
+        let largest_decode = (0..instances.len())
+            .filter(|&i| instances[i].spec.role == Role::Decode)
+            .max_by_key(|&i| instances[i].kv_capacity);
         let draft_accepted = (1..=sc.mtp.drafts)
             .map(|k| Bernoulli::new(sc.mtp.acceptance.at(k)).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
@@ -459,6 +465,7 @@ impl<'a> Simulation<'a> {
             end,
             stop,
             fast_forward_until: at_s(length.warmup_s * FAST_FORWARD_SHARE)?,
+            largest_decode,
             metrics,
         })
     }
@@ -526,12 +533,10 @@ impl<'a> Simulation<'a> {
             .collect();
         // Disaggregated: a decode instance must hold it too, or its prefill is wasted and
         // it is refused only after waiting for it.
-        let decodes = |i: &Instance| i.spec.role == Role::Decode;
-        let decodable = !self.instances.iter().any(decodes)
-            || self
-                .instances
-                .iter()
-                .any(|i| decodes(i) && i.need(&spec) <= i.kv_capacity);
+        let decodable = self.largest_decode.is_none_or(|d| {
+            let inst = &self.instances[d];
+            inst.need(&spec) <= inst.kv_capacity
+        });
         if choices.is_empty() || !decodable {
             // No rank could ever hold it: refused, not queued forever (a closed-loop user
             // whose request is refused stops sending).
@@ -698,9 +703,7 @@ impl<'a> Simulation<'a> {
         let role = inst.spec.role;
         let pricer = &mut self.instances[i].pricer;
         pricer.fast_forward(s.now() < self.fast_forward_until);
-        let price = pricer
-            .price(&work)?
-            .scaled(self.loaded.scenario.what_if.step_time_scale);
+        let price = pricer.price(&work)?;
         let duration =
             SimDuration::from_secs_f64(price.seconds).map_err(|e| Error(e.to_string()))?;
         self.metrics
@@ -813,13 +816,11 @@ impl<'a> Simulation<'a> {
             .collect();
         let req = self.requests.get_mut(&id).expect("exists");
         req.prefill_home = req.home.take();
-        // Arrival refuses what no decode instance holds; kept so that a change there
-        // cannot strand a request.
+        // Arrival refused what no decode instance holds.
         if choices.is_empty() {
-            self.release_prefill(id);
-            self.metrics.rejected(Refused::Memory);
-            self.requests.remove(&id);
-            return Ok(());
+            return Err(Error(format!(
+                "request {id} was admitted, yet no decode instance can hold it"
+            )));
         }
         let pick = choices[self.policy.place(&choices, self.decode_cursor)].index;
         self.decode_cursor = pick + 1;

@@ -39,6 +39,14 @@ fn load(text: &str) -> LoadedScenario {
     scenario::from_tree(&file, &tree).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `sim`'s events up to the end of its arrivals.
+fn run_to_end(sim: &mut Simulation) {
+    let mut scheduler = Scheduler::new();
+    sim.start(&mut scheduler).unwrap();
+    let end = sim.end;
+    scheduler.run_until(sim, end).unwrap();
+}
+
 /// Under prefill overload a KV-aware router counts what is queued at each prefill
 /// instance: the queues grow together instead of one instance taking every arrival
 /// while the KV it has reserved so far is no larger than the others'.
@@ -61,10 +69,7 @@ fn kv_aware_spreads_an_overload_over_the_prefill_queues() {
     );
     let loaded = load(&text);
     let mut sim = Simulation::new(&loaded, RunLength::of(&loaded.scenario)).unwrap();
-    let mut scheduler = Scheduler::new();
-    sim.start(&mut scheduler).unwrap();
-    let end = sim.end;
-    scheduler.run_until(&mut sim, end).unwrap();
+    run_to_end(&mut sim);
     let queued: Vec<usize> = sim.instances[..3].iter().map(|i| i.waiting.len()).collect();
     let (least, most) = (queued.iter().min().unwrap(), queued.iter().max().unwrap());
     assert!(*least > 50, "overloaded: {queued:?}");
@@ -83,10 +88,7 @@ fn the_request_store_follows_the_requests_in_flight() {
         false,
     ));
     let mut sim = Simulation::new(&loaded, RunLength::of(&loaded.scenario)).unwrap();
-    let mut scheduler = Scheduler::new();
-    sim.start(&mut scheduler).unwrap();
-    let end = sim.end;
-    scheduler.run_until(&mut sim, end).unwrap();
+    run_to_end(&mut sim);
     let (seen, live) = (sim.next_id, sim.requests.len() as u64);
     let kept = sim.requests.items.len() as u64;
     assert!(seen > 200, "{seen} requests");
@@ -181,10 +183,7 @@ fn what_no_decode_instance_holds_is_refused_before_its_prefill() {
     // Room for every prompt (at most 600 tokens) at prefill; at decode, for prompt plus
     // answer (up to 660) of at most 400.
     sim.instances[1].kv_capacity = 400;
-    let mut scheduler = Scheduler::new();
-    sim.start(&mut scheduler).unwrap();
-    let end = sim.end;
-    scheduler.run_until(&mut sim, end).unwrap();
+    run_to_end(&mut sim);
     let (refused, completed) = sim.metrics.memory_refused_and_completed();
     assert!(refused > 10, "{refused}");
     // Ids go to kept requests only: every one finished or is in flight, none was

@@ -9,8 +9,12 @@ mod space;
 
 pub use space::{Candidate, Layout, MAX_COPIES, PREFILL_EP, candidates, scenario_text};
 
+use crate::cost::kernels::Kernels;
+use crate::cost::profile::Source;
+use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
 use crate::input;
 use crate::serving::metrics::Report;
+use crate::serving::scenario::Role;
 use crate::serving::steady::{SERVED_SHARE, Status};
 use crate::serving::{scenario, sim};
 use std::collections::BTreeMap;
@@ -310,13 +314,6 @@ pub fn headroom(t: &Target, c: &Candidate) -> (f64, u32) {
     (low, probes)
 }
 
-/// How far the cost model is from measurement in the regime `o` runs in, from the accuracy
-/// harness (`epsim accuracy validation/silicon-e2e-b200/`, cases named; README,
-/// "Accuracy"): what a planner should allow for. The measured runs split by attention
-/// layout: tensor-parallel attention (b200-03 to -08) reads right, data-parallel attention
-/// (b200-01, -02, -09, -10) reads fast at large batches, and aggregated serving with TP
-/// attention (b200-11, -12) reads slow.
-/// Runs of other models or GPUs are said to be no measure of `model` on `gpu`.
 /// A roofline-priced op class below this share of its step is not named: it moves the
 /// answer less than the measured tables' own error (held-out kernels: 1-2% median).
 const NAMED_SHARE: f64 = 0.05;
@@ -326,9 +323,6 @@ const NAMED_SHARE: f64 = 0.05;
 /// kernel, each with its share of that step's time: where the answer rests on no
 /// measurement at all.
 pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
-    use crate::cost::kernels::Kernels;
-    use crate::cost::profile::Source;
-    use crate::cost::step::{PrefillChunk, StepLoad, iteration_cost};
     let Ok(loaded) = load_text(&space::scenario_text(t, &o.candidate)) else {
         return Vec::new();
     };
@@ -349,7 +343,6 @@ pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
         prefill: &prompt,
     };
     let mut named = Vec::new();
-    use crate::serving::scenario::Role;
     for role in [Role::Decode, Role::Both, Role::Prefill] {
         let Some(spec) = loaded.scenario.instances.iter().find(|i| i.role == role) else {
             continue;
@@ -364,8 +357,8 @@ pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
         let cost = iteration_cost(&loaded.model, &kernels, &spec.plan.deployment, load);
         let total = cost.total().seconds.max(1e-12);
         for (class, source) in &cost.sources {
-            if *source == Source::Roofline && cost.by_class[class].seconds >= NAMED_SHARE * total {
-                let share = cost.by_class[class].seconds / total;
+            let share = cost.by_class[class].seconds / total;
+            if *source == Source::Roofline && share >= NAMED_SHARE {
                 named.push(format!(
                     "{} ({:.0}% of the {step})",
                     class.label(),
@@ -377,6 +370,14 @@ pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
     named
 }
 
+/// How far the cost model is from measurement in the regime `o` runs in, from the accuracy
+/// harness (`epsim accuracy validation/silicon-e2e-b200/`, cases named; README,
+/// "Accuracy"): what a planner should allow for. The measured runs split by attention
+/// layout: tensor-parallel attention (b200-03 to -08) reads right, data-parallel attention
+/// (b200-01, -02, -09, -10) reads fast at large batches, and aggregated serving with TP
+/// attention (b200-11, -12) reads slow.
+/// Runs of other models or GPUs are said to be no measure of `model` on `gpu`; the op
+/// classes in `roofline` ([`roofline_ops`]) are named as priced without a measurement.
 pub fn certainty_note(o: &Outcome, model: &str, gpu: &str, roofline: &[String]) -> String {
     let regime = match (o.candidate.layout, o.candidate.attention_tp) {
         (Layout::Aggregated { .. }, _) => {
