@@ -1347,6 +1347,30 @@ fn a_seed_whose_replicates_would_wrap_is_bad_usage() {
         .stderr(predicate::str::contains("would run past the largest seed"));
 }
 
+/// Validation loads one replicate of each point and checks only the seeds of the others:
+/// a seed that wraps at the last replicate alone is still found, at that point.
+#[test]
+fn a_scenario_seed_that_wraps_at_its_last_replicate_is_refused_there() {
+    let text = std::fs::read_to_string(repo("tests/scenarios/small-aggregated.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", repo("").display()))
+        .replace("seed: 5", "seed: 18446744073709551614")
+        + "sweep:\n  seeds: 3\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, text).unwrap();
+    epsim()
+        .arg("validate")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("sweep point 2 (seed=2)"))
+        .stderr(predicate::str::contains(
+            "leaves no room for the sweep's replicate seeds",
+        ))
+        .stderr(predicate::str::contains("sweep point 1").not());
+}
+
 /// `--version` names the commit it was built from (or says it does not know one).
 #[test]
 fn the_version_names_its_git_commit() {

@@ -83,11 +83,24 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
         )
         .map_err(anyhow::Error::msg)?,
     );
+    // Every load, not a frontier: the metric's curve against load, one line per setting of
+    // the sweep's other axes too (a curve through two MTP depths' points would zigzag).
+    let mut lines = by.clone();
+    lines.extend(
+        params
+            .iter()
+            .filter(|p| **p != load && *p != "seed" && !by.contains(p))
+            .cloned(),
+    );
     for (metric, name) in [("ttft_ms_p99", "ttft"), ("tpot_ms_p99", "tpot")] {
-        // Every load, not a frontier: the metric's curve against load, per group.
         let groups =
-            frontier::replicate_means(&text, &load, metric, &by, &load).map_err(UsageError)?;
-        let series = styled(&groups, &by, a.colour_by.as_deref(), a.dash_by.as_deref())?;
+            frontier::replicate_means(&text, &load, metric, &lines, &load).map_err(UsageError)?;
+        let series = styled(
+            &groups,
+            &lines,
+            a.colour_by.as_deref(),
+            a.dash_by.as_deref(),
+        )?;
         let title = format!(
             "{} against {}",
             plot::axis_title(metric),

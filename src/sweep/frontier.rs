@@ -77,9 +77,23 @@ pub fn frontiers(text: &str, x: &str, y: &str, by: &[String]) -> Result<Vec<Fron
         .collect())
 }
 
-/// Per group of the `by` columns, one point per value of `load`: the mean x and y of the
-/// rows with that value (a sweep's replicate seeds), in order of first appearance. Without
-/// replicates, the rows themselves.
+/// The sweep's axes but its replicate seeds: the names of its `param_` columns, in order.
+pub fn sweep_axes(text: &str) -> Result<Vec<String>, String> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| e.to_string())?;
+    Ok(headers
+        .iter()
+        .filter_map(|h| h.strip_prefix("param_"))
+        .filter(|a| *a != "seed")
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Per group of the `by` columns, one point per value of `load` and of every other sweep
+/// axis: the mean x and y of its rows (a sweep's replicate seeds), in order of first
+/// appearance. Only seeds are averaged: two settings of an axis outside `by` (an attention
+/// layout, an MTP depth) stay two points of the group, as its frontier must see them.
+/// Without replicates, the rows themselves.
 pub fn replicate_means(
     text: &str,
     x: &str,
@@ -87,11 +101,13 @@ pub fn replicate_means(
     by: &[String],
     load: &str,
 ) -> Result<Vec<Group>, String> {
+    let named = |a: &String| by.iter().chain([&load.to_owned()]).any(|b| b == a);
     let mut keys = by.to_vec();
+    keys.extend(sweep_axes(text)?.into_iter().filter(|a| !named(a)));
     keys.push(load.to_owned());
     let mut out: Vec<Group> = Vec::new();
     for (mut group, points) in grouped(text, x, y, &keys)? {
-        group.pop();
+        group.truncate(by.len());
         if points.is_empty() {
             continue;
         }
@@ -317,6 +333,20 @@ mod tests {
                 ),
                 (vec![("ep".to_owned(), "16".to_owned())], vec![(9.0, 90.0)]),
             ]
+        );
+    }
+
+    #[test]
+    fn only_seeds_are_averaged_never_two_settings_of_another_axis() {
+        // Two MTP depths at one load: averaging them would draw a point neither ran.
+        let text = "param_ep,param_mtp,param_users,param_seed,x,y\n8,1,1,0,10,100\n8,1,1,1,12,110\n8,3,1,0,20,50\n8,3,1,1,22,60\n";
+        let got = replicate_means(text, "x", "y", &["ep".into()], "users").unwrap();
+        assert_eq!(
+            got,
+            vec![(
+                vec![("ep".to_owned(), "8".to_owned())],
+                vec![(11.0, 105.0), (21.0, 55.0)]
+            )]
         );
     }
 

@@ -29,9 +29,24 @@ pub struct Chart<'a> {
     pub at_x: Option<f64>,
 }
 
-const SIZE: (u32, u32) = (960, 560);
-/// Width of the legend column right of the plot.
+/// The plot's own area; the legend's column is added to its right.
+const PLOT_SIZE: (u32, u32) = (710, 560);
+/// Least width of the legend column right of the plot.
 const LEGEND_W: u32 = 250;
+/// A legend row's height and the room above the first (px).
+const ROW_H: u32 = 20;
+const LEGEND_TOP: u32 = 48;
+/// A legend label's character width at its 13 px font, with room to spare (px).
+const CHAR_W: u32 = 7;
+
+/// The image's size: the plot's, with a legend column wide and tall enough for every
+/// label (a sweep with many settings gets a taller image, never a legend cut off).
+fn size(chart: &Chart) -> (u32, u32) {
+    let longest = chart.series.iter().map(|s| s.label.chars().count()).max();
+    let legend_w = LEGEND_W.max(60 + CHAR_W * longest.unwrap_or(0) as u32);
+    let legend_h = LEGEND_TOP + ROW_H * chart.series.len() as u32 + ROW_H;
+    (PLOT_SIZE.0 + legend_w, PLOT_SIZE.1.max(legend_h))
+}
 /// Tableau 10: distinct in print and for the common colour-vision deficiencies.
 const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
@@ -139,7 +154,7 @@ pub fn write(chart: &Chart, stem: &Path) -> Result<Vec<std::path::PathBuf>, Stri
     let svg_file = stem.with_extension("svg");
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size(chart)).into_drawing_area();
         draw(&root, chart)?;
         root.present().map_err(|e| e.to_string())?;
     }
@@ -148,7 +163,7 @@ pub fn write(chart: &Chart, stem: &Path) -> Result<Vec<std::path::PathBuf>, Stri
     // The bitmap backend writes a file by name (its format from the ending).
     let tmp = temp_beside(&png_file, ".png").map_err(|e| e.to_string())?;
     {
-        let root = BitMapBackend::new(tmp.path(), SIZE).into_drawing_area();
+        let root = BitMapBackend::new(tmp.path(), size(chart)).into_drawing_area();
         draw(&root, chart)?;
         root.present().map_err(|e| e.to_string())?;
     }
@@ -189,7 +204,9 @@ fn draw<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
-    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_W);
+    let (plot, legend) = root.split_horizontally(PLOT_SIZE.0);
+    // A tall image keeps the plot its own height, the legend running on below.
+    let (plot, _) = plot.split_vertically(PLOT_SIZE.1);
     let points = || chart.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1, log_x) = range(points().map(|p| p.0));
     let (y0, y1, log_y) = range(points().map(|p| p.1));
@@ -308,10 +325,8 @@ fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     chart: &Chart,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let row_h = 20;
-    let top = 48;
     for (i, s) in chart.series.iter().enumerate() {
-        let y = top + i as i32 * row_h;
+        let y = (LEGEND_TOP + i as u32 * ROW_H) as i32;
         let colour = PALETTE[s.colour % PALETTE.len()];
         let style = colour.stroke_width(2);
         let line = [(8, y), (44, y)];
