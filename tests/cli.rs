@@ -1505,6 +1505,29 @@ fn iteration_counts_accepted_tokens_as_output() {
     assert!((output / through - 1.85 / 2.0).abs() < 1e-9, "{one}");
 }
 
+/// `epsim iteration` prices any load, but says when the instance could not hold it (its
+/// KV cache, its batch limit): such a price is no answer about serving.
+#[test]
+fn iteration_says_when_the_load_cannot_be_served() {
+    let iteration = |batch: &str, context: &str| {
+        let out = epsim()
+            .current_dir(repo(""))
+            .args(["iteration", "scenarios/quickstart.yaml"])
+            .args(["--batch", batch, "--context", context, "--iterations", "2"])
+            .assert()
+            .success();
+        stdout(&out)
+    };
+    let fits = iteration("16", "2048");
+    assert!(!fits.contains("warning"), "{fits}");
+    let huge = iteration("100000", "100000");
+    assert!(huge.contains("warning: a rank's KV cache holds"), "{huge}");
+    assert!(
+        huge.contains("warning: the instance's max_batch is"),
+        "{huge}"
+    );
+}
+
 /// `epsim step --attention tp:N` takes `--batch` as the TP group's (every GPU of it runs
 /// all the requests over its heads) and shares their output over the group's GPUs.
 #[test]

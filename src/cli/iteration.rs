@@ -75,6 +75,13 @@ struct Report {
     two_micro_batches: Mode,
     /// Throughput with two micro-batches over throughput with one.
     overlap_gain: f64,
+    /// Tokens of KV cache one DP rank holds (the instance's memory plan), and whether the
+    /// priced load's (decoding contexts and the prompt chunk) fit in it.
+    kv_tokens_per_rank: f64,
+    kv_fits: bool,
+    /// The instance's batch limit per rank, and whether the priced batch is within it.
+    max_batch: u64,
+    batch_within_max: bool,
 }
 
 pub fn run(a: &IterationArgs) -> anyhow::Result<ExitCode> {
@@ -132,6 +139,10 @@ pub fn run(a: &IterationArgs) -> anyhow::Result<ExitCode> {
         tokens_per_gpu,
         iterations: a.iterations,
         overlap_gain: one.iteration_ms / two.iteration_ms,
+        kv_tokens_per_rank: spec.plan.kv_tokens,
+        kv_fits: (a.batch * a.context + a.prefill_tokens) as f64 <= spec.plan.kv_tokens,
+        max_batch: spec.max_batch,
+        batch_within_max: a.batch <= spec.max_batch,
         one_micro_batch: one,
         two_micro_batches: two,
     };
@@ -247,5 +258,24 @@ fn table(r: &Report) -> String {
         "overlap gain (two over one, throughput): {:.3}",
         r.overlap_gain
     );
+    // A price of a load the instance cannot hold is no answer about serving: say so.
+    if !r.kv_fits {
+        let _ = writeln!(
+            t,
+            "warning: a rank's KV cache holds {:.0} tokens, not the {} this load needs ({} x context {} + chunk {}): `epsim run` never runs it",
+            r.kv_tokens_per_rank,
+            r.batch_per_rank * r.context + r.prefill_tokens_per_rank,
+            r.batch_per_rank,
+            r.context,
+            r.prefill_tokens_per_rank
+        );
+    }
+    if !r.batch_within_max {
+        let _ = writeln!(
+            t,
+            "warning: the instance's max_batch is {} per rank, not {}: `epsim run` never runs this batch",
+            r.max_batch, r.batch_per_rank
+        );
+    }
     t
 }
