@@ -1505,6 +1505,31 @@ fn iteration_counts_accepted_tokens_as_output() {
     assert!((output / through - 1.85 / 2.0).abs() < 1e-9, "{one}");
 }
 
+/// A bad `--set` value is the command line's: the error names it, with no line and column
+/// of the scenario (it once said `quickstart.yaml:1:1`, a line that holds no such value).
+#[test]
+fn a_bad_set_value_is_blamed_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = epsim()
+        .current_dir(repo(""))
+        .args([
+            "run",
+            "scenarios/quickstart.yaml",
+            "--set",
+            "nodes=abc",
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("scenarios/quickstart.yaml: topology_parameters.nodes: --set nodes=abc: expected a whole number"),
+        "{err}"
+    );
+    assert!(!err.contains(":1:1"), "{err}");
+}
+
 /// `epsim iteration` prices any load, but says when the instance could not hold it (its
 /// KV cache, its batch limit): such a price is no answer about serving.
 #[test]

@@ -96,6 +96,16 @@ impl Diagnostics {
         self.items.append(&mut other.items);
     }
 
+    /// Problems at field `path` of a value that came from elsewhere (the command line's
+    /// `origin`): their line and column are not the file's, so they are dropped and the
+    /// message names the origin.
+    pub fn retell(&mut self, path: &str, origin: &str) {
+        for d in self.items.iter_mut().filter(|d| d.path == path) {
+            d.loc = None;
+            d.message = format!("{origin}: {}", d.message);
+        }
+    }
+
     /// A problem with the file as a whole (it could not be read).
     pub fn push_file(&mut self, file: &Path, message: impl Into<String>) {
         self.items.push(Diagnostic {

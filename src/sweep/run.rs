@@ -17,6 +17,9 @@ pub struct SweepFile {
     scenario: Node,
     pub sweep: Sweep,
     pub points: Vec<Point>,
+    /// Topology parameters set from the command line (`--set NAME=VALUE`): a problem with
+    /// one is the command line's, not a line of the scenario.
+    set: Vec<(String, String)>,
 }
 
 /// Reads a scenario and its sweep; checks every point as a scenario (each problem is
@@ -38,6 +41,7 @@ pub fn load(file: &Path) -> Result<SweepFile, Diagnostics> {
         scenario,
         sweep,
         points,
+        set: Vec::new(),
     })
 }
 
@@ -55,7 +59,9 @@ impl SweepFile {
             let mut d = Diagnostics::new();
             d.push_file(&self.file, format!("--set {name}={value}: {e}"));
             d
-        })
+        })?;
+        self.set.push((name.to_owned(), value.to_owned()));
+        Ok(())
     }
 
     pub fn is_sweep(&self) -> bool {
@@ -70,7 +76,15 @@ impl SweepFile {
             d
         };
         let tree = point.apply(&self.scenario).map_err(located)?;
-        let mut loaded = scenario::from_tree(&self.file, &tree)?;
+        let mut loaded = scenario::from_tree(&self.file, &tree).map_err(|mut d| {
+            for (name, value) in &self.set {
+                d.retell(
+                    &format!("topology_parameters.{name}"),
+                    &format!("--set {name}={value}"),
+                );
+            }
+            d
+        })?;
         loaded.scenario.seed = offset_seed(loaded.scenario.seed, point).map_err(|e| {
             let seed = match &tree.value {
                 Value::Map(entries) => entries.iter().find(|(k, _)| k.name == "seed"),
