@@ -354,9 +354,43 @@ fn parse_finite(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The shortest `plan --duration-s`: a measured window that holds one 1-second batch after
-/// the 20% warm-up.
-const MIN_PLAN_DURATION_S: f64 = 2.0;
+/// `plan`'s numbers: positive and finite, within a scenario's limits (so every candidate is
+/// a valid one), and a duration whose window holds one whole batch of the throughput
+/// statistics after the plan's warm-up share.
+fn check_plan_numbers(
+    rate: f64,
+    ttft_p99_ms: f64,
+    tpot_p99_ms: f64,
+    duration_s: Option<f64>,
+) -> Result<(), UsageError> {
+    use epsim::serving::{metrics::DEFAULT_BATCH_S, scenario};
+    for (name, v) in [
+        ("--rate", rate),
+        ("--ttft-p99-ms", ttft_p99_ms),
+        ("--tpot-p99-ms", tpot_p99_ms),
+        ("--duration-s", duration_s.unwrap_or(1.0)),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(UsageError(format!("{name} must be a number > 0, got {v}")));
+        }
+    }
+    let min_s = (DEFAULT_BATCH_S / (1.0 - scenario::DEFAULT_WARMUP_SHARE)).ceil();
+    if let Some(d) = duration_s
+        && d < min_s
+    {
+        return Err(UsageError(format!(
+            "--duration-s must be at least {min_s} s (a measured window that holds one {DEFAULT_BATCH_S} s batch after the {:.0}% warm-up), got {d:?}",
+            scenario::DEFAULT_WARMUP_SHARE * 100.0
+        )));
+    }
+    let (max_rate, max_s) = (scenario::MAX_RATE_PER_S, scenario::MAX_DURATION_S);
+    if rate > max_rate || duration_s.is_some_and(|d| d > max_s) {
+        return Err(UsageError(format!(
+            "--rate is at most {max_rate} requests/s and --duration-s at most {max_s} s"
+        )));
+    }
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -445,35 +479,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit_scenario,
             format,
         } => {
-            for (name, v) in [
-                ("--rate", rate),
-                ("--ttft-p99-ms", ttft_p99_ms),
-                ("--tpot-p99-ms", tpot_p99_ms),
-                ("--duration-s", duration_s.unwrap_or(1.0)),
-            ] {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(UsageError(format!("{name} must be a number > 0, got {v}")).into());
-                }
-            }
-            // The limits a scenario has, so every candidate is a valid one.
-            let (max_rate, max_s) = (
-                epsim::serving::scenario::MAX_RATE_PER_S,
-                epsim::serving::scenario::MAX_DURATION_S,
-            );
-            if let Some(d) = duration_s
-                && d < MIN_PLAN_DURATION_S
-            {
-                return Err(UsageError(format!(
-                    "--duration-s must be at least {MIN_PLAN_DURATION_S} s (a measured window that holds one 1-second batch after the 20% warm-up), got {d:?}"
-                ))
-                .into());
-            }
-            if rate > max_rate || duration_s.is_some_and(|d| d > max_s) {
-                return Err(UsageError(format!(
-                    "--rate is at most {max_rate} requests/s and --duration-s at most {max_s} s"
-                ))
-                .into());
-            }
+            check_plan_numbers(rate, ttft_p99_ms, tpot_p99_ms, duration_s)?;
             cli::plan::run(cli::plan::PlanArgs {
                 model,
                 models_dir,

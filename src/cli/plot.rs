@@ -22,40 +22,22 @@ pub struct PlotArgs<'a> {
 pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
     let file = a.dir.join("summary.csv");
     let text = epsim::input::read_text(&file)?;
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| UsageError(format!("{}: {e}", file.display())))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    let params: Vec<String> = headers
-        .iter()
-        .filter_map(|h| h.strip_prefix("param_").map(str::to_owned))
-        .collect();
+    // The sweep's axes; its replicate seeds are averaged, never drawn as lines of their own.
+    let params =
+        frontier::sweep_axes(&text).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
     let load = match &a.load {
         Some(l) => l.clone(),
-        None => params
-            .iter()
-            .rev()
-            .find(|p| *p != "seed")
-            .cloned()
-            .ok_or_else(|| {
-                UsageError(format!(
-                    "{}: no param_ columns: plot needs a sweep's summary.csv",
-                    file.display()
-                ))
-            })?,
+        None => params.last().cloned().ok_or_else(|| {
+            UsageError(format!(
+                "{}: no param_ columns: plot needs a sweep's summary.csv",
+                file.display()
+            ))
+        })?,
     };
-    let by: Vec<String> = if a.by.is_empty() {
-        // Replicate seeds are averaged, not drawn as lines of their own.
-        params
-            .iter()
-            .filter(|p| **p != load && *p != "seed")
-            .cloned()
-            .collect()
-    } else {
-        a.by.clone()
+    let others = || params.iter().filter(|p| **p != load);
+    let by: Vec<String> = match a.by.is_empty() {
+        true => others().cloned().collect(),
+        false => a.by.clone(),
     };
     let mut written: Vec<PathBuf> = Vec::new();
     let means = frontier::replicate_means(&text, a.x, a.y, &by, &load).map_err(UsageError)?;
@@ -86,12 +68,7 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<ExitCode> {
     // Every load, not a frontier: the metric's curve against load, one line per setting of
     // the sweep's other axes too (a curve through two MTP depths' points would zigzag).
     let mut lines = by.clone();
-    lines.extend(
-        params
-            .iter()
-            .filter(|p| **p != load && *p != "seed" && !by.contains(p))
-            .cloned(),
-    );
+    lines.extend(others().filter(|p| !by.contains(p)).cloned());
     for (metric, name) in [("ttft_ms_p99", "ttft"), ("tpot_ms_p99", "tpot")] {
         let groups =
             frontier::replicate_means(&text, &load, metric, &lines, &load).map_err(UsageError)?;

@@ -96,7 +96,7 @@ pub fn claim(dir: &Path, run: Run, resume: bool, force: bool) -> Result<Lock, St
     let fits = match (&held, run) {
         (Holds::Nothing, _) => true,
         (Holds::Sweep(m), Run::Sweep(digest)) => m.digest == digest,
-        (Holds::Other(_), Run::Single) => !resume && !dir.join("points").exists(),
+        (Holds::Other(_), Run::Single) => !resume && !points.exists(),
         _ => false,
     };
     if fits {

@@ -101,7 +101,7 @@ pub fn replicate_means(
     by: &[String],
     load: &str,
 ) -> Result<Vec<Group>, String> {
-    let named = |a: &String| by.iter().chain([&load.to_owned()]).any(|b| b == a);
+    let named = |a: &String| a == load || by.contains(a);
     let mut keys = by.to_vec();
     keys.extend(sweep_axes(text)?.into_iter().filter(|a| !named(a)));
     keys.push(load.to_owned());

@@ -38,15 +38,19 @@ const ROW_H: u32 = 20;
 const LEGEND_TOP: u32 = 48;
 /// A legend label's character width at its 13 px font, with room to spare (px).
 const CHAR_W: u32 = 7;
+/// Where a legend row's label starts, right of its line sample, and the margin after it (px).
+const LABEL_X: u32 = 52;
+const LABEL_MARGIN: u32 = 8;
 
 /// The image's size: the plot's, with a legend column wide and tall enough for every
 /// label (a sweep with many settings gets a taller image, never a legend cut off).
 fn size(chart: &Chart) -> (u32, u32) {
     let longest = chart.series.iter().map(|s| s.label.chars().count()).max();
-    let legend_w = LEGEND_W.max(60 + CHAR_W * longest.unwrap_or(0) as u32);
+    let legend_w = LEGEND_W.max(LABEL_X + LABEL_MARGIN + CHAR_W * longest.unwrap_or(0) as u32);
     let legend_h = LEGEND_TOP + ROW_H * chart.series.len() as u32 + ROW_H;
     (PLOT_SIZE.0 + legend_w, PLOT_SIZE.1.max(legend_h))
 }
+
 /// Tableau 10: distinct in print and for the common colour-vision deficiencies.
 const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
@@ -336,7 +340,7 @@ fn draw_legend<DB: DrawingBackend>(
         }
         area.draw(&Text::new(
             s.label.clone(),
-            (52, y - 7),
+            (LABEL_X as i32, y - 7),
             (FONT, 13).into_font().color(&BLACK),
         ))?;
     }

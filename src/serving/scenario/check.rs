@@ -567,8 +567,6 @@ pub(super) fn roles(c: &mut Checks, raw: &ScenarioFile) {
     }
 }
 
-/// The name becomes the default output folder (`out/<name>`), so it must be one plain
-/// folder name: no separators, no `..`, nothing hidden, nothing absolute.
 /// Whether `name` can be a folder's name inside `out/`: letters, digits, - _ . +, not
 /// starting with a dot (never `.`, `..` or a path).
 pub fn is_plain_name(name: &str) -> bool {
@@ -576,6 +574,8 @@ pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && name.chars().all(plain)
 }
 
+/// The name becomes the default output folder (`out/<name>`), so it must be one plain
+/// folder name: no separators, no `..`, nothing hidden, nothing absolute.
 pub(super) fn name(c: &mut Checks, raw: &ScenarioFile) {
     let Some(n) = &raw.name else { return };
     if !is_plain_name(&n.value) {
