@@ -212,9 +212,12 @@ def write_mla_model(project, gpu, system):
         f.write(",".join(values[k] for k in MLA_SHAPE) + "\n")
 
 
+DEVICE = {"gb200": "GB200", "b200_sxm": "HGX B200", "gb300": "GB300", "b300_sxm": "HGX B300",
+          "h200_sxm": "HGX H200", "h100_sxm": "HGX H100"}
+
+
 def build(kernels, project, gpu, system):
-    device = {"gb200": "GB200", "b200_sxm": "HGX B200", "gb300": "GB300", "b300_sxm": "HGX B300",
-              "h200_sxm": "HGX H200", "h100_sxm": "HGX H100"}[system]
+    device = DEVICE[system]
     jobs = [
         ("gemm", "gemm", "gemm_perf", gemm,
          "fastest kernel per (dtype, m, n, k); n, k on the kept grid; fp8 = fp8_block (DeepGEMM)"),
@@ -253,6 +256,62 @@ def build(kernels, project, gpu, system):
                       header.replace("# derived", "# HELD OUT (not priced from); derived"), held, columns)
         print(f"{gpu}: {out}: {n} rows kept, {h} held out")
     write_mla_model(project, gpu, system)
+    sglang_moe(kernels, project, gpu, system, hbm_bytes_per_s(kernels, system))
+
+
+# SGLang's wide-EP MoE (DeepGEMM grouped GEMMs fed by DeepEP), sglang 0.5.10's
+# wideep_{generation,context}_moe_perf: DeepSeek's shape in FP8 only. `num_tokens` counts
+# the EP group's tokens, as in TensorRT-LLM's table (the context rows at EP32 and 524,288
+# tokens do 11.5 TFLOP per rank in 14.3 ms, 0.81 PFLOP/s on H100; read per rank it would be
+# 26 PFLOP/s). They measure a whole number of tokens per rank (1-128 for the masked kernel
+# behind DeepEP low-latency, 16-16,384 for the contiguous one behind DeepEP normal), so the
+# tables are written per rank (`tokens_per_rank`), where they form a grid.
+SGLANG_VERSION = "0.5.10"
+SGLANG_TABLES = {
+    # epsim table -> (sglang table, tokens per rank kept, EP sizes kept)
+    # Masked (low-latency): the whole measured range.
+    "moe_low_latency": ("wideep_generation_moe_perf", [1, 2, 4, 8, 16, 32, 64, 128],
+                        [4, 8, 16, 32, 64, 128, 256]),
+    # Contiguous (normal): 16 to 8,192 tokens per rank at EP16-EP64, the rectangle a grid
+    # needs. EP8's rows below 256 tokens per rank read faster than the HBM peak allows (the
+    # kernel takes ~0.4 ms at any EP there, a fixed cost the roofline's trend would not
+    # carry below a cut-off), EP128 and EP256 stop at 4,096 and 2,048: left out, and priced
+    # from the nearest EP kept by the roofline's trend.
+    "moe": ("wideep_context_moe_perf", [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
+            [16, 32, 64]),
+}
+
+
+def sglang_moe(kernels, project, gpu, system, hbm):
+    for out, (name, per_rank, eps) in SGLANG_TABLES.items():
+        path = kernels / system / "moe" / "sglang" / SGLANG_VERSION / f"{name}.parquet"
+        if not path.exists():
+            print(f"{gpu}: no sglang {name}")
+            continue
+        d = pd.read_parquet(path)
+        d = d[(d["distribution"] == "uniform") & (d["moe_dtype"] == "fp8_block")]
+        d = d.assign(dtype="fp8", tokens_per_rank=d["num_tokens"] // d["moe_ep_size"])
+        d = d[physical(d, hbm)]
+        d = d[d["tokens_per_rank"].isin(per_rank) & d["moe_ep_size"].isin(eps)]
+        d = d.rename(columns={"hidden_size": "hidden", "inter_size": "inter",
+                              "num_experts": "experts", "moe_ep_size": "ep"})
+        keys = ["dtype", "hidden", "inter", "topk", "experts", "ep", "tokens_per_rank"]
+        d = fastest(d, keys)
+        # A grid: every kept EP size with every kept token count (a system that lacks one
+        # EP size, as b200_sxm lacks EP8, has it left out whole).
+        full = d.groupby("ep")["tokens_per_rank"].nunique()
+        d = d[d["ep"].isin(full[full == len(per_rank)].index)]
+        kernel = "masked" if out == "moe_low_latency" else "contiguous"
+        rule = (f"SGLang's DeepGEMM {kernel} grouped GEMM behind DeepEP "
+                f"{'low-latency' if kernel == 'masked' else 'normal'} (kernel_source deepepmoe), "
+                "uniform routing, fp8_block; tokens_per_rank = num_tokens / ep; rows within "
+                "the HBM peak; the grid of EP sizes measured at every kept token count")
+        header = (SOURCE.replace("/trtllm/", "/sglang/")
+                  .format(system=system, family="moe", version=SGLANG_VERSION, table=name,
+                          device=DEVICE[system], rule=rule))
+        n = write(project / "topologies/gpus/profiles" / gpu / "sglang" / f"{out}.csv",
+                  header, d, keys + ["latency_us"])
+        print(f"{gpu}: sglang/{out}: {n} rows, EP {sorted(d['ep'].unique().tolist())}")
 
 
 def check_min_latency(kernels):

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use cli::memory::{DeploymentArgs, TableFormat};
 use cli::output::UsageError;
 use cli::topo::TopoFormat;
+use epsim::cost::profile::Backend;
 use epsim::input::Diagnostics;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -315,6 +316,11 @@ enum Command {
         /// Price every op by the roofline, ignoring the GPU's kernel profile
         #[arg(long)]
         roofline: bool,
+        /// Whose kernels price the routed experts (the engine's measured tables; SGLang's
+        /// DeepGEMM kernel behind DeepEP low-latency for a decode-only step, behind DeepEP
+        /// normal with a prefill chunk)
+        #[arg(long, value_enum, default_value_t = Backend::Trtllm)]
+        kernels: Backend,
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
@@ -576,6 +582,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefill_prefix,
             mtp_acceptance,
             roofline,
+            kernels,
             format,
         } => cli::step::run(&cli::step::StepArgs {
             deployment: &deployment,
@@ -585,6 +592,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefill_prefix,
             acceptance: mtp_acceptance,
             roofline,
+            kernels,
             format,
         }),
     }

@@ -1596,3 +1596,92 @@ fn step_under_tp_attention_prices_the_groups_batch() {
         assert!((per_gpu - per_user * 8.0 / ways).abs() < 1e-9, "{j}");
     }
 }
+
+/// `kernels: sglang` prices an instance's routed experts from SGLang's own tables; where
+/// those do not measure the block (another precision, tensor-parallel experts), the
+/// scenario is refused at the field, every such instance at once, not priced from
+/// another engine's kernels.
+#[test]
+fn an_engine_without_the_measured_block_is_refused_at_its_kernels_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo("");
+    let text = std::fs::read_to_string(repo("validation/scenarios/sglang-h100-96.yaml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", root.display()))
+        .replace(
+            "    max_batch: 16\n",
+            "    max_batch: 16\n    moe_tp: 2\n    slots: 256\n",
+        )
+        .replacen("    slots: 288\n", "", 1)
+        .replace(
+            "    max_batch: 256\n",
+            "    max_batch: 256\n    precision: {experts: bf16}\n",
+        );
+    let file = dir.path().join("sglang.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let out = epsim().args(["validate"]).arg(&file).assert().code(2);
+    let err = stderr(&out);
+    let kernels: Vec<usize> = (text.lines().enumerate())
+        .filter(|(_, l)| l.trim_start() == "kernels: sglang")
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(kernels.len(), 2, "{text}");
+    for needle in [
+        format!(
+            "sglang.yaml:{}:14: instances[0].kernels: prefill: sglang kernels on h100-sxm (hierarchical all-to-all): sglang's MoE tables measure expert parallelism alone (moe_tp 1), not moe_tp 2",
+            kernels[0]
+        ),
+        format!(
+            "sglang.yaml:{}:14: instances[1].kernels: decode: sglang kernels on h100-sxm (low-latency all-to-all):",
+            kernels[1]
+        ),
+        "sglang/moe_low_latency.csv does not measure these routed experts (bf16 7168x2048, top-8 of 256): it measures fp8 7168x2048, top-8 of 256; `kernels: trtllm` prices them from TensorRT-LLM's".to_string(),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in\n{err}");
+    }
+    // As shipped, both instances run SGLang's measured kernels.
+    epsim()
+        .current_dir(&root)
+        .args(["validate", "validation/scenarios/sglang-h100-96.yaml"])
+        .assert()
+        .success();
+}
+
+/// `epsim step --kernels sglang` says which table priced the routed experts, and refuses
+/// a block SGLang's tables do not measure.
+#[test]
+fn step_prices_an_engines_kernels_and_names_the_table() {
+    let step = |kernels: &str, weights: &str| {
+        epsim()
+            .args([
+                "step",
+                "--model",
+                "deepseek-r1",
+                "--gpu",
+                "h100-sxm",
+                "--ep",
+                "64",
+            ])
+            .args(["--weights", weights, "--batch", "64", "--context", "2000"])
+            .args(["--kernels", kernels, "--format", "json"])
+            .assert()
+    };
+    let us = |a: &assert_cmd::assert::Assert| -> (f64, serde_json::Value) {
+        let v: serde_json::Value = serde_json::from_str(&stdout(a)).unwrap();
+        (v["step_us"].as_f64().unwrap(), v["moe_table"].clone())
+    };
+    let (sglang, table) = us(&step("sglang", "fp8").success());
+    let (trtllm, none) = us(&step("trtllm", "fp8").success());
+    assert!(
+        table
+            .as_str()
+            .unwrap()
+            .ends_with("h100-sxm/sglang/moe_low_latency.csv"),
+        "{table}"
+    );
+    assert!(none.is_null());
+    // DeepGEMM's masked kernel is the faster at this shape (92 vs 165 us per layer).
+    assert!(sglang < trtllm - 58.0 * 50.0, "{sglang} vs {trtllm}");
+    let err = stderr(&step("sglang", "bf16").code(2));
+    assert!(err.contains("--kernels sglang on h100-sxm:"), "{err}");
+}

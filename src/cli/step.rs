@@ -4,6 +4,7 @@ use super::memory::{DeploymentArgs, TableFormat};
 use super::output::{UsageError, emit, json};
 use epsim::cost::compute::OpCost;
 use epsim::cost::kernels::Kernels;
+use epsim::cost::profile::{self, Backend, MoeShape};
 use epsim::cost::step::{self, OpClass, PrefillChunk, StepCost, StepLoad};
 use epsim::model::memory;
 use epsim::model::{Acceptance, AcceptanceFile};
@@ -18,6 +19,7 @@ pub struct StepArgs<'a> {
     pub prefill_prefix: u64,
     pub acceptance: Option<f64>,
     pub roofline: bool,
+    pub kernels: Backend,
     pub format: TableFormat,
 }
 
@@ -53,11 +55,7 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
         mtp: a.deployment.mtp,
         prefill: &chunks,
     };
-    let kernels = if a.roofline {
-        Kernels::roofline_only(&gpu)
-    } else {
-        Kernels::for_gpu(&gpu).map_err(UsageError)?
-    };
+    let (kernels, moe_table) = kernels(a, &model, &gpu, &deployment)?;
     let cost = step::iteration_detail(&model, &kernels, &deployment, &load);
     let total = cost.total();
     let tokens = acceptance.tokens_per_step(load.mtp);
@@ -86,6 +84,8 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
             "mtp": load.mtp,
             "mtp_acceptance": acceptance,
             "expert_precision": deployment.expert_precision,
+            "kernels": a.kernels.name(),
+            "moe_table": moe_table,
             "step_us": total.seconds * 1e6,
             "classes": classes_json(&cost),
             "ops": cost.ops,
@@ -125,6 +125,13 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
                 None => "one decode iteration of one rank".to_owned(),
             };
             let _ = writeln!(t, "{what} ({COMMUNICATION_NOTE})");
+            if let Some(table) = &moe_table {
+                let _ = writeln!(
+                    t,
+                    "{} kernels: routed experts from {table}",
+                    a.kernels.name()
+                );
+            }
             let _ = writeln!(
                 t,
                 "  {:<15} {:>10} {:>7} {:>12} {:>10}  bound",
@@ -166,6 +173,43 @@ pub fn run(a: &StepArgs) -> anyhow::Result<ExitCode> {
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The op prices: the roofline alone, or the GPU's profile as `--kernels` runs it, with the
+/// engine's own MoE table where it has one (`None`: the profile's own). SGLang's
+/// `--deepep-mode auto` feeds decode-only batches through DeepEP's low-latency kernels and
+/// any batch with a prefill chunk through its normal ones, and each has its own MoE kernel.
+fn kernels<'g>(
+    a: &StepArgs,
+    model: &epsim::model::ModelConfig,
+    gpu: &'g epsim::hardware::GpuSpec,
+    d: &memory::Deployment,
+) -> anyhow::Result<(Kernels<'g>, Option<String>)> {
+    if a.roofline {
+        if a.kernels != Backend::Trtllm {
+            return Err(
+                UsageError("--roofline prices no engine's kernels: drop --kernels".into()).into(),
+            );
+        }
+        return Ok((Kernels::roofline_only(gpu), None));
+    }
+    let low_latency = a.prefill_chunk == 0;
+    let shape = MoeShape::of(model, d.expert_precision);
+    let dir = gpu.profile.as_deref();
+    let gap = profile::engine_gap(dir, a.kernels, low_latency, shape, d.moe_tp)
+        .map_err(|e| UsageError(e.to_string()))?;
+    if let Some(gap) = gap {
+        return Err(UsageError(format!(
+            "--kernels {} on {}: {gap}; --kernels trtllm prices them from TensorRT-LLM's",
+            a.kernels.name(),
+            gpu.name
+        ))
+        .into());
+    }
+    let table = (a.kernels.moe_table(low_latency).zip(dir))
+        .map(|(t, dir)| dir.join(t).display().to_string());
+    let k = Kernels::for_engine(gpu, a.kernels, low_latency).map_err(UsageError)?;
+    Ok((k, table))
 }
 
 /// Every op with its calls per iteration and where its time came from.

@@ -4,7 +4,7 @@
 //! measured efficiency carries over and the roofline supplies only the trend.
 
 use super::compute::{OpCost, Roofline, ffn_gemms};
-use super::profile::{self, KernelProfile, MlaShape, MoeShape, Source};
+use super::profile::{self, Backend, KernelProfile, MlaShape, MoeShape, Source};
 use crate::hardware::GpuSpec;
 use crate::model::{Attention, ModelConfig, Precision};
 use std::collections::HashMap;
@@ -46,8 +46,20 @@ impl<'a> Kernels<'a> {
     /// Prices from `gpu`'s kernel profile (read once per process), or the roofline alone
     /// when the spec names none.
     pub fn for_gpu(gpu: &'a GpuSpec) -> Result<Self, String> {
+        Self::for_engine(gpu, Backend::Trtllm, false)
+    }
+
+    /// Prices as `backend`'s kernels run on `gpu` ([`profile::cached_for`]);
+    /// `low_latency`: the MoE block is fed by DeepEP's low-latency all-to-all.
+    pub fn for_engine(
+        gpu: &'a GpuSpec,
+        backend: Backend,
+        low_latency: bool,
+    ) -> Result<Self, String> {
         let profile = match &gpu.profile {
-            Some(dir) => Some(profile::cached(dir).map_err(|e| e.to_string())?),
+            Some(dir) => {
+                Some(profile::cached_for(dir, backend, low_latency).map_err(|e| e.to_string())?)
+            }
             None => None,
         };
         Ok(Kernels {
@@ -499,6 +511,54 @@ mod tests {
         let ratio = k.moe_roofline(Kernels::split(fp4, 4), &rows).seconds
             / k.moe_roofline(fp4, &rows).seconds;
         assert!(full * ratio < 0.75 * split.cost.seconds, "{}", full * ratio);
+    }
+
+    /// An instance running SGLang prices its routed experts from SGLang's DeepGEMM rows,
+    /// by the kernel its all-to-all feeds, and everything else from the folder's tables.
+    #[test]
+    fn sglang_kernels_price_the_moe_from_sglang_rows() {
+        let (h100, ds) = (gpu("h100-sxm"), model("deepseek-r1"));
+        let fp8 = MoeShape::of(&ds, Precision::Fp8);
+        // EP64 (4 local experts), 64 tokens per rank: 64 x 8 / 4 = 128 rows per expert.
+        let rows = [128; 4];
+        let trtllm = Kernels::for_gpu(&h100).unwrap();
+        let masked = Kernels::for_engine(&h100, Backend::Sglang, true).unwrap();
+        let contiguous = Kernels::for_engine(&h100, Backend::Sglang, false).unwrap();
+        // sglang/moe_low_latency.csv: EP64, 64 tokens per rank -> 92.41 us.
+        let p = masked.routed_moe(fp8, &rows);
+        assert_eq!(p.source, Source::Measured);
+        assert!(
+            (p.cost.seconds - 92.41e-6).abs() < 1e-9,
+            "{}",
+            p.cost.seconds
+        );
+        // moe.csv (TensorRT-LLM): EP64, 4,096 tokens of the group, 165.2 us.
+        let t = trtllm.routed_moe(fp8, &rows).cost.seconds;
+        assert!((t - 165.2e-6).abs() < 1e-9, "{t}");
+        // sglang/moe.csv, DeepEP normal's contiguous kernel: 398.6 us, a fixed ~0.4 ms.
+        let c = contiguous.routed_moe(fp8, &rows);
+        assert_eq!(c.source, Source::Measured);
+        assert!(
+            (c.cost.seconds - 398.6e-6).abs() < 1e-9,
+            "{}",
+            c.cost.seconds
+        );
+        // It measures EP16-EP64: EP8 is the EP16 block carried by the roofline's trend.
+        assert_eq!(
+            contiguous.routed_moe(fp8, &[64; 32]).source,
+            Source::Extrapolated
+        );
+        // Between measured per-rank counts and EP sizes, interpolated in those axes.
+        let between = masked.routed_moe(fp8, &[96; 6]);
+        assert_eq!(between.source, Source::Interpolated);
+        // Other ops: the folder's own.
+        let g = |k: &Kernels| k.gemm(64, 7168, 2048, Precision::Fp8).cost.seconds;
+        assert_eq!(g(&masked), g(&trtllm));
+        let memo = &mut MoeMemo::default();
+        assert_eq!(
+            masked.routed_moe_split_seconds(fp8, &rows, 1, memo),
+            p.cost.seconds
+        );
     }
 
     #[test]

@@ -89,6 +89,18 @@ pub fn read(file: &Path, columns: &Columns) -> Result<Vec<Row>, Diagnostics> {
     diags.into_result(rows)
 }
 
+/// Whether `file`'s header line names `column`; false when it cannot be read (then
+/// [`read`] says why).
+pub fn names_column(file: &Path, column: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    let header = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty());
+    header.is_some_and(|h| h.split(',').any(|n| n.trim() == column))
+}
+
 fn loc(line_index: usize, column: usize) -> Loc {
     Loc {
         line: u32::try_from(line_index + 1).unwrap_or(u32::MAX),

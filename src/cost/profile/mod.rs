@@ -1,7 +1,9 @@
 //! Kernel profiles: measured latencies of the op classes a serving engine runs, per GPU,
 //! interpolated in shape. A profile is a folder of CSV tables (`gemm.csv`, `moe.csv`,
 //! `mla_decode.csv`, `mla_prefill.csv`, `allreduce.csv`; any may be absent) named by a GPU spec's `profile`
-//! field. The shipped ones are derived from silicon measurements by
+//! field: TensorRT-LLM's kernels. A subfolder per other engine (`sglang/`) holds that
+//! engine's own MoE tables, priced in place of the folder's for instances that run it
+//! ([`Backend`]). The shipped ones are derived from silicon measurements by
 //! `calibration/build_profiles.py`; `calibration/gpu_calibration.py` writes the same format.
 //! Callers ask for an op at a shape and get seconds with their [`Source`]; they never see
 //! the tables.
@@ -15,7 +17,8 @@ use crate::input::Diagnostics;
 use crate::model::Precision;
 use grid::Grid;
 use load::Columns;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +42,77 @@ impl MoeShape {
             topk: model.moe.experts_per_token,
             experts: model.moe.routed_experts,
         }
+    }
+}
+
+/// Whose kernels an instance runs: the engines keep their measured tables apart, and their
+/// MoE kernels differ by up to 2x at one shape (on H100 at EP64 and 8,192 tokens, FP8:
+/// TensorRT-LLM's fused MoE 247 us, SGLang's DeepGEMM masked GEMM 110 us).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// TensorRT-LLM's kernels: the profile folder's own tables.
+    #[default]
+    Trtllm,
+    /// SGLang's wide-EP MoE: DeepGEMM's grouped GEMMs fed by DeepEP, from the folder's
+    /// `sglang/` tables (`moe_low_latency.csv`, the masked kernel behind DeepEP's
+    /// low-latency all-to-all; `moe.csv`, the contiguous kernel behind its normal one);
+    /// every other op from the folder's own tables.
+    Sglang,
+}
+
+impl Backend {
+    /// As scenarios and the command line write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Trtllm => "trtllm",
+            Backend::Sglang => "sglang",
+        }
+    }
+
+    /// The MoE table this engine prices from in its profile subfolder: the kernel its
+    /// all-to-all feeds (`low_latency`: DeepEP's low-latency kernels); `None` for the
+    /// folder's own tables.
+    pub fn moe_table(self, low_latency: bool) -> Option<&'static str> {
+        match (self, low_latency) {
+            (Backend::Trtllm, _) => None,
+            (Backend::Sglang, true) => Some("sglang/moe_low_latency.csv"),
+            (Backend::Sglang, false) => Some("sglang/moe.csv"),
+        }
+    }
+}
+
+/// A fused-MoE table: axes (EP size, tokens of the EP group), or (EP size, tokens per rank)
+/// for tables measured at whole tokens per rank (their grid in those axes).
+#[derive(Debug, Clone, PartialEq)]
+struct MoeTable {
+    grid: Grid<2>,
+    per_rank: bool,
+}
+
+impl MoeShape {
+    /// As messages write it, e.g. `fp8 7168x2048, top-8 of 256`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}x{}, top-{} of {}",
+            self.precision.name(),
+            self.hidden,
+            self.inter,
+            self.topk,
+            self.experts
+        )
     }
 }
 
@@ -101,8 +175,10 @@ type MlaKey = (Precision, Precision, u64);
 pub struct KernelProfile {
     /// One dense GEMM by format, axes (m tokens, n, k).
     gemm: BTreeMap<Precision, Grid<3>>,
-    /// The fused MoE block on one rank, axes (EP size, tokens of the EP group).
-    moe: BTreeMap<MoeShape, Grid<2>>,
+    /// The fused MoE block on one rank.
+    moe: BTreeMap<MoeShape, MoeTable>,
+    /// The shapes whose MoE table is an engine's own ([`cached_for`]), not the folder's.
+    pub engine_moe: BTreeSet<MoeShape>,
     /// The whole MLA block of one decode layer, axes (requests, KV length).
     mla_decode: BTreeMap<MlaKey, Grid<2>>,
     /// The whole MLA block of one prefill layer, axes (prompts, prompt length).
@@ -125,7 +201,13 @@ impl KernelProfile {
     /// The MoE block for an EP group of `ep` ranks (fractional: `experts / local experts`)
     /// holding `tokens` tokens before dispatch.
     pub fn moe(&self, shape: MoeShape, ep: f64, tokens: f64) -> Option<Hit<2>> {
-        self.moe.get(&shape)?.at([ep, tokens])
+        let table = self.moe.get(&shape)?;
+        if !table.per_rank {
+            return table.grid.at([ep, tokens]);
+        }
+        let mut hit = table.grid.at([ep, tokens / ep])?;
+        hit.at[1] *= hit.at[0];
+        Some(hit)
     }
 
     pub fn measures_moe(&self, shape: MoeShape) -> bool {
@@ -176,13 +258,18 @@ impl KernelProfile {
                 seconds,
             }));
         }
-        for (&shape, g) in &self.moe {
-            out.extend(g.points().map(|([ep, tokens], seconds)| Measurement::Moe {
-                shape,
-                ep: u(ep),
-                tokens: u(tokens),
-                seconds,
-            }));
+        for (&shape, t) in &self.moe {
+            let scale = |ep: f64| if t.per_rank { ep } else { 1.0 };
+            out.extend(
+                t.grid
+                    .points()
+                    .map(|([ep, tokens], seconds)| Measurement::Moe {
+                        shape,
+                        ep: u(ep),
+                        tokens: u(tokens * scale(ep)),
+                        seconds,
+                    }),
+            );
         }
         for (&(kv, gemm, heads), g) in &self.mla_decode {
             out.extend(
@@ -235,6 +322,7 @@ impl KernelProfile {
             dir: dir.to_owned(),
             ..KernelProfile::default()
         };
+        profile.moe = moe_tables(&dir.join("moe.csv"), &mut diags);
         let mut table = |name: &str, columns: Columns| -> Vec<load::Row> {
             let file = dir.join(name);
             if !file.exists() {
@@ -258,32 +346,6 @@ impl KernelProfile {
                 [r.numbers[0], r.numbers[1], r.numbers[2]],
                 r.numbers[3],
             )
-        });
-        let moe = table(
-            "moe.csv",
-            Columns {
-                precisions: &["dtype"],
-                numbers: &[
-                    "hidden",
-                    "inter",
-                    "topk",
-                    "experts",
-                    "ep",
-                    "tokens",
-                    "latency_us",
-                ],
-            },
-        );
-        profile.moe = grids(&moe, |r| {
-            let n = &r.numbers;
-            let shape = MoeShape {
-                precision: r.precisions[0],
-                hidden: n[0] as u64,
-                inter: n[1] as u64,
-                topk: n[2] as u64,
-                experts: n[3] as u64,
-            };
-            (shape, [n[4], n[5]], n[6])
         });
         for (name, axis) in [("mla_decode.csv", "kv_len"), ("mla_prefill.csv", "isl")] {
             let rows = table(
@@ -352,6 +414,49 @@ impl KernelProfile {
     }
 }
 
+/// The fused-MoE tables of `file` (none when it does not exist), tokens counted over the EP
+/// group (`tokens`) or per rank (`tokens_per_rank`).
+fn moe_tables(file: &Path, diags: &mut Diagnostics) -> BTreeMap<MoeShape, MoeTable> {
+    if !file.exists() {
+        return BTreeMap::new();
+    }
+    let per_rank = load::names_column(file, "tokens_per_rank");
+    let columns = Columns {
+        precisions: &["dtype"],
+        numbers: &[
+            "hidden",
+            "inter",
+            "topk",
+            "experts",
+            "ep",
+            if per_rank {
+                "tokens_per_rank"
+            } else {
+                "tokens"
+            },
+            "latency_us",
+        ],
+    };
+    let rows = load::read(file, &columns).unwrap_or_else(|e| {
+        diags.append(e);
+        Vec::new()
+    });
+    let grids = grids(&rows, |r| {
+        let n = &r.numbers;
+        let shape = MoeShape {
+            precision: r.precisions[0],
+            hidden: n[0] as u64,
+            inter: n[1] as u64,
+            topk: n[2] as u64,
+            experts: n[3] as u64,
+        };
+        (shape, [n[4], n[5]], n[6])
+    });
+    (grids.into_iter())
+        .map(|(shape, grid)| (shape, MoeTable { grid, per_rank }))
+        .collect()
+}
+
 /// Groups rows into one grid per key; latencies arrive in microseconds.
 fn grids<K: Ord, const D: usize>(
     rows: &[load::Row],
@@ -379,6 +484,79 @@ pub fn cached(dir: &Path) -> Result<Arc<KernelProfile>, Diagnostics> {
     }
     let p = Arc::new(KernelProfile::load(dir)?);
     cache.insert(dir.to_owned(), Arc::clone(&p));
+    Ok(p)
+}
+
+/// Why `backend` cannot price `shape`'s routed experts, split over `moe_tp` GPUs, on a GPU
+/// whose profile folder is `dir`; `Ok(None)` when it can. An engine's tables that do not
+/// measure the block must not be stood in for by another engine's: that would answer a
+/// different question without saying so.
+pub fn engine_gap(
+    dir: Option<&Path>,
+    backend: Backend,
+    low_latency: bool,
+    shape: MoeShape,
+    moe_tp: u64,
+) -> Result<Option<String>, Diagnostics> {
+    let Some(table) = backend.moe_table(low_latency) else {
+        return Ok(None);
+    };
+    let name = backend.name();
+    let Some(dir) = dir else {
+        return Ok(Some(format!(
+            "the GPU has no kernel profile, so no {name} tables"
+        )));
+    };
+    if moe_tp > 1 {
+        return Ok(Some(format!(
+            "{name}'s MoE tables measure expert parallelism alone (moe_tp 1), not moe_tp {moe_tp}"
+        )));
+    }
+    let profile = cached_for(dir, backend, low_latency)?;
+    if profile.engine_moe.contains(&shape) {
+        return Ok(None);
+    }
+    let measured: Vec<String> = profile.engine_moe.iter().map(MoeShape::label).collect();
+    Ok(Some(format!(
+        "{} does not measure these routed experts ({}): it measures {}",
+        dir.join(table).display(),
+        shape.label(),
+        if measured.is_empty() {
+            "nothing".to_string()
+        } else {
+            measured.join(", ")
+        }
+    )))
+}
+
+/// Engine profiles already built, by folder, engine and all-to-all kind.
+type EngineKey = (PathBuf, Backend, bool);
+static ENGINE_CACHE: Mutex<BTreeMap<EngineKey, Arc<KernelProfile>>> = Mutex::new(BTreeMap::new());
+
+/// The profile in `dir` as `backend` runs it: the folder's tables, with the MoE shapes the
+/// engine's own table measures ([`Backend::moe_table`]) priced from that table instead
+/// (listed in `engine_moe`). Read once per process.
+pub fn cached_for(
+    dir: &Path,
+    backend: Backend,
+    low_latency: bool,
+) -> Result<Arc<KernelProfile>, Diagnostics> {
+    let base = cached(dir)?;
+    let Some(table) = backend.moe_table(low_latency) else {
+        return Ok(base);
+    };
+    let key = (dir.to_owned(), backend, low_latency);
+    let mut cache = ENGINE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = cache.get(&key) {
+        return Ok(Arc::clone(p));
+    }
+    let mut diags = Diagnostics::new();
+    let own = moe_tables(&dir.join(table), &mut diags);
+    let mut p = (*base).clone();
+    p.engine_moe = own.keys().copied().collect();
+    p.moe.extend(own);
+    let p = Arc::new(diags.into_result(p)?);
+    cache.insert(key, Arc::clone(&p));
     Ok(p)
 }
 

@@ -210,7 +210,11 @@ impl<'a> Pricer<'a> {
         let mut pricer = Pricer {
             model,
             instance,
-            kernels: Kernels::for_gpu(&instance.gpu)?,
+            kernels: Kernels::for_engine(
+                &instance.gpu,
+                instance.kernels,
+                instance.all_to_all.algorithm == A2aAlgorithm::LowLatency,
+            )?,
             memo: StepMemo::default(),
             moe_memo: MoeMemo::default(),
             all_to_all: instance.dp_ranks() > 1 && instance.expert_ranks() > 1,

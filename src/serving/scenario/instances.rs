@@ -3,6 +3,7 @@
 
 use super::check::Checks;
 use super::*;
+use crate::cost::profile::MoeShape;
 
 /// Every instance (replicas expanded) that passes its checks.
 pub(super) fn instances(
@@ -237,6 +238,56 @@ struct Replica<'a> {
     slots: u64,
 }
 
+/// What decides whose MoE kernels an instance can run.
+struct Engine<'a> {
+    gpu: &'a GpuSpec,
+    model: &'a ModelConfig,
+    precision: Precision,
+    algorithm: A2aAlgorithm,
+    moe_tp: u64,
+}
+
+impl Engine<'_> {
+    /// The instance's `kernels`; `None` (after recording why) when the engine's tables do
+    /// not measure its routed experts: pricing them from another engine's kernels would
+    /// answer a different question without saying so.
+    fn kernels(
+        &self,
+        c: &mut Checks,
+        f: &InstanceFile,
+        at: &dyn Fn(&str) -> String,
+        name: &str,
+    ) -> Option<Backend> {
+        let Some(kernels) = &f.kernels else {
+            return Some(Backend::Trtllm);
+        };
+        let backend = kernels.value;
+        let low_latency = self.algorithm == A2aAlgorithm::LowLatency;
+        let shape = MoeShape::of(self.model, self.precision);
+        let dir = self.gpu.profile.as_deref();
+        match crate::cost::profile::engine_gap(dir, backend, low_latency, shape, self.moe_tp) {
+            Ok(None) => Some(backend),
+            Ok(Some(gap)) => {
+                c.problem(
+                    kernels.loc,
+                    &at("kernels"),
+                    format!(
+                        "{name}: {} kernels on {} ({} all-to-all): {gap}; `kernels: trtllm` prices them from TensorRT-LLM's",
+                        backend.name(),
+                        self.gpu.name,
+                        self.algorithm
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                c.diags.append(e);
+                None
+            }
+        }
+    }
+}
+
 /// Hands GPUs to replicas (each GPU to one) and plans each replica's memory.
 struct Placer {
     /// Which instance holds each GPU of the topology.
@@ -297,6 +348,19 @@ impl Placer {
         }
         let tp = r.shape.tp;
         let precision = self.precision.over(&f.precision);
+        let algorithm = f.all_to_all.algorithm.unwrap_or_else(|| {
+            topo.collectives
+                .as_ref()
+                .map_or(A2aAlgorithm::Direct, |c| c.algorithm)
+        });
+        let engine = Engine {
+            gpu,
+            model,
+            precision: precision.experts,
+            algorithm,
+            moe_tp: r.shape.moe_tp,
+        };
+        let kernels = engine.kernels(c, f, at, &name)?;
         let deployment = Deployment {
             ep: gpus.len() as u64 / r.shape.moe_tp,
             moe_tp: r.shape.moe_tp,
@@ -327,14 +391,11 @@ impl Placer {
                 precision,
                 micro_batch_overlap: f.micro_batch_overlap.unwrap_or(self.overlap),
                 all_to_all: AllToAll {
-                    algorithm: f.all_to_all.algorithm.unwrap_or_else(|| {
-                        topo.collectives
-                            .as_ref()
-                            .map_or(A2aAlgorithm::Direct, |c| c.algorithm)
-                    }),
+                    algorithm,
                     dispatch: f.all_to_all.dispatch.unwrap_or(AllToAll::DEFAULT_DISPATCH),
                     combine: f.all_to_all.combine.unwrap_or(AllToAll::DEFAULT_COMBINE),
                 },
+                kernels,
                 step_time_scale: self.step_time_scale,
                 plan,
                 gpu: gpu.clone(),

@@ -4,6 +4,7 @@
 //! resolved [`Scenario`] whose every default is spelled out (it goes into manifest.json).
 
 use super::workload::{Lengths, RequestSpec, read_trace};
+use crate::cost::profile::Backend;
 use crate::hardware::GpuSpec;
 use crate::input::{self, At, Diagnostics, Node, Problem, Recover};
 use crate::model::memory::{self, AttentionLayout, Deployment, MemoryPlan};
@@ -392,6 +393,9 @@ struct InstanceFile {
     micro_batch_overlap: Option<bool>,
     #[serde(default, deserialize_with = "input::recovering")]
     all_to_all: AllToAllFile,
+    /// Whose kernels price the MoE block; TensorRT-LLM's when not given.
+    #[serde(default)]
+    kernels: Option<At<Backend>>,
 }
 
 /// An instance's MoE all-to-all, field by field over the defaults.
@@ -570,6 +574,8 @@ pub struct InstanceSpec {
     /// Two micro-batches per iteration, one's communication under the other's compute.
     pub micro_batch_overlap: bool,
     pub all_to_all: AllToAll,
+    /// Whose kernels price the MoE block (the engine's measured tables).
+    pub kernels: Backend,
     /// Every iteration takes this many times its priced time (the scenario's `what_if`).
     pub step_time_scale: f64,
     /// The memory plan, with the deployment it plans (`plan.deployment`).

@@ -347,7 +347,8 @@ pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
         let Some(spec) = loaded.scenario.instances.iter().find(|i| i.role == role) else {
             continue;
         };
-        let Ok(kernels) = Kernels::for_gpu(&spec.gpu) else {
+        let low_latency = spec.all_to_all.algorithm == crate::topology::A2aAlgorithm::LowLatency;
+        let Ok(kernels) = Kernels::for_engine(&spec.gpu, spec.kernels, low_latency) else {
             continue;
         };
         let (load, step) = match role {
