@@ -7,7 +7,7 @@
 //! (`UPDATE_README=1 cargo test --test hostile` rewrites it).
 
 mod common;
-use common::{epsim, repo};
+use common::{epsim, repo, stdout};
 use epsim::input::Diagnostics;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -564,4 +564,74 @@ proptest! {
             Ok(Err(d)) => prop_assert!(located(&d), "unlocated: {d}\n{text}"),
         }
     }
+}
+
+/// A link's `latency_ns` reaches every all-to-all solver (the fast path and the serving
+/// loop ignored it: the same answers for 0 and 10^6 ns, where the flow solver added it).
+#[test]
+fn link_latency_reaches_the_fast_path_and_serving() {
+    let (dir, _) = scratch_inputs();
+    let topologies = dir.path().join("topologies");
+    let text = std::fs::read_to_string(topologies.join("hgx-h100x8.yaml")).unwrap();
+    let nic = "  nic_link:\n";
+    assert!(text.contains(nic));
+    let slow = text.replacen(nic, &format!("{nic}    latency_ns: 1000000\n"), 1);
+    std::fs::write(topologies.join("slow.yaml"), slow).unwrap();
+    let dispatch_us = |topology: &str, solver: &str| -> f64 {
+        let out = epsim()
+            .current_dir(dir.path())
+            .args([
+                "a2a",
+                "--topology",
+                topology,
+                "--set",
+                "nodes=2",
+                "--ep",
+                "16",
+            ])
+            .args([
+                "--tokens-per-rank",
+                "64",
+                "--solver",
+                solver,
+                "--format",
+                "json",
+            ])
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v[0]["dispatch_us"].as_f64().unwrap()
+    };
+    for solver in ["fast", "flow"] {
+        let before = dispatch_us("topologies/hgx-h100x8.yaml", solver);
+        let after = dispatch_us("topologies/slow.yaml", solver);
+        // A cross-node route crosses two NIC links: 2 ms more.
+        assert!(
+            (after - before - 2000.0).abs() < 1e-3,
+            "{solver}: {before} -> {after} us"
+        );
+    }
+    // And `epsim iteration` (the serving loop's pricing): SGLang's decode instance over
+    // 13 nodes, its low-latency all-to-all 2 ms slower per phase and MoE layer.
+    let scenario = dir.path().join("validation/scenarios/sglang-h100-96.yaml");
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let slow = text.replace("topologies/hgx-h100x8.yaml", "topologies/slow.yaml");
+    std::fs::write(dir.path().join("validation/scenarios/slow.yaml"), slow).unwrap();
+    let a2a_ms = |file: &str| -> f64 {
+        let out = epsim()
+            .current_dir(dir.path())
+            .args(["iteration", file, "--instance", "decode", "--batch", "32"])
+            .args(["--context", "2000", "--iterations", "2", "--format", "json"])
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["one_micro_batch"]["all_to_all_ms"].as_f64().unwrap()
+    };
+    let before = a2a_ms("validation/scenarios/sglang-h100-96.yaml");
+    let after = a2a_ms("validation/scenarios/slow.yaml");
+    // 58 MoE layers x (dispatch + combine) x 2 ms.
+    assert!(
+        (after - before - 232.0).abs() < 1e-6,
+        "{before} -> {after} ms"
+    );
 }

@@ -6,8 +6,9 @@
 //! latency. Ports are each GPU's NVLink (all its links together), its host link to its NIC,
 //! and the NIC's network link, each way.
 
+use super::network::routes::Router;
 use super::network::transfer::{self, Transfer};
-use super::network::{LinkEfficiency, resources};
+use super::network::{LinkEfficiency, resources, route_latency_s};
 use crate::topology::{A2aAlgorithm, LinkKind, NodeKind, Topology};
 use petgraph::graph::NodeIndex;
 use petgraph::unionfind::UnionFind;
@@ -38,6 +39,12 @@ pub struct EpGroup<'a> {
     leaf: Vec<Option<usize>>,
     /// Per leaf: its uplink bandwidth, bytes per second each way.
     leaf_bps: Vec<f64>,
+    /// Per ordered rank pair (row-major): the latency of its route, seconds, as the flow
+    /// solver adds it (links' `latency_ns`, the mean over equal-cost paths); empty when
+    /// every link's latency is 0 (all shipped topologies: their measured floors hold it).
+    pair_latency_s: Vec<f64>,
+    /// The largest of them (0 when empty).
+    worst_latency_s: f64,
 }
 
 impl<'a> EpGroup<'a> {
@@ -78,6 +85,8 @@ impl<'a> EpGroup<'a> {
                 }))
             })
             .collect();
+        let pair_latency_s = pair_latencies(topo, &ranks);
+        let worst_latency_s = pair_latency_s.iter().copied().fold(0.0, f64::max);
         EpGroup {
             topo,
             ranks,
@@ -89,7 +98,17 @@ impl<'a> EpGroup<'a> {
             nic,
             leaf,
             leaf_bps,
+            pair_latency_s,
+            worst_latency_s,
         }
+    }
+
+    /// The latency of the route from rank `a` to rank `b`, seconds.
+    fn latency_s(&self, a: usize, b: usize) -> f64 {
+        self.pair_latency_s
+            .get(a * self.size() + b)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// Leaves the group's ranks sit under (see [`Self::leaf`]).
@@ -124,6 +143,24 @@ impl<'a> EpGroup<'a> {
         let m = &self.members[domain];
         m[self.local[src] % m.len()]
     }
+}
+
+/// [`EpGroup::pair_latency_s`]: one route per ordered pair, and none when no link has a
+/// latency.
+fn pair_latencies(topo: &Topology, ranks: &[NodeIndex]) -> Vec<f64> {
+    if topo.graph.edge_weights().all(|l| l.latency_ns == 0.0) {
+        return Vec::new();
+    }
+    let mut router = Router::new(topo);
+    let mut out = Vec::with_capacity(ranks.len() * ranks.len());
+    for &a in ranks {
+        for &b in ranks {
+            // No route: the leg fails where it is priced, which says why.
+            let route = router.route(a, b).unwrap_or_default();
+            out.push(route_latency_s(topo, &route));
+        }
+    }
+    out
 }
 
 /// A GPU's link to its NIC and the NIC's network bandwidth, in bytes per second.
@@ -259,8 +296,9 @@ fn distinct(token: &[usize]) -> Vec<usize> {
 }
 
 /// Per-port byte totals, and the fast-path time: the busiest port's bytes over its achieved
-/// bandwidth. Same-domain legs use NVLink ports; others leave through the source GPU's host
-/// link and NIC and enter through the destination's. O(legs).
+/// bandwidth, plus the slowest leg's route latency (as the flow solver adds it). Same-domain
+/// legs use NVLink ports; others leave through the source GPU's host link and NIC and enter
+/// through the destination's. O(legs).
 pub fn fast_path_seconds(
     group: &EpGroup,
     legs: &Legs,
@@ -268,10 +306,12 @@ pub fn fast_path_seconds(
 ) -> Result<f64, String> {
     let mut bytes = vec![PortBytes::default(); group.size()];
     let mut leaf_bytes = vec![LeafBytes::default(); group.leaves()];
+    let mut latency_s = 0.0f64;
     for (&(a, b), &x) in &legs.0 {
         let (Some(ra), Some(rb)) = (group.rank_of[a.index()], group.rank_of[b.index()]) else {
             return Err("a leg leaves the EP group".into());
         };
+        latency_s = latency_s.max(group.latency_s(ra, rb));
         if group.domain[ra] == group.domain[rb] {
             bytes[ra].nvlink_out += x;
             bytes[rb].nvlink_in += x;
@@ -289,7 +329,7 @@ pub fn fast_path_seconds(
             leaf_bytes_between(group, &mut leaf_bytes, ra, rb, x);
         }
     }
-    Ok(busiest_port_seconds(group, &bytes, &leaf_bytes, efficiency))
+    Ok(latency_s + busiest_port_seconds(group, &bytes, &leaf_bytes, efficiency))
 }
 
 /// Bytes through one rank's ports, each way. Network bytes cross both the GPU's host link
@@ -488,7 +528,10 @@ pub fn expected_fast_path_seconds(
             };
         }
     }
-    busiest_port_seconds(group, &bytes, &leaf_bytes, efficiency)
+    // Every pair exchanges bytes at serving sizes: the group's slowest route, as the legs'
+    // fast path takes the slowest leg's.
+    let latency_s = if t > 0.0 { group.worst_latency_s } else { 0.0 };
+    latency_s + busiest_port_seconds(group, &bytes, &leaf_bytes, efficiency)
 }
 
 /// Leaf uplink bytes of a direct all-to-all: each rank sends `t x per_token(d)` to every
@@ -643,6 +686,65 @@ mod tests {
         // Every token reaches all 8 ranks, 7 of them remote.
         let sent = legs.sent_by(&group.ranks);
         assert!(sent.iter().all(|&b| b == 2048.0 * 7.0 * 14_336.0));
+    }
+
+    /// A link's `latency_ns` reaches the fast path as the flow solver adds it (each leg's
+    /// route, the slowest one counting), and the serving loop's expected fast path too.
+    #[test]
+    fn link_latency_reaches_every_solver() {
+        let fast = topo("h800-cluster");
+        let mut slow = fast.clone();
+        for link in slow.graph.edge_weights_mut() {
+            if link.kind == LinkKind::Network {
+                link.latency_ns = 1e6;
+            }
+        }
+        // Two 8-GPU nodes: a cross-node route crosses two network links (NIC to switch,
+        // switch to NIC).
+        let crossing_s = 2e-3;
+        let price = |t: &Topology| {
+            let (legs, group) = a2a(
+                t,
+                16,
+                64,
+                "uniform",
+                A2aAlgorithm::LowLatency,
+                Precision::Fp8,
+                Phase::Dispatch,
+            );
+            let picks = vec![8.0 / 256.0; 256];
+            let expert_rank: Vec<usize> = (0..256).map(|e| e * 16 / 256).collect();
+            let traffic = ExpectedTraffic {
+                picks: &picks,
+                expert_rank: &expert_rank,
+                tokens_per_rank: 64.0,
+                bytes_per_token: 7392.0,
+                miss: None,
+            };
+            let e = eff(t);
+            [
+                fast_path_seconds(&group, &legs, e).unwrap(),
+                solver_seconds(&group, &legs, e).unwrap(),
+                expected_fast_path_seconds(
+                    &group,
+                    traffic,
+                    A2aAlgorithm::LowLatency,
+                    Phase::Dispatch,
+                    e,
+                ),
+            ]
+        };
+        let (before, after) = (price(&fast), price(&slow));
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            let added = a - b;
+            assert!(
+                (added - crossing_s).abs() <= *b + 1e-12,
+                "solver {i}: {b} -> {a}: added {added}, the route's latency is {crossing_s}"
+            );
+        }
+        // The fast paths add it exactly.
+        assert!((after[0] - before[0] - crossing_s).abs() < 1e-12);
+        assert!((after[2] - before[2] - crossing_s).abs() < 1e-12);
     }
 
     #[test]
