@@ -4,6 +4,8 @@
 //! holds one item. Layers are planned independently.
 
 use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// Which procedure planned the layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -221,7 +223,9 @@ fn plan_layer(
 
 /// Capacity-constrained greedy packing: items (heaviest first, ties by index) each go to
 /// the lightest bin that is not full (ties to the lowest bin); every bin ends with
-/// `items / bins` items. Returns each item's bin and its position in the bin.
+/// `items / bins` items. Returns each item's bin and its position in the bin. The bins
+/// that are not full sit in a min-heap by (load, index): O(items log bins), the same choice
+/// as scanning every bin.
 pub fn balanced_packing(values: &[f64], bins: usize) -> (Vec<usize>, Vec<usize>) {
     let n = values.len();
     let cap = n / bins;
@@ -232,21 +236,45 @@ pub fn balanced_packing(values: &[f64], bins: usize) -> (Vec<usize>, Vec<usize>)
     // Stable: equal values keep increasing index order.
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
     let (mut bin, mut pos) = (vec![0; n], vec![0; n]);
-    let (mut totals, mut counts) = (vec![0.0f64; bins], vec![0usize; bins]);
+    let mut counts = vec![0usize; bins];
+    let mut open: BinaryHeap<Reverse<(Key, usize)>> =
+        (0..bins).map(|b| Reverse((Key(0.0), b))).collect();
     for i in order {
-        let mut best: Option<usize> = None;
-        for b in 0..bins {
-            if counts[b] < cap && best.is_none_or(|k| totals[b] < totals[k]) {
-                best = Some(b);
-            }
-        }
-        let b = best.unwrap_or(0);
+        let Some(Reverse((Key(total), b))) = open.pop() else {
+            // Only when bins hold fewer than n items in all (cap rounds down): the scan
+            // gave bin 0 then.
+            bin[i] = 0;
+            pos[i] = counts[0];
+            counts[0] += 1;
+            continue;
+        };
         bin[i] = b;
         pos[i] = counts[b];
         counts[b] += 1;
-        totals[b] += values[i];
+        if counts[b] < cap {
+            open.push(Reverse((Key::of(total + values[i]), b)));
+        }
     }
     (bin, pos)
+}
+
+/// An f64 ordered as `<` orders it on the finite, non-negative values EPLB sees (-0 as 0,
+/// which `total_cmp` alone would not).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+struct Key(f64);
+
+impl Key {
+    fn of(v: f64) -> Key {
+        Key(v + 0.0)
+    }
+}
+
+impl Eq for Key {}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 struct Replicated {
@@ -257,7 +285,8 @@ struct Replicated {
 }
 
 /// Greedy replication: each extra slot copies the expert with the largest load per replica
-/// (ties to the lowest index).
+/// (ties to the lowest index). The experts sit in a max-heap by (load per replica, lowest
+/// index first): O(slots log experts), the same choice as scanning every expert.
 fn replicate(loads: &[f64], slots: usize) -> Replicated {
     let n = loads.len();
     let mut r = Replicated {
@@ -265,16 +294,16 @@ fn replicate(loads: &[f64], slots: usize) -> Replicated {
         slot_rank: vec![0; n],
         count: vec![1; n],
     };
+    let mut heap: BinaryHeap<(Key, Reverse<usize>)> =
+        (0..n).map(|i| (Key::of(loads[i]), Reverse(i))).collect();
     for _ in n..slots {
-        let mut best = 0;
-        for i in 1..n {
-            if loads[i] / r.count[i] as f64 > loads[best] / r.count[best] as f64 {
-                best = i;
-            }
-        }
+        let Some((_, Reverse(best))) = heap.pop() else {
+            break;
+        };
         r.slot_expert.push(best);
         r.slot_rank.push(r.count[best]);
         r.count[best] += 1;
+        heap.push((Key::of(loads[best] / r.count[best] as f64), Reverse(best)));
     }
     r
 }
@@ -362,6 +391,71 @@ mod tests {
         assert_eq!(r.count.iter().sum::<usize>(), 6);
         // Copies go to 30 (30 > 10), 30 again (15 > 10), then 10/1 ties 30/3: lowest index.
         assert_eq!(r.count, vec![2, 3, 1]);
+    }
+
+    /// DeepSeek's procedure as written: a scan of every bin per item.
+    fn scanned_packing(values: &[f64], bins: usize) -> (Vec<usize>, Vec<usize>) {
+        let n = values.len();
+        let cap = n / bins;
+        if cap == 1 {
+            return ((0..n).collect(), vec![0; n]);
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+        let (mut bin, mut pos) = (vec![0; n], vec![0; n]);
+        let (mut totals, mut counts) = (vec![0.0f64; bins], vec![0usize; bins]);
+        for i in order {
+            let mut best: Option<usize> = None;
+            for b in 0..bins {
+                if counts[b] < cap && best.is_none_or(|k| totals[b] < totals[k]) {
+                    best = Some(b);
+                }
+            }
+            let b = best.unwrap_or(0);
+            bin[i] = b;
+            pos[i] = counts[b];
+            counts[b] += 1;
+            totals[b] += values[i];
+        }
+        (bin, pos)
+    }
+
+    /// ... and a scan of every expert per copy.
+    fn scanned_replication(loads: &[f64], slots: usize) -> Vec<usize> {
+        let n = loads.len();
+        let mut count = vec![1usize; n];
+        let mut slot_expert: Vec<usize> = (0..n).collect();
+        for _ in n..slots {
+            let mut best = 0;
+            for i in 1..n {
+                if loads[i] / count[i] as f64 > loads[best] / count[best] as f64 {
+                    best = i;
+                }
+            }
+            slot_expert.push(best);
+            count[best] += 1;
+        }
+        slot_expert
+    }
+
+    proptest::proptest! {
+        /// The heaps choose what the scans choose, ties included (small integer loads tie
+        /// often; zeros too).
+        #[test]
+        fn heaps_choose_as_the_scans_do(
+            loads in proptest::collection::vec(0u8..6, 1..40),
+            per_bin in 1usize..5,
+            extra in 0usize..60,
+            scale in proptest::sample::select(vec![1.0, 0.1, 1e-300]),
+        ) {
+            let values: Vec<f64> = loads.iter().map(|&v| f64::from(v) * scale).collect();
+            let bins = (values.len() / per_bin).max(1);
+            let items = bins * per_bin.min(values.len());
+            let packed = &values[..items.min(values.len())];
+            proptest::prop_assert_eq!(balanced_packing(packed, bins), scanned_packing(packed, bins));
+            let slots = values.len() + extra;
+            proptest::prop_assert_eq!(replicate(&values, slots).slot_expert, scanned_replication(&values, slots));
+        }
     }
 
     #[test]
