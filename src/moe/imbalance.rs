@@ -79,7 +79,23 @@ pub struct ImbalanceReport {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// The most work one run may take, in units of (warm-up + measured iterations) x MoE layers
+/// x (experts + slots): each costs ~80 ns on a 2-core 2026 machine (DeepSeek-R1 at EP32,
+/// 1,100 iterations: 3.3 x 10^7 units in 2.5 s), so the cap is about 5 minutes. Beyond it
+/// a run is refused before it starts, not left to run for hours.
+pub const MAX_WORK_UNITS: f64 = 4e9;
+
 pub fn simulate(s: &ImbalanceSetup) -> Result<ImbalanceReport, PlacementError> {
+    let iterations = s.warmup as f64 + s.iterations as f64;
+    let work = iterations * s.layers as f64 * (s.experts + s.slots) as f64;
+    if work > MAX_WORK_UNITS {
+        return Err(PlacementError(format!(
+            "{iterations:.0} iterations (warm-up and measured) x {} MoE layers x {} experts and slots is {work:.1e} units of work, above the limit of {MAX_WORK_UNITS:.0e} (about 5 minutes); at most {:.0} iterations, warm-up included, fit",
+            s.layers,
+            s.experts + s.slots,
+            (MAX_WORK_UNITS / (s.layers as f64 * (s.experts + s.slots) as f64)).floor()
+        )));
+    }
     let streams = RandomStreams::new(s.seed);
     let mut popularity = Drifting::new(
         s.popularity.clone(),
