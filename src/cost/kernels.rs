@@ -231,10 +231,17 @@ impl<'a> Kernels<'a> {
                 seconds: h.seconds,
                 source: h.source,
                 edge_s: None,
+                growth: 1.0,
             });
         }
         // The measured EP group at the clamped point, balanced, through the roofline.
         let [at_ep, at_tokens] = h.at;
+        let tokens = total as f64 * ep / topk;
+        let growth = if tokens > at_tokens {
+            self.moe_growth(shape, at_ep, at_tokens, tokens)
+        } else {
+            1.0
+        };
         let local = (shape.experts as f64 / at_ep).round().max(1.0) as u64;
         let at_rows = (at_tokens * topk / at_ep).round() as u64;
         let expert = ffn_gemms(shape.hidden, shape.inter);
@@ -246,7 +253,44 @@ impl<'a> Kernels<'a> {
             seconds: h.seconds,
             source: h.source,
             edge_s: Some(edge_s),
+            growth,
         })
+    }
+
+    /// How much less each token costs at `tokens` than at `edge_tokens`, the table's largest
+    /// measured count, at EP `ep`: a grouped GEMM's efficiency keeps rising with rows per
+    /// expert, as each tile's fixed cost spreads over more rows, where the roofline's trend
+    /// holds it at the edge's. The seconds per token are fitted as a + b / tokens over the
+    /// table's [`GROWTH_POINTS`] largest counts (never the edge alone), with a no lower than
+    /// the fastest dense GEMM of the format allows (the ceiling it rises toward). 1 where the
+    /// fit finds no rise.
+    fn moe_growth(&self, shape: MoeShape, ep: f64, edge_tokens: f64, tokens: f64) -> f64 {
+        let Some(profile) = self.profile.as_ref() else {
+            return 1.0;
+        };
+        let points = profile.moe_largest(shape, ep, GROWTH_POINTS);
+        if points.len() < GROWTH_POINTS {
+            return 1.0;
+        }
+        let n = points.len() as f64;
+        let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+        for &(t, seconds) in &points {
+            let (x, y) = (1.0 / t, seconds / t);
+            (sx, sy, sxx, sxy) = (sx + x, sy + y, sxx + x * x, sxy + x * y);
+        }
+        let b = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+        let mut a = (sy - b * sx) / n;
+        // Per token of the group, a rank computes top-k / EP rows of the expert's three
+        // hidden x inter matrices.
+        let flops_per_token =
+            shape.topk as f64 / ep * 6.0 * shape.hidden as f64 * shape.inter as f64;
+        if let Some(ceiling) = profile.gemm_ceiling_flops(shape.precision) {
+            a = a.max(flops_per_token / ceiling);
+        }
+        if !(a > 0.0 && b > 0.0) {
+            return 1.0;
+        }
+        ((a + b / tokens) / (a + b / edge_tokens)).min(1.0)
     }
 
     /// Heads per rank when `model`'s attention has the MLA shape the profile's MLA tables
@@ -384,7 +428,16 @@ struct MeasuredMoe {
     seconds: f64,
     source: Source,
     edge_s: Option<f64>,
+    /// Beyond the largest measured token count: the efficiency gained there
+    /// ([`Kernels::moe_growth`]); 1 elsewhere.
+    growth: f64,
 }
+
+/// Measured token counts a MoE table's growth beyond its range is fitted over: the three
+/// largest, where compute dominates (below them the block streams its weights and the
+/// curve bends: on H200 FP8 at EP8 a fit over four counts reads 7% growth at 4x the edge
+/// where three read 4%; GB200 NVFP4 reads 17% either way).
+const GROWTH_POINTS: usize = 3;
 
 impl MeasuredMoe {
     /// The block's seconds for rows whose roofline time is `roof_s()` (asked for only to
@@ -392,7 +445,7 @@ impl MeasuredMoe {
     fn seconds(&self, roof_s: impl FnOnce() -> f64) -> f64 {
         match self.edge_s {
             None => self.seconds,
-            Some(edge_s) => anchored(self.seconds, roof_s(), edge_s),
+            Some(edge_s) => anchored(self.seconds, roof_s(), edge_s) * self.growth,
         }
     }
 }
@@ -559,6 +612,50 @@ mod tests {
             masked.routed_moe_split_seconds(fp8, &rows, 1, memo),
             p.cost.seconds
         );
+    }
+
+    /// Beyond the largest measured token count a grouped GEMM keeps gaining efficiency (its
+    /// tiles' fixed cost spread over more rows), fitted over the table's top counts, up to
+    /// the fastest dense GEMM of the format; the roofline's trend alone held the edge's.
+    #[test]
+    fn moe_efficiency_keeps_rising_beyond_the_measured_tokens() {
+        let ds = model("deepseek-r1");
+        let price = |gpu: &str, precision, tokens: u64| {
+            let g = crate::testing::gpu(gpu);
+            let k = Kernels::for_gpu(&g).unwrap();
+            let shape = MoeShape::of(&ds, precision);
+            // EP8: 32 local experts, tokens x 8 / 256 rows each.
+            let rows = balanced(tokens * 8 / 8, 32);
+            let p = k.routed_moe(shape, &rows);
+            let held = k.moe_roofline(shape, &rows).seconds;
+            let edge = k.routed_moe(shape, &balanced(16_384, 32)).cost.seconds;
+            let edge_roof = k.moe_roofline(shape, &balanced(16_384, 32)).seconds;
+            (p, p.cost.seconds / (edge * held / edge_roof))
+        };
+        // GB200, NVFP4: 1.16, 1.36, 1.23x more TFLOP/s per doubling up to 16,384 tokens.
+        let (p, growth) = price("b200-gb200", Precision::Nvfp4, 65_536);
+        assert_eq!(p.source, Source::Extrapolated);
+        assert!(growth > 0.78 && growth < 0.88, "{growth}");
+        // Still below the fastest NVFP4 GEMM GB200 measures.
+        let ceiling = crate::testing::gpu("b200-gb200");
+        let k = Kernels::for_gpu(&ceiling).unwrap();
+        let c = k
+            .profile
+            .as_ref()
+            .unwrap()
+            .gemm_ceiling_flops(Precision::Nvfp4)
+            .unwrap();
+        assert!(
+            p.cost.flops / p.cost.seconds < c,
+            "{} vs {c}",
+            p.cost.flops / p.cost.seconds
+        );
+        // H200, FP8: nearly flat at the edge (1.03x over the last doubling): little growth.
+        let (_, growth) = price("h200-sxm", Precision::Fp8, 65_536);
+        assert!(growth > 0.93 && growth < 0.99, "{growth}");
+        // More tokens never cost less in all.
+        let (a, _) = price("b200-gb200", Precision::Nvfp4, 32_768);
+        assert!(a.cost.seconds < p.cost.seconds);
     }
 
     #[test]

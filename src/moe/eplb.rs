@@ -260,7 +260,7 @@ pub fn balanced_packing(values: &[f64], bins: usize) -> (Vec<usize>, Vec<usize>)
 
 /// An f64 ordered as `<` orders it on the finite, non-negative values EPLB sees (-0 as 0,
 /// which `total_cmp` alone would not).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy)]
 struct Key(f64);
 
 impl Key {
@@ -269,7 +269,19 @@ impl Key {
     }
 }
 
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
 impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {

@@ -88,6 +88,11 @@ impl<const D: usize> Grid<D> {
             .fold(0, |flat, (axis, &i)| flat * axis.len() + i)
     }
 
+    /// The sorted values of axis `a` the grid was measured at.
+    pub fn axis(&self, a: usize) -> &[f64] {
+        &self.axes[a]
+    }
+
     /// The measured points and their seconds, in grid order.
     pub fn points(&self) -> impl Iterator<Item = ([f64; D], f64)> + '_ {
         self.ln_seconds

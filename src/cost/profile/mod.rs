@@ -175,6 +175,8 @@ type MlaKey = (Precision, Precision, u64);
 pub struct KernelProfile {
     /// One dense GEMM by format, axes (m tokens, n, k).
     gemm: BTreeMap<Precision, Grid<3>>,
+    /// Per format, the fastest of those GEMMs, FLOP/s.
+    gemm_ceiling: BTreeMap<Precision, f64>,
     /// The fused MoE block on one rank.
     moe: BTreeMap<MoeShape, MoeTable>,
     /// The shapes whose MoE table is an engine's own ([`cached_for`]), not the folder's.
@@ -208,6 +210,29 @@ impl KernelProfile {
         let mut hit = table.grid.at([ep, tokens / ep])?;
         hit.at[1] *= hit.at[0];
         Some(hit)
+    }
+
+    /// The `count` largest token counts `shape`'s table measures, at EP `ep` (between
+    /// measured EP sizes, interpolated), as (tokens of the EP group, seconds), fewest tokens
+    /// first; a count whose neighbours were not measured is left out.
+    pub fn moe_largest(&self, shape: MoeShape, ep: f64, count: usize) -> Vec<(f64, f64)> {
+        let Some(table) = self.moe.get(&shape) else {
+            return Vec::new();
+        };
+        let axis = table.grid.axis(1);
+        let scale = if table.per_rank { ep } else { 1.0 };
+        (axis[axis.len().saturating_sub(count)..].iter())
+            .filter_map(|&t| {
+                let hit = table.grid.at([ep, t])?;
+                Some((t * scale, hit.seconds))
+            })
+            .collect()
+    }
+
+    /// The fastest dense GEMM the profile measures in `p`, FLOP/s: what a grouped GEMM of
+    /// the same format can approach with many rows per expert, at most.
+    pub fn gemm_ceiling_flops(&self, p: Precision) -> Option<f64> {
+        self.gemm_ceiling.get(&p).copied()
     }
 
     pub fn measures_moe(&self, shape: MoeShape) -> bool {
@@ -347,6 +372,12 @@ impl KernelProfile {
                 r.numbers[3],
             )
         });
+        profile.gemm_ceiling = (profile.gemm.iter())
+            .filter_map(|(&p, g)| {
+                let flops = g.points().map(|([m, n, k], s)| 2.0 * m * n * k / s);
+                Some((p, flops.max_by(f64::total_cmp)?))
+            })
+            .collect();
         for (name, axis) in [("mla_decode.csv", "kv_len"), ("mla_prefill.csv", "isl")] {
             let rows = table(
                 name,
