@@ -1685,3 +1685,66 @@ fn step_prices_an_engines_kernels_and_names_the_table() {
     let err = stderr(&step("sglang", "bf16").code(2));
     assert!(err.contains("--kernels sglang on h100-sxm:"), "{err}");
 }
+
+/// A kernel profile row faster than its GPU's peaks is refused where it is, by every
+/// command that prices from it (it was accepted: every price built on it impossible).
+#[test]
+fn a_profile_row_faster_than_the_gpu_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpus = dir.path().join("gpus");
+    let profile = gpus.join("profiles/h100-sxm");
+    std::fs::create_dir_all(&profile).unwrap();
+    std::fs::create_dir_all(gpus.join("families")).unwrap();
+    let src = repo("topologies/gpus");
+    std::fs::copy(src.join("h100-sxm.yaml"), gpus.join("h100-sxm.yaml")).unwrap();
+    std::fs::copy(
+        src.join("families/hopper.yaml"),
+        gpus.join("families/hopper.yaml"),
+    )
+    .unwrap();
+    for table in [
+        "gemm.csv",
+        "mla_decode.csv",
+        "mla_prefill.csv",
+        "mla_model.csv",
+        "allreduce.csv",
+    ] {
+        std::fs::copy(
+            src.join("profiles/h100-sxm").join(table),
+            profile.join(table),
+        )
+        .unwrap();
+    }
+    // EP64, 4,096 tokens: 165.2 us measured; read as 1.652 it would stream the 4 local
+    // experts' FP8 weights (176 MB) at 107 TB/s.
+    let moe = std::fs::read_to_string(src.join("profiles/h100-sxm/moe.csv")).unwrap();
+    let row = "fp8,7168,2048,8,256,64,4096,165.2";
+    let line = 1 + moe.lines().position(|l| l == row).unwrap();
+    std::fs::write(
+        profile.join("moe.csv"),
+        moe.replace(row, "fp8,7168,2048,8,256,64,4096,1.652"),
+    )
+    .unwrap();
+    let out = epsim()
+        .args(["step", "--model", "deepseek-r1", "--gpu"])
+        .arg(gpus.join("h100-sxm.yaml"))
+        .args([
+            "--ep",
+            "64",
+            "--weights",
+            "fp8",
+            "--batch",
+            "64",
+            "--context",
+            "2000",
+        ])
+        .assert()
+        .code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "moe.csv:{line}:29: latency_us: 1.652 us is faster than h100-sxm can run it:"
+        )),
+        "{err}"
+    );
+}

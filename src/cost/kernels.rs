@@ -58,6 +58,7 @@ impl<'a> Kernels<'a> {
     ) -> Result<Self, String> {
         let profile = match &gpu.profile {
             Some(dir) => {
+                profile::physics::check(dir, gpu).map_err(|e| e.to_string())?;
                 Some(profile::cached_for(dir, backend, low_latency).map_err(|e| e.to_string())?)
             }
             None => None,

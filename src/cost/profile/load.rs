@@ -11,6 +11,8 @@ use std::path::Path;
 pub struct Row {
     pub precisions: Vec<Precision>,
     pub numbers: Vec<f64>,
+    /// Its line in the file (1-based), and the latency cell's column.
+    pub at: Loc,
 }
 
 /// The columns of one table: those holding precisions, then those holding numbers (the
@@ -136,9 +138,11 @@ fn parse_row(
         return None;
     }
     let before = diags.len();
+    let latency_col = index.last().map_or(1, |&i| cells[i].0);
     let mut row = Row {
         precisions: Vec::new(),
         numbers: Vec::new(),
+        at: loc(at, latency_col),
     };
     for (k, &i) in index.iter().enumerate() {
         let (col, text) = cells[i];

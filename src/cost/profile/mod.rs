@@ -10,6 +10,7 @@
 
 mod grid;
 mod load;
+pub mod physics;
 
 pub use grid::{Hit, Source};
 

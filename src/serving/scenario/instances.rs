@@ -342,6 +342,8 @@ impl Placer {
         // validation, with their own file, line and column (exit 2), not when pricing starts.
         if let Some(dir) = &gpu.profile
             && let Err(e) = crate::cost::profile::cached(dir)
+                .map(|_| ())
+                .and_then(|()| crate::cost::profile::physics::check(dir, gpu))
         {
             c.diags.append(e);
             return None;

@@ -1,0 +1,228 @@
+//! Kernel rows a GPU could not have run: a profile is input, and a row faster than the
+//! GPU's peaks (a typo, another GPU's table, warm-cache timings) would make every price
+//! built on it impossible without saying so.
+
+use super::load::{self, Columns};
+use crate::cost::compute::Roofline;
+use crate::hardware::GpuSpec;
+use crate::input::{Diagnostics, Problem};
+use crate::model::{Precision, Usage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How much faster than the GPU's peaks a row may read before it is refused: spec sheets
+/// round, and boost clocks run above the rated peak. The shipped rows read at least 0.2%
+/// above their floors (MoE blocks near the HBM peak, where the build script cut them).
+pub const MARGIN: f64 = 0.10;
+
+/// The MoE tables checked besides `gemm.csv`.
+const TABLES: [&str; 3] = ["moe.csv", "sglang/moe.csv", "sglang/moe_low_latency.csv"];
+
+/// Folders already checked against a GPU spec (by its name), with their verdicts.
+type Checked = BTreeMap<(PathBuf, String), Result<(), Diagnostics>>;
+static CHECKED: Mutex<Checked> = Mutex::new(BTreeMap::new());
+
+/// Every GEMM and MoE row of the profile in `dir` that `gpu` could not have run, located:
+/// a GEMM faster than its FLOPs at the dense peak or its weights at the HBM peak; a MoE
+/// block faster than the experts its tokens touch at the HBM peak, or than its FLOPs at the
+/// dense peak. Each by more than [`MARGIN`]. Checked once per folder and GPU spec.
+pub fn check(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
+    let key = (dir.to_owned(), gpu.name.clone());
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(verdict) = checked.get(&key) {
+        return verdict.clone();
+    }
+    let verdict = scan(dir, gpu);
+    checked.insert(key, verdict.clone());
+    verdict
+}
+
+fn scan(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let floors = Floors {
+        roofline: Roofline::new(gpu),
+        hbm_bytes_per_s: gpu.hbm_bandwidth_tb_s * 1e12,
+        gpu: &gpu.name,
+    };
+    let gemm = dir.join("gemm.csv");
+    if gemm.exists() {
+        let columns = Columns {
+            precisions: &["dtype"],
+            numbers: &["m", "n", "k", "latency_us"],
+        };
+        // The profile's own load reports unreadable rows; only readable ones are checked.
+        for row in load::read(&gemm, &columns).unwrap_or_default() {
+            let [m, n, k, us] = row.numbers[..] else {
+                continue;
+            };
+            let p = row.precisions[0];
+            let work = Work {
+                precision: p,
+                flops: 2.0 * m * n * k,
+                weight_bytes: p.bytes(n * k, Usage::Weights),
+                us,
+            };
+            floors.judge(&mut diags, &gemm, &row, work);
+        }
+    }
+    for table in TABLES {
+        let file = dir.join(table);
+        if !file.exists() {
+            continue;
+        }
+        let per_rank = load::names_column(&file, "tokens_per_rank");
+        let tokens = if per_rank {
+            "tokens_per_rank"
+        } else {
+            "tokens"
+        };
+        let columns = Columns {
+            precisions: &["dtype"],
+            numbers: &[
+                "hidden",
+                "inter",
+                "topk",
+                "experts",
+                "ep",
+                tokens,
+                "latency_us",
+            ],
+        };
+        for row in load::read(&file, &columns).unwrap_or_default() {
+            let [hidden, inter, topk, experts, ep, t, us] = row.numbers[..] else {
+                continue;
+            };
+            let p = row.precisions[0];
+            // Each rank computes its share of the group's rows over its local experts.
+            let rows = if per_rank { t * topk } else { t * topk / ep };
+            let expert = 3.0 * hidden * inter;
+            let touched = (experts / ep).min(rows);
+            let work = Work {
+                precision: p,
+                flops: 2.0 * rows * expert,
+                weight_bytes: p.bytes(touched * expert, Usage::Weights),
+                us,
+            };
+            floors.judge(&mut diags, &file, &row, work);
+        }
+    }
+    diags.into_result(())
+}
+
+struct Floors<'a> {
+    roofline: Roofline<'a>,
+    hbm_bytes_per_s: f64,
+    gpu: &'a str,
+}
+
+/// What one row measured: its FLOPs and the weight bytes it must read, in `us`.
+struct Work {
+    precision: Precision,
+    flops: f64,
+    weight_bytes: f64,
+    us: f64,
+}
+
+impl Floors<'_> {
+    /// Records `row` when it beats both floors' larger by more than [`MARGIN`].
+    fn judge(&self, diags: &mut Diagnostics, file: &Path, row: &load::Row, work: Work) {
+        let Work {
+            precision: p,
+            flops,
+            weight_bytes,
+            us,
+        } = work;
+        let peak = self.roofline.peak_flops(p);
+        let compute_us = flops / peak * 1e6;
+        let memory_us = weight_bytes / self.hbm_bytes_per_s * 1e6;
+        let floor_us = compute_us.max(memory_us);
+        if us >= floor_us * (1.0 - MARGIN) {
+            return;
+        }
+        let why = if compute_us >= memory_us {
+            format!(
+                "{:.3e} FLOP at the {} dense {} peak of {:.0} TFLOP/s",
+                flops,
+                self.gpu,
+                p.name(),
+                peak / 1e12
+            )
+        } else {
+            format!(
+                "{:.3e} B of {} weights at its HBM peak of {} TB/s",
+                weight_bytes,
+                p.name(),
+                self.hbm_bytes_per_s / 1e12
+            )
+        };
+        diags.push(
+            file,
+            Problem::new(
+                row.at,
+                "latency_us",
+                format!(
+                    "{us} us is faster than {} can run it: {why} take {floor_us:.3} us (a row may beat that by {:.0}% at most)",
+                    self.gpu,
+                    MARGIN * 100.0
+                ),
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::gpu;
+
+    #[test]
+    fn every_shipped_row_is_possible_on_its_gpu() {
+        for name in [
+            "b200-gb200",
+            "b200-hgx",
+            "b300-gb300",
+            "b300-hgx",
+            "h200-sxm",
+            "h100-sxm",
+            "h800-sxm",
+        ] {
+            let g = gpu(name);
+            let dir = g.profile.clone().unwrap();
+            if let Err(e) = check(&dir, &g) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_faster_than_the_peaks_are_refused_where_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        // H100: 3.35 TB/s, 1,979 FP8 TFLOP/s. An 8,192^3 FP8 GEMM needs >= 556 us of
+        // compute; 7,168 x 65,536 FP8 weights (0.47 GB) >= 140 us of HBM.
+        std::fs::write(
+            dir.path().join("gemm.csv"),
+            "# made up\ndtype,m,n,k,latency_us\nfp8,8192,8192,8192,100\nfp8,1,65536,7168,20\nfp8,1,1024,1024,5\n",
+        )
+        .unwrap();
+        // EP8, 32 local experts all touched: 32 x 3 x 7,168 x 2,048 FP8 bytes = 1.41 GB,
+        // >= 421 us at 3.35 TB/s.
+        std::fs::write(
+            dir.path().join("moe.csv"),
+            "dtype,hidden,inter,topk,experts,ep,tokens,latency_us\nfp8,7168,2048,8,256,8,1024,100\nfp8,7168,2048,8,256,8,1,60\n",
+        )
+        .unwrap();
+        let err = check(dir.path(), &gpu("h100-sxm")).unwrap_err().to_string();
+        for needle in [
+            "gemm.csv:3:20: latency_us: 100 us is faster than h100-sxm can run it: 1.100e12 FLOP at the h100-sxm dense fp8 peak of 1979 TFLOP/s",
+            "gemm.csv:4:18: latency_us: 20 us is faster than h100-sxm can run it:",
+            "moe.csv:2:28: latency_us: 100 us is faster than h100-sxm can run it:",
+            "weights at its HBM peak of 3.35 TB/s",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+        // The tiny GEMM and the one-token MoE block (one expert's 44 MB: 13 us) are fine.
+        assert!(!err.contains("gemm.csv:5:"), "{err}");
+        assert!(!err.contains("moe.csv:3:"), "{err}");
+    }
+}
