@@ -49,8 +49,14 @@ def write_profile(directory, device, rows):
 
 
 def example_rows():
-    """Made-up GEMM times on the profile grid (a weight-streaming law), for format checks."""
-    return [{"dtype": d, "m": m, "n": n, "k": k, "ms": 1e-3 * (5 + (n * k * (2 if d == "bf16" else 1) + 2 * m * n) / 3e6)}
+    """Made-up GEMM times on the profile grid, for format checks: 5 us plus the slower of
+    streaming the bytes at 3 TB/s and the FLOPs at 600 (BF16) or 1,200 (FP8) TFLOP/s, which
+    any Hopper spec can run (epsim refuses rows faster than the GPU's peaks)."""
+    def us(d, m, n, k):
+        bytes_moved = n * k * (2 if d == "bf16" else 1) + 2 * m * n
+        flops_per_us = 600e6 if d == "bf16" else 1200e6
+        return 5 + max(bytes_moved / 3e6, 2 * m * n * k / flops_per_us)
+    return [{"dtype": d, "m": m, "n": n, "k": k, "ms": 1e-3 * us(d, m, n, k)}
             for d in ["bf16", "fp8"] for n in PROFILE_N for k in PROFILE_K for m in TOKENS]
 
 

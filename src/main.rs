@@ -222,7 +222,9 @@ enum Command {
         /// The column to maximise at each x (e.g. output_tok_s_per_gpu)
         #[arg(long)]
         y: String,
-        /// Group rows by these columns (comma-separated)
+        /// Group rows by these columns (comma-separated); the rows of columns not named,
+        /// seeds too, share one frontier (the best of them, not their mean: name seed to
+        /// keep seeds apart)
         #[arg(long, value_delimiter = ',')]
         by: Vec<String>,
         /// The frontier's y at this x (linear interpolation)
