@@ -23,10 +23,11 @@ const TABLES: [&str; 3] = ["moe.csv", "sglang/moe.csv", "sglang/moe_low_latency.
 type Checked = BTreeMap<(PathBuf, String), Result<(), Diagnostics>>;
 static CHECKED: Mutex<Checked> = Mutex::new(BTreeMap::new());
 
-/// Every GEMM and MoE row of the profile in `dir` that `gpu` could not have run, located:
-/// a GEMM faster than its FLOPs at the dense peak or its weights at the HBM peak; a MoE
-/// block faster than the experts its tokens touch at the HBM peak, or than its FLOPs at the
-/// dense peak. Each by more than [`MARGIN`]. Checked once per folder and GPU spec.
+/// Every GEMM, MoE and decode-MLA row of the profile in `dir` that `gpu` could not have
+/// run, located: a GEMM faster than its FLOPs at the dense peak or its weights at the HBM
+/// peak; a MoE block faster than the experts its tokens touch at the HBM peak, or than its
+/// FLOPs at the dense peak; a decode MLA block faster than its KV cache at the HBM peak.
+/// Each by more than [`MARGIN`]. Checked once per folder and GPU spec.
 pub fn check(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
     let key = (dir.to_owned(), gpu.name.clone());
     let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,7 +108,37 @@ fn scan(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
             floors.judge(&mut diags, &file, &row, work);
         }
     }
+    mla_decode(dir, &floors, &mut diags);
     diags.into_result(())
+}
+
+/// Decode MLA blocks: each request's latent KV (the `mla_model.csv` shape) read from HBM.
+fn mla_decode(dir: &Path, floors: &Floors, diags: &mut Diagnostics) {
+    let file = dir.join("mla_decode.csv");
+    let Some(shape) = super::cached(dir).ok().and_then(|p| p.mla_shape) else {
+        return;
+    };
+    if !file.exists() {
+        return;
+    }
+    let latent = (shape.kv_lora_rank + shape.qk_rope_head_dim) as f64;
+    let columns = Columns {
+        precisions: &["kv_dtype", "gemm_dtype"],
+        numbers: &["heads", "batch", "kv_len", "latency_us"],
+    };
+    for row in load::read(&file, &columns).unwrap_or_default() {
+        let [_, batch, kv_len, us] = row.numbers[..] else {
+            continue;
+        };
+        let kv = row.precisions[0];
+        let work = Work {
+            precision: kv,
+            flops: 0.0,
+            weight_bytes: kv.bytes(batch * kv_len * latent, Usage::KvCache),
+            us,
+        };
+        floors.judge(diags, &file, &row, work);
+    }
 }
 
 struct Floors<'a> {
@@ -116,7 +147,8 @@ struct Floors<'a> {
     gpu: &'a str,
 }
 
-/// What one row measured: its FLOPs and the weight bytes it must read, in `us`.
+/// What one row measured: its FLOPs and the bytes it must read from HBM (weights, KV
+/// cache), in `us`.
 struct Work {
     precision: Precision,
     flops: f64,
@@ -150,7 +182,7 @@ impl Floors<'_> {
             )
         } else {
             format!(
-                "{:.3e} B of {} weights at its HBM peak of {} TB/s",
+                "{:.3e} B of {} weights or KV cache at its HBM peak of {} TB/s",
                 weight_bytes,
                 p.name(),
                 self.hbm_bytes_per_s / 1e12
@@ -212,17 +244,30 @@ mod tests {
             "dtype,hidden,inter,topk,experts,ep,tokens,latency_us\nfp8,7168,2048,8,256,8,1024,100\nfp8,7168,2048,8,256,8,1,60\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("mla_model.csv"),
+            "hidden,q_lora_rank,kv_lora_rank,qk_nope_head_dim,qk_rope_head_dim,v_head_dim\n7168,1536,512,128,64,128\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("mla_decode.csv"),
+            "kv_dtype,gemm_dtype,heads,batch,kv_len,latency_us\nfp8,bf16,128,1,2048,40\nfp8,bf16,128,128,8192,50\n",
+        )
+        .unwrap();
         let err = check(dir.path(), &gpu("h100-sxm")).unwrap_err().to_string();
         for needle in [
             "gemm.csv:3:20: latency_us: 100 us is faster than h100-sxm can run it: 1.100e12 FLOP at the h100-sxm dense fp8 peak of 1979 TFLOP/s",
             "gemm.csv:4:18: latency_us: 20 us is faster than h100-sxm can run it:",
             "moe.csv:2:28: latency_us: 100 us is faster than h100-sxm can run it:",
-            "weights at its HBM peak of 3.35 TB/s",
+            "B of fp8 weights or KV cache at its HBM peak of 3.35 TB/s",
+            // 128 requests x 8,192 tokens x 576 latent FP8 values: 604 MB, >= 180 us.
+            "mla_decode.csv:3:23: latency_us: 50 us is faster than h100-sxm can run it:",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in\n{err}");
         }
         // The tiny GEMM and the one-token MoE block (one expert's 44 MB: 13 us) are fine.
         assert!(!err.contains("gemm.csv:5:"), "{err}");
         assert!(!err.contains("moe.csv:3:"), "{err}");
+        assert!(!err.contains("mla_decode.csv:2:"), "{err}");
     }
 }
