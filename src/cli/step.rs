@@ -8,6 +8,7 @@ use epsim::cost::profile::{self, Backend, MoeShape};
 use epsim::cost::step::{self, OpClass, PrefillChunk, StepCost, StepLoad};
 use epsim::model::memory;
 use epsim::model::{Acceptance, AcceptanceFile};
+use epsim::topology::A2aAlgorithm;
 use std::fmt::Write;
 use std::process::ExitCode;
 
@@ -193,10 +194,14 @@ fn kernels<'g>(
         }
         return Ok((Kernels::roofline_only(gpu), None));
     }
-    let low_latency = a.prefill_chunk == 0;
+    let feed = if a.prefill_chunk == 0 {
+        A2aAlgorithm::LowLatency
+    } else {
+        A2aAlgorithm::Hierarchical
+    };
     let shape = MoeShape::of(model, d.expert_precision);
     let dir = gpu.profile.as_deref();
-    let gap = profile::engine_gap(dir, a.kernels, low_latency, shape, d.moe_tp)
+    let gap = profile::engine_gap(dir, a.kernels, feed, shape, d.moe_tp)
         .map_err(|e| UsageError(e.to_string()))?;
     if let Some(gap) = gap {
         return Err(UsageError(format!(
@@ -206,9 +211,9 @@ fn kernels<'g>(
         ))
         .into());
     }
-    let table = (a.kernels.moe_table(low_latency).zip(dir))
-        .map(|(t, dir)| dir.join(t).display().to_string());
-    let k = Kernels::for_engine(gpu, a.kernels, low_latency).map_err(UsageError)?;
+    let table =
+        (a.kernels.moe_table(feed).zip(dir)).map(|(t, dir)| dir.join(t).display().to_string());
+    let k = Kernels::for_engine(gpu, a.kernels, feed).map_err(UsageError)?;
     Ok((k, table))
 }
 

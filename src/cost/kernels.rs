@@ -7,6 +7,7 @@ use super::compute::{OpCost, Roofline, ffn_gemms};
 use super::profile::{self, Backend, KernelProfile, MlaShape, MoeShape, Source};
 use crate::hardware::GpuSpec;
 use crate::model::{Attention, ModelConfig, Precision};
+use crate::topology::A2aAlgorithm;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -46,20 +47,20 @@ impl<'a> Kernels<'a> {
     /// Prices from `gpu`'s kernel profile (read once per process), or the roofline alone
     /// when the spec names none.
     pub fn for_gpu(gpu: &'a GpuSpec) -> Result<Self, String> {
-        Self::for_engine(gpu, Backend::Trtllm, false)
+        Self::for_engine(gpu, Backend::Trtllm, A2aAlgorithm::Direct)
     }
 
-    /// Prices as `backend`'s kernels run on `gpu` ([`profile::cached_for`]);
-    /// `low_latency`: the MoE block is fed by DeepEP's low-latency all-to-all.
+    /// Prices as `backend`'s kernels run on `gpu` behind the all-to-all `feed`
+    /// ([`profile::cached_for`]).
     pub fn for_engine(
         gpu: &'a GpuSpec,
         backend: Backend,
-        low_latency: bool,
+        feed: A2aAlgorithm,
     ) -> Result<Self, String> {
         let profile = match &gpu.profile {
             Some(dir) => {
                 profile::physics::check(dir, gpu).map_err(|e| e.to_string())?;
-                Some(profile::cached_for(dir, backend, low_latency).map_err(|e| e.to_string())?)
+                Some(profile::cached_for(dir, backend, feed).map_err(|e| e.to_string())?)
             }
             None => None,
         };
@@ -576,8 +577,9 @@ mod tests {
         // EP64 (4 local experts), 64 tokens per rank: 64 x 8 / 4 = 128 rows per expert.
         let rows = [128; 4];
         let trtllm = Kernels::for_gpu(&h100).unwrap();
-        let masked = Kernels::for_engine(&h100, Backend::Sglang, true).unwrap();
-        let contiguous = Kernels::for_engine(&h100, Backend::Sglang, false).unwrap();
+        let masked = Kernels::for_engine(&h100, Backend::Sglang, A2aAlgorithm::LowLatency).unwrap();
+        let contiguous =
+            Kernels::for_engine(&h100, Backend::Sglang, A2aAlgorithm::Hierarchical).unwrap();
         // sglang/moe_low_latency.csv: EP64, 64 tokens per rank -> 92.41 us.
         let p = masked.routed_moe(fp8, &rows);
         assert_eq!(p.source, Source::Measured);

@@ -16,6 +16,7 @@ pub use grid::{Hit, Source};
 
 use crate::input::Diagnostics;
 use crate::model::Precision;
+use crate::topology::A2aAlgorithm;
 use grid::Grid;
 use load::Columns;
 use serde::{Deserialize, Serialize};
@@ -83,16 +84,64 @@ impl Backend {
         }
     }
 
-    /// The MoE table this engine prices from in its profile subfolder: the kernel its
-    /// all-to-all feeds (`low_latency`: DeepEP's low-latency kernels); `None` for the
-    /// folder's own tables.
-    pub fn moe_table(self, low_latency: bool) -> Option<&'static str> {
-        match (self, low_latency) {
-            (Backend::Trtllm, _) => None,
-            (Backend::Sglang, true) => Some("sglang/moe_low_latency.csv"),
-            (Backend::Sglang, false) => Some("sglang/moe.csv"),
+    /// The engine's own MoE tables in a profile folder: (the kernel DeepEP's low-latency
+    /// all-to-all feeds, the kernel every other feeds); `None` for the folder's own tables.
+    pub fn own_moe_tables(self) -> Option<[&'static str; 2]> {
+        match self {
+            Backend::Trtllm => None,
+            Backend::Sglang => Some(["sglang/moe_low_latency.csv", "sglang/moe.csv"]),
         }
     }
+
+    /// The MoE table this engine prices from when `feed` is the all-to-all in front of it.
+    pub fn moe_table(self, feed: A2aAlgorithm) -> Option<&'static str> {
+        let [low_latency, other] = self.own_moe_tables()?;
+        Some(if feed == A2aAlgorithm::LowLatency {
+            low_latency
+        } else {
+            other
+        })
+    }
+}
+
+/// The columns of `gemm.csv`.
+const GEMM_COLUMNS: Columns = Columns {
+    precisions: &["dtype"],
+    numbers: &["m", "n", "k", "latency_us"],
+};
+
+/// The columns of `mla_decode.csv` and `mla_prefill.csv`.
+const MLA_DECODE_COLUMNS: Columns = Columns {
+    precisions: &["kv_dtype", "gemm_dtype"],
+    numbers: &["heads", "batch", "kv_len", "latency_us"],
+};
+const MLA_PREFILL_COLUMNS: Columns = Columns {
+    precisions: &["kv_dtype", "gemm_dtype"],
+    numbers: &["heads", "batch", "isl", "latency_us"],
+};
+
+/// A MoE table's rows, and whether it counts tokens per rank (`tokens_per_rank`) rather
+/// than over the EP group (`tokens`).
+fn read_moe(file: &Path) -> Result<(bool, Vec<load::Row>), Diagnostics> {
+    let per_rank = load::names_column(file, "tokens_per_rank");
+    let tokens = if per_rank {
+        "tokens_per_rank"
+    } else {
+        "tokens"
+    };
+    let columns = Columns {
+        precisions: &["dtype"],
+        numbers: &[
+            "hidden",
+            "inter",
+            "topk",
+            "experts",
+            "ep",
+            tokens,
+            "latency_us",
+        ],
+    };
+    Ok((per_rank, load::read(file, &columns)?))
 }
 
 /// A fused-MoE table: axes (EP size, tokens of the EP group), or (EP size, tokens per rank)
@@ -359,13 +408,7 @@ impl KernelProfile {
                 Vec::new()
             })
         };
-        let gemm = table(
-            "gemm.csv",
-            Columns {
-                precisions: &["dtype"],
-                numbers: &["m", "n", "k", "latency_us"],
-            },
-        );
+        let gemm = table("gemm.csv", GEMM_COLUMNS);
         profile.gemm = grids(&gemm, |r| {
             (
                 r.precisions[0],
@@ -379,14 +422,11 @@ impl KernelProfile {
                 Some((p, flops.max_by(f64::total_cmp)?))
             })
             .collect();
-        for (name, axis) in [("mla_decode.csv", "kv_len"), ("mla_prefill.csv", "isl")] {
-            let rows = table(
-                name,
-                Columns {
-                    precisions: &["kv_dtype", "gemm_dtype"],
-                    numbers: &["heads", "batch", axis, "latency_us"],
-                },
-            );
+        for (name, columns) in [
+            ("mla_decode.csv", MLA_DECODE_COLUMNS),
+            ("mla_prefill.csv", MLA_PREFILL_COLUMNS),
+        ] {
+            let rows = table(name, columns);
             let g = grids(&rows, |r| {
                 let n = &r.numbers;
                 (
@@ -395,7 +435,7 @@ impl KernelProfile {
                     n[3],
                 )
             });
-            if axis == "kv_len" {
+            if name == "mla_decode.csv" {
                 profile.mla_decode = g;
             } else {
                 profile.mla_prefill = g;
@@ -452,26 +492,9 @@ fn moe_tables(file: &Path, diags: &mut Diagnostics) -> BTreeMap<MoeShape, MoeTab
     if !file.exists() {
         return BTreeMap::new();
     }
-    let per_rank = load::names_column(file, "tokens_per_rank");
-    let columns = Columns {
-        precisions: &["dtype"],
-        numbers: &[
-            "hidden",
-            "inter",
-            "topk",
-            "experts",
-            "ep",
-            if per_rank {
-                "tokens_per_rank"
-            } else {
-                "tokens"
-            },
-            "latency_us",
-        ],
-    };
-    let rows = load::read(file, &columns).unwrap_or_else(|e| {
+    let (per_rank, rows) = read_moe(file).unwrap_or_else(|e| {
         diags.append(e);
-        Vec::new()
+        (false, Vec::new())
     });
     let grids = grids(&rows, |r| {
         let n = &r.numbers;
@@ -526,11 +549,11 @@ pub fn cached(dir: &Path) -> Result<Arc<KernelProfile>, Diagnostics> {
 pub fn engine_gap(
     dir: Option<&Path>,
     backend: Backend,
-    low_latency: bool,
+    feed: A2aAlgorithm,
     shape: MoeShape,
     moe_tp: u64,
 ) -> Result<Option<String>, Diagnostics> {
-    let Some(table) = backend.moe_table(low_latency) else {
+    let Some(table) = backend.moe_table(feed) else {
         return Ok(None);
     };
     let name = backend.name();
@@ -544,7 +567,7 @@ pub fn engine_gap(
             "{name}'s MoE tables measure expert parallelism alone (moe_tp 1), not moe_tp {moe_tp}"
         )));
     }
-    let profile = cached_for(dir, backend, low_latency)?;
+    let profile = cached_for(dir, backend, feed)?;
     if profile.engine_moe.contains(&shape) {
         return Ok(None);
     }
@@ -561,23 +584,23 @@ pub fn engine_gap(
     )))
 }
 
-/// Engine profiles already built, by folder, engine and all-to-all kind.
-type EngineKey = (PathBuf, Backend, bool);
+/// Engine profiles already built, by folder and the engine's MoE table they price from.
+type EngineKey = (PathBuf, &'static str);
 static ENGINE_CACHE: Mutex<BTreeMap<EngineKey, Arc<KernelProfile>>> = Mutex::new(BTreeMap::new());
 
-/// The profile in `dir` as `backend` runs it: the folder's tables, with the MoE shapes the
-/// engine's own table measures ([`Backend::moe_table`]) priced from that table instead
-/// (listed in `engine_moe`). Read once per process.
+/// The profile in `dir` as `backend` runs it behind the all-to-all `feed`: the folder's
+/// tables, with the MoE shapes the engine's own table measures ([`Backend::moe_table`])
+/// priced from that table instead (listed in `engine_moe`). Read once per process.
 pub fn cached_for(
     dir: &Path,
     backend: Backend,
-    low_latency: bool,
+    feed: A2aAlgorithm,
 ) -> Result<Arc<KernelProfile>, Diagnostics> {
     let base = cached(dir)?;
-    let Some(table) = backend.moe_table(low_latency) else {
+    let Some(table) = backend.moe_table(feed) else {
         return Ok(base);
     };
-    let key = (dir.to_owned(), backend, low_latency);
+    let key = (dir.to_owned(), table);
     let mut cache = ENGINE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = cache.get(&key) {
         return Ok(Arc::clone(p));

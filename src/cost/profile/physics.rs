@@ -2,7 +2,7 @@
 //! GPU's peaks (a typo, another GPU's table, warm-cache timings) would make every price
 //! built on it impossible without saying so.
 
-use super::load::{self, Columns};
+use super::{Backend, GEMM_COLUMNS, MLA_DECODE_COLUMNS, load, read_moe};
 use crate::cost::compute::Roofline;
 use crate::hardware::GpuSpec;
 use crate::input::{Diagnostics, Problem};
@@ -15,9 +15,6 @@ use std::sync::Mutex;
 /// round, and boost clocks run above the rated peak. The shipped rows read at least 0.2%
 /// above their floors (MoE blocks near the HBM peak, where the build script cut them).
 pub const MARGIN: f64 = 0.10;
-
-/// The MoE tables checked besides `gemm.csv`.
-const TABLES: [&str; 3] = ["moe.csv", "sglang/moe.csv", "sglang/moe_low_latency.csv"];
 
 /// Folders already checked against a GPU spec (by its name), with their verdicts.
 type Checked = BTreeMap<(PathBuf, String), Result<(), Diagnostics>>;
@@ -48,12 +45,8 @@ fn scan(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
     };
     let gemm = dir.join("gemm.csv");
     if gemm.exists() {
-        let columns = Columns {
-            precisions: &["dtype"],
-            numbers: &["m", "n", "k", "latency_us"],
-        };
         // The profile's own load reports unreadable rows; only readable ones are checked.
-        for row in load::read(&gemm, &columns).unwrap_or_default() {
+        for row in load::read(&gemm, &GEMM_COLUMNS).unwrap_or_default() {
             let [m, n, k, us] = row.numbers[..] else {
                 continue;
             };
@@ -61,36 +54,22 @@ fn scan(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
             let work = Work {
                 precision: p,
                 flops: 2.0 * m * n * k,
-                weight_bytes: p.bytes(n * k, Usage::Weights),
+                bytes: p.bytes(n * k, Usage::Weights),
                 us,
             };
             floors.judge(&mut diags, &gemm, &row, work);
         }
     }
-    for table in TABLES {
+    // The folder's MoE table and every engine's own.
+    let engines = <Backend as clap::ValueEnum>::value_variants().iter();
+    let own = engines.filter_map(|b| b.own_moe_tables()).flatten();
+    for table in std::iter::once("moe.csv").chain(own) {
         let file = dir.join(table);
         if !file.exists() {
             continue;
         }
-        let per_rank = load::names_column(&file, "tokens_per_rank");
-        let tokens = if per_rank {
-            "tokens_per_rank"
-        } else {
-            "tokens"
-        };
-        let columns = Columns {
-            precisions: &["dtype"],
-            numbers: &[
-                "hidden",
-                "inter",
-                "topk",
-                "experts",
-                "ep",
-                tokens,
-                "latency_us",
-            ],
-        };
-        for row in load::read(&file, &columns).unwrap_or_default() {
+        let (per_rank, rows) = read_moe(&file).unwrap_or_default();
+        for row in rows {
             let [hidden, inter, topk, experts, ep, t, us] = row.numbers[..] else {
                 continue;
             };
@@ -102,7 +81,7 @@ fn scan(dir: &Path, gpu: &GpuSpec) -> Result<(), Diagnostics> {
             let work = Work {
                 precision: p,
                 flops: 2.0 * rows * expert,
-                weight_bytes: p.bytes(touched * expert, Usage::Weights),
+                bytes: p.bytes(touched * expert, Usage::Weights),
                 us,
             };
             floors.judge(&mut diags, &file, &row, work);
@@ -122,11 +101,7 @@ fn mla_decode(dir: &Path, floors: &Floors, diags: &mut Diagnostics) {
         return;
     }
     let latent = (shape.kv_lora_rank + shape.qk_rope_head_dim) as f64;
-    let columns = Columns {
-        precisions: &["kv_dtype", "gemm_dtype"],
-        numbers: &["heads", "batch", "kv_len", "latency_us"],
-    };
-    for row in load::read(&file, &columns).unwrap_or_default() {
+    for row in load::read(&file, &MLA_DECODE_COLUMNS).unwrap_or_default() {
         let [_, batch, kv_len, us] = row.numbers[..] else {
             continue;
         };
@@ -134,7 +109,7 @@ fn mla_decode(dir: &Path, floors: &Floors, diags: &mut Diagnostics) {
         let work = Work {
             precision: kv,
             flops: 0.0,
-            weight_bytes: kv.bytes(batch * kv_len * latent, Usage::KvCache),
+            bytes: kv.bytes(batch * kv_len * latent, Usage::KvCache),
             us,
         };
         floors.judge(diags, &file, &row, work);
@@ -152,7 +127,7 @@ struct Floors<'a> {
 struct Work {
     precision: Precision,
     flops: f64,
-    weight_bytes: f64,
+    bytes: f64,
     us: f64,
 }
 
@@ -162,12 +137,12 @@ impl Floors<'_> {
         let Work {
             precision: p,
             flops,
-            weight_bytes,
+            bytes,
             us,
         } = work;
         let peak = self.roofline.peak_flops(p);
         let compute_us = flops / peak * 1e6;
-        let memory_us = weight_bytes / self.hbm_bytes_per_s * 1e6;
+        let memory_us = bytes / self.hbm_bytes_per_s * 1e6;
         let floor_us = compute_us.max(memory_us);
         if us >= floor_us * (1.0 - MARGIN) {
             return;
@@ -183,7 +158,7 @@ impl Floors<'_> {
         } else {
             format!(
                 "{:.3e} B of {} weights or KV cache at its HBM peak of {} TB/s",
-                weight_bytes,
+                bytes,
                 p.name(),
                 self.hbm_bytes_per_s / 1e12
             )
@@ -230,30 +205,31 @@ mod tests {
     #[test]
     fn rows_faster_than_the_peaks_are_refused_where_they_are() {
         let dir = tempfile::tempdir().unwrap();
-        // H100: 3.35 TB/s, 1,979 FP8 TFLOP/s. An 8,192^3 FP8 GEMM needs >= 556 us of
-        // compute; 7,168 x 65,536 FP8 weights (0.47 GB) >= 140 us of HBM.
-        std::fs::write(
-            dir.path().join("gemm.csv"),
-            "# made up\ndtype,m,n,k,latency_us\nfp8,8192,8192,8192,100\nfp8,1,65536,7168,20\nfp8,1,1024,1024,5\n",
-        )
-        .unwrap();
-        // EP8, 32 local experts all touched: 32 x 3 x 7,168 x 2,048 FP8 bytes = 1.41 GB,
-        // >= 421 us at 3.35 TB/s.
-        std::fs::write(
-            dir.path().join("moe.csv"),
-            "dtype,hidden,inter,topk,experts,ep,tokens,latency_us\nfp8,7168,2048,8,256,8,1024,100\nfp8,7168,2048,8,256,8,1,60\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("mla_model.csv"),
-            "hidden,q_lora_rank,kv_lora_rank,qk_nope_head_dim,qk_rope_head_dim,v_head_dim\n7168,1536,512,128,64,128\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("mla_decode.csv"),
-            "kv_dtype,gemm_dtype,heads,batch,kv_len,latency_us\nfp8,bf16,128,1,2048,40\nfp8,bf16,128,128,8192,50\n",
-        )
-        .unwrap();
+        let tables = [
+            // H100: 3.35 TB/s, 1,979 FP8 TFLOP/s. An 8,192^3 FP8 GEMM needs >= 556 us of
+            // compute; 7,168 x 65,536 FP8 weights (0.47 GB) >= 140 us of HBM.
+            (
+                "gemm.csv",
+                "# made up\ndtype,m,n,k,latency_us\nfp8,8192,8192,8192,100\nfp8,1,65536,7168,20\nfp8,1,1024,1024,5\n",
+            ),
+            // EP8, 32 local experts all touched: 32 x 3 x 7,168 x 2,048 FP8 bytes = 1.41 GB,
+            // >= 421 us at 3.35 TB/s.
+            (
+                "moe.csv",
+                "dtype,hidden,inter,topk,experts,ep,tokens,latency_us\nfp8,7168,2048,8,256,8,1024,100\nfp8,7168,2048,8,256,8,1,60\n",
+            ),
+            (
+                "mla_model.csv",
+                "hidden,q_lora_rank,kv_lora_rank,qk_nope_head_dim,qk_rope_head_dim,v_head_dim\n7168,1536,512,128,64,128\n",
+            ),
+            (
+                "mla_decode.csv",
+                "kv_dtype,gemm_dtype,heads,batch,kv_len,latency_us\nfp8,bf16,128,1,2048,40\nfp8,bf16,128,128,8192,50\n",
+            ),
+        ];
+        for (name, text) in tables {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let err = check(dir.path(), &gpu("h100-sxm")).unwrap_err().to_string();
         for needle in [
             "gemm.csv:3:20: latency_us: 100 us is faster than h100-sxm can run it: 1.100e12 FLOP at the h100-sxm dense fp8 peak of 1979 TFLOP/s",

@@ -213,7 +213,7 @@ impl<'a> Pricer<'a> {
             kernels: Kernels::for_engine(
                 &instance.gpu,
                 instance.kernels,
-                instance.all_to_all.algorithm == A2aAlgorithm::LowLatency,
+                instance.all_to_all.algorithm,
             )?,
             memo: StepMemo::default(),
             moe_memo: MoeMemo::default(),

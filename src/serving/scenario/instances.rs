@@ -262,10 +262,9 @@ impl Engine<'_> {
             return Some(Backend::Trtllm);
         };
         let backend = kernels.value;
-        let low_latency = self.algorithm == A2aAlgorithm::LowLatency;
         let shape = MoeShape::of(self.model, self.precision);
         let dir = self.gpu.profile.as_deref();
-        match crate::cost::profile::engine_gap(dir, backend, low_latency, shape, self.moe_tp) {
+        match crate::cost::profile::engine_gap(dir, backend, self.algorithm, shape, self.moe_tp) {
             Ok(None) => Some(backend),
             Ok(Some(gap)) => {
                 c.problem(

@@ -347,8 +347,8 @@ pub fn roofline_ops(t: &Target, o: &Outcome) -> Vec<String> {
         let Some(spec) = loaded.scenario.instances.iter().find(|i| i.role == role) else {
             continue;
         };
-        let low_latency = spec.all_to_all.algorithm == crate::topology::A2aAlgorithm::LowLatency;
-        let Ok(kernels) = Kernels::for_engine(&spec.gpu, spec.kernels, low_latency) else {
+        let feed = spec.all_to_all.algorithm;
+        let Ok(kernels) = Kernels::for_engine(&spec.gpu, spec.kernels, feed) else {
             continue;
         };
         let (load, step) = match role {
